@@ -1,0 +1,310 @@
+//! The sled side: the trees, opening, and the recovery/truncation that keep the
+//! journal's invariants whatever sled recovered.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+
+use crate::event::{decode_u64, id_key_into, seq_key, StoredEvent};
+use crate::Error;
+
+/// Key in the `meta` tree: a sequence known to have been flushed (see [`Store::recover`]).
+pub(crate) const FLUSHED_MARK: &[u8] = b"flushed";
+
+pub(crate) struct StoreConfig {
+    pub dir: PathBuf,
+    pub cache_capacity_bytes: u64,
+}
+
+/// One open sled database and its trees.
+pub(crate) struct Store {
+    pub db: sled::Db,
+    /// first sequence of a chunk (u64 BE) -> consecutive length-delimited prost
+    /// StoredEvents (see [`Frames`]); a few KiB per chunk, written by one batch
+    pub events: sled::Tree,
+    /// len(source) u32 BE ++ source ++ id -> sequence (u64 BE). A hint only: every hit is
+    /// checked against the stored event before it is believed (see `writer::verify`).
+    pub ids: sled::Tree,
+    /// len(partner) u32 BE ++ partner ++ name -> acked sequence (u64 BE)
+    pub cursors: sled::Tree,
+    pub meta: sled::Tree,
+}
+
+/// What [`Store::recover`] found.
+pub(crate) struct Recovered {
+    pub last: u64,
+    pub last_received_at: i64,
+}
+
+impl Store {
+    pub fn open(config: &StoreConfig) -> Result<Store, sled::Error> {
+        let db = sled::Config::new()
+            .path(&config.dir)
+            .cache_capacity(config.cache_capacity_bytes)
+            // The writer flushes every batch itself; the background flush is what bounds
+            // the loss window of cursor acks (the API promises ~1 s).
+            .flush_every_ms(Some(500))
+            .open()?;
+        Ok(Store {
+            events: db.open_tree("events")?,
+            ids: db.open_tree("ids")?,
+            cursors: db.open_tree("cursors")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    /// Opens, retrying for a short while: after the previous `Db` of the same directory was
+    /// dropped, sled's background IO threads may still hold the file (and its lock) a moment.
+    pub fn open_retrying(config: &StoreConfig) -> Result<Store, sled::Error> {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            match Store::open(config) {
+                Ok(store) => return Ok(store),
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "journal reopen failed, retrying");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub fn decode(sequence: u64, bytes: &[u8]) -> Result<StoredEvent, Error> {
+        let event = StoredEvent::decode(bytes).map_err(|e| Error::Corrupt { sequence, reason: e.to_string() })?;
+        if event.sequence != sequence {
+            return Err(Error::Corrupt { sequence, reason: format!("record carries sequence {}", event.sequence) });
+        }
+        Ok(event)
+    }
+
+    /// The chunk holding `sequence`, if one starts at or below it: (first sequence, bytes).
+    fn chunk_at(&self, sequence: u64) -> Result<Option<(u64, sled::IVec)>, Error> {
+        match self.events.range(..=seq_key(sequence)).next_back() {
+            Some(item) => {
+                let (key, value) = item?;
+                Ok(Some((chunk_first(&key)?, value)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub fn read_event(&self, sequence: u64) -> Result<Option<StoredEvent>, Error> {
+        let Some((first, chunk)) = self.chunk_at(sequence)? else {
+            return Ok(None);
+        };
+        for frame in Frames::new(first, &chunk) {
+            let (seq, bytes) = frame?;
+            if seq == sequence {
+                return Store::decode(seq, bytes).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// `count` events from `from` on, which the caller knows to be committed.
+    pub fn read_range(&self, from: u64, count: usize) -> Result<Vec<StoredEvent>, Error> {
+        let mut out = Vec::with_capacity(count);
+        let start = match self.chunk_at(from)? {
+            Some((first, _)) => first,
+            None => return Err(missing(from)),
+        };
+        let mut expected = start;
+        'chunks: for item in self.events.range(seq_key(start)..) {
+            let (key, chunk) = item?;
+            let first = chunk_first(&key)?;
+            if first != expected {
+                return Err(missing(expected));
+            }
+            for frame in Frames::new(first, &chunk) {
+                let (seq, bytes) = frame?;
+                expected = seq + 1;
+                if seq >= from {
+                    out.push(Store::decode(seq, bytes)?);
+                    if out.len() == count {
+                        break 'chunks;
+                    }
+                }
+            }
+        }
+        if out.len() != count {
+            return Err(missing(expected));
+        }
+        Ok(out)
+    }
+
+    /// Establishes the journal's invariants on a freshly opened database and returns the
+    /// last sequence.
+    ///
+    /// Why this is enough after a kill -9 at any point:
+    /// - sled 0.34 keeps one log for all trees of a `Db`, and its recovery replays the log
+    ///   only up to the last contiguous message (`check_contiguity_in_unstable_tail` in
+    ///   `pagecache/iterator.rs`: a later segment whose predecessor was torn is dropped), so
+    ///   what comes back is a prefix of the writes, across trees. `flush()` guarantees that
+    ///   every write before it is in that prefix. The single writer inserts each batch's
+    ///   chunks in ascending sequence order and acks only after the flush, so every acked
+    ///   event is present and the events tree is dense. Each chunk is one sled insert, so
+    ///   it comes back whole or not at all.
+    /// - We do not *rely* on the cross-tree prefix for the id index: an index hit is always
+    ///   verified against the stored event (same source and id at a committed sequence), so a
+    ///   stale entry whose event was lost can never produce `duplicate = true`.
+    /// - We still verify density instead of trusting it: the writer records in `meta` the
+    ///   last flushed sequence at the start of each batch, so only the unflushed tail above
+    ///   it (about two batches) has to be scanned here; anything above a gap is unacked by
+    ///   construction and is removed, so sequences stay dense. A flushed event that is
+    ///   missing means sled lost acknowledged data, which we report as `Corrupt` rather than
+    ///   paper over.
+    pub fn recover(&self) -> Result<Recovered, Error> {
+        let mark = match self.meta.get(FLUSHED_MARK)? {
+            Some(v) => decode_u64(&v)
+                .ok_or_else(|| Error::Corrupt { sequence: 0, reason: "flushed mark is not a u64".into() })?,
+            None => 0,
+        };
+        if let Some((first, _)) = self.events.first()? {
+            let first = chunk_first(&first)?;
+            if first != 1 {
+                return Err(Error::Corrupt {
+                    sequence: first,
+                    reason: "the journal does not start at sequence 1".into(),
+                });
+            }
+        }
+        // Scan from the chunk holding the mark (chunks end at batch ends, so normally the
+        // mark is its last event).
+        let start = if mark == 0 {
+            1
+        } else {
+            match self.chunk_at(mark)? {
+                Some((first, chunk)) if Frames::new(first, &chunk).count() as u64 > mark - first => first,
+                _ => {
+                    return Err(Error::Corrupt {
+                        sequence: mark,
+                        reason: "an event that was flushed is missing after recovery".into(),
+                    })
+                }
+            }
+        };
+        let mut last = start - 1;
+        let mut last_received_at = 0;
+        for item in self.events.range(seq_key(start)..) {
+            let (key, chunk) = item?;
+            if chunk_first(&key)? != last + 1 {
+                break;
+            }
+            for frame in Frames::new(last + 1, &chunk) {
+                let (seq, bytes) = frame?;
+                let event = Store::decode(seq, bytes)?;
+                last_received_at = last_received_at.max(event.received_at_micros);
+                last = seq;
+            }
+        }
+        if last < mark {
+            return Err(Error::Corrupt {
+                sequence: last + 1,
+                reason: "an event that was flushed is missing after recovery".into(),
+            });
+        }
+        let truncated = self.truncate_above(last, &NoFaults)?;
+        if truncated > 0 {
+            tracing::warn!(last, truncated, "journal: removed unacknowledged chunks above a gap");
+        }
+        self.meta.insert(FLUSHED_MARK, &seq_key(last))?;
+        self.db.flush()?;
+        Ok(Recovered { last, last_received_at })
+    }
+
+    /// Removes every chunk starting above `last` and the index entries that point at its
+    /// events. Used at open (tail above a gap) and after a failed batch (its leftovers).
+    /// `last` is always a chunk end there: chunks never span two batches.
+    pub fn truncate_above(&self, last: u64, faults: &dyn FaultHook) -> Result<usize, Error> {
+        let mut doomed = Vec::new();
+        for item in self.events.range(seq_key(last.saturating_add(1))..) {
+            let (key, value) = item?;
+            doomed.push((key, value));
+        }
+        let mut id_key = Vec::new();
+        for (key, chunk) in &doomed {
+            // An undecodable leftover still has to go; its index entries (if any) are only
+            // hints that fail verification once the sequences are reused.
+            if let Ok(first) = chunk_first(key) {
+                for (seq, bytes) in Frames::new(first, chunk).map_while(Result::ok) {
+                    if let Ok(event) = Store::decode(seq, bytes) {
+                        id_key_into(&mut id_key, &event.source, &event.id);
+                        if self.ids.get(&id_key)?.as_deref() == Some(&seq_key(seq)[..]) {
+                            faults.before_write()?;
+                            self.ids.remove(&id_key)?;
+                        }
+                    }
+                }
+            }
+            faults.before_write()?;
+            self.events.remove(key)?;
+        }
+        Ok(doomed.len())
+    }
+}
+
+fn chunk_first(key: &[u8]) -> Result<u64, Error> {
+    decode_u64(key).ok_or_else(|| Error::Corrupt { sequence: 0, reason: format!("events key {key:?} is not a u64") })
+}
+
+pub(crate) fn missing(sequence: u64) -> Error {
+    Error::Corrupt { sequence, reason: "durable event missing".into() }
+}
+
+/// The events of one chunk: a sled value holding consecutive events as length-delimited
+/// prost records, the first one's sequence being the key. Yields (sequence, record bytes)
+/// without decoding the records.
+pub(crate) struct Frames<'a> {
+    next_sequence: u64,
+    rest: &'a [u8],
+}
+
+impl<'a> Frames<'a> {
+    pub fn new(first: u64, chunk: &'a [u8]) -> Self {
+        Frames { next_sequence: first, rest: chunk }
+    }
+}
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = Result<(u64, &'a [u8]), Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let sequence = self.next_sequence;
+        let corrupt = |reason: &str| Error::Corrupt { sequence, reason: reason.into() };
+        let mut rest = self.rest;
+        let frame = match prost::decode_length_delimiter(&mut rest) {
+            Ok(len) if len <= rest.len() => {
+                let (frame, after) = rest.split_at(len);
+                self.rest = after;
+                Ok((sequence, frame))
+            }
+            Ok(_) => Err(corrupt("chunk record runs past the chunk")),
+            Err(_) => Err(corrupt("bad record length in chunk")),
+        };
+        if frame.is_err() {
+            self.rest = &[];
+        }
+        self.next_sequence += 1;
+        Some(frame)
+    }
+}
+
+/// Lets tests make the writer's storage writes fail (disk full, IO error) without a real
+/// full disk. Production code uses [`NoFaults`], which the optimiser erases.
+pub(crate) trait FaultHook: Send + Sync {
+    fn before_write(&self) -> Result<(), sled::Error>;
+}
+
+pub(crate) struct NoFaults;
+
+impl FaultHook for NoFaults {
+    #[inline(always)]
+    fn before_write(&self) -> Result<(), sled::Error> {
+        Ok(())
+    }
+}

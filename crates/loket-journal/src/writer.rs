@@ -1,0 +1,408 @@
+//! The single writer thread: sequencing, idempotency, group commit, failure repair.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prost::Message;
+use tokio::sync::oneshot;
+
+use crate::event::{decode_u64, id_key_into, seq_key, Appended, NewEvent, StoredEvent};
+use crate::store::{FaultHook, Store, StoreConfig, FLUSHED_MARK};
+use crate::{Error, Shared};
+
+/// A batch's events are stored in chunks of consecutive events, one sled value each,
+/// rather than one value per event: sled 0.34 spends most of its time per insert (node
+/// copies, log reservation, epoch reclamation), so ~4 KiB chunks cut the events tree's
+/// share of the writer's work several times over. Chunks stay small because sled splits
+/// leaves by item count (16), not size, and writes nodes over ~128 KiB (a quarter of a
+/// segment) as separate blob files; 16 chunks of ≤ 8 KiB keep a leaf under that.
+const CHUNK_TARGET_BYTES: usize = 4 << 10;
+const CHUNK_MAX_BYTES: usize = 8 << 10;
+
+pub(crate) type Reply = oneshot::Sender<Result<Appended, Error>>;
+
+// Boxing the event would cost an allocation per submit; the channel holds messages inline
+// either way, and `Shutdown` is sent once.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Msg {
+    Submit(NewEvent, Reply),
+    Shutdown,
+}
+
+enum Outcome {
+    /// Index into `Writer::written`.
+    New(usize),
+    /// Same (source, id) and content as `written[i]`, earlier in this batch.
+    DuplicateInBatch(usize),
+    Duplicate(Appended),
+    Conflict {
+        publisher: String,
+        id: String,
+        sequence: u64,
+    },
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    rx: Receiver<Msg>,
+    store_config: StoreConfig,
+    faults: Arc<dyn FaultHook>,
+    max_batch: usize,
+    /// Highest flushed sequence; the next batch starts above it.
+    committed: u64,
+    /// Value of the flushed mark last written into `meta`.
+    mark_written: u64,
+    last_received_at: i64,
+    /// A batch failed and its in-memory leftovers may still be in sled.
+    needs_repair: bool,
+    last_reopen: Option<Instant>,
+    /// Index entries claimed by failed batches: (key, sequence). Their events may never
+    /// have been written, so the cleanup cannot find them through the events tree.
+    orphan_claims: Vec<(Vec<u8>, u64)>,
+    // Buffers reused across batches so the steady state allocates only what sled keeps.
+    events: Vec<NewEvent>,
+    replies: Vec<Reply>,
+    outcomes: Vec<Outcome>,
+    written: Vec<StoredEvent>,
+    encode_buf: Vec<u8>,
+    key_buf: Vec<u8>,
+}
+
+impl Writer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        shared: Arc<Shared>,
+        rx: Receiver<Msg>,
+        store_config: StoreConfig,
+        faults: Arc<dyn FaultHook>,
+        max_batch: usize,
+        committed: u64,
+        last_received_at: i64,
+    ) -> Writer {
+        let max_batch = max_batch.max(1);
+        Writer {
+            shared,
+            rx,
+            store_config,
+            faults,
+            max_batch,
+            committed,
+            mark_written: committed,
+            last_received_at,
+            needs_repair: false,
+            last_reopen: None,
+            orphan_claims: Vec::new(),
+            events: Vec::with_capacity(max_batch),
+            replies: Vec::with_capacity(max_batch),
+            outcomes: Vec::with_capacity(max_batch),
+            written: Vec::with_capacity(max_batch),
+            encode_buf: Vec::with_capacity(CHUNK_MAX_BYTES),
+            key_buf: Vec::with_capacity(256),
+        }
+    }
+
+    /// Runs until `Shutdown` (or every sender is gone); the result is that of the final flush.
+    pub fn run(mut self) -> Result<(), Error> {
+        let mut stopping = false;
+        while !stopping {
+            // Block for the first message, then take whatever queued up meanwhile: while one
+            // batch is being flushed the next one accumulates, which is the group commit.
+            match self.rx.recv() {
+                Ok(Msg::Submit(event, reply)) => {
+                    self.events.push(event);
+                    self.replies.push(reply);
+                }
+                Ok(Msg::Shutdown) | Err(_) => stopping = true,
+            }
+            while !stopping && self.events.len() < self.max_batch {
+                match self.rx.try_recv() {
+                    Ok(Msg::Submit(event, reply)) => {
+                        self.events.push(event);
+                        self.replies.push(reply);
+                    }
+                    Ok(Msg::Shutdown) | Err(TryRecvError::Disconnected) => stopping = true,
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+            if !self.events.is_empty() {
+                self.commit_batch();
+            }
+        }
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<(), Error> {
+        if self.needs_repair {
+            self.repair()?;
+        }
+        let store = self.shared.store()?;
+        if self.mark_written != self.committed {
+            self.faults.before_write()?;
+            store.meta.insert(FLUSHED_MARK, &seq_key(self.committed))?;
+            self.mark_written = self.committed;
+        }
+        self.faults.before_write()?;
+        store.db.flush()?;
+        Ok(())
+    }
+
+    fn commit_batch(&mut self) {
+        if self.needs_repair {
+            if let Err(e) = self.repair() {
+                tracing::warn!(error = %e, "journal: repair failed, rejecting batch");
+                self.fail_batch(&e);
+                return;
+            }
+        }
+        let now = now_micros();
+        let received_at = self.last_received_at.max(now);
+        let base = self.committed + 1;
+        match self.write_batch(base, received_at) {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, batch = self.replies.len(), "journal: batch failed");
+                self.needs_repair = true;
+                for stored in &self.written {
+                    let mut key = Vec::new();
+                    id_key_into(&mut key, &stored.source, &stored.id);
+                    self.orphan_claims.push((key, stored.sequence));
+                }
+                self.fail_batch(&e);
+                // Clean up right away, so that readers and the id index never see the
+                // leftovers; if it fails now, it is retried before the next batch.
+                if let Err(e) = self.repair() {
+                    tracing::warn!(error = %e, "journal: repair after failed batch failed");
+                }
+                return;
+            }
+        }
+        let new = self.written.len() as u64;
+        if new > 0 {
+            self.committed += new;
+            self.last_received_at = received_at;
+            self.shared.last.store(self.committed, Ordering::Release);
+            self.shared.watch.send_replace(self.committed);
+        }
+        self.shared.batches.fetch_add(1, Ordering::Relaxed);
+        self.shared.events.fetch_add(new, Ordering::Relaxed);
+        for (outcome, reply) in self.outcomes.drain(..).zip(self.replies.drain(..)) {
+            let result = match outcome {
+                Outcome::New(i) => Ok(self.written[i].appended(false)),
+                Outcome::DuplicateInBatch(i) => Ok(self.written[i].appended(true)),
+                Outcome::Duplicate(appended) => Ok(appended),
+                Outcome::Conflict { publisher, id, sequence } => Err(Error::Conflict { publisher, id, sequence }),
+            };
+            // The submitter may have dropped its future; the event is stored regardless.
+            let _ = reply.send(result);
+        }
+        self.written.clear();
+    }
+
+    /// Writes the batch into sled and flushes. Nothing of it is visible to readers until
+    /// `committed` moves, which only happens after this returns Ok.
+    fn write_batch(&mut self, base: u64, received_at: i64) -> Result<(), Error> {
+        let store = self.shared.store()?;
+        let mut next = base;
+        self.outcomes.clear();
+        self.written.clear();
+        if self.mark_written != self.committed {
+            // Lets recovery scan only the unflushed tail (see `Store::recover`).
+            self.faults.before_write()?;
+            store.meta.insert(FLUSHED_MARK, &seq_key(self.committed))?;
+            self.mark_written = self.committed;
+        }
+        let mut chunk_first = next;
+        self.encode_buf.clear();
+        for event in self.events.drain(..) {
+            id_key_into(&mut self.key_buf, &event.source, &event.id);
+            let claim = seq_key(next);
+            // Claim the id with one compare-and-swap instead of a get and an insert: the
+            // index is the writer's most expensive tree (random keys), and the common case
+            // is a new id. The entry briefly points at an event not yet written; that is
+            // safe because index hits are always verified (see `verify`).
+            self.faults.before_write()?;
+            let swapped = store.ids.compare_and_swap(&self.key_buf[..], None::<&[u8]>, Some(&claim[..]))?;
+            if let Err(existing) = swapped {
+                let hit = existing.current.as_deref().and_then(decode_u64);
+                if let Some(hit) = hit {
+                    if let Some(outcome) = verify(&store, hit, &event, base, next, &self.written)? {
+                        self.outcomes.push(outcome);
+                        continue;
+                    }
+                }
+                // A stale entry (its event lost or truncated): take it over.
+                self.faults.before_write()?;
+                store.ids.insert(&self.key_buf[..], &claim[..])?;
+            }
+            let stored = StoredEvent::from_new(event, next, received_at);
+            let len = stored.encoded_len();
+            let framed = len + prost::length_delimiter_len(len);
+            // In `written` before the next fallible step: a failed batch's cleanup finds
+            // its index claims there.
+            self.outcomes.push(Outcome::New(self.written.len()));
+            self.written.push(stored);
+            if next > chunk_first && self.encode_buf.len() + framed > CHUNK_MAX_BYTES {
+                self.faults.before_write()?;
+                store.events.insert(seq_key(chunk_first), &self.encode_buf[..])?;
+                self.encode_buf.clear();
+                chunk_first = next;
+            }
+            if let Some(stored) = self.written.last() {
+                stored.encode_length_delimited(&mut self.encode_buf).expect("Vec grows as needed");
+            }
+            next += 1;
+            if self.encode_buf.len() >= CHUNK_TARGET_BYTES {
+                self.faults.before_write()?;
+                store.events.insert(seq_key(chunk_first), &self.encode_buf[..])?;
+                self.encode_buf.clear();
+                chunk_first = next;
+            }
+        }
+        if next > chunk_first {
+            self.faults.before_write()?;
+            store.events.insert(seq_key(chunk_first), &self.encode_buf[..])?;
+        }
+        if next > base {
+            // One fsync for the whole batch: all its submitters share it.
+            self.faults.before_write()?;
+            store.db.flush()?;
+        }
+        Ok(())
+    }
+
+    fn fail_batch(&mut self, error: &Error) {
+        self.events.clear();
+        self.outcomes.clear();
+        self.written.clear();
+        for reply in self.replies.drain(..) {
+            let _ = reply.send(Err(clone_storage_error(error)));
+        }
+    }
+
+    /// Removes whatever a failed batch left above `committed`. sled keeps an IO error
+    /// sticky (`Config::set_global_error`, reset only when a `Db` is started), so if the
+    /// in-place cleanup fails the database is reopened, which also drops sled's unflushed
+    /// in-memory state; anything of the batch that did reach the disk is then truncated.
+    fn repair(&mut self) -> Result<(), Error> {
+        let in_place = self.shared.store().and_then(|store| self.clean_up(&store));
+        let result = match in_place {
+            Ok(()) => Ok(()),
+            // While the disk stays full every batch fails here; reopening (which replays
+            // sled's log) at most once a second keeps that from becoming a busy loop.
+            Err(e) if self.last_reopen.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) => Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "journal: in-place repair failed, reopening storage");
+                self.last_reopen = Some(Instant::now());
+                self.reopen()
+            }
+        };
+        if result.is_ok() {
+            self.needs_repair = false;
+        }
+        result
+    }
+
+    fn reopen(&mut self) -> Result<(), Error> {
+        self.shared.reopens.fetch_add(1, Ordering::Relaxed);
+        let mut slot = self.shared.store.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut old) = slot.take() {
+            // Readers hold a clone only for the duration of one call, and cannot take a new
+            // one while we hold the slot, so this converges quickly. sled's file lock is
+            // released only when the last handle is gone.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(store) => {
+                        drop(store);
+                        break;
+                    }
+                    Err(still_shared) if Instant::now() < deadline => {
+                        old = still_shared;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(still_shared) => {
+                        *slot = Some(still_shared);
+                        return Err(Error::Storage(sled::Error::Io(std::io::Error::other(
+                            "journal storage still in use, cannot reopen it",
+                        ))));
+                    }
+                }
+            }
+        }
+        let store = Arc::new(Store::open_retrying(&self.store_config)?);
+        // Readers may use it right away: they never look above `committed`.
+        *slot = Some(store.clone());
+        drop(slot);
+        self.faults.before_write()?;
+        store.meta.insert(FLUSHED_MARK, &seq_key(self.committed))?;
+        self.mark_written = self.committed;
+        self.clean_up(&store)
+    }
+
+    /// Removes a failed batch's events and index entries, then flushes so that a crash
+    /// cannot bring them back.
+    fn clean_up(&mut self, store: &Store) -> Result<(), Error> {
+        store.truncate_above(self.committed, &*self.faults)?;
+        for (key, sequence) in &self.orphan_claims {
+            if store.ids.get(key)?.as_deref() == Some(&seq_key(*sequence)[..]) {
+                self.faults.before_write()?;
+                store.ids.remove(key)?;
+            }
+        }
+        self.faults.before_write()?;
+        store.db.flush()?;
+        self.orphan_claims.clear();
+        Ok(())
+    }
+}
+
+/// Decides whether the index hit `sequence` for `event` is the original of it. The id index
+/// is only a hint: a hit counts only if the event at that sequence is committed (or earlier
+/// in this batch) and really has this (source, id). A stale entry (its event lost in a
+/// crash, truncated after a failed batch, or a claim whose event was never written)
+/// therefore never yields `duplicate = true`; the caller simply takes it over.
+fn verify(
+    store: &Store,
+    sequence: u64,
+    event: &NewEvent,
+    base: u64,
+    next: u64,
+    written: &[StoredEvent],
+) -> Result<Option<Outcome>, Error> {
+    let verdict = |original: &StoredEvent, in_batch: Option<usize>| {
+        if original.source != event.source || original.id != event.id {
+            None
+        } else if !original.same_content(event) {
+            Some(Outcome::Conflict { publisher: event.source.clone(), id: event.id.clone(), sequence })
+        } else if let Some(i) = in_batch {
+            Some(Outcome::DuplicateInBatch(i))
+        } else {
+            Some(Outcome::Duplicate(original.appended(true)))
+        }
+    };
+    if sequence >= base && sequence < next {
+        let i = (sequence - base) as usize;
+        return Ok(verdict(&written[i], Some(i)));
+    }
+    if sequence >= 1 && sequence < base {
+        if let Some(original) = store.read_event(sequence)? {
+            return Ok(verdict(&original, None));
+        }
+    }
+    Ok(None)
+}
+
+fn clone_storage_error(error: &Error) -> Error {
+    match error {
+        Error::Storage(e) => Error::Storage(e.clone()),
+        Error::Corrupt { sequence, reason } => Error::Corrupt { sequence: *sequence, reason: reason.clone() },
+        Error::Closed => Error::Closed,
+        other => Error::Storage(sled::Error::Io(std::io::Error::other(other.to_string()))),
+    }
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
