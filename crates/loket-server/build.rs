@@ -1,0 +1,19 @@
+//! Compiles `proto/` with protox (no system `protoc` needed) and keeps the descriptor set
+//! for gRPC server reflection.
+
+use std::path::PathBuf;
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let gateway = proto_root.join("loket/v1/gateway.proto");
+    println!("cargo:rerun-if-changed={}", proto_root.display());
+
+    let fds = protox::compile([&gateway], [&proto_root])?;
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out_dir.join("loket_descriptor.bin"), fds.encode_to_vec())?;
+
+    tonic_prost_build::configure().extern_path(".google.rpc.Status", "::tonic_types::pb::Status").compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! The publish path's checks, in the order a publisher would want to hear about them:
+//! envelope, identity, size, schema, payload. Pure CPU work: nothing here touches the
+//! journal.
+
+use std::sync::Arc;
+
+use loket_domain::{CaseId, FieldViolation, PartnerId};
+use loket_journal::NewEvent;
+use loket_schema::Registry;
+use serde_json::Value;
+
+use crate::proto::CloudEvent;
+use crate::timestamp::to_micros;
+use crate::Error;
+
+pub const SPEC_VERSION: &str = "1.0";
+pub const JSON: &str = "application/json";
+
+/// Longest accepted `id`; CloudEvents sets no limit, but an id is a key, not a document.
+const MAX_ID_LEN: usize = 256;
+
+#[derive(Clone)]
+pub(crate) struct Intake {
+    pub registry: Arc<Registry>,
+    pub max_event_bytes: usize,
+}
+
+impl Intake {
+    /// Checks one event from `caller` and turns it into a journal entry, or says every
+    /// reason it cannot be accepted.
+    pub fn admit(&self, caller: &PartnerId, event: Option<CloudEvent>) -> Result<NewEvent, Error> {
+        let event = event.ok_or_else(|| {
+            Error::InvalidEnvelope(vec![FieldViolation::attribute("event", "the request carries no event")])
+        })?;
+        let time_micros = check_envelope(&event)?;
+        if event.source != caller.as_str() {
+            return Err(Error::SourceMismatch { identity: caller.to_string(), claimed: event.source });
+        }
+        if event.data.len() > self.max_event_bytes {
+            return Err(Error::PayloadTooLarge { size: event.data.len(), limit: self.max_event_bytes });
+        }
+        let schema = self.registry.resolve(&event.r#type, Some(event.dataschema.as_str()))?;
+        let data: Value = serde_json::from_slice(&event.data).map_err(|e| Error::MalformedJson(e.to_string()))?;
+        if !data.is_object() {
+            return Err(Error::NotAnObject(json_kind(&data)));
+        }
+
+        let mut violations = Vec::new();
+        let completeness = match schema.check(&data) {
+            Ok(c) => Some(c),
+            Err(v) => {
+                violations = v;
+                None
+            }
+        };
+        let v_number = data.get("vNumber").and_then(Value::as_str);
+        let subject = if event.subject.is_empty() {
+            v_number.unwrap_or_default().to_owned()
+        } else {
+            if let Some(v) = v_number.filter(|v| *v != event.subject) {
+                violations.push(FieldViolation::new(
+                    "/vNumber",
+                    format!("{v:?} differs from the event subject {:?}", event.subject),
+                ));
+            }
+            event.subject.clone()
+        };
+        let Some(completeness) = completeness.filter(|_| violations.is_empty()) else {
+            violations.sort();
+            return Err(Error::SchemaViolation { dataschema: schema.id().to_owned(), violations });
+        };
+
+        Ok(NewEvent {
+            source: event.source,
+            id: event.id,
+            event_type: event.r#type,
+            schema_version: schema.version(),
+            dataschema: schema.id().to_owned(),
+            subject,
+            time_micros,
+            datacontenttype: JSON.to_owned(),
+            // Stored re-serialised so that a resend with other whitespace or key order is
+            // recognised as the same event.
+            data: serde_json::to_vec(&data).map_err(|e| Error::MalformedJson(e.to_string()))?,
+            completeness: completeness.score,
+            missing_expected: completeness.missing,
+        })
+    }
+}
+
+/// Every envelope problem at once; returns the event time in microseconds when valid.
+fn check_envelope(event: &CloudEvent) -> Result<Option<i64>, Error> {
+    let mut problems = Vec::new();
+    if event.id.is_empty() {
+        problems.push(FieldViolation::attribute("id", "is required"));
+    } else if event.id.len() > MAX_ID_LEN || event.id.chars().any(char::is_control) {
+        problems.push(FieldViolation::attribute(
+            "id",
+            format!("must be at most {MAX_ID_LEN} bytes without control characters"),
+        ));
+    }
+    if event.source.is_empty() {
+        problems.push(FieldViolation::attribute("source", "is required (the publishing partner)"));
+    }
+    if event.r#type.is_empty() {
+        problems.push(FieldViolation::attribute("type", "is required (see ListSchemas)"));
+    }
+    if !event.subject.is_empty() && event.subject.parse::<CaseId>().is_err() {
+        problems.push(FieldViolation::attribute("subject", "must be the case's V-number: exactly 10 digits"));
+    }
+    if !matches!(event.specversion.as_str(), "" | SPEC_VERSION) {
+        problems.push(FieldViolation::attribute("specversion", format!("must be {SPEC_VERSION}")));
+    }
+    let content_type = event.datacontenttype.split(';').next().unwrap_or_default().trim();
+    if !event.datacontenttype.is_empty() && !content_type.eq_ignore_ascii_case(JSON) {
+        problems.push(FieldViolation::attribute("datacontenttype", format!("must be {JSON}")));
+    }
+    if event.data.is_empty() {
+        problems.push(FieldViolation::attribute("data", "is required (a JSON object)"));
+    }
+    let time = match &event.time {
+        None => None,
+        Some(ts) => match to_micros(ts) {
+            Some(m) => Some(m),
+            None => {
+                problems.push(FieldViolation::attribute("time", "must be a valid instant between years 1 and 9999"));
+                None
+            }
+        },
+    };
+    if problems.is_empty() {
+        Ok(time)
+    } else {
+        Err(Error::InvalidEnvelope(problems))
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,29 @@
+//! loket's gRPC gateway. [`run`] serves it on a listener until a shutdown future completes;
+//! [`client`] connects to one as a partner.
+
+pub mod certs;
+pub mod client;
+pub mod config;
+mod delivery;
+mod error;
+mod identity;
+mod intake;
+mod server;
+mod service;
+mod subscription;
+pub mod timestamp;
+mod tls;
+
+pub use config::Config;
+pub use error::{Error, ERROR_DOMAIN};
+pub use identity::PARTNER_HEADER;
+pub use server::run;
+
+/// The generated `loket.v1` messages, client and server.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("loket.v1");
+
+    /// Descriptor set of `proto/`, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("loket_descriptor");
+}

@@ -1,0 +1,55 @@
+//! `loket`: the gateway (`serve`) and the partner-side commands that talk to it.
+
+mod cli;
+mod output;
+mod publish;
+mod schemas;
+mod serve;
+mod subscribe;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{CertsCommand, Cli, Command, SchemasCommand};
+
+/// Exit status of a client command whose request the gateway refused (bad input,
+/// permission): distinct from 1, which means "could not get an answer".
+pub const EXIT_REJECTED: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Certs { command: CertsCommand::Init(args) } => serve::certs_init(args).map(|()| ExitCode::SUCCESS),
+            Command::Publish(args) => publish::run(args).await,
+            Command::Subscribe(args) => subscribe::run(args).await,
+            Command::Schemas { command: SchemasCommand::List(args) } => schemas::list(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

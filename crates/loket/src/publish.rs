@@ -1,0 +1,50 @@
+//! `loket publish`.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use loket_server::client::{connect, ClientOptions};
+use loket_server::proto::{CloudEvent, PublishRequest};
+
+use crate::cli::{ClientArgs, PublishArgs};
+use crate::output;
+
+pub fn options(args: &ClientArgs) -> ClientOptions {
+    ClientOptions { server: args.server.clone(), certs: args.certs.clone(), partner: args.partner.clone() }
+}
+
+pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
+    let data = if args.data == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf).context("cannot read the payload from standard input")?;
+        buf
+    } else {
+        std::fs::read(&args.data).with_context(|| format!("cannot read the payload file {}", args.data))?
+    };
+    let time = match &args.time {
+        None => None,
+        Some(t) => Some(output::parse_rfc3339(t).with_context(|| format!("--time {t:?} is not an RFC 3339 time"))?),
+    };
+    let id = args.id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let event = CloudEvent {
+        id: id.clone(),
+        source: args.client.partner.clone(),
+        r#type: args.event_type.clone(),
+        subject: args.subject.clone().unwrap_or_default(),
+        time,
+        dataschema: args.dataschema.clone().unwrap_or_default(),
+        datacontenttype: "application/json".to_owned(),
+        data,
+        specversion: "1.0".to_owned(),
+    };
+    let mut client =
+        connect(&options(&args.client)).await.with_context(|| format!("cannot connect to {}", args.client.server))?;
+    match client.publish(PublishRequest { event: Some(event) }).await {
+        Ok(reply) => {
+            println!("{}", output::publish_reply(&id, reply.get_ref()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(status) => Ok(output::report_failure("publish", &status)),
+    }
+}

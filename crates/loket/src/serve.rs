@@ -1,0 +1,64 @@
+//! `loket serve` and `loket certs init`.
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use loket_domain::PartnerId;
+use loket_server::{certs, Config};
+
+use crate::cli::{CertsInitArgs, ServeArgs};
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = Config::load(args.config.as_deref(), &env)?;
+    let addr = config.listen_addr();
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    loket_server::run(listener, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+pub fn certs_init(args: CertsInitArgs) -> anyhow::Result<()> {
+    let mut partners = Vec::new();
+    let mut bad = Vec::new();
+    for p in &args.partners {
+        match p.parse::<PartnerId>() {
+            Ok(id) => partners.push(id),
+            Err(e) => bad.push(e.to_string()),
+        }
+    }
+    if !bad.is_empty() {
+        anyhow::bail!("--partners: {}", bad.join("; "));
+    }
+    certs::init(&args.out, &partners, args.force)?;
+    let names: Vec<&str> = partners.iter().map(PartnerId::as_str).collect();
+    println!(
+        "wrote a development CA, a server certificate for localhost/127.0.0.1 and client certificates for {} into {}",
+        names.join(", "),
+        args.out.display()
+    );
+    Ok(())
+}
