@@ -1,0 +1,182 @@
+//! The `loket` command line, driven as a user would: real processes, real files.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+fn loket(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_loket")).args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+fn client_args<'a>(gw: &'a ServeProcess, url: &'a str, certs: &'a str, partner: &'a str) -> Vec<&'a str> {
+    let _ = gw;
+    vec!["--server", url, "--certs", certs, "--as", partner]
+}
+
+fn stdout_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn write_json(dir: &Path, name: &str, v: &Value) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, serde_json::to_vec(v).unwrap()).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn certs_init_writes_a_pki_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pki");
+    let out_s = out.display().to_string();
+    let ok = loket(&["certs", "init", "--out", &out_s, "--partners", "dtv,kmar,dji"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    for f in ["ca.pem", "server.pem", "server.key", "dtv.pem", "dtv.key", "kmar.pem", "dji.key"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    let again = loket(&["certs", "init", "--out", &out_s, "--partners", "dtv"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds"));
+    let bad = loket(&["certs", "init", "--out", &out_s, "--partners", "DTV", "--force"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid partner id"));
+}
+
+#[test]
+fn publish_subscribe_and_list_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let gw = ServeProcess::spawn(&data_dir, "");
+    assert!(gw.log_text().contains("generated a development CA"), "{}", gw.log_text());
+    let url = gw.url();
+    let certs = data_dir.join("certs").display().to_string();
+
+    // Accepted: exit 0, the reply as one JSON line.
+    let file = write_json(dir.path(), "baggage.json", &example("baggage"));
+    let mut args = vec!["publish"];
+    args.extend(client_args(&gw, &url, &certs, "coa"));
+    args.extend(["--type", "baggage", "--data", &file, "--id", "bag-1"]);
+    let out = loket(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let reply = &stdout_lines(&out)[0];
+    assert_eq!(reply["id"], "bag-1");
+    assert_eq!(reply["sequence"], 1);
+    assert_eq!(reply["duplicate"], false);
+    assert_eq!(reply["completeness"], 1.0);
+
+    // The same again: a duplicate.
+    let out = loket(&args);
+    assert_eq!(stdout_lines(&out)[0]["duplicate"], true);
+
+    // From standard input, missing two expected fields.
+    let mut partial = example("transport-status");
+    partial.as_object_mut().unwrap().remove("plannedAt");
+    partial.as_object_mut().unwrap().remove("dangerousItemsFound");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_loket"));
+    cmd.arg("publish").args(client_args(&gw, &url, &certs, "dvo")).args(["--type", "transport-status", "--data", "-"]);
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), &serde_json::to_vec(&partial).unwrap()).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let reply = &stdout_lines(&out)[0];
+    assert_eq!(reply["missingExpected"], serde_json::json!(["/dangerousItemsFound", "/plannedAt"]));
+
+    // Rejected: exit 2, every violation printed.
+    let mut bad = example("transport-status");
+    bad["status"] = "cancelled".into();
+    bad["vNumber"] = "12".into();
+    let bad_file = write_json(dir.path(), "bad.json", &bad);
+    let mut args = vec!["publish"];
+    args.extend(client_args(&gw, &url, &certs, "dvo"));
+    args.extend(["--type", "transport-status", "--data", &bad_file]);
+    let out = loket(&args);
+    assert_eq!(out.status.code(), Some(2));
+    let rejected = &stdout_lines(&out)[0]["rejected"];
+    assert_eq!(rejected["reason"], "SCHEMA_VIOLATION");
+    let fields: Vec<&str> =
+        rejected["violations"].as_array().unwrap().iter().map(|v| v["field"].as_str().unwrap()).collect();
+    assert!(fields.contains(&"/vNumber") && fields.contains(&"/cancellationReason"), "{fields:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/cancellationReason"), "{stderr}");
+
+    // The CLI publishes as the partner whose certificate it uses.
+    let mut own = vec!["publish"];
+    own.extend(client_args(&gw, &url, &certs, "kmar"));
+    own.extend(["--type", "baggage", "--data", &file]);
+    let out = loket(&own);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Unreachable gateway: exit 1. A payload file that does not exist: exit 1.
+    let mut args = vec!["publish", "--server", "https://127.0.0.1:1", "--certs", &certs, "--as", "coa"];
+    args.extend(["--type", "baggage", "--data", &file]);
+    assert_eq!(loket(&args).status.code(), Some(1));
+    let mut args = vec!["publish"];
+    args.extend(client_args(&gw, &url, &certs, "coa"));
+    args.extend(["--type", "baggage", "--data", "/nonexistent.json"]);
+    let out = loket(&args);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.json"));
+
+    // Subscribe: NDJSON CloudEvents; a named subscription continues where it left off.
+    let mut sub = vec!["subscribe"];
+    sub.extend(client_args(&gw, &url, &certs, "kmar"));
+    sub.extend(["--types", "baggage,transport-status", "--name", "cli-sub", "--limit", "2"]);
+    let out = loket(&sub);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let events = stdout_lines(&out);
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["specversion"], "1.0");
+    assert_eq!(events[0]["id"], "bag-1");
+    assert_eq!(events[0]["source"], "coa");
+    assert_eq!(events[0]["type"], "baggage");
+    assert_eq!(events[0]["subject"], example("baggage")["vNumber"]);
+    assert_eq!(events[0]["data"], example("baggage"));
+    assert_eq!(events[0]["sequence"], 1);
+    assert_eq!(events[1]["missingexpected"], "/dangerousItemsFound,/plannedAt");
+    *sub.last_mut().unwrap() = "1";
+    let out = loket(&sub);
+    let events = stdout_lines(&out);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["source"], "kmar");
+
+    // A type the gateway does not know: exit 2.
+    let mut sub = vec!["subscribe"];
+    sub.extend(client_args(&gw, &url, &certs, "kmar"));
+    sub.extend(["--types", "luggage", "--from", "yesterday"]);
+    let out = loket(&sub);
+    assert_eq!(out.status.code(), Some(1), "an unparsable --from is a usage error");
+    let mut sub = vec!["subscribe"];
+    sub.extend(client_args(&gw, &url, &certs, "kmar"));
+    sub.extend(["--types", "luggage"]);
+    assert_eq!(loket(&sub).status.code(), Some(2));
+
+    // Schemas.
+    let mut list = vec!["schemas", "list"];
+    list.extend(client_args(&gw, &url, &certs, "quality"));
+    let out = loket(&list);
+    let table = String::from_utf8_lossy(&out.stdout);
+    for t in TYPES {
+        assert!(table.contains(t), "{t} missing from\n{table}");
+    }
+
+    assert_eq!(gw.terminate(), Some(0), "SIGTERM stops the gateway cleanly");
+}
+
+#[test]
+fn bad_configuration_is_reported_and_the_gateway_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[grpc]\nlisten = \"127.0.0.1:0\"\nmax_events = 3\n").unwrap();
+    let Err((code, log)) = ServeProcess::spawn_with_config(&config) else { panic!("started with a bad config") };
+    assert_eq!(code, Some(1));
+    assert!(log.contains("max_events"), "{log}");
+
+    std::fs::write(&config, "[grpc]\nlisten = \"here\"\nmax_event_bytes = 0\n").unwrap();
+    let Err((code, log)) = ServeProcess::spawn_with_config(&config) else { panic!("started with a bad config") };
+    assert_eq!(code, Some(1));
+    assert!(log.contains("grpc.listen") && log.contains("grpc.max_event_bytes"), "{log}");
+}

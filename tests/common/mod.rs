@@ -1,0 +1,229 @@
+//! Shared test harness: an in-process gateway on 127.0.0.1:0 with a temporary data
+//! directory and development certificates, and helpers to build events.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use loket_server::client::{connect, Client, ClientOptions};
+use loket_server::proto::{CloudEvent, PublishReply, PublishRequest};
+use loket_server::{certs, Config};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const PARTNERS: &[&str] = &["dtv", "kmar", "dji", "dvo", "coa", "ind", "politie", "gza", "quality"];
+pub const TYPES: &[&str] =
+    &["physical-features", "medical-transfer-consent", "medical-file-transfer", "baggage", "transport-status"];
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The complete example payload of an event type, from schemas/examples/.
+pub fn example(event_type: &str) -> Value {
+    let path = repo_root().join(format!("schemas/examples/{event_type}.json"));
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+/// An example payload of `event_type` for another case.
+pub fn example_for(event_type: &str, case: &str) -> Value {
+    let mut v = example(event_type);
+    v["vNumber"] = Value::String(case.to_owned());
+    v
+}
+
+pub fn event(source: &str, event_type: &str, id: &str, data: &Value) -> CloudEvent {
+    CloudEvent {
+        id: id.to_owned(),
+        source: source.to_owned(),
+        r#type: event_type.to_owned(),
+        subject: data["vNumber"].as_str().unwrap_or_default().to_owned(),
+        time: None,
+        dataschema: String::new(),
+        datacontenttype: "application/json".to_owned(),
+        data: serde_json::to_vec(data).unwrap(),
+        specversion: "1.0".to_owned(),
+    }
+}
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), loket_server::Error>>>,
+    _temp: Option<TempDir>,
+}
+
+impl Gateway {
+    /// A fresh gateway in a temporary directory, with certificates for every partner.
+    pub async fn start() -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let mut gw = Self::start_in(temp.path(), "").await;
+        gw._temp = Some(temp);
+        gw
+    }
+
+    /// A gateway on `data_dir` (which keeps its journal across restarts), configured by
+    /// `extra_toml` on top of the defaults.
+    pub async fn start_in(data_dir: &Path, extra_toml: &str) -> Self {
+        let certs_dir = data_dir.join("certs");
+        if !certs::exists(&certs_dir) {
+            let partners: Vec<_> = PARTNERS.iter().map(|p| p.parse().unwrap()).collect();
+            certs::init(&certs_dir, &partners, false).unwrap();
+        }
+        let toml = format!("data_dir = {:?}\n{extra_toml}", data_dir.display().to_string());
+        let config = Config::parse(&toml, "test", &HashMap::new()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(loket_server::run(listener, config, async move {
+            let _ = stopped.await;
+        }));
+        Self { addr, data_dir: data_dir.to_owned(), stop: Some(stop), handle: Some(handle), _temp: None }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.addr.port())
+    }
+
+    pub fn certs_dir(&self) -> PathBuf {
+        self.data_dir.join("certs")
+    }
+
+    pub fn options(&self, partner: &str) -> ClientOptions {
+        ClientOptions { server: self.url(), certs: self.certs_dir(), partner: partner.to_owned() }
+    }
+
+    pub async fn client(&self, partner: &str) -> Client {
+        connect(&self.options(partner)).await.unwrap()
+    }
+
+    /// Graceful stop: ends streams, closes the journal, and returns what `run` returned.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.unwrap().unwrap();
+        }
+    }
+}
+
+pub async fn publish(client: &mut Client, event: CloudEvent) -> Result<PublishReply, tonic::Status> {
+    client.publish(PublishRequest { event: Some(event) }).await.map(tonic::Response::into_inner)
+}
+
+/// The field paths of a status' google.rpc.BadRequest, sorted.
+pub fn violation_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    let mut fields: Vec<String> = status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default();
+    fields.sort();
+    fields
+}
+
+/// The google.rpc.ErrorInfo reason of a status.
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status.get_details_error_info().map(|i| i.reason).unwrap_or_default()
+}
+
+/// A `loket serve` child process on 127.0.0.1:0 (the address is read from its log).
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ServeProcess {
+    /// Writes a config for `data_dir` (plus `extra_toml`) next to it and starts the binary.
+    pub fn spawn(data_dir: &Path, extra_toml: &str) -> Self {
+        let config = data_dir.with_extension("toml");
+        let text =
+            format!("data_dir = {:?}\n[grpc]\nlisten = \"127.0.0.1:0\"\n{extra_toml}", data_dir.display().to_string());
+        std::fs::write(&config, text).unwrap();
+        Self::spawn_with_config(&config).expect("gateway started")
+    }
+
+    /// Starts `loket serve --config FILE`; `Err` holds the log when it exits instead.
+    pub fn spawn_with_config(config: &Path) -> Result<Self, (Option<i32>, String)> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_loket"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(line) if line.contains("loket gateway serving") => {
+                    let addr = line
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("address="))
+                        .and_then(|a| a.parse().ok())
+                        .expect("address in the serving line");
+                    return Ok(Self { child, addr, log });
+                }
+                Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if let Some(status) = child.try_wait().unwrap() {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        return Err((status.code(), log.lock().unwrap().join("\n")));
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait().unwrap();
+                    return Err((status.code(), log.lock().unwrap().join("\n")));
+                }
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("gateway did not start within 60 s:\n{}", log.lock().unwrap().join("\n"));
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.addr.port())
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap().code()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
