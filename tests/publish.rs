@@ -226,3 +226,25 @@ async fn concurrent_publishers_share_group_commits_without_gaps() {
     assert_eq!(all, (1..=400).collect::<Vec<u64>>());
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_taken_events_then_ends_open_streams_with_unavailable() {
+    let gw = Gateway::start().await;
+    let mut client = gw.client("kmar").await;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let mut replies =
+        client.publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    for i in 0..10 {
+        let e = event("kmar", "baggage", &format!("open-{i}"), &example("baggage"));
+        tx.send(PublishRequest { event: Some(e) }).await.unwrap();
+        let reply = replies.message().await.unwrap().unwrap();
+        assert!(matches!(reply.outcome, Some(Outcome::Accepted(_))));
+    }
+    // The stream stays open (tx alive) while the gateway shuts down.
+    let stopping = tokio::spawn(gw.stop());
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), replies.message()).await.unwrap();
+    let status = end.unwrap_err();
+    assert_eq!((status.code(), reason(&status).as_str()), (Code::Unavailable, "SHUTTING_DOWN"));
+    drop(tx);
+    stopping.await.unwrap();
+}

@@ -70,12 +70,14 @@ impl Gateway for GatewayService {
         let intake = self.intake.clone();
         let journal = self.journal.clone();
         let in_flight = self.stream_in_flight;
+        let stopping = self.shutdown.clone();
         let (tx, rx) = mpsc::channel(in_flight);
         tokio::spawn(async move {
             // Replies leave in request order; the journal sequences events in submit order,
             // so one stream's events keep their order too.
             let mut pending: FuturesOrdered<PendingReply> = FuturesOrdered::new();
             let mut reading = true;
+            let mut interrupted = false;
             while reading || !pending.is_empty() {
                 tokio::select! {
                     biased;
@@ -83,6 +85,11 @@ impl Gateway for GatewayService {
                         if tx.send(Ok(reply)).await.is_err() {
                             return;
                         }
+                    }
+                    // On shutdown, stop taking new events but answer every one already taken.
+                    () = stopping.cancelled(), if reading => {
+                        reading = false;
+                        interrupted = true;
                     }
                     message = inbound.message(), if reading && pending.len() < in_flight => match message {
                         Ok(Some(req)) => pending.push_back(publish_one(&intake, &journal, &partner, req)),
@@ -93,6 +100,10 @@ impl Gateway for GatewayService {
                         }
                     },
                 }
+            }
+            if interrupted {
+                // Tell the publisher to reconnect and resend what got no reply.
+                let _ = tx.send(Err(Error::ShuttingDown.into())).await;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
