@@ -30,6 +30,16 @@ pub enum Command {
         #[command(subcommand)]
         command: SchemasCommand,
     },
+    /// Measure throughput, latency, replay and memory against the baselines (build with
+    /// --release). See BENCHMARKS.md.
+    Bench(BenchArgs),
+    /// The benchmark's transport baseline: the gRPC service acking without work.
+    #[command(hide = true)]
+    BenchTransport {
+        /// Directory with ca.pem, server.pem and server.key.
+        #[arg(long)]
+        certs: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -130,4 +140,35 @@ pub struct SchemasListArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The message log to publish: NDJSON CloudEvents in structured mode.
+    #[arg(long)]
+    pub corpus: PathBuf,
+    /// Events per throughput arm.
+    #[arg(long, default_value_t = 200_000)]
+    pub events: u64,
+    /// Events stored for the replay and memory arms.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub replay_events: u64,
+    /// Seconds of each fixed-rate latency run.
+    #[arg(long, default_value_t = 10)]
+    pub latency_seconds: u64,
+    /// Offered loads (events/s) of the latency runs.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,20000")]
+    pub rates: Vec<u64>,
+    /// Concurrent callers of the unary arms.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Only these arms (prefixes: validate, journal, transport, gateway, replay, memory).
+    #[arg(long, value_delimiter = ',')]
+    pub arms: Vec<String>,
+    /// A run of seconds with tiny numbers, to check that every arm works.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }

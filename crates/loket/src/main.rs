@@ -1,5 +1,6 @@
 //! `loket`: the gateway (`serve`) and the partner-side commands that talk to it.
 
+mod bench;
 mod cli;
 mod output;
 mod publish;
@@ -19,7 +20,8 @@ pub const EXIT_REJECTED: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    let default_level =
+        if matches!(cli.command, Command::Serve(_) | Command::BenchTransport { .. }) { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -43,6 +45,8 @@ fn main() -> ExitCode {
             Command::Publish(args) => publish::run(args).await,
             Command::Subscribe(args) => subscribe::run(args).await,
             Command::Schemas { command: SchemasCommand::List(args) } => schemas::list(args).await,
+            Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::BenchTransport { certs } => bench::serve_null_gateway(certs).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {

@@ -1,0 +1,73 @@
+//! The benchmark's events: a message log in the NDJSON form `loket gen` and `loket export`
+//! write (structured CloudEvents, one per line), turned into publish requests.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use loket_server::proto::{CloudEvent, PublishRequest};
+use serde_json::Value;
+
+use crate::output::parse_rfc3339;
+
+/// One corpus event and the partner that publishes it.
+#[derive(Clone)]
+pub struct Item {
+    pub source: String,
+    pub event: CloudEvent,
+}
+
+impl Item {
+    /// The publish request for round `round`: ids get a round suffix so that a corpus can be
+    /// sent more than once without turning into duplicates.
+    pub fn request(&self, round: u64) -> PublishRequest {
+        let mut event = self.event.clone();
+        if round > 0 {
+            event.id = format!("{}~{round}", event.id);
+        }
+        PublishRequest { event: Some(event) }
+    }
+
+    pub fn data_len(&self) -> usize {
+        self.event.data.len()
+    }
+}
+
+pub fn load(path: &Path) -> anyhow::Result<Vec<Item>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read corpus {}", path.display()))?;
+    let mut items = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: Value =
+            serde_json::from_str(line).with_context(|| format!("{}:{}: not a JSON object", path.display(), n + 1))?;
+        let text = |key: &str| v.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let source = text("source");
+        let data = match v.get("data") {
+            Some(Value::String(s)) => s.clone().into_bytes(),
+            Some(other) => serde_json::to_vec(other)?,
+            None => Vec::new(),
+        };
+        let event = CloudEvent {
+            id: text("id"),
+            source: source.clone(),
+            r#type: text("type"),
+            subject: text("subject"),
+            time: v.get("time").and_then(Value::as_str).and_then(parse_rfc3339),
+            dataschema: text("dataschema"),
+            datacontenttype: "application/json".to_owned(),
+            data,
+            specversion: "1.0".to_owned(),
+        };
+        items.push(Item { source, event });
+    }
+    if items.is_empty() {
+        bail!("corpus {} holds no events", path.display());
+    }
+    Ok(items)
+}
+
+/// The partners that publish in a corpus, sorted.
+pub fn sources(items: &[Item]) -> Vec<String> {
+    let mut s: Vec<String> = items.iter().map(|i| i.source.clone()).collect();
+    s.sort();
+    s.dedup();
+    s
+}

@@ -1,0 +1,207 @@
+//! Load generators over gRPC with mutual TLS, one client connection per publishing partner.
+//! Latency is measured from each request's *scheduled* send time in the open-loop
+//! generator, so a stalled server cannot hide its stall (no coordinated omission).
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use loket_server::client::{connect, Client, ClientOptions};
+use loket_server::proto::publish_stream_reply::Outcome;
+use tonic::Code;
+
+use super::corpus::{sources, Item};
+use super::stats::{histogram, record};
+
+/// What one load run saw.
+pub struct RunOutcome {
+    pub done: u64,
+    pub rejected: u64,
+    pub elapsed: Duration,
+    pub latency: Histogram<u64>,
+}
+
+pub struct Clients(HashMap<String, Client>);
+
+impl Clients {
+    pub async fn connect(url: &str, certs: &Path, items: &[Item]) -> anyhow::Result<Self> {
+        let mut map = HashMap::new();
+        for source in sources(items) {
+            let options = ClientOptions { server: url.to_owned(), certs: certs.to_owned(), partner: source.clone() };
+            let client = connect(&options).await.with_context(|| format!("cannot connect as {source}"))?;
+            map.insert(source, client.max_decoding_message_size(64 * 1024 * 1024));
+        }
+        Ok(Self(map))
+    }
+
+    fn get(&self, source: &str) -> Client {
+        self.0[source].clone()
+    }
+}
+
+/// Whether a failed publish is the gateway refusing a bad event (expected: the corpus has
+/// defects) rather than the benchmark breaking.
+fn refused(status: &tonic::Status) -> bool {
+    matches!(status.code(), Code::InvalidArgument | Code::AlreadyExists | Code::PermissionDenied)
+}
+
+/// `concurrency` callers, each publishing the next event as soon as the previous is
+/// acknowledged, until `total` events are done.
+pub async fn unary_closed(
+    clients: &Clients,
+    items: &Arc<Vec<Item>>,
+    concurrency: usize,
+    total: u64,
+) -> anyhow::Result<RunOutcome> {
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let items = items.clone();
+        let next = next.clone();
+        let clients: HashMap<String, Client> = clients.0.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut h = histogram();
+            let (mut done, mut rejected) = (0u64, 0u64);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let item = &items[(i % items.len() as u64) as usize];
+                let mut client = clients[&item.source].clone();
+                let t0 = Instant::now();
+                match client.publish(item.request(i / items.len() as u64)).await {
+                    Ok(_) => {}
+                    Err(s) if refused(&s) => rejected += 1,
+                    Err(s) => anyhow::bail!("publish failed: {s}"),
+                }
+                record(&mut h, t0.elapsed());
+                done += 1;
+            }
+            Ok::<_, anyhow::Error>((done, rejected, h))
+        }));
+    }
+    let mut out = RunOutcome { done: 0, rejected: 0, elapsed: Duration::ZERO, latency: histogram() };
+    for t in tasks {
+        let (done, rejected, h) = t.await??;
+        out.done += done;
+        out.rejected += rejected;
+        out.latency.add(&h)?;
+    }
+    out.elapsed = start.elapsed();
+    Ok(out)
+}
+
+/// One publish stream per partner, each sending its share of `total` events as fast as
+/// the stream's flow control allows. Latency is from the moment the stream takes an event.
+pub async fn streams(clients: &Clients, items: &Arc<Vec<Item>>, total: u64) -> anyhow::Result<RunOutcome> {
+    let mut per_source: HashMap<String, Vec<u64>> = HashMap::new();
+    for i in 0..total {
+        let item = &items[(i % items.len() as u64) as usize];
+        per_source.entry(item.source.clone()).or_default().push(i);
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (source, indices) in per_source {
+        let mut client = clients.get(&source);
+        let items = items.clone();
+        tasks.push(tokio::spawn(async move {
+            let sent_at: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
+            let stamps = sent_at.clone();
+            let n = indices.len() as u64;
+            let requests = futures::stream::iter(indices).map(move |i| {
+                stamps.lock().expect("stamps lock").push_back(Instant::now());
+                items[(i % items.len() as u64) as usize].request(i / items.len() as u64)
+            });
+            let mut replies = client.publish_stream(requests).await?.into_inner();
+            let mut h = histogram();
+            let (mut done, mut rejected) = (0u64, 0u64);
+            while let Some(reply) = replies.message().await? {
+                let t0 = sent_at.lock().expect("stamps lock").pop_front().unwrap_or_else(Instant::now);
+                record(&mut h, t0.elapsed());
+                done += 1;
+                if matches!(reply.outcome, Some(Outcome::Rejected(_))) {
+                    rejected += 1;
+                }
+            }
+            anyhow::ensure!(done == n, "stream of {n} events ended after {done} replies");
+            Ok::<_, anyhow::Error>((done, rejected, h))
+        }));
+    }
+    let mut out = RunOutcome { done: 0, rejected: 0, elapsed: Duration::ZERO, latency: histogram() };
+    for t in tasks {
+        let (done, rejected, h) = t.await??;
+        out.done += done;
+        out.rejected += rejected;
+        out.latency.add(&h)?;
+    }
+    out.elapsed = start.elapsed();
+    Ok(out)
+}
+
+/// Unary publishes offered at a fixed `rate` per second for `duration`, whatever the
+/// server's pace; latency from each request's scheduled time.
+pub async fn open_loop(
+    clients: &Clients,
+    items: &Arc<Vec<Item>>,
+    rate: u64,
+    duration: Duration,
+    id_round_base: u64,
+) -> anyhow::Result<RunOutcome> {
+    let total = (rate as f64 * duration.as_secs_f64()).max(1.0) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let latency = Arc::new(Mutex::new(histogram()));
+    let rejected = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut i = 0u64;
+    while i < total {
+        let now = Instant::now();
+        // Send everything whose time has come; sleep until the next one.
+        while i < total && start + interval.mul_f64(i as f64) <= now {
+            let scheduled = start + interval.mul_f64(i as f64);
+            let item = &items[(i % items.len() as u64) as usize];
+            let request = item.request(id_round_base + i / items.len() as u64);
+            let mut client = clients.get(&item.source);
+            let (latency, rejected, failed) = (latency.clone(), rejected.clone(), failed.clone());
+            tasks.spawn(async move {
+                match client.publish(request).await {
+                    Ok(_) => {}
+                    Err(s) if refused(&s) => {
+                        rejected.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                record(&mut latency.lock().expect("histogram lock"), scheduled.elapsed());
+            });
+            i += 1;
+        }
+        while let Some(done) = tasks.try_join_next() {
+            done?;
+        }
+        if i < total {
+            tokio::time::sleep_until((start + interval.mul_f64(i as f64)).into()).await;
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done?;
+    }
+    let failed = failed.load(Ordering::Relaxed);
+    anyhow::ensure!(failed == 0, "{failed} publishes failed at {rate}/s");
+    let latency = Arc::try_unwrap(latency).map_err(|_| anyhow::anyhow!("histogram still shared"))?;
+    Ok(RunOutcome {
+        done: total,
+        rejected: rejected.load(Ordering::Relaxed),
+        elapsed: start.elapsed(),
+        latency: latency.into_inner().expect("histogram lock"),
+    })
+}

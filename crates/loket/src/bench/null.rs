@@ -1,0 +1,71 @@
+//! The transport ceiling: the same gRPC service over the same mutual TLS, with handlers
+//! that acknowledge without doing any work.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use loket_server::certs;
+use loket_server::proto::gateway_server::{Gateway, GatewayServer};
+use loket_server::proto::{
+    publish_stream_reply, AckReply, AckRequest, Delivery, ListSchemasReply, ListSchemasRequest, PublishReply,
+    PublishRequest, PublishStreamReply, SubscribeRequest,
+};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status, Streaming};
+
+struct NullGateway;
+
+fn ack() -> PublishReply {
+    PublishReply { sequence: 1, completeness: 1.0, ..Default::default() }
+}
+
+#[tonic::async_trait]
+impl Gateway for NullGateway {
+    async fn publish(&self, _request: Request<PublishRequest>) -> Result<Response<PublishReply>, Status> {
+        Ok(Response::new(ack()))
+    }
+
+    type PublishStreamStream = Pin<Box<dyn Stream<Item = Result<PublishStreamReply, Status>> + Send>>;
+
+    async fn publish_stream(
+        &self,
+        request: Request<Streaming<PublishRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        let replies = request.into_inner().map(|req| {
+            let id = req?.event.map(|e| e.id).unwrap_or_default();
+            Ok(PublishStreamReply { id, outcome: Some(publish_stream_reply::Outcome::Accepted(ack())) })
+        });
+        Ok(Response::new(Box::pin(replies)))
+    }
+
+    type SubscribeStream = Pin<Box<dyn Stream<Item = Result<Delivery, Status>> + Send>>;
+
+    async fn subscribe(&self, _request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        Err(Status::unimplemented("the transport baseline only acknowledges publishes"))
+    }
+
+    async fn ack(&self, _request: Request<AckRequest>) -> Result<Response<AckReply>, Status> {
+        Err(Status::unimplemented("the transport baseline only acknowledges publishes"))
+    }
+
+    async fn list_schemas(&self, _request: Request<ListSchemasRequest>) -> Result<Response<ListSchemasReply>, Status> {
+        Ok(Response::new(ListSchemasReply::default()))
+    }
+}
+
+/// Serves the null gateway with the certificates in `certs_dir` until killed.
+pub async fn serve(certs_dir: PathBuf) -> anyhow::Result<()> {
+    let read = |name: &str| std::fs::read(certs_dir.join(name));
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(certs::SERVER_CERT)?, read(certs::SERVER_KEY)?))
+        .client_ca_root(Certificate::from_pem(read(certs::CA_CERT)?));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    tracing::info!(address = %listener.local_addr()?, "null gateway serving");
+    Server::builder()
+        .tls_config(tls)?
+        .add_service(GatewayServer::new(NullGateway))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! Servers under test run as child processes, so their CPU time and memory are their own.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Runs this executable with `args` and waits for the log line that names the address.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("cannot find the loket executable")?;
+        let mut cmd = Command::new(exe);
+        cmd.args(args).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().context("cannot start the server under test")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    // Keep draining so the child never blocks on a full pipe.
+                    continue;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => {
+                    if let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix("address=")) {
+                        let addr = addr.parse().with_context(|| format!("bad address in {line:?}"))?;
+                        return Ok(Self { child, addr });
+                    }
+                }
+                Err(_) => {
+                    if let Some(status) = child.try_wait()? {
+                        bail!("the server under test exited with {status} before serving");
+                    }
+                }
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("the server under test did not start within 60 s")
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.addr.port())
+    }
+
+    /// User plus system CPU time so far.
+    pub fn cpu(&self) -> anyhow::Result<Duration> {
+        let stat = procfs::process::Process::new(self.child.id() as i32)?.stat()?;
+        let ticks = stat.utime + stat.stime;
+        Ok(Duration::from_secs_f64(ticks as f64 / procfs::ticks_per_second() as f64))
+    }
+
+    /// (resident now, peak resident) in bytes.
+    pub fn memory(&self) -> anyhow::Result<(u64, u64)> {
+        let status = procfs::process::Process::new(self.child.id() as i32)?.status()?;
+        Ok((status.vmrss.unwrap_or(0) * 1024, status.vmhwm.unwrap_or(0) * 1024))
+    }
+
+    /// SIGTERM and wait, so the journal is flushed and closed.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child.kill()?;
+        self.child.wait()?;
+        bail!("the server under test ignored SIGTERM for 30 s")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// CPU time of this process so far.
+pub fn own_cpu() -> anyhow::Result<Duration> {
+    let stat = procfs::process::Process::myself()?.stat()?;
+    Ok(Duration::from_secs_f64((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64))
+}
+
+/// Peak resident memory of this process in bytes.
+pub fn own_peak_rss() -> Option<u64> {
+    procfs::process::Process::myself().ok()?.status().ok()?.vmhwm.map(|kb| kb * 1024)
+}
+
+/// Bytes of all files below `dir`.
+pub fn disk_usage(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}

@@ -1,0 +1,108 @@
+//! What each arm reports, and the table that shows them side by side.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latency in microseconds, 1 µs to 60 s, 3 significant digits.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("static bounds are valid")
+}
+
+pub fn record(h: &mut Histogram<u64>, latency: Duration) {
+    let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).clamp(1, 60_000_000);
+    h.saturating_record(micros);
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ArmResult {
+    pub arm: String,
+    /// Events completed (acknowledged, validated, stored or delivered).
+    pub events: u64,
+    /// Of those, refused by the gateway (the corpus has realistic defect rates).
+    pub rejected: u64,
+    pub seconds: f64,
+    pub events_per_second: f64,
+    pub p50_us: Option<u64>,
+    pub p99_us: Option<u64>,
+    pub p999_us: Option<u64>,
+    /// CPU time of the process doing the work (the gateway, or this process for
+    /// in-process arms) per event.
+    pub cpu_us_per_event: Option<f64>,
+    pub peak_rss_mib: Option<f64>,
+    /// Anything else worth a column: offered rate, journal bytes, …
+    pub note: String,
+}
+
+impl ArmResult {
+    pub fn new(arm: &str, events: u64, rejected: u64, elapsed: Duration) -> Self {
+        let seconds = elapsed.as_secs_f64();
+        Self {
+            arm: arm.to_owned(),
+            events,
+            rejected,
+            seconds,
+            events_per_second: if seconds > 0.0 { events as f64 / seconds } else { 0.0 },
+            p50_us: None,
+            p99_us: None,
+            p999_us: None,
+            cpu_us_per_event: None,
+            peak_rss_mib: None,
+            note: String::new(),
+        }
+    }
+
+    pub fn latency(mut self, h: &Histogram<u64>) -> Self {
+        if !h.is_empty() {
+            self.p50_us = Some(h.value_at_quantile(0.50));
+            self.p99_us = Some(h.value_at_quantile(0.99));
+            self.p999_us = Some(h.value_at_quantile(0.999));
+        }
+        self
+    }
+
+    pub fn cpu(mut self, cpu: Duration) -> Self {
+        if self.events > 0 {
+            self.cpu_us_per_event = Some(cpu.as_secs_f64() * 1e6 / self.events as f64);
+        }
+        self
+    }
+
+    pub fn rss(mut self, bytes: Option<u64>) -> Self {
+        self.peak_rss_mib = bytes.map(|b| b as f64 / (1024.0 * 1024.0));
+        self
+    }
+
+    pub fn note(mut self, note: impl Into<String>) -> Self {
+        self.note = note.into();
+        self
+    }
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+pub fn table(results: &[ArmResult]) -> String {
+    let mut out = String::from(
+        "| arm | events | rejected | events/s | p50 µs | p99 µs | p99.9 µs | CPU µs/event | peak RSS MiB | note |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    for r in results {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
+            r.arm,
+            r.events,
+            r.rejected,
+            r.events_per_second,
+            opt(r.p50_us),
+            opt(r.p99_us),
+            opt(r.p999_us),
+            opt(r.cpu_us_per_event.map(|c| format!("{c:.1}"))),
+            opt(r.peak_rss_mib.map(|m| format!("{m:.0}"))),
+            r.note
+        ));
+    }
+    out
+}
