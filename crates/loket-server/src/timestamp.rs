@@ -31,3 +31,9 @@ mod tests {
         assert_eq!(to_micros(&Timestamp { seconds: i64::MAX, nanos: 0 }), None);
     }
 }
+
+/// The current time in Unix microseconds.
+pub fn now_micros() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+}
