@@ -18,6 +18,7 @@ pub(crate) use store::{AccessStore, DenialRecord, IndexedEvent};
 
 use crate::config::Config;
 use crate::proto::{EventStatusReply, RecipientStatus};
+use crate::timestamp::now_micros;
 use crate::Error;
 
 /// Journal events the indexer reads per step.
@@ -104,6 +105,13 @@ impl Access {
                 if released.contains(&event.sequence) {
                     status.state = "released".into();
                     status.released_by = entry.sequence;
+                }
+            }
+            if status.state == "withheld" {
+                // Still withheld: say why as of now (later consents may name others).
+                if let Err(reason) = scan.book().coverage(&event.subject, &partner, now_micros()) {
+                    status.reason_code = reason.code().into();
+                    status.reason = reason.to_string();
                 }
             }
             recipients.push(status);
