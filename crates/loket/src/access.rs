@@ -48,8 +48,11 @@ pub async fn denials(args: AuditDenialsArgs) -> anyhow::Result<ExitCode> {
     };
     let mut client =
         connect(&options(&args.client)).await.with_context(|| format!("cannot connect to {}", args.client.server))?;
-    let request =
-        ListDenialsRequest { since, partner: args.partner.clone().unwrap_or_default(), limit: args.limit.unwrap_or(0) };
+    let request = ListDenialsRequest {
+        since,
+        partner: args.of_partner.clone().unwrap_or_default(),
+        limit: args.limit.unwrap_or(0),
+    };
     let reply = match client.list_denials(request).await {
         Ok(r) => r.into_inner(),
         Err(status) => return Ok(output::report_failure("audit denials", &status)),

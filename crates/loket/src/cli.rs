@@ -164,8 +164,8 @@ pub struct AuditDenialsArgs {
     #[arg(long, value_name = "RFC3339")]
     pub since: Option<String>,
     /// Only this partner's denials (auditors; others may name only themselves).
-    #[arg(long)]
-    pub partner: Option<String>,
+    #[arg(long = "partner", value_name = "PARTNER")]
+    pub of_partner: Option<String>,
     /// At most this many, the most recent (default 1000).
     #[arg(long)]
     pub limit: Option<u32>,
