@@ -108,7 +108,7 @@ impl Consent {
         if !self.given {
             return Err(Uncovered::NotGiven);
         }
-        if !self.signed_at.is_some_and(|s| s <= at) {
+        if self.signed_at.is_none_or(|s| s > at) {
             return Err(Uncovered::NotSigned);
         }
         if self.valid_until.is_some_and(|v| v <= at) {

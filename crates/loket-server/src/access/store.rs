@@ -190,7 +190,7 @@ impl AccessStore {
                 out.push(record);
             }
         }
-        out.sort_by(|a, b| (a.at_micros, a.sequence).cmp(&(b.at_micros, b.sequence)));
+        out.sort_by_key(|d| (d.at_micros, d.sequence));
         let skip = out.len().saturating_sub(limit);
         Ok(out.split_off(skip))
     }
