@@ -24,4 +24,4 @@ pub use consent::{Consent, ConsentBook, Uncovered, CONSENT_TYPE};
 pub use pointer::Pointer;
 pub use policy::{FieldRule, Policy, Verdict};
 pub use redact::redact;
-pub use scan::{EventFacts, Step, SubscriberScan};
+pub use scan::{EventFacts, Need, Step, SubscriberScan};

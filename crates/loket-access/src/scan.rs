@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use crate::consent::{ConsentBook, Uncovered, CONSENT_TYPE};
-use crate::policy::{Policy, Verdict};
+use crate::policy::{FieldRule, Policy, Verdict};
 
 /// What the scan needs of one stored event.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +40,17 @@ pub enum Step {
     Skip,
 }
 
+/// How much of an event the scan needs to see, so that the common case costs no parsing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Not for this subscriber, and not a consent: skip it unread.
+    Skip,
+    /// Delivered exactly as stored: every field granted, never medical, not a consent.
+    Verbatim,
+    /// Parse it and [`SubscriberScan::step`].
+    Inspect,
+}
+
 /// One subscriber's scan state: the consent book and the withheld events per case.
 #[derive(Debug, Clone)]
 pub struct SubscriberScan {
@@ -61,6 +72,22 @@ impl SubscriberScan {
 
     pub fn book(&self) -> &ConsentBook {
         &self.book
+    }
+
+    /// What the scan needs of the next event of `event_type`. For `Skip` and `Verbatim`
+    /// [`SubscriberScan::step`] would change no state, so the caller may skip it.
+    pub fn need(&self, policy: &Policy, event_type: &str) -> Need {
+        if event_type == CONSENT_TYPE || policy.may_be_medical(event_type) {
+            return Need::Inspect;
+        }
+        if !self.types.is_empty() && !self.types.contains(event_type) {
+            return Need::Skip;
+        }
+        match policy.subscription(&self.partner, event_type) {
+            None => Need::Skip,
+            Some(FieldRule::All) => Need::Verbatim,
+            Some(_) => Need::Inspect,
+        }
     }
 
     /// Scans the next event (in journal order). Returns its fate and the sequences of
@@ -180,6 +207,25 @@ mod tests {
         ));
         let (s, _) = scan.step(&policy, &ev(5, "medical-file-transfer", "c1", T0 + 2 * DAY, &med));
         assert!(matches!(s, Step::Deliver { .. }));
+    }
+
+    #[test]
+    fn only_plain_fully_granted_types_bypass_the_scan() {
+        let partners: BTreeMap<String, PartnerConfig> = serde_json::from_value(json!({
+            "dji": {"subscribe": {"medical-file-transfer": {}, "baggage": {}, "transport-status": {"deny": ["/x"]}}}
+        }))
+        .unwrap();
+        let schemas = |_: &str| vec![json!({"properties": {"x": {}}})];
+        let access = AccessConfig { auditors: vec![], ..AccessConfig::default() };
+        let policy = Policy::compile(&access, &partners, &schemas).unwrap();
+        let all = SubscriberScan::new("dji", BTreeSet::new());
+        assert_eq!(all.need(&policy, "baggage"), Need::Verbatim);
+        assert_eq!(all.need(&policy, "transport-status"), Need::Inspect);
+        assert_eq!(all.need(&policy, "medical-file-transfer"), Need::Inspect);
+        assert_eq!(all.need(&policy, CONSENT_TYPE), Need::Inspect, "consents feed the book even when not granted");
+        assert_eq!(all.need(&policy, "physical-features"), Need::Skip);
+        let only = SubscriberScan::new("dji", BTreeSet::from(["transport-status".to_owned()]));
+        assert_eq!(only.need(&policy, "baggage"), Need::Skip);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! the start comes from the access index, so the stream is the same whether it is read in
 //! one go or resumed anywhere.
 
-use loket_access::{EventFacts, Step, SubscriberScan, Verdict};
+use loket_access::{EventFacts, Need, Step, SubscriberScan, Verdict};
 use loket_journal::{Journal, StoredEvent};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -99,8 +99,17 @@ impl Subscription {
     /// The deliveries one journal event makes: itself (unless skipped or withheld), then
     /// the withheld events it releases. All but the last carry the position before it, so
     /// a client that acks a delivery's position never skips one of the group.
-    fn views(&self, scan: &mut SubscriberScan, event: StoredEvent) -> Result<Vec<Delivery>, Error> {
+    fn views(&self, scan: &mut SubscriberScan, mut event: StoredEvent) -> Result<Vec<Delivery>, Error> {
         let policy = &self.access.policy;
+        match scan.need(policy, &event.event_type) {
+            Need::Skip => return Ok(Vec::new()),
+            Need::Verbatim => {
+                let position = event.sequence;
+                let data = std::mem::take(&mut event.data);
+                return Ok(vec![to_delivery(event, View { data, redacted: Vec::new(), released: false, position })]);
+            }
+            Need::Inspect => {}
+        }
         let data = parse(&event)?;
         let facts = EventFacts {
             sequence: event.sequence,
