@@ -532,7 +532,8 @@ async fn randomised_policies_and_journals_never_leak() {
                 if recipients.is_empty() {
                     recipients.push(*rng.pick(RANDOM_PARTNERS));
                 }
-                data = consent(case, *rng.pick(&["f-a", "f-b"]), &recipients);
+                let form = ["f-a", "f-b"][rng.below(2)];
+                data = consent(case, form, &recipients);
                 if rng.chance(25) {
                     data["validUntil"] = json!("2020-01-01T00:00:00Z");
                 }
