@@ -180,3 +180,106 @@ fn bad_configuration_is_reported_and_the_gateway_does_not_start() {
     assert_eq!(code, Some(1));
     assert!(log.contains("grpc.listen") && log.contains("grpc.max_event_bytes"), "{log}");
 }
+
+#[test]
+fn status_audit_and_redaction_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let gw = ServeProcess::spawn(&data_dir, "");
+    let url = gw.url();
+    let certs = data_dir.join("certs").display().to_string();
+    // `loket <command words> --server … --as PARTNER <options>`.
+    let run = |partner: &str, words: &[&str]| {
+        let split = words.iter().position(|w| w.starts_with("--")).unwrap_or(words.len());
+        let mut args: Vec<&str> = words[..split].to_vec();
+        args.extend(client_args(&gw, &url, &certs, partner));
+        args.extend(&words[split..]);
+        loket(&args)
+    };
+
+    // A medical file without consent: published, then reported withheld by `loket status`.
+    let file = write_json(dir.path(), "mft.json", &example("medical-file-transfer"));
+    let out = run("gza", &["publish", "--type", "medical-file-transfer", "--data", &file, "--id", "mft-cli"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run("gza", &["status", "--id", "mft-cli"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = &stdout_lines(&out)[0];
+    assert_eq!(status["consentGated"], true);
+    let dji = status["recipients"].as_array().unwrap().iter().find(|r| r["partner"] == "dji").unwrap();
+    assert_eq!((dji["state"].as_str(), dji["reasonCode"].as_str()), (Some("withheld"), Some("NO_CONSENT")));
+
+    // An unknown id: exit 2 with a clear message.
+    let out = run("gza", &["status", "--id", "never-published"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("never-published"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A type not granted: exit 2, recorded.
+    let ts = write_json(dir.path(), "ts.json", &example("transport-status"));
+    let out = run("coa", &["publish", "--type", "transport-status", "--data", &ts]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("may not publish"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The immigration service sees a transport-status reduced to its allow-list.
+    let out = run("dvo", &["publish", "--type", "transport-status", "--data", &ts, "--id", "ts-cli"]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = run("ind", &["subscribe", "--types", "transport-status", "--limit", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let delivered = &stdout_lines(&out)[0];
+    let keys: Vec<&String> = delivered["data"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["departedAt", "departureKind", "plannedAt", "status", "vNumber"]);
+    assert!(delivered["redacted"].as_str().unwrap().contains("/riskAssessment"), "{delivered}");
+
+    // The denial log: the quality team sees everyone's, a partner its own.
+    let out = run("quality", &["audit", "denials"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let all = stdout_lines(&out);
+    let kinds: std::collections::BTreeSet<(String, String)> = all
+        .iter()
+        .map(|d| (d["partner"].as_str().unwrap().to_owned(), d["kind"].as_str().unwrap().to_owned()))
+        .collect();
+    for want in [("coa", "publish-refused"), ("dji", "withheld"), ("ind", "redacted")] {
+        assert!(kinds.contains(&(want.0.to_owned(), want.1.to_owned())), "{want:?} missing from {kinds:?}");
+    }
+    let out = run("quality", &["audit", "denials", "--partner", "coa"]);
+    assert!(stdout_lines(&out).iter().all(|d| d["partner"] == "coa"));
+    let out = run("quality", &["audit", "denials", "--since", "2999-01-01T00:00:00Z"]);
+    assert!(stdout_lines(&out).is_empty());
+    let out = run("coa", &["audit", "denials"]);
+    let own = stdout_lines(&out);
+    assert!(!own.is_empty() && own.iter().all(|d| d["partner"] == "coa"));
+    let out = run("coa", &["audit", "denials", "--partner", "dji"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(gw.terminate(), Some(0));
+}
+
+#[test]
+fn policy_errors_are_reported_all_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("policy.toml");
+    let text = format!(
+        "data_dir = {:?}\n[grpc]\nlisten = \"127.0.0.1:0\"\n[access]\nauditors = [\"inspectorate\"]\n\
+         [partners.dvo]\npublish = [\"transport-status\", \"luggage\"]\n\
+         [partners.dvo.subscribe]\ntransport-status = {{ deny = [\"/riskAssessment/score\"] }}\n\
+         [partners.coa.subscribe]\nbaggage = {{ allow = [\"/pieces\", \"/colour\"] }}\n",
+        dir.path().join("data").display().to_string()
+    );
+    std::fs::write(&config, text).unwrap();
+    let Err((code, log)) = ServeProcess::spawn_with_config(&config) else { panic!("started with a bad policy") };
+    assert_eq!(code, Some(1));
+    for needle in [
+        "access.auditors: \"inspectorate\"",
+        "partners.dvo.publish: unknown event type \"luggage\"",
+        "partners.dvo.subscribe.transport-status: pointer /riskAssessment/score does not exist in the schema of transport-status",
+        "partners.coa.subscribe.baggage: pointer /colour does not exist in the schema of baggage",
+    ] {
+        assert!(log.contains(needle), "{needle} missing from:\n{log}");
+    }
+}

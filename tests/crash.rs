@@ -94,10 +94,11 @@ async fn kill_9_under_load_loses_no_acknowledged_event() {
         let reply = publish(&mut client, event(&source, "baggage", &id, &example_for("baggage", &case))).await.unwrap();
         outcomes.lock().unwrap().acked.insert((source, id), reply.sequence);
     }
-    let mut marker_client = connect(&options(&gw, &data_dir, "quality")).await.unwrap();
-    let marker = publish(&mut marker_client, event("quality", "baggage", "marker", &example("baggage"))).await.unwrap();
+    // The return service may publish and receive baggage (the quality team may neither).
+    let mut marker_client = connect(&options(&gw, &data_dir, "dtv")).await.unwrap();
+    let marker = publish(&mut marker_client, event("dtv", "baggage", "marker", &example("baggage"))).await.unwrap();
 
-    let mut reader = connect(&options(&gw, &data_dir, "quality")).await.unwrap();
+    let mut reader = connect(&options(&gw, &data_dir, "dtv")).await.unwrap();
     let request = SubscribeRequest {
         types: vec![],
         start: Some(Start::Earliest(Earliest {})),

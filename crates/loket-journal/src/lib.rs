@@ -230,6 +230,19 @@ impl Journal {
         self.inner.shared.store()?.read_event(sequence)
     }
 
+    /// The durable event a publisher stored under `id`, if any. The id index is only a
+    /// hint, so a hit is checked against the stored event.
+    pub fn find(&self, source: &str, id: &str) -> Result<Option<StoredEvent>, Error> {
+        let store = self.inner.shared.store()?;
+        let mut key = Vec::new();
+        event::id_key_into(&mut key, source, id);
+        let Some(value) = store.ids.get(&key)? else { return Ok(None) };
+        let Some(sequence) = decode_u64(&value).filter(|s| *s >= 1 && *s <= self.last_sequence()) else {
+            return Ok(None);
+        };
+        Ok(store.read_event(sequence)?.filter(|e| e.source == source && e.id == id))
+    }
+
     /// Sequence of the first event received at or after `micros` (Unix µs); last_sequence()+1 when none. received_at is kept non-decreasing by the writer, so binary search over the dense sequence works (no extra index).
     pub fn first_sequence_at_or_after(&self, micros: i64) -> Result<u64, Error> {
         let store = self.inner.shared.store()?;

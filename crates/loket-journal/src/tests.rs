@@ -702,3 +702,16 @@ async fn kill9_never_loses_an_acked_event() {
         journal.close().unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_by_publisher_and_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&config(dir.path())).unwrap();
+    let a = journal.submit(event("dtv", "a", b"{}")).await.unwrap();
+    journal.submit(event("kmar", "a", b"{}")).await.unwrap();
+    let found = journal.find("dtv", "a").unwrap().unwrap();
+    assert_eq!((found.sequence, found.source.as_str()), (a.sequence, "dtv"));
+    assert!(journal.find("dtv", "b").unwrap().is_none());
+    assert!(journal.find("dji", "a").unwrap().is_none());
+    journal.close().unwrap();
+}

@@ -3,10 +3,11 @@
 //! Environment overrides are passed in by the caller (the binary hands over the process
 //! environment), so tests never depend on globals.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use loket_access::{AccessConfig, PartnerConfig};
 use loket_domain::PartnerId;
 use serde::Deserialize;
 
@@ -40,7 +41,17 @@ pub struct Config {
     /// Where the event schemas come from.
     #[serde(default)]
     pub schemas: SchemasConfig,
+    /// Gateway-wide access rules: who reads all denials, what counts as medical data.
+    #[serde(default)]
+    pub access: AccessConfig,
+    /// Per partner: certificate identity, the types it may publish, and per type it may
+    /// receive the fields it sees. Deny by default: only listed grants exist. Absent
+    /// altogether: the built-in need-to-know policy, the one config/loket.toml ships.
+    pub partners: Option<BTreeMap<String, PartnerConfig>>,
 }
+
+/// The shipped configuration, whose `[partners]` are the built-in policy.
+const SHIPPED: &str = include_str!("../../../config/loket.toml");
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,6 +151,8 @@ impl Default for Config {
             tls: TlsConfig::default(),
             journal: JournalSettings::default(),
             schemas: SchemasConfig::default(),
+            access: AccessConfig::default(),
+            partners: None,
         }
     }
 }
@@ -277,6 +290,25 @@ impl Config {
     pub fn journal_dir(&self) -> PathBuf {
         self.data_dir.join("journal")
     }
+
+    /// The access store (policy indexes and the denial log) beside the journal.
+    pub fn access_dir(&self) -> PathBuf {
+        self.data_dir.join("access")
+    }
+
+    /// The partner grants in force: the configured ones, or the built-in policy.
+    pub fn partner_policies(&self) -> Result<BTreeMap<String, PartnerConfig>, Error> {
+        if let Some(partners) = &self.partners {
+            return Ok(partners.clone());
+        }
+        #[derive(Deserialize)]
+        struct Shipped {
+            partners: BTreeMap<String, PartnerConfig>,
+        }
+        let shipped: Shipped = toml::from_str(SHIPPED)
+            .map_err(|e| Error::Config(vec![format!("built-in partner policy: {}", e.to_string().trim_end())]))?;
+        Ok(shipped.partners)
+    }
 }
 
 #[cfg(test)]
@@ -300,6 +332,21 @@ mod tests {
         let text = include_str!("../../../config/loket.toml");
         let c = Config::parse(text, "config/loket.toml", &no_env()).unwrap();
         assert!(!c.grpc.insecure);
+    }
+
+    #[test]
+    fn the_built_in_policy_is_the_shipped_one() {
+        let shipped = Config::parse(SHIPPED, "config/loket.toml", &no_env()).unwrap();
+        let default = Config::parse("", "t", &no_env()).unwrap();
+        assert!(default.partners.is_none());
+        assert_eq!(default.partner_policies().unwrap(), shipped.partner_policies().unwrap());
+        assert_eq!(default.access, shipped.access);
+        let partners = default.partner_policies().unwrap();
+        let names: Vec<&str> = partners.keys().map(String::as_str).collect();
+        let mut chain = CHAIN_PARTNERS.to_vec();
+        chain.sort();
+        assert_eq!(names, chain);
+        assert!(partners["quality"].publish.is_empty(), "the quality team publishes nothing");
     }
 
     #[test]

@@ -28,6 +28,21 @@ pub enum Error {
     Unauthenticated(&'static str),
     #[error("partner {identity:?} may not publish with source {claimed:?}")]
     SourceMismatch { identity: String, claimed: String },
+    #[error("certificate identity {identity:?} belongs to no partner in the policy")]
+    UnknownIdentity { identity: String },
+    #[error("partner {partner:?} may not publish events of type {event_type:?}")]
+    PublishNotGranted { partner: String, event_type: String },
+    #[error("partner {partner:?} may not receive events of type {}", .types.join(", "))]
+    SubscribeNotGranted { partner: String, types: Vec<String> },
+    #[error("partner {partner:?} may not receive any event type")]
+    NoGrants { partner: String },
+    #[error("partner {partner:?} published no event with id {id:?}")]
+    EventNotFound { partner: String, id: String },
+    #[error("partner {partner:?} may read only its own denials, not those of {asked:?}")]
+    AuditNotPermitted { partner: String, asked: String },
+    /// The access store failed; details stay in the log.
+    #[error("access store failure: {0}")]
+    Access(String),
     #[error("event id {id:?} was already used by {publisher:?} for different content (sequence {sequence})")]
     IdConflict { publisher: String, id: String, sequence: u64 },
     #[error("invalid subscription request: {}", join(.0))]
@@ -55,6 +70,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// A stable code for the denial log, for refusals that are recorded.
+    pub(crate) fn denial_code(&self) -> Option<&'static str> {
+        Some(match self {
+            Error::UnknownIdentity { .. } => "UNKNOWN_PARTNER",
+            Error::SourceMismatch { .. } => "SOURCE_MISMATCH",
+            Error::PublishNotGranted { .. } | Error::SubscribeNotGranted { .. } => "TYPE_NOT_GRANTED",
+            Error::NoGrants { .. } => "NO_GRANTS",
+            Error::AuditNotPermitted { .. } => "AUDIT_NOT_PERMITTED",
+            _ => return None,
+        })
+    }
+
     pub(crate) fn io(context: impl Into<String>, reason: std::io::Error) -> Self {
         Self::Io { context: context.into(), reason }
     }
@@ -132,6 +159,55 @@ impl From<Error> for tonic::Status {
                     )],
                 ),
             ),
+            Error::UnknownIdentity { identity } => {
+                (Code::PermissionDenied, details("UNKNOWN_PARTNER", &[("identity", identity.clone())], &[]))
+            }
+            Error::PublishNotGranted { partner, event_type } => (
+                Code::PermissionDenied,
+                details(
+                    "TYPE_NOT_GRANTED",
+                    &[("partner", partner.clone()), ("type", event_type.clone())],
+                    &[FieldViolation::attribute("type", format!("{partner} may not publish {event_type}"))],
+                ),
+            ),
+            Error::SubscribeNotGranted { partner, types } => (
+                Code::PermissionDenied,
+                details(
+                    "TYPE_NOT_GRANTED",
+                    &[("partner", partner.clone()), ("types", types.join(","))],
+                    &types
+                        .iter()
+                        .map(|t| FieldViolation::new("types", format!("{partner} may not receive {t}")))
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+            Error::NoGrants { partner } => {
+                (Code::PermissionDenied, details("NO_GRANTS", &[("partner", partner.clone())], &[]))
+            }
+            Error::EventNotFound { id, .. } => (
+                Code::NotFound,
+                details(
+                    "EVENT_NOT_FOUND",
+                    &[],
+                    &[FieldViolation::new("id", format!("no event {id:?} published by the caller"))],
+                ),
+            ),
+            Error::AuditNotPermitted { asked, .. } => (
+                Code::PermissionDenied,
+                details(
+                    "AUDIT_NOT_PERMITTED",
+                    &[("partner", asked.clone())],
+                    &[FieldViolation::new("partner", "only auditors read other partners' denials")],
+                ),
+            ),
+            Error::Access(inner) => {
+                tracing::error!(error = %inner, "access store failure");
+                return tonic::Status::with_error_details(
+                    Code::Unavailable,
+                    "the access store could not be read or written; retry later",
+                    details("ACCESS_STORE_UNAVAILABLE", &[], &[]),
+                );
+            }
             Error::IdConflict { sequence, .. } => {
                 (Code::AlreadyExists, details("ID_CONFLICT", &[("sequence", sequence.to_string())], &[]))
             }

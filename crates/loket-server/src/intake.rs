@@ -1,9 +1,10 @@
 //! The publish path's checks, in the order a publisher would want to hear about them:
-//! envelope, identity, size, schema, payload. Pure CPU work: nothing here touches the
+//! envelope, identity, type and publish grant, size, schema, payload. Pure CPU work: nothing here touches the
 //! journal.
 
 use std::sync::Arc;
 
+use loket_access::Policy;
 use loket_domain::{CaseId, FieldViolation, PartnerId};
 use loket_journal::NewEvent;
 use loket_schema::Registry;
@@ -22,6 +23,7 @@ const MAX_ID_LEN: usize = 256;
 #[derive(Clone)]
 pub(crate) struct Intake {
     pub registry: Arc<Registry>,
+    pub policy: Arc<Policy>,
     pub max_event_bytes: usize,
 }
 
@@ -36,10 +38,14 @@ impl Intake {
         if event.source != caller.as_str() {
             return Err(Error::SourceMismatch { identity: caller.to_string(), claimed: event.source });
         }
+        // An unknown type is a mistake to hear about before a missing grant for it.
+        let schema = self.registry.resolve(&event.r#type, Some(event.dataschema.as_str()))?;
+        if !self.policy.may_publish(caller.as_str(), &event.r#type) {
+            return Err(Error::PublishNotGranted { partner: caller.to_string(), event_type: event.r#type });
+        }
         if event.data.len() > self.max_event_bytes {
             return Err(Error::PayloadTooLarge { size: event.data.len(), limit: self.max_event_bytes });
         }
-        let schema = self.registry.resolve(&event.r#type, Some(event.dataschema.as_str()))?;
         let data: Value = serde_json::from_slice(&event.data).map_err(|e| Error::MalformedJson(e.to_string()))?;
         if !data.is_object() {
             return Err(Error::NotAnObject(json_kind(&data)));

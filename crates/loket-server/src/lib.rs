@@ -1,6 +1,7 @@
 //! loket's gRPC gateway. [`run`] serves it on a listener until a shutdown future completes;
 //! [`client`] connects to one as a partner.
 
+mod access;
 pub mod certs;
 pub mod client;
 pub mod config;

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use loket_access::Policy;
 use loket_journal::{Journal, JournalConfig};
 use loket_schema::Registry;
 use tokio::net::TcpListener;
@@ -10,6 +11,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
+use crate::access::Access;
 use crate::config::Config;
 use crate::identity::IdentityMode;
 use crate::intake::Intake;
@@ -32,6 +34,11 @@ pub async fn run(
         None => Registry::embedded(),
     }
     .map_err(|e| Error::Config(vec![e.to_string()]))?;
+    let partners = config.partner_policies()?;
+    let policy = Policy::compile(&config.access, &partners, &|t: &str| {
+        registry.schemas().filter(|s| s.event_type() == t).map(|s| s.document().clone()).collect()
+    })
+    .map_err(|problems| Error::Config(problems.into_iter().map(|p| format!("policy: {p}")).collect()))?;
     let tls = tls::server_tls(&config)?;
     let journal = Journal::open(&JournalConfig {
         dir: config.journal_dir(),
@@ -39,9 +46,17 @@ pub async fn run(
         max_batch: config.journal.max_batch,
     })?;
 
+    let access = Access::open(&config, policy)?;
+
     let stopping = CancellationToken::new();
+    let indexer = tokio::spawn(access.clone().run_indexer(journal.clone(), stopping.clone()));
     let service = GatewayService {
-        intake: Intake { registry: Arc::new(registry), max_event_bytes: config.grpc.max_event_bytes },
+        intake: Intake {
+            registry: Arc::new(registry),
+            policy: access.policy.clone(),
+            max_event_bytes: config.grpc.max_event_bytes,
+        },
+        access: access.clone(),
         journal: journal.clone(),
         identity: if tls.is_some() { IdentityMode::ClientCertificate } else { IdentityMode::InsecureHeader },
         stream_in_flight: config.grpc.stream_in_flight,
@@ -79,9 +94,15 @@ pub async fn run(
         .add_service(gateway)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown)
         .await;
+    stopping.cancel();
+    if let Err(e) = indexer.await {
+        tracing::error!(error = %e, "access indexer ended abnormally");
+    }
     let closed = journal.close();
+    let access_flushed = access.store.flush();
     served?;
     closed?;
+    access_flushed?;
     tracing::info!("loket gateway stopped");
     Ok(())
 }

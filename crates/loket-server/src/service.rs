@@ -1,6 +1,6 @@
 //! The `loket.v1.Gateway` service: wires identity, intake, journal and subscriptions.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -12,24 +12,30 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::access::{Access, DenialRecord};
 use crate::error::to_rpc_status;
 use crate::identity::{caller, IdentityMode};
 use crate::intake::Intake;
 use crate::proto::gateway_server::Gateway;
 use crate::proto::{
-    publish_stream_reply, subscribe_request, AckReply, AckRequest, Delivery, ListSchemasReply, ListSchemasRequest,
-    PublishReply, PublishRequest, PublishStreamReply, SchemaInfo, SubscribeRequest,
+    publish_stream_reply, subscribe_request, AckReply, AckRequest, Delivery, Denial, EventStatusReply,
+    EventStatusRequest, ListDenialsReply, ListDenialsRequest, ListSchemasReply, ListSchemasRequest, PublishReply,
+    PublishRequest, PublishStreamReply, SchemaInfo, SubscribeRequest,
 };
 use crate::subscription::Subscription;
-use crate::timestamp::{from_micros, to_micros};
+use crate::timestamp::{from_micros, now_micros, to_micros};
 use crate::Error;
 
 /// Longest durable subscription name.
 const MAX_NAME_LEN: usize = 64;
 
+/// Denials listed when the request names no limit.
+const DEFAULT_DENIALS: usize = 1000;
+
 pub(crate) struct GatewayService {
     pub intake: Intake,
     pub journal: Journal,
+    pub access: Access,
     pub identity: IdentityMode,
     pub stream_in_flight: usize,
     pub shutdown: CancellationToken,
@@ -52,8 +58,16 @@ fn accepted(appended: Appended, dataschema: String) -> PublishReply {
 #[tonic::async_trait]
 impl Gateway for GatewayService {
     async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishReply>, Status> {
-        let partner = caller(&request, self.identity)?;
-        let event = self.intake.admit(&partner, request.into_inner().event)?;
+        let partner = self.partner(&request, "publish").await?;
+        let event = request.into_inner().event;
+        let (id, event_type) = event.as_ref().map(|e| (e.id.clone(), e.r#type.clone())).unwrap_or_default();
+        let event = match self.intake.admit(&partner, event) {
+            Ok(event) => event,
+            Err(e) => {
+                record_refusal(&self.access, "publish-refused", &partner, &e, &id, &event_type).await;
+                return Err(e.into());
+            }
+        };
         let dataschema = event.dataschema.clone();
         let appended = self.journal.submit(event).await.map_err(Error::from)?;
         Ok(Response::new(accepted(appended, dataschema)))
@@ -65,9 +79,10 @@ impl Gateway for GatewayService {
         &self,
         request: Request<Streaming<PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
-        let partner = caller(&request, self.identity)?;
+        let partner = self.partner(&request, "publish").await?;
         let mut inbound = request.into_inner();
         let intake = self.intake.clone();
+        let access = self.access.clone();
         let journal = self.journal.clone();
         let in_flight = self.stream_in_flight;
         let stopping = self.shutdown.clone();
@@ -92,7 +107,7 @@ impl Gateway for GatewayService {
                         interrupted = true;
                     }
                     message = inbound.message(), if reading && pending.len() < in_flight => match message {
-                        Ok(Some(req)) => pending.push_back(publish_one(&intake, &journal, &partner, req)),
+                        Ok(Some(req)) => pending.push_back(publish_one(&intake, &access, &journal, &partner, req)),
                         Ok(None) => reading = false,
                         Err(status) => {
                             tracing::debug!(%status, partner = %partner, "publish stream ended by the client");
@@ -112,7 +127,7 @@ impl Gateway for GatewayService {
     type SubscribeStream = ReplyStream<Delivery>;
 
     async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
-        let partner = caller(&request, self.identity)?;
+        let partner = self.partner(&request, "subscribe").await?;
         let req = request.into_inner();
         let mut problems = Vec::new();
         for t in &req.types {
@@ -140,6 +155,19 @@ impl Gateway for GatewayService {
         if !problems.is_empty() {
             return Err(Error::InvalidSubscription(problems).into());
         }
+        let granted = self.access.policy.subscribable(partner.as_str());
+        let refused: Vec<String> = req.types.iter().filter(|t| !granted.contains(t)).cloned().collect();
+        let denied = if req.types.is_empty() && granted.is_empty() {
+            Some(Error::NoGrants { partner: partner.to_string() })
+        } else if !refused.is_empty() {
+            Some(Error::SubscribeNotGranted { partner: partner.to_string(), types: refused })
+        } else {
+            None
+        };
+        if let Some(e) = denied {
+            record_refusal(&self.access, "subscribe-refused", &partner, &e, "", &req.types.join(",")).await;
+            return Err(e.into());
+        }
 
         let next = if req.name.is_empty() {
             self.start_sequence(start)?
@@ -150,8 +178,10 @@ impl Gateway for GatewayService {
         let (tx, rx) = mpsc::channel(256);
         let subscription = Subscription {
             journal: self.journal.clone(),
+            access: self.access.clone(),
+            partner: partner.to_string(),
             next,
-            types: req.types.into_iter().collect::<HashSet<_>>(),
+            types: req.types.into_iter().collect::<BTreeSet<_>>(),
             limit: req.limit,
             shutdown: self.shutdown.clone(),
         };
@@ -160,7 +190,7 @@ impl Gateway for GatewayService {
     }
 
     async fn ack(&self, request: Request<AckRequest>) -> Result<Response<AckReply>, Status> {
-        let partner = caller(&request, self.identity)?;
+        let partner = self.partner(&request, "ack").await?;
         let req = request.into_inner();
         if let Some(p) = check_name(&req.name) {
             return Err(Error::InvalidSubscription(vec![p]).into());
@@ -171,6 +201,66 @@ impl Gateway for GatewayService {
         }
         let acked = self.journal.ack(partner.as_str(), &req.name, req.sequence).map_err(Error::from)?;
         Ok(Response::new(AckReply { acked }))
+    }
+
+    async fn event_status(&self, request: Request<EventStatusRequest>) -> Result<Response<EventStatusReply>, Status> {
+        let partner = self.partner(&request, "status").await?;
+        let id = request.into_inner().id;
+        let event = self
+            .journal
+            .find(partner.as_str(), &id)
+            .map_err(Error::from)?
+            .ok_or_else(|| Error::EventNotFound { partner: partner.to_string(), id })?;
+        if !self.access.indexed_up_to(event.sequence, &self.shutdown).await {
+            return Err(Error::ShuttingDown.into());
+        }
+        Ok(Response::new(self.access.status(&event)?))
+    }
+
+    async fn list_denials(&self, request: Request<ListDenialsRequest>) -> Result<Response<ListDenialsReply>, Status> {
+        let partner = self.partner(&request, "audit").await?;
+        let req = request.into_inner();
+        let auditor = self.access.policy.is_auditor(partner.as_str());
+        if !auditor && !req.partner.is_empty() && req.partner != partner.as_str() {
+            let e = Error::AuditNotPermitted { partner: partner.to_string(), asked: req.partner };
+            record_refusal(&self.access, "audit-refused", &partner, &e, "", "").await;
+            return Err(e.into());
+        }
+        let since = match &req.since {
+            None => i64::MIN,
+            Some(ts) => to_micros(ts).ok_or_else(|| {
+                Error::InvalidSubscription(vec![FieldViolation::new(
+                    "since",
+                    "must be a valid instant between years 1 and 9999",
+                )])
+            })?,
+        };
+        let filter = match (auditor, req.partner.is_empty()) {
+            (true, true) => None,
+            (true, false) => Some(req.partner.as_str()),
+            (false, _) => Some(partner.as_str()),
+        };
+        let limit = if req.limit == 0 { DEFAULT_DENIALS } else { req.limit as usize };
+        let denials = self
+            .access
+            .store
+            .denials(since, filter, limit)?
+            .into_iter()
+            .map(|d| Denial {
+                at: Some(from_micros(d.at_micros)),
+                partner: d.partner,
+                kind: d.kind,
+                event_type: d.event_type,
+                event_id: d.event_id,
+                source: d.source,
+                subject: d.subject,
+                sequence: d.sequence,
+                reason_code: d.reason_code,
+                reason: d.reason,
+                fields: d.fields,
+            })
+            .collect();
+        Ok(Response::new(ListDenialsReply { denials }))
     }
 
     async fn list_schemas(&self, request: Request<ListSchemasRequest>) -> Result<Response<ListSchemasReply>, Status> {
@@ -195,6 +285,20 @@ impl Gateway for GatewayService {
 }
 
 impl GatewayService {
+    /// The calling partner: its certificate identity mapped through the policy. An
+    /// identity the policy does not know is refused (and recorded).
+    async fn partner<T>(&self, request: &Request<T>, action: &str) -> Result<PartnerId, Error> {
+        let identity = caller(request, self.identity)?;
+        match self.access.policy.partner_for_identity(identity.as_str()).map(str::parse::<PartnerId>) {
+            Some(Ok(partner)) => Ok(partner),
+            _ => {
+                let e = Error::UnknownIdentity { identity: identity.to_string() };
+                record_refusal(&self.access, &format!("{action}-refused"), &identity, &e, "", "").await;
+                Err(e)
+            }
+        }
+    }
+
     fn start_sequence(&self, start: StartPosition) -> Result<u64, Error> {
         Ok(match start {
             StartPosition::Earliest => 1,
@@ -216,8 +320,39 @@ impl GatewayService {
     }
 }
 
-fn publish_one(intake: &Intake, journal: &Journal, partner: &PartnerId, req: PublishRequest) -> PendingReply {
+/// Records a refusal in the denial log (when it is one that is recorded: permission, not
+/// malformed input). A failure to record is logged; the caller still gets its refusal.
+async fn record_refusal(access: &Access, kind: &str, partner: &PartnerId, error: &Error, id: &str, event_type: &str) {
+    let Some(code) = error.denial_code() else { return };
+    let record = DenialRecord {
+        at_micros: now_micros(),
+        partner: partner.to_string(),
+        kind: kind.to_owned(),
+        event_type: event_type.to_owned(),
+        event_id: id.to_owned(),
+        source: partner.to_string(),
+        reason_code: code.to_owned(),
+        reason: error.to_string(),
+        fields: match error {
+            Error::SubscribeNotGranted { types, .. } => types.clone(),
+            _ => Vec::new(),
+        },
+        ..DenialRecord::default()
+    };
+    if let Err(e) = access.store.refusal(record).await {
+        tracing::error!(error = %e, partner = %partner, kind, "could not record a refusal in the denial log");
+    }
+}
+
+fn publish_one(
+    intake: &Intake,
+    access: &Access,
+    journal: &Journal,
+    partner: &PartnerId,
+    req: PublishRequest,
+) -> PendingReply {
     let id = req.event.as_ref().map(|e| e.id.clone()).unwrap_or_default();
+    let event_type = req.event.as_ref().map(|e| e.r#type.clone()).unwrap_or_default();
     match intake.admit(partner, req.event) {
         Ok(event) => {
             let dataschema = event.dataschema.clone();
@@ -231,8 +366,13 @@ fn publish_one(intake: &Intake, journal: &Journal, partner: &PartnerId, req: Pub
             })
         }
         Err(e) => {
-            let outcome = publish_stream_reply::Outcome::Rejected(to_rpc_status(&Status::from(e)));
-            Box::pin(std::future::ready(PublishStreamReply { id, outcome: Some(outcome) }))
+            let access = access.clone();
+            let partner = partner.clone();
+            Box::pin(async move {
+                record_refusal(&access, "publish-refused", &partner, &e, &id, &event_type).await;
+                let outcome = publish_stream_reply::Outcome::Rejected(to_rpc_status(&Status::from(e)));
+                PublishStreamReply { id, outcome: Some(outcome) }
+            })
         }
     }
 }

@@ -1,15 +1,19 @@
 //! One subscriber's stream: reads the journal from a start sequence in order, then follows
-//! new events as the writer makes them durable.
+//! new events as the writer makes them durable. What the subscriber gets of each event is
+//! decided by its `SubscriberScan` (entitlement, redaction, consent), whose state before
+//! the start comes from the access index, so the stream is the same whether it is read in
+//! one go or resumed anywhere.
 
-use std::collections::HashSet;
-
-use loket_journal::Journal;
+use loket_access::{EventFacts, Need, Step, SubscriberScan, Verdict};
+use loket_journal::{Journal, StoredEvent};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::delivery::to_delivery;
+use crate::access::{parse, Access, DenialRecord};
+use crate::delivery::{to_delivery, View};
 use crate::proto::Delivery;
+use crate::timestamp::now_micros;
 use crate::Error;
 
 /// Events read from the journal per step; large enough to amortise a read, small enough to
@@ -18,9 +22,12 @@ const READ_CHUNK: usize = 256;
 
 pub(crate) struct Subscription {
     pub journal: Journal,
+    pub access: Access,
+    pub partner: String,
     pub next: u64,
-    /// Event types to deliver; empty means all.
-    pub types: HashSet<String>,
+    /// Event types to deliver (already checked against the grants); empty means all the
+    /// partner may receive.
+    pub types: std::collections::BTreeSet<String>,
     /// Stop after this many deliveries; 0 means never.
     pub limit: u64,
     pub shutdown: CancellationToken,
@@ -28,6 +35,17 @@ pub(crate) struct Subscription {
 
 impl Subscription {
     pub async fn run(mut self, tx: mpsc::Sender<Result<Delivery, Status>>) {
+        if !self.access.indexed_up_to(self.next.saturating_sub(1), &self.shutdown).await {
+            let _ = tx.send(Err(Error::ShuttingDown.into())).await;
+            return;
+        }
+        let mut scan = match self.access.scan_before(&self.partner, std::mem::take(&mut self.types), self.next) {
+            Ok(scan) => scan,
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+        };
         let mut durable = self.journal.watch();
         let mut delivered = 0u64;
         loop {
@@ -54,15 +72,21 @@ impl Subscription {
             }
             for event in batch {
                 self.next = event.sequence + 1;
-                if !self.types.is_empty() && !self.types.contains(&event.event_type) {
-                    continue;
-                }
-                if tx.send(Ok(to_delivery(event))).await.is_err() {
-                    return;
-                }
-                delivered += 1;
-                if self.limit != 0 && delivered >= self.limit {
-                    return;
+                let group = match self.views(&mut scan, event) {
+                    Ok(group) => group,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                for delivery in group {
+                    if tx.send(Ok(delivery)).await.is_err() {
+                        return;
+                    }
+                    delivered += 1;
+                    if self.limit != 0 && delivered >= self.limit {
+                        return;
+                    }
                 }
             }
             if self.shutdown.is_cancelled() {
@@ -70,5 +94,79 @@ impl Subscription {
                 return;
             }
         }
+    }
+
+    /// The deliveries one journal event makes: itself (unless skipped or withheld), then
+    /// the withheld events it releases. All but the last carry the position before it, so
+    /// a client that acks a delivery's position never skips one of the group.
+    fn views(&self, scan: &mut SubscriberScan, mut event: StoredEvent) -> Result<Vec<Delivery>, Error> {
+        let policy = &self.access.policy;
+        match scan.need(policy, &event.event_type) {
+            Need::Skip => return Ok(Vec::new()),
+            Need::Verbatim => {
+                let position = event.sequence;
+                let data = std::mem::take(&mut event.data);
+                return Ok(vec![to_delivery(event, View { data, redacted: Vec::new(), released: false, position })]);
+            }
+            Need::Inspect => {}
+        }
+        let data = parse(&event)?;
+        let facts = EventFacts {
+            sequence: event.sequence,
+            event_type: &event.event_type,
+            subject: &event.subject,
+            received_at_micros: event.received_at_micros,
+            data: &data,
+        };
+        let (step, released) = scan.step(policy, &facts);
+        let position = event.sequence;
+        let consent_at = event.received_at_micros;
+        let mut group = Vec::new();
+        if let Step::Deliver { data, redacted } = step {
+            group.push(self.deliver(event, &data, redacted, false)?);
+        }
+        for sequence in released {
+            let original = self
+                .journal
+                .get(sequence)?
+                .ok_or_else(|| Error::Access(format!("withheld event {sequence} is missing from the journal")))?;
+            let data = parse(&original)?;
+            let facts = EventFacts {
+                sequence,
+                event_type: &original.event_type,
+                subject: &original.subject,
+                received_at_micros: original.received_at_micros,
+                data: &data,
+            };
+            if let Verdict::Deliver { data, redacted } = scan.release(policy, &facts, consent_at) {
+                group.push(self.deliver(original, &data, redacted, true)?);
+            }
+        }
+        let last = group.len().saturating_sub(1);
+        for (i, delivery) in group.iter_mut().enumerate() {
+            delivery.position = if i == last { position } else { position - 1 };
+        }
+        Ok(group)
+    }
+
+    fn deliver(
+        &self,
+        event: StoredEvent,
+        data: &serde_json::Value,
+        redacted: Vec<String>,
+        released: bool,
+    ) -> Result<Delivery, Error> {
+        if !redacted.is_empty() {
+            self.access.store.redaction(&DenialRecord {
+                at_micros: now_micros(),
+                kind: "redacted".into(),
+                reason_code: "FIELDS_NOT_GRANTED".into(),
+                reason: format!("the policy does not grant {} these fields of {}", self.partner, event.event_type),
+                fields: redacted.clone(),
+                ..DenialRecord::about(&self.partner, &event)
+            })?;
+        }
+        let data = serde_json::to_vec(data).map_err(|e| Error::Access(e.to_string()))?;
+        Ok(to_delivery(event, View { data, redacted, released, position: 0 }))
     }
 }

@@ -25,6 +25,14 @@ pub enum Command {
     Publish(PublishArgs),
     /// Receive events as NDJSON CloudEvents (structured mode), acknowledging as it goes.
     Subscribe(SubscribeArgs),
+    /// Who receives one of your published events, and from whom it is withheld and why
+    /// (medical data without consent). Exit status: 0 found, 2 unknown id, 1 other failure.
+    Status(StatusArgs),
+    /// The denial log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// The event schemas the gateway accepts.
     Schemas {
         #[command(subcommand)]
@@ -171,4 +179,35 @@ pub struct BenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The id the event was published with (by the partner given with --as).
+    #[arg(long)]
+    pub id: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Refused publishes and subscribes, redactions and withholdings, as JSON lines, oldest
+    /// first. A partner sees its own; an auditor (the quality team) sees everyone's.
+    Denials(AuditDenialsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditDenialsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Only denials at or after this RFC 3339 time.
+    #[arg(long, value_name = "RFC3339")]
+    pub since: Option<String>,
+    /// Only this partner's denials (auditors; others may name only themselves).
+    #[arg(long = "partner", value_name = "PARTNER")]
+    pub of_partner: Option<String>,
+    /// At most this many, the most recent (default 1000).
+    #[arg(long)]
+    pub limit: Option<u32>,
 }

@@ -1,5 +1,6 @@
 //! `loket`: the gateway (`serve`) and the partner-side commands that talk to it.
 
+mod access;
 mod bench;
 mod cli;
 mod output;
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{CertsCommand, Cli, Command, SchemasCommand};
+use crate::cli::{AuditCommand, CertsCommand, Cli, Command, SchemasCommand};
 
 /// Exit status of a client command whose request the gateway refused (bad input,
 /// permission): distinct from 1, which means "could not get an answer".
@@ -44,6 +45,8 @@ fn main() -> ExitCode {
             Command::Certs { command: CertsCommand::Init(args) } => serve::certs_init(args).map(|()| ExitCode::SUCCESS),
             Command::Publish(args) => publish::run(args).await,
             Command::Subscribe(args) => subscribe::run(args).await,
+            Command::Status(args) => access::status(args).await,
+            Command::Audit { command: AuditCommand::Denials(args) } => access::denials(args).await,
             Command::Schemas { command: SchemasCommand::List(args) } => schemas::list(args).await,
             Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::BenchTransport { certs } => bench::serve_null_gateway(certs).await.map(|()| ExitCode::SUCCESS),

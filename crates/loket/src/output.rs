@@ -54,6 +54,13 @@ pub fn cloud_event(delivery: &Delivery) -> Value {
         out.insert("data".into(), data);
     }
     out.insert("sequence".into(), json!(delivery.sequence));
+    out.insert("position".into(), json!(delivery.position));
+    if !delivery.redacted.is_empty() {
+        out.insert("redacted".into(), json!(delivery.redacted.join(",")));
+    }
+    if delivery.released {
+        out.insert("released".into(), json!(true));
+    }
     out.insert("completeness".into(), json!(format!("{}", delivery.completeness)));
     out.insert("missingexpected".into(), json!(delivery.missing_expected.join(",")));
     if let Some(t) = &delivery.received_at {

@@ -69,7 +69,8 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<ExitCode> {
                 writeln!(out, "{}", output::cloud_event(&delivery)).context("cannot write to standard output")?;
                 out.flush().context("cannot write to standard output")?;
                 drop(out);
-                acks.printed = delivery.sequence;
+                // The position, not the sequence: a released event carries its consent's position.
+                acks.printed = delivery.position;
                 acks.since_ack += 1;
                 if acks.since_ack >= ACK_EVERY {
                     acks.flush().await?;

@@ -49,6 +49,20 @@ impl Gateway for NullGateway {
         Err(Status::unimplemented("the transport baseline only acknowledges publishes"))
     }
 
+    async fn event_status(
+        &self,
+        _request: Request<loket_server::proto::EventStatusRequest>,
+    ) -> Result<Response<loket_server::proto::EventStatusReply>, Status> {
+        Err(Status::unimplemented("the transport baseline only acknowledges publishes"))
+    }
+
+    async fn list_denials(
+        &self,
+        _request: Request<loket_server::proto::ListDenialsRequest>,
+    ) -> Result<Response<loket_server::proto::ListDenialsReply>, Status> {
+        Err(Status::unimplemented("the transport baseline only acknowledges publishes"))
+    }
+
     async fn list_schemas(&self, _request: Request<ListSchemasRequest>) -> Result<Response<ListSchemasReply>, Status> {
         Ok(Response::new(ListSchemasReply::default()))
     }

@@ -1,0 +1,190 @@
+//! Consent for medical data: the `medical-transfer-consent` events of each case, and
+//! whether they cover a recipient at a given moment.
+//!
+//! The moment is always a gateway receive time (of the medical event, or of the consent
+//! that releases it), never the wall clock: so every subscriber, every restart and every
+//! replay reaches the same decision for the same journal.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// The event type that carries consent forms.
+pub const CONSENT_TYPE: &str = "medical-transfer-consent";
+
+/// One consent form as the latest event with its `consentId` states it (a withdrawal is
+/// published as the same form again with `withdrawnAt`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consent {
+    pub consent_id: String,
+    pub given: bool,
+    /// Partner ids of the recipients.
+    pub recipients: BTreeSet<String>,
+    /// Unix microseconds.
+    pub signed_at: Option<i64>,
+    pub valid_until: Option<i64>,
+    pub withdrawn_at: Option<i64>,
+}
+
+/// Why a consent book does not cover a recipient; the most telling reason is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Uncovered {
+    /// No consent form for the case.
+    NoConsent,
+    /// The forms of the case do not name the recipient.
+    RecipientNotListed,
+    /// The form names the recipient but was not signed (yet) at that moment.
+    NotSigned,
+    /// The person refused consent.
+    NotGiven,
+    /// The form's validity had ended.
+    Expired,
+    /// The form was withdrawn.
+    Withdrawn,
+}
+
+impl Uncovered {
+    /// A stable code for clients and the audit log.
+    pub fn code(self) -> &'static str {
+        match self {
+            Uncovered::NoConsent => "NO_CONSENT",
+            Uncovered::RecipientNotListed => "RECIPIENT_NOT_IN_CONSENT",
+            Uncovered::NotSigned => "CONSENT_NOT_SIGNED",
+            Uncovered::NotGiven => "CONSENT_REFUSED",
+            Uncovered::Expired => "CONSENT_EXPIRED",
+            Uncovered::Withdrawn => "CONSENT_WITHDRAWN",
+        }
+    }
+}
+
+impl fmt::Display for Uncovered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Uncovered::NoConsent => "no medical-transfer-consent for the case",
+            Uncovered::RecipientNotListed => "the case's consent does not name this recipient",
+            Uncovered::NotSigned => "the consent was not signed",
+            Uncovered::NotGiven => "consent was refused",
+            Uncovered::Expired => "the consent had expired",
+            Uncovered::Withdrawn => "the consent was withdrawn",
+        })
+    }
+}
+
+fn micros(v: Option<&Value>) -> Option<i64> {
+    let t = OffsetDateTime::parse(v?.as_str()?, &Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1000).ok()
+}
+
+impl Consent {
+    /// Reads a (schema-valid) `medical-transfer-consent` payload; `None` without an id.
+    pub fn from_data(data: &Value) -> Option<Consent> {
+        let consent_id = data.get("consentId")?.as_str()?.to_owned();
+        let recipients = data
+            .get("recipients")
+            .and_then(Value::as_array)
+            .map(|list| list.iter().filter_map(|r| r.get("partner")?.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        Some(Consent {
+            consent_id,
+            given: data.get("given").and_then(Value::as_bool).unwrap_or(false),
+            recipients,
+            signed_at: micros(data.get("signedAt")),
+            valid_until: micros(data.get("validUntil")),
+            withdrawn_at: micros(data.get("withdrawnAt")),
+        })
+    }
+
+    /// Whether this form lets `partner` receive medical data at `at` (Unix µs).
+    pub fn covers(&self, partner: &str, at: i64) -> Result<(), Uncovered> {
+        if !self.recipients.contains(partner) {
+            return Err(if self.given { Uncovered::RecipientNotListed } else { Uncovered::NotGiven });
+        }
+        if self.withdrawn_at.is_some_and(|w| w <= at) {
+            return Err(Uncovered::Withdrawn);
+        }
+        if !self.given {
+            return Err(Uncovered::NotGiven);
+        }
+        if self.signed_at.is_none_or(|s| s > at) {
+            return Err(Uncovered::NotSigned);
+        }
+        if self.valid_until.is_some_and(|v| v <= at) {
+            return Err(Uncovered::Expired);
+        }
+        Ok(())
+    }
+}
+
+/// The consent forms of every case seen so far.
+#[derive(Debug, Clone, Default)]
+pub struct ConsentBook {
+    cases: HashMap<String, BTreeMap<String, Consent>>,
+}
+
+impl ConsentBook {
+    /// Records a consent event of `case`; a later event for the same form replaces it.
+    pub fn record(&mut self, case: &str, data: &Value) {
+        if let Some(consent) = Consent::from_data(data) {
+            self.cases.entry(case.to_owned()).or_default().insert(consent.consent_id.clone(), consent);
+        }
+    }
+
+    /// Whether some form of `case` lets `partner` receive medical data at `at`.
+    pub fn coverage(&self, case: &str, partner: &str, at: i64) -> Result<(), Uncovered> {
+        let Some(forms) = self.cases.get(case) else { return Err(Uncovered::NoConsent) };
+        let mut worst = Uncovered::NoConsent;
+        for form in forms.values() {
+            match form.covers(partner, at) {
+                Ok(()) => return Ok(()),
+                Err(reason) => worst = worst.max(reason),
+            }
+        }
+        Err(worst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const T0: i64 = 1_710_000_000_000_000; // 2024-03-09T16:00:00Z
+
+    fn form(id: &str, recipients: &[&str]) -> Value {
+        json!({"vNumber": "1", "consentId": id, "given": true,
+               "recipients": recipients.iter().map(|p| json!({"partner": p, "role": "medical-service"})).collect::<Vec<_>>(),
+               "signedAt": "2024-03-09T16:00:00Z", "validUntil": "2024-04-09T16:00:00Z"})
+    }
+
+    #[test]
+    fn covers_listed_recipients_while_valid() {
+        let mut book = ConsentBook::default();
+        assert_eq!(book.coverage("c", "dji", T0), Err(Uncovered::NoConsent));
+        book.record("c", &form("f1", &["dji"]));
+        assert_eq!(book.coverage("c", "dji", T0), Ok(()));
+        assert_eq!(book.coverage("c", "dji", T0 - 1), Err(Uncovered::NotSigned));
+        assert_eq!(book.coverage("c", "kmar", T0), Err(Uncovered::RecipientNotListed));
+        assert_eq!(book.coverage("other", "dji", T0), Err(Uncovered::NoConsent));
+        let month = 31 * 24 * 3600 * 1_000_000;
+        assert_eq!(book.coverage("c", "dji", T0 + month), Err(Uncovered::Expired));
+    }
+
+    #[test]
+    fn withdrawal_and_refusal_stop_coverage() {
+        let mut book = ConsentBook::default();
+        book.record("c", &form("f1", &["dji"]));
+        let mut withdrawn = form("f1", &["dji"]);
+        withdrawn["withdrawnAt"] = json!("2024-03-10T16:00:00Z");
+        book.record("c", &withdrawn);
+        assert_eq!(book.coverage("c", "dji", T0), Ok(()), "before the withdrawal took effect");
+        assert_eq!(book.coverage("c", "dji", T0 + 24 * 3600 * 1_000_000), Err(Uncovered::Withdrawn));
+        let mut refused = form("f2", &[]);
+        refused["given"] = json!(false);
+        let mut other = ConsentBook::default();
+        other.record("c", &refused);
+        assert_eq!(other.coverage("c", "dji", T0), Err(Uncovered::NotGiven));
+    }
+}

@@ -1,0 +1,27 @@
+//! Who may see what. Pure logic, no I/O, so that every delivery path (the embedded gRPC
+//! subscription, a Kafka fan-out) applies the same rules through the same function:
+//!
+//! - [`Policy`]: per partner its certificate identity, the types it may publish and, per
+//!   type it may receive, which fields (allow- or deny-list of JSON pointers). Deny by
+//!   default. Compiled from [`PartnerConfig`]s and checked against the schemas.
+//! - [`redact`]: applies a [`FieldRule`] to a payload and names what it removed.
+//! - [`ConsentBook`]: the `medical-transfer-consent` state per case, and whether it covers
+//!   a recipient at a moment.
+//! - [`Policy::view`]: one stored event as one subscriber may see it ([`Verdict`]).
+//! - [`SubscriberScan`]: a subscriber's stream as a deterministic function of the journal
+//!   in order: medical events without covering consent are withheld and released when a
+//!   covering consent arrives.
+
+mod config;
+mod consent;
+mod pointer;
+mod policy;
+mod redact;
+mod scan;
+
+pub use config::{AccessConfig, FieldsConfig, PartnerConfig};
+pub use consent::{Consent, ConsentBook, Uncovered, CONSENT_TYPE};
+pub use pointer::Pointer;
+pub use policy::{FieldRule, Policy, Verdict};
+pub use redact::redact;
+pub use scan::{EventFacts, Need, Step, SubscriberScan};

@@ -1,0 +1,202 @@
+//! The access store: a sled database beside the journal (`<data_dir>/access`) with
+//! - `gated`: an index of the journal's consent and possibly-medical events by case
+//!   (case ++ sequence → [`IndexedEvent`]), so that a subscription starting anywhere, or a
+//!   status query, knows the consent state and what is withheld without reading the whole
+//!   journal. Derived data: rebuilt from the journal when lost or when the medical rules
+//!   change; `meta/indexed` says how far it got.
+//! - `denials`: the audit log of refusals, redactions and withholdings.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::Error;
+
+const INDEXED: &[u8] = b"indexed";
+const MEDICAL_RULES: &[u8] = b"medical-rules";
+
+/// Refusals are appended (time-ordered keys); redactions and withholdings are keyed by
+/// (sequence, partner) so a redelivery does not record the same fact twice.
+const REFUSAL: u8 = 1;
+const REDACTION: u8 = 2;
+const WITHHOLDING: u8 = 3;
+
+/// What the index keeps of a journal event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct IndexedEvent {
+    pub sequence: u64,
+    pub event_type: String,
+    pub subject: String,
+    pub received_at_micros: i64,
+    pub data: Value,
+}
+
+/// One recorded denial.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct DenialRecord {
+    pub at_micros: i64,
+    pub partner: String,
+    pub kind: String,
+    pub event_type: String,
+    pub event_id: String,
+    pub source: String,
+    pub subject: String,
+    pub sequence: u64,
+    pub reason_code: String,
+    pub reason: String,
+    pub fields: Vec<String>,
+}
+
+#[derive(Clone)]
+pub(crate) struct AccessStore {
+    db: sled::Db,
+    gated: sled::Tree,
+    denials: sled::Tree,
+    meta: sled::Tree,
+}
+
+fn storage(e: sled::Error) -> Error {
+    Error::Access(e.to_string())
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Access(format!("unreadable {what}: {e}"))
+}
+
+fn gated_key(case: &str, sequence: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(case.len() + 9);
+    key.extend_from_slice(case.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&sequence.to_be_bytes());
+    key
+}
+
+impl AccessStore {
+    /// Opens, retrying for a short while: right after a previous gateway in this process
+    /// stopped, its last tasks may still hold the database lock a moment.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, Error> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let db = loop {
+            match sled::Config::new().path(dir).cache_capacity(cache_bytes).flush_every_ms(Some(500)).open() {
+                Ok(db) => break db,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "access store open failed, retrying");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(storage(e)),
+            }
+        };
+        Ok(Self {
+            gated: db.open_tree("gated").map_err(storage)?,
+            denials: db.open_tree("denials").map_err(storage)?,
+            meta: db.open_tree("meta").map_err(storage)?,
+            db,
+        })
+    }
+
+    /// The sequence up to which the index is complete; resets the index when it was built
+    /// under other medical rules (`rules` fingerprints them).
+    pub fn indexed(&self, rules: &str) -> Result<u64, Error> {
+        if self.meta.get(MEDICAL_RULES).map_err(storage)?.as_deref() != Some(rules.as_bytes()) {
+            self.gated.clear().map_err(storage)?;
+            self.meta.insert(INDEXED, &0u64.to_be_bytes()).map_err(storage)?;
+            self.meta.insert(MEDICAL_RULES, rules.as_bytes()).map_err(storage)?;
+            return Ok(0);
+        }
+        Ok(match self.meta.get(INDEXED).map_err(storage)? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|e| corrupt("index mark", e))?),
+            None => 0,
+        })
+    }
+
+    /// Adds index entries, then moves the mark (sled recovers a prefix of its writes, so
+    /// the mark never runs ahead of the entries).
+    pub fn index(&self, events: &[IndexedEvent], up_to: u64) -> Result<(), Error> {
+        for e in events {
+            let value = serde_json::to_vec(e).map_err(|e| corrupt("index entry", e))?;
+            self.gated.insert(gated_key(&e.subject, e.sequence), value).map_err(storage)?;
+        }
+        self.meta.insert(INDEXED, &up_to.to_be_bytes()).map_err(storage)?;
+        Ok(())
+    }
+
+    /// Every indexed event, case by case, each case in sequence order.
+    pub fn all(&self) -> impl Iterator<Item = Result<IndexedEvent, Error>> + '_ {
+        self.gated.iter().map(|item| {
+            let (_, v) = item.map_err(storage)?;
+            serde_json::from_slice(&v).map_err(|e| corrupt("index entry", e))
+        })
+    }
+
+    /// The indexed events of one case, in sequence order.
+    pub fn case(&self, case: &str) -> Result<Vec<IndexedEvent>, Error> {
+        let mut prefix = case.as_bytes().to_vec();
+        prefix.push(0);
+        self.gated
+            .scan_prefix(prefix)
+            .map(|item| {
+                let (_, v) = item.map_err(storage)?;
+                serde_json::from_slice(&v).map_err(|e| corrupt("index entry", e))
+            })
+            .collect()
+    }
+
+    /// Appends a refusal and makes it durable before returning.
+    pub async fn refusal(&self, record: DenialRecord) -> Result<(), Error> {
+        let id = self.db.generate_id().map_err(storage)?;
+        let mut key = vec![REFUSAL];
+        key.extend_from_slice(&record.at_micros.to_be_bytes());
+        key.extend_from_slice(&id.to_be_bytes());
+        self.put(&key, &record)?;
+        self.db.flush_async().await.map_err(storage)?;
+        Ok(())
+    }
+
+    /// Records that `record.partner` received event `record.sequence` redacted (once).
+    pub fn redaction(&self, record: &DenialRecord) -> Result<(), Error> {
+        self.once(REDACTION, record)
+    }
+
+    /// Records that event `record.sequence` is withheld from `record.partner` (once).
+    pub fn withholding(&self, record: &DenialRecord) -> Result<(), Error> {
+        self.once(WITHHOLDING, record)
+    }
+
+    fn once(&self, kind: u8, record: &DenialRecord) -> Result<(), Error> {
+        let mut key = vec![kind];
+        key.extend_from_slice(&record.sequence.to_be_bytes());
+        key.extend_from_slice(record.partner.as_bytes());
+        if self.denials.contains_key(&key).map_err(storage)? {
+            return Ok(());
+        }
+        self.put(&key, record)
+    }
+
+    fn put(&self, key: &[u8], record: &DenialRecord) -> Result<(), Error> {
+        let value = serde_json::to_vec(record).map_err(|e| corrupt("denial", e))?;
+        self.denials.insert(key, value).map_err(storage)?;
+        Ok(())
+    }
+
+    /// Denials at or after `since` (µs), of `partner` when given, oldest first, at most
+    /// the `limit` most recent.
+    pub fn denials(&self, since: i64, partner: Option<&str>, limit: usize) -> Result<Vec<DenialRecord>, Error> {
+        let mut out = Vec::new();
+        for item in self.denials.iter() {
+            let (_, v) = item.map_err(storage)?;
+            let record: DenialRecord = serde_json::from_slice(&v).map_err(|e| corrupt("denial", e))?;
+            if record.at_micros >= since && partner.is_none_or(|p| p == record.partner) {
+                out.push(record);
+            }
+        }
+        out.sort_by_key(|d| (d.at_micros, d.sequence));
+        let skip = out.len().saturating_sub(limit);
+        Ok(out.split_off(skip))
+    }
+
+    pub fn flush(&self) -> Result<(), Error> {
+        self.db.flush().map_err(storage)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,69 @@
+//! `loket status` and `loket audit denials`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use loket_server::client::connect;
+use loket_server::proto::{EventStatusRequest, ListDenialsRequest};
+use serde_json::json;
+
+use crate::cli::{AuditDenialsArgs, StatusArgs};
+use crate::output;
+use crate::publish::options;
+
+pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let mut client =
+        connect(&options(&args.client)).await.with_context(|| format!("cannot connect to {}", args.client.server))?;
+    let reply = match client.event_status(EventStatusRequest { id: args.id.clone() }).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => return Ok(output::report_failure("status", &status)),
+    };
+    let recipients: Vec<_> = reply
+        .recipients
+        .iter()
+        .map(|r| {
+            let mut v = json!({"partner": r.partner, "state": r.state, "redacted": r.redacted});
+            if !r.reason_code.is_empty() {
+                v["reasonCode"] = json!(r.reason_code);
+                v["reason"] = json!(r.reason);
+            }
+            if r.released_by != 0 {
+                v["releasedBy"] = json!(r.released_by);
+            }
+            v
+        })
+        .collect();
+    println!(
+        "{}",
+        json!({"id": args.id, "sequence": reply.sequence, "type": reply.r#type, "subject": reply.subject,
+               "consentGated": reply.consent_gated, "recipients": recipients})
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn denials(args: AuditDenialsArgs) -> anyhow::Result<ExitCode> {
+    let since = match &args.since {
+        None => None,
+        Some(t) => Some(output::parse_rfc3339(t).with_context(|| format!("--since {t:?} is not an RFC 3339 time"))?),
+    };
+    let mut client =
+        connect(&options(&args.client)).await.with_context(|| format!("cannot connect to {}", args.client.server))?;
+    let request = ListDenialsRequest {
+        since,
+        partner: args.of_partner.clone().unwrap_or_default(),
+        limit: args.limit.unwrap_or(0),
+    };
+    let reply = match client.list_denials(request).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => return Ok(output::report_failure("audit denials", &status)),
+    };
+    for d in &reply.denials {
+        println!(
+            "{}",
+            json!({"at": d.at.as_ref().map(output::rfc3339), "partner": d.partner, "kind": d.kind,
+                   "type": d.event_type, "id": d.event_id, "source": d.source, "subject": d.subject,
+                   "sequence": d.sequence, "reasonCode": d.reason_code, "reason": d.reason, "fields": d.fields})
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
