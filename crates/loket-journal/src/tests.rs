@@ -598,6 +598,11 @@ fn crash_child() {
                 tokio::spawn(async move {
                     let mut window = std::collections::VecDeque::new();
                     for i in 0.. {
+                        if i % 7 == 0 {
+                            // Rejections share the batches and the chain: recovery must keep
+                            // the chain whole wherever the kill lands.
+                            drop(journal.reject(rejection("urn:crash", &format!("c{cycle}-t{t}-{i}-bad"))));
+                        }
                         window.push_back((i, journal.submit(crash_event(cycle, t, i))));
                         if window.len() == CRASH_WINDOW {
                             let (i, fut) = window.pop_front().unwrap();
@@ -700,6 +705,10 @@ async fn kill9_never_loses_an_acked_event() {
         }
         assert_dense(&journal);
         journal.close().unwrap();
+        drop(journal);
+        // Recovery after kill -9 leaves an intact hash chain.
+        let report = audit::verify_dir(dir.path()).unwrap();
+        assert_eq!(report.problem, None, "cycle {cycle}");
     }
 }
 
