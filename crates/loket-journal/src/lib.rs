@@ -15,6 +15,7 @@
 pub mod audit;
 pub mod chain;
 mod event;
+pub mod export;
 mod store;
 mod writer;
 

@@ -40,6 +40,28 @@ pub struct Config {
     /// Where the event schemas come from.
     #[serde(default)]
     pub schemas: SchemasConfig,
+    /// Who may export the message log over gRPC.
+    #[serde(default)]
+    pub export: ExportConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Partners allowed to call Export (the whole message log, accepted and rejected,
+    /// every partner's events): by default only the chain's quality team.
+    #[serde(default = "default_export_partners")]
+    pub partners: Vec<String>,
+}
+
+fn default_export_partners() -> Vec<String> {
+    vec!["quality".to_owned()]
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        Self { partners: default_export_partners() }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -140,6 +162,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             journal: JournalSettings::default(),
             schemas: SchemasConfig::default(),
+            export: ExportConfig::default(),
         }
     }
 }
@@ -238,6 +261,11 @@ impl Config {
         for p in &tls.dev_partners {
             if let Err(e) = p.parse::<PartnerId>() {
                 problems.push(format!("tls.dev_partners: {e}"));
+            }
+        }
+        for p in &self.export.partners {
+            if let Err(e) = p.parse::<PartnerId>() {
+                problems.push(format!("export.partners: {e}"));
             }
         }
         if let Some(dir) = &self.schemas.dir {

@@ -15,9 +15,11 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::to_rpc_status;
 use crate::identity::{caller, IdentityMode};
 use crate::intake::Intake;
+use crate::log::{self, record_rejection};
 use crate::proto::gateway_server::Gateway;
 use crate::proto::{
-    publish_stream_reply, subscribe_request, AckReply, AckRequest, Delivery, ListSchemasReply, ListSchemasRequest,
+    publish_stream_reply, subscribe_request, AckReply, AckRequest, Delivery, ExportEntry, ExportRequest,
+    ListSchemasReply, ListSchemasRequest,
     PublishReply, PublishRequest, PublishStreamReply, SchemaInfo, SubscribeRequest,
 };
 use crate::subscription::Subscription;
@@ -33,6 +35,8 @@ pub(crate) struct GatewayService {
     pub identity: IdentityMode,
     pub stream_in_flight: usize,
     pub shutdown: CancellationToken,
+    /// Partners allowed to call Export.
+    pub exporters: HashSet<String>,
 }
 
 type ReplyStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
@@ -53,7 +57,15 @@ fn accepted(appended: Appended, dataschema: String) -> PublishReply {
 impl Gateway for GatewayService {
     async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishReply>, Status> {
         let partner = caller(&request, self.identity)?;
-        let event = self.intake.admit(&partner, request.into_inner().event)?;
+        let event = request.into_inner().event;
+        let event = match self.intake.admit(&partner, event.as_ref()) {
+            Ok(admitted) => admitted,
+            Err(e) => {
+                let status = Status::from(e);
+                record_rejection(&self.journal, &partner, event.as_ref(), &status);
+                return Err(status);
+            }
+        };
         let dataschema = event.dataschema.clone();
         let appended = self.journal.submit(event).await.map_err(Error::from)?;
         Ok(Response::new(accepted(appended, dataschema)))
@@ -181,6 +193,30 @@ impl Gateway for GatewayService {
             .collect();
         Ok(Response::new(ListSchemasReply { schemas }))
     }
+
+    type ExportStream = ReplyStream<ExportEntry>;
+
+    async fn export(&self, request: Request<ExportRequest>) -> Result<Response<Self::ExportStream>, Status> {
+        let partner = caller(&request, self.identity)?;
+        if !self.exporters.contains(partner.as_str()) {
+            return Err(Error::ExportNotAllowed { partner: partner.to_string() }.into());
+        }
+        let filter = log::filter(request.get_ref())?;
+        let entries = self.journal.entries(filter).map_err(Error::from)?;
+        tracing::info!(partner = %partner, "message log export started");
+        let (tx, rx) = mpsc::channel(256);
+        // Reading is blocking sled work: off the async threads, throttled by the channel.
+        tokio::task::spawn_blocking(move || {
+            for entry in entries {
+                let item = entry.map(log::export_entry).map_err(|e| Status::from(Error::from(e)));
+                let failed = item.is_err();
+                if tx.blocking_send(item).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
 }
 
 impl GatewayService {
@@ -207,7 +243,7 @@ impl GatewayService {
 
 fn publish_one(intake: &Intake, journal: &Journal, partner: &PartnerId, req: PublishRequest) -> PendingReply {
     let id = req.event.as_ref().map(|e| e.id.clone()).unwrap_or_default();
-    match intake.admit(partner, req.event) {
+    match intake.admit(partner, req.event.as_ref()) {
         Ok(event) => {
             let dataschema = event.dataschema.clone();
             let stored = journal.submit(event);
@@ -220,7 +256,9 @@ fn publish_one(intake: &Intake, journal: &Journal, partner: &PartnerId, req: Pub
             })
         }
         Err(e) => {
-            let outcome = publish_stream_reply::Outcome::Rejected(to_rpc_status(&Status::from(e)));
+            let status = Status::from(e);
+            record_rejection(journal, partner, req.event.as_ref(), &status);
+            let outcome = publish_stream_reply::Outcome::Rejected(to_rpc_status(&status));
             Box::pin(std::future::ready(PublishStreamReply { id, outcome: Some(outcome) }))
         }
     }
