@@ -59,7 +59,7 @@ pub(crate) fn record_rejection(
 }
 
 /// The journal filter of an Export request; every problem at once.
-pub(crate) fn filter(request: &ExportRequest) -> Result<Filter, Error> {
+pub fn filter(request: &ExportRequest) -> Result<Filter, Error> {
     let mut problems = Vec::new();
     let mut filter = Filter {
         types: request.types.clone(),

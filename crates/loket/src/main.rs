@@ -1,8 +1,14 @@
 //! `loket`: the gateway (`serve`) and the partner-side commands that talk to it.
 
+mod audit;
 mod cli;
+mod demo;
+mod export;
+mod gen;
+mod logfile;
 mod output;
 mod publish;
+mod replay;
 mod schemas;
 mod serve;
 mod subscribe;
@@ -11,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{CertsCommand, Cli, Command, SchemasCommand};
+use crate::cli::{AuditCommand, CertsCommand, Cli, Command, SchemasCommand};
 
 /// Exit status of a client command whose request the gateway refused (bad input,
 /// permission): distinct from 1, which means "could not get an answer".
@@ -43,6 +49,11 @@ fn main() -> ExitCode {
             Command::Publish(args) => publish::run(args).await,
             Command::Subscribe(args) => subscribe::run(args).await,
             Command::Schemas { command: SchemasCommand::List(args) } => schemas::list(args).await,
+            Command::Export(args) => export::run(args).await,
+            Command::Replay(args) => replay::run(args).await,
+            Command::Gen(args) => gen::run(args),
+            Command::Audit { command: AuditCommand::Verify(args) } => audit::verify(args),
+            Command::Demo(args) => demo::run(args).await,
         }
     });
     match result {
