@@ -89,7 +89,9 @@ async fn export_then_replay_elsewhere_and_a_schema_change_shows_exactly_the_affe
     assert_eq!(exported.len(), generated.len() + 3, "every publish, accepted or refused, is in the log");
     let rejected: Vec<&Value> = exported.iter().filter(|l| l["outcome"] == "rejected").collect();
     let reasons: BTreeSet<&str> = rejected.iter().map(|l| l["reason"].as_str().unwrap()).collect();
-    assert!(reasons.contains("SCHEMA_VIOLATION") && reasons.contains("SOURCE_MISMATCH") && reasons.contains("ID_CONFLICT"));
+    assert!(
+        reasons.contains("SCHEMA_VIOLATION") && reasons.contains("SOURCE_MISMATCH") && reasons.contains("ID_CONFLICT")
+    );
     assert!(exported.iter().all(|l| l["hash"].as_str().is_some_and(|h| h.len() == 64)));
     // Rejected events were never delivered: a subscriber sees only the accepted ones.
     let accepted = exported.iter().filter(|l| l["outcome"] == "accepted").count();
@@ -168,7 +170,8 @@ async fn export_filters_and_offline_export_equals_online() {
     assert!(export_online(&gw, &all_file, &["--all"]).await.status.success());
     let all = lines(&all_file);
     let case = all[0]["subject"].as_str().unwrap().to_owned();
-    let middle = all.iter().filter(|l| l["outcome"] == "accepted").nth(10).unwrap()["receivedat"].as_str().unwrap().to_owned();
+    let middle =
+        all.iter().filter(|l| l["outcome"] == "accepted").nth(10).unwrap()["receivedat"].as_str().unwrap().to_owned();
     let filters: Vec<Vec<&str>> = vec![
         vec![],
         vec!["--all"],
@@ -230,8 +233,8 @@ async fn rate_original_keeps_the_recorded_gaps() {
     let mut paced = String::new();
     for (line, offset) in lines(&log).into_iter().filter(|l| l["outcome"] == "accepted").zip(offsets_ms) {
         let mut line = line;
-        let t = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
-            + time::Duration::milliseconds(offset);
+        let t =
+            time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap() + time::Duration::milliseconds(offset);
         line["receivedat"] = t.format(&time::format_description::well_known::Rfc3339).unwrap().into();
         paced.push_str(&serde_json::to_string(&line).unwrap());
         paced.push('\n');

@@ -202,7 +202,10 @@ impl ChainWalk {
                     EntryRef::Accepted(_) => EntryRef::Accepted(*next),
                     EntryRef::Rejected(_) => EntryRef::Rejected(*next),
                 };
-                return Err(problem(kind, format!("{entry} (chain position {position}) follows where {missing} belongs")));
+                return Err(problem(
+                    kind,
+                    format!("{entry} (chain position {position}) follows where {missing} belongs"),
+                ));
             }
             *next += 1;
         }
@@ -242,7 +245,8 @@ pub fn verify_dir(dir: &Path) -> Result<AuditReport, Error> {
     let mut rejections = store.rejections.iter().map(|item| -> Result<StoredRejection, Problem> {
         let (key, value) = item.map_err(|e| unreadable(0, format!("rejection log: {e}")))?;
         let number = chunk_first(&key).unwrap_or(0);
-        StoredRejection::decode(&value[..]).map_err(|e| unreadable(0, format!("rejection {number} cannot be decoded: {e}")))
+        StoredRejection::decode(&value[..])
+            .map_err(|e| unreadable(0, format!("rejection {number} cannot be decoded: {e}")))
     });
     let mut next_rejection = rejections.next();
     loop {
@@ -307,7 +311,10 @@ impl Iterator for EventRecords<'_> {
             for frame in Frames::new(first, &chunk) {
                 match frame {
                     Ok((_, bytes)) => records.push(StoredEvent::decode(bytes).map_err(|e| {
-                        unreadable(0, format!("a record in the chunk starting at sequence {first} cannot be decoded: {e}"))
+                        unreadable(
+                            0,
+                            format!("a record in the chunk starting at sequence {first} cannot be decoded: {e}"),
+                        )
                     })),
                     Err(e) => records.push(Err(unreadable(0, format!("chunk starting at sequence {first}: {e}")))),
                 }

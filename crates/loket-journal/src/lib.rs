@@ -168,14 +168,7 @@ impl Journal {
             reopens: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel();
-        let writer = Writer::new(
-            shared.clone(),
-            rx,
-            store_config,
-            faults,
-            config.max_batch,
-            &recovered,
-        );
+        let writer = Writer::new(shared.clone(), rx, store_config, faults, config.max_batch, &recovered);
         let handle = std::thread::Builder::new()
             .name("loket-journal-writer".into())
             .spawn(move || writer.run())

@@ -114,7 +114,10 @@ impl Store {
         let r = StoredRejection::decode(bytes)
             .map_err(|e| Error::Corrupt { sequence: number, reason: format!("rejection record: {e}") })?;
         if r.number != number {
-            return Err(Error::Corrupt { sequence: number, reason: format!("rejection record carries number {}", r.number) });
+            return Err(Error::Corrupt {
+                sequence: number,
+                reason: format!("rejection record carries number {}", r.number),
+            });
         }
         Ok(r)
     }

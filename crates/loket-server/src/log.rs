@@ -2,9 +2,9 @@
 //! and the Export view of accepted and rejected entries.
 
 use loket_domain::{FieldViolation, PartnerId};
-use tonic::Code;
 use loket_journal::export::{Entry, Filter};
 use loket_journal::{Journal, NewRejection, Violation};
+use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::intake::SPEC_VERSION;

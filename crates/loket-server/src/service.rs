@@ -19,8 +19,8 @@ use crate::log::{self, record_rejection};
 use crate::proto::gateway_server::Gateway;
 use crate::proto::{
     publish_stream_reply, subscribe_request, AckReply, AckRequest, Delivery, ExportEntry, ExportRequest,
-    ListSchemasReply, ListSchemasRequest,
-    PublishReply, PublishRequest, PublishStreamReply, SchemaInfo, SubscribeRequest,
+    ListSchemasReply, ListSchemasRequest, PublishReply, PublishRequest, PublishStreamReply, SchemaInfo,
+    SubscribeRequest,
 };
 use crate::subscription::Subscription;
 use crate::timestamp::{from_micros, to_micros};

@@ -18,8 +18,9 @@ pub fn verify(args: AuditVerifyArgs) -> anyhow::Result<ExitCode> {
         Some(log) => verify_log(log)?,
         None => {
             let dir = args.data.join("journal");
-            let report = verify_dir(&dir)
-                .with_context(|| format!("cannot read the journal in {} (is the gateway still running?)", dir.display()))?;
+            let report = verify_dir(&dir).with_context(|| {
+                format!("cannot read the journal in {} (is the gateway still running?)", dir.display())
+            })?;
             (report.walk, report.problem)
         }
     };
@@ -31,7 +32,11 @@ pub fn verify(args: AuditVerifyArgs) -> anyhow::Result<ExitCode> {
                 walk.entries,
                 walk.accepted,
                 walk.rejected,
-                if walk.gaps > 0 { format!(", a partial log with {} gaps between entries", walk.gaps) } else { String::new() },
+                if walk.gaps > 0 {
+                    format!(", a partial log with {} gaps between entries", walk.gaps)
+                } else {
+                    String::new()
+                },
                 tip.position,
                 hex::encode(tip.hash)
             );

@@ -50,7 +50,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("== gateway on {server}, data in {}", data_dir.display());
 
     let log = temp.path().join("generated.ndjson");
-    let options = GenOptions { seed: args.seed, cases: args.cases, missing_rate: 0.25, invalid_rate: 0.06, start: 1_767_600_000 };
+    let options =
+        GenOptions { seed: args.seed, cases: args.cases, missing_rate: 0.25, invalid_rate: 0.06, start: 1_767_600_000 };
     let mut file = std::io::BufWriter::new(std::fs::File::create(&log)?);
     let generated = generate(&options, &mut file)?;
     std::io::Write::flush(&mut file)?;
@@ -59,7 +60,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let summary = replay(
         &log,
-        &ReplayOptions { server: server.clone(), certs: certs_dir.clone(), rate: Rate::Max, diff: None, progress: false },
+        &ReplayOptions {
+            server: server.clone(),
+            certs: certs_dir.clone(),
+            rate: Rate::Max,
+            diff: None,
+            progress: false,
+        },
     )
     .await?;
     println!(
@@ -127,7 +134,11 @@ fn show(d: &Delivery) {
         e.source,
         e.subject,
         d.completeness,
-        if d.missing_expected.is_empty() { String::new() } else { format!("  missing {}", d.missing_expected.join(", ")) }
+        if d.missing_expected.is_empty() {
+            String::new()
+        } else {
+            format!("  missing {}", d.missing_expected.join(", "))
+        }
     );
     println!("         {text}");
 }

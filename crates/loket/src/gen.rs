@@ -99,32 +99,47 @@ fn case_plan(rng: &mut ChaCha8Rng, case: u32, start: i64) -> Vec<Planned> {
     let registered = stamp(t);
     let by = officer(rng, "coa");
     let weight = f64::from(rng.random_range(80..320)) / 10.0;
-    add(t, "coa", "baggage", json!({
-        "vNumber": v, "pieces": bag.len(), "totalWeightKg": weight, "items": bag, "phase": "reception",
-        "storageLocation": format!("{reception}, luggage room"), "instructionVersion": "2018-05",
-        "registeredAt": registered, "registeredBy": by,
-    }));
+    add(
+        t,
+        "coa",
+        "baggage",
+        json!({
+            "vNumber": v, "pieces": bag.len(), "totalWeightKg": weight, "items": bag, "phase": "reception",
+            "storageLocation": format!("{reception}, luggage room"), "instructionVersion": "2018-05",
+            "registeredAt": registered, "registeredBy": by,
+        }),
+    );
     advance(&mut t, rng, 600, 7200);
     let signed = stamp(t);
     let valid_until = stamp(t + 180 * 86_400 * 1_000_000);
     let language = *LANGUAGES.choose(rng).expect("non-empty");
     let interpreter = rng.random_bool(0.6);
-    add(t, "gza", "medical-transfer-consent", json!({
-        "vNumber": v, "consentId": consent_id, "given": true,
-        "recipients": [{"partner": "dji", "role": "medical-service"}, {"partner": "kmar", "role": "medical-service"}],
-        "signedAt": signed, "validUntil": valid_until, "interpreterUsed": interpreter, "formLanguage": language,
-    }));
+    add(
+        t,
+        "gza",
+        "medical-transfer-consent",
+        json!({
+            "vNumber": v, "consentId": consent_id, "given": true,
+            "recipients": [{"partner": "dji", "role": "medical-service"}, {"partner": "kmar", "role": "medical-service"}],
+            "signedAt": signed, "validUntil": valid_until, "interpreterUsed": interpreter, "formLanguage": language,
+        }),
+    );
     advance(&mut t, rng, 3600, 86_400);
     let transferred = stamp(t);
     let gza_doctor = format!("gza-doctor-{:04}", rng.random_range(1..999));
-    add(t, "gza", "medical-file-transfer", json!({
-        "vNumber": v, "reason": "to-detention",
-        "fromCareProfessional": {"partner": "gza", "role": "general-practitioner", "name": gza_doctor},
-        "toCareProfessional": {"partner": "dji", "role": "medical-service", "name": "dji-medical-desk"},
-        "fileReference": format!("gza-medfile-{v}"), "consentId": consent_id, "fitToFly": "not-assessed",
-        "medicationDuringTransport": [], "attentionPoints": ["needs glasses for reading", "prefers a female doctor"],
-        "transferredAt": transferred,
-    }));
+    add(
+        t,
+        "gza",
+        "medical-file-transfer",
+        json!({
+            "vNumber": v, "reason": "to-detention",
+            "fromCareProfessional": {"partner": "gza", "role": "general-practitioner", "name": gza_doctor},
+            "toCareProfessional": {"partner": "dji", "role": "medical-service", "name": "dji-medical-desk"},
+            "fileReference": format!("gza-medfile-{v}"), "consentId": consent_id, "fitToFly": "not-assessed",
+            "medicationDuringTransport": [], "attentionPoints": ["needs glasses for reading", "prefers a female doctor"],
+            "transferredAt": transferred,
+        }),
+    );
 
     // Detention: dtv records features, dji registers baggage again.
     advance(&mut t, rng, 3600, 43_200);
@@ -138,20 +153,30 @@ fn case_plan(rng: &mut ChaCha8Rng, case: u32, start: i64) -> Vec<Planned> {
     let build = ["slight", "slender", "average", "athletic", "stocky"][rng.random_range(0..5)];
     let eyes = ["brown", "dark-brown", "hazel", "green", "blue"][rng.random_range(0..5)];
     let hair = ["black", "dark-brown", "brown", "grey", "bald"][rng.random_range(0..5)];
-    add(t, "dtv", "physical-features", json!({
-        "vNumber": v, "height": height, "build": build, "eyeColour": eyes, "hairColour": hair,
-        "distinguishingMarks": marks, "photoReference": format!("dtv-photo-{v}"),
-        "recordedAt": stamp(t), "recordedBy": features_by,
-    }));
+    add(
+        t,
+        "dtv",
+        "physical-features",
+        json!({
+            "vNumber": v, "height": height, "build": build, "eyeColour": eyes, "hairColour": hair,
+            "distinguishingMarks": marks, "photoReference": format!("dtv-photo-{v}"),
+            "recordedAt": stamp(t), "recordedBy": features_by,
+        }),
+    );
     advance(&mut t, rng, 600, 7200);
     let bag = items(rng);
     let dji_officer = officer(rng, "dji");
     let locker = rng.random_range(1..400);
-    add(t, "dji", "baggage", json!({
-        "vNumber": v, "pieces": bag.len(), "totalWeightKg": weight + 1.5, "items": bag, "phase": "detention",
-        "storageLocation": format!("{detention}, depot locker {locker}"), "instructionVersion": "2018-05",
-        "registeredAt": stamp(t), "registeredBy": dji_officer,
-    }));
+    add(
+        t,
+        "dji",
+        "baggage",
+        json!({
+            "vNumber": v, "pieces": bag.len(), "totalWeightKg": weight + 1.5, "items": bag, "phase": "detention",
+            "storageLocation": format!("{detention}, depot locker {locker}"), "instructionVersion": "2018-05",
+            "registeredAt": stamp(t), "registeredBy": dji_officer,
+        }),
+    );
 
     // Transport and departure.
     advance(&mut t, rng, 86_400, 5 * 86_400);
@@ -181,22 +206,37 @@ fn case_plan(rng: &mut ChaCha8Rng, case: u32, start: i64) -> Vec<Planned> {
     advance(&mut t, rng, 3600, 86_400);
     // In about one case in seven a new legal procedure cancels the removal.
     if rng.random_bool(0.14) {
-        add(t, "dvo", "transport-status", with(json!({"status": "cancelled", "cancellationReason": "new-legal-procedure"})));
+        add(
+            t,
+            "dvo",
+            "transport-status",
+            with(json!({"status": "cancelled", "cancellationReason": "new-legal-procedure"})),
+        );
         return plan;
     }
     let medic = dji_officer.replace("officer", "doctor");
-    add(t, "dji", "medical-file-transfer", json!({
-        "vNumber": v, "reason": "removal",
-        "fromCareProfessional": {"partner": "dji", "role": "medical-service", "name": medic},
-        "toCareProfessional": {"partner": "kmar", "role": "medical-service", "name": "kmar-medical-desk"},
-        "fileReference": format!("dji-medfile-{v}"), "consentId": consent_id,
-        "fitToFly": "fit", "medicationDuringTransport": [], "attentionPoints": ["afraid of flying: explain each step in advance"],
-        "transferredAt": stamp(t),
-    }));
+    add(
+        t,
+        "dji",
+        "medical-file-transfer",
+        json!({
+            "vNumber": v, "reason": "removal",
+            "fromCareProfessional": {"partner": "dji", "role": "medical-service", "name": medic},
+            "toCareProfessional": {"partner": "kmar", "role": "medical-service", "name": "kmar-medical-desk"},
+            "fileReference": format!("dji-medfile-{v}"), "consentId": consent_id,
+            "fitToFly": "fit", "medicationDuringTransport": [], "attentionPoints": ["afraid of flying: explain each step in advance"],
+            "transferredAt": stamp(t),
+        }),
+    );
     advance(&mut t, rng, 600, 3600);
     add(t, "dvo", "transport-status", with(json!({"status": "departed", "departedAt": stamp(t)})));
     advance(&mut t, rng, 1800, 7200);
-    add(t, "kmar", "transport-status", with(json!({"status": "handed-over", "departedAt": stamp(t - 3_600_000_000), "arrivedAt": stamp(t)})));
+    add(
+        t,
+        "kmar",
+        "transport-status",
+        with(json!({"status": "handed-over", "departedAt": stamp(t - 3_600_000_000), "arrivedAt": stamp(t)})),
+    );
     plan
 }
 

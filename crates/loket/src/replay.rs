@@ -106,7 +106,9 @@ impl Recorded {
             Recorded::Accepted { completeness, missing } => {
                 json!({"outcome": "accepted", "completeness": completeness, "missingExpected": missing})
             }
-            Recorded::Rejected { reason, fields } => json!({"outcome": "rejected", "reason": reason, "violations": fields}),
+            Recorded::Rejected { reason, fields } => {
+                json!({"outcome": "rejected", "reason": reason, "violations": fields})
+            }
         }
     }
 }
@@ -160,7 +162,10 @@ fn replayed(reply: &PublishStreamReply) -> Replayed {
 /// Which parts of the outcome differ: "outcome", "violations", "completeness".
 fn differences(recorded: &Recorded, replayed: &Recorded) -> Vec<&'static str> {
     match (recorded, replayed) {
-        (Recorded::Accepted { completeness: c1, missing: m1 }, Recorded::Accepted { completeness: c2, missing: m2 }) => {
+        (
+            Recorded::Accepted { completeness: c1, missing: m1 },
+            Recorded::Accepted { completeness: c2, missing: m2 },
+        ) => {
             let score_differs = match (c1, c2) {
                 (Some(a), Some(b)) => (a - b).abs() > EPSILON,
                 _ => false,
@@ -200,9 +205,8 @@ async fn publisher(
 ) -> anyhow::Result<Publisher> {
     let client_options =
         ClientOptions { server: options.server.clone(), certs: options.certs.clone(), partner: partner.to_owned() };
-    let mut client = connect(&client_options)
-        .await
-        .with_context(|| format!("cannot connect to {} as {partner}", options.server))?;
+    let mut client =
+        connect(&client_options).await.with_context(|| format!("cannot connect to {} as {partner}", options.server))?;
     let (requests, rx) = mpsc::channel(SEND_WINDOW);
     let mut replies = client
         .publish_stream(ReceiverStream::new(rx))
@@ -213,9 +217,8 @@ async fn publisher(
     let partner = partner.to_owned();
     let reader = tokio::spawn(async move {
         while let Some(reply) = replies.next().await {
-            let reply = reply.map_err(|s| {
-                anyhow::anyhow!("publish stream as {partner} failed ({:?}): {}", s.code(), s.message())
-            })?;
+            let reply = reply
+                .map_err(|s| anyhow::anyhow!("publish stream as {partner} failed ({:?}): {}", s.code(), s.message()))?;
             let Some(expectation) = expected.recv().await else {
                 bail!("the gateway answered more events than {partner} sent");
             };
@@ -240,10 +243,8 @@ impl Progress {
         if std::io::stderr().is_terminal() {
             let bar = indicatif::ProgressBar::new(total);
             bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:40} {pos}/{len} events, {per_sec}, eta {eta} {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events, {per_sec}, eta {eta} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             Progress::Bar(bar)
         } else {
