@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use prost::Message;
 use tokio::sync::oneshot;
 
-use crate::chain::Tip;
+use crate::chain::{event_record_len, Tip};
 use crate::event::{decode_u64, id_key_into, seq_key, Appended, NewEvent, NewRejection, StoredEvent, StoredRejection};
 use crate::store::{FaultHook, Store, StoreConfig, FLUSHED_MARK};
 use crate::{Error, Shared};
@@ -296,8 +296,8 @@ impl Writer {
                 store.ids.insert(&self.key_buf[..], &claim[..])?;
             }
             let mut stored = StoredEvent::from_new(event, next, received_at);
-            self.staged_tip.link_event(&mut stored);
-            let len = stored.encoded_len();
+            self.staged_tip.prepare_event(&mut stored);
+            let len = event_record_len(&stored);
             let framed = len + prost::length_delimiter_len(len);
             // In `written` before the next fallible step: a failed batch's cleanup finds
             // its index claims there.
@@ -309,8 +309,8 @@ impl Writer {
                 self.encode_buf.clear();
                 chunk_first = next;
             }
-            if let Some(stored) = self.written.last() {
-                stored.encode_length_delimited(&mut self.encode_buf).expect("Vec grows as needed");
+            if let Some(stored) = self.written.last_mut() {
+                self.staged_tip.encode_event(stored, &mut self.encode_buf);
             }
             next += 1;
             if self.encode_buf.len() >= CHUNK_TARGET_BYTES {
