@@ -358,6 +358,14 @@ mod tests {
     }
 
     #[test]
+    fn exporters_default_to_quality_and_are_checked() {
+        let c = Config::parse("", "t", &no_env()).unwrap();
+        assert_eq!(c.export.partners, vec!["quality".to_owned()]);
+        let err = Config::parse("[export]\npartners = [\"Quality\"]\n", "x.toml", &no_env()).unwrap_err();
+        assert!(err.to_string().contains("export.partners"), "{err}");
+    }
+
+    #[test]
     fn environment_overrides_the_file() {
         let env: HashMap<String, String> = [
             (ENV_DATA_DIR.to_owned(), "/tmp/elsewhere".to_owned()),
