@@ -325,6 +325,21 @@ async fn audit_verify_names_the_tampered_entry() {
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("line {line}:")), "{}", text(&o));
 
+    // An exported log with one line removed: found in a complete log; a filtered export
+    // (--partial) may skip positions.
+    let exported = std::fs::read_to_string(&export).unwrap();
+    let mut kept: Vec<&str> = exported.lines().collect();
+    let removed: Value = serde_json::from_str(kept.remove(4)).unwrap();
+    let shortened = dir.path().join("shortened.ndjson");
+    std::fs::write(&shortened, kept.join("\n")).unwrap();
+    let o = verify(args(&["--log", &p(&shortened)])).await;
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let missing = format!("chain position {} is missing", removed["chain"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&missing), "{}", text(&o));
+    let o = verify(args(&["--log", &p(&shortened), "--partial"])).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("1 gaps"), "{}", text(&o));
+
     // One byte of one stored event's payload, on disk.
     let copy = dir.path().join("altered");
     copy_dir(&data_dir, &copy);

@@ -15,7 +15,7 @@ const EXIT_TAMPERED: u8 = 3;
 
 pub fn verify(args: AuditVerifyArgs) -> anyhow::Result<ExitCode> {
     let (walk, problem) = match &args.log {
-        Some(log) => verify_log(log)?,
+        Some(log) => verify_log(log, args.partial)?,
         None => {
             let dir = args.data.join("journal");
             let report = verify_dir(&dir).with_context(|| {
@@ -32,11 +32,7 @@ pub fn verify(args: AuditVerifyArgs) -> anyhow::Result<ExitCode> {
                 walk.entries,
                 walk.accepted,
                 walk.rejected,
-                if walk.gaps > 0 {
-                    format!(", a partial log with {} gaps between entries", walk.gaps)
-                } else {
-                    String::new()
-                },
+                if walk.gaps > 0 { format!(", a partial log with {} gaps", walk.gaps) } else { String::new() },
                 tip.position,
                 hex::encode(tip.hash)
             );
@@ -49,11 +45,11 @@ pub fn verify(args: AuditVerifyArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Walks an exported log. A filtered export may skip chain positions; the links between
-/// consecutive entries are still checked.
-fn verify_log(path: &Path) -> anyhow::Result<(ChainWalk, Option<Problem>)> {
+/// Walks an exported log. A filtered export (`partial`) may skip chain positions; the
+/// links between consecutive entries are still checked.
+fn verify_log(path: &Path, partial: bool) -> anyhow::Result<(ChainWalk, Option<Problem>)> {
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut walk = ChainWalk::partial();
+    let mut walk = if partial { ChainWalk::partial() } else { ChainWalk::complete() };
     for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
         let number = index + 1;
         let line = line.with_context(|| format!("cannot read {}", path.display()))?;

@@ -146,9 +146,13 @@ pub struct AuditVerifyArgs {
     /// Data directory of a stopped gateway.
     #[arg(long, default_value = "./data", value_name = "DIR")]
     pub data: PathBuf,
-    /// Verify an exported log instead.
+    /// Verify an exported log instead (a complete `export --all` unless --partial).
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
+    /// The log is a filtered export: skipped chain positions are not reported, the links
+    /// between consecutive entries are still checked.
+    #[arg(long, requires = "log")]
+    pub partial: bool,
 }
 
 #[derive(Debug, Args)]
