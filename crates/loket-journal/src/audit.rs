@@ -167,7 +167,7 @@ impl ChainWalk {
                     self.next_position
                 ),
                 _ => format!(
-                    "chain position {} is missing before {entry} (position {position}): an entry was removed",
+                    "chain position {} is missing before {entry} (position {position}): an entry was removed or moved",
                     self.next_position
                 ),
             };
@@ -176,7 +176,9 @@ impl ChainWalk {
         if position > self.next_position && !self.partial && first {
             return Err(problem(
                 ProblemKind::Removed,
-                format!("the chain starts at position {position}: positions 1 to {} were removed", position - 1),
+                format!(
+                    "chain position 1 is missing before {entry} (position {position}): the chain's first entries were removed or moved"
+                ),
             ));
         }
         let consecutive = position == self.next_position;
