@@ -72,6 +72,17 @@ pub struct StoredEvent {
     /// See [`NewEvent::missing_expected`].
     #[prost(string, repeated, tag = "13")]
     pub missing_expected: Vec<String>,
+    /// Position in the journal's hash chain, which runs over accepted and rejected entries
+    /// in the order the writer stored them (dense from 1).
+    #[prost(uint64, tag = "14")]
+    pub chain: u64,
+    /// The previous chain entry's `hash` (32 zero bytes for the first entry), so that an
+    /// exported entry can be checked on its own.
+    #[prost(bytes = "vec", tag = "15")]
+    pub prev_hash: Vec<u8>,
+    /// SHA-256 over this record without this field (see [`crate::chain`]).
+    #[prost(bytes = "vec", tag = "16")]
+    pub hash: Vec<u8>,
 }
 
 impl StoredEvent {
@@ -90,6 +101,9 @@ impl StoredEvent {
             data: event.data,
             completeness: event.completeness,
             missing_expected: event.missing_expected,
+            chain: 0,
+            prev_hash: Vec::new(),
+            hash: Vec::new(),
         }
     }
 
@@ -112,6 +126,126 @@ impl StoredEvent {
             duplicate,
             completeness: self.completeness,
             missing_expected: self.missing_expected.clone(),
+        }
+    }
+}
+
+/// A refused publish, as the gateway saw it: kept in the rejection log, never delivered.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NewRejection {
+    /// CloudEvents `source` as sent (may differ from the caller, see `caller`).
+    pub source: String,
+    /// The authenticated partner that sent it.
+    pub caller: String,
+    /// CloudEvents `id` as sent.
+    pub id: String,
+    /// CloudEvents `type` as sent.
+    pub event_type: String,
+    /// CloudEvents `subject` as sent.
+    pub subject: String,
+    /// CloudEvents `time` in Unix microseconds, when given.
+    pub time_micros: Option<i64>,
+    /// CloudEvents `dataschema` as sent.
+    pub dataschema: String,
+    /// CloudEvents `datacontenttype` as sent.
+    pub datacontenttype: String,
+    /// The payload bytes as sent.
+    pub data: Vec<u8>,
+    /// Stable reason, e.g. SCHEMA_VIOLATION (the google.rpc.ErrorInfo reason).
+    pub reason: String,
+    /// The message the publisher got.
+    pub message: String,
+    /// Every failing field.
+    pub violations: Vec<Violation>,
+}
+
+/// One failing field of a rejection.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct Violation {
+    /// JSON pointer or `@attribute`.
+    #[prost(string, tag = "1")]
+    pub field: String,
+    /// What is wrong.
+    #[prost(string, tag = "2")]
+    pub description: String,
+}
+
+/// A rejection as stored in the rejection log.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredRejection {
+    /// Number in the rejection log, dense from 1 (separate from the accepted sequence).
+    #[prost(uint64, tag = "1")]
+    pub number: u64,
+    /// When the gateway refused it (Unix µs).
+    #[prost(int64, tag = "2")]
+    pub received_at_micros: i64,
+    /// See [`NewRejection::source`].
+    #[prost(string, tag = "3")]
+    pub source: String,
+    /// See [`NewRejection::caller`].
+    #[prost(string, tag = "4")]
+    pub caller: String,
+    /// See [`NewRejection::id`].
+    #[prost(string, tag = "5")]
+    pub id: String,
+    /// See [`NewRejection::event_type`].
+    #[prost(string, tag = "6")]
+    pub event_type: String,
+    /// See [`NewRejection::subject`].
+    #[prost(string, tag = "7")]
+    pub subject: String,
+    /// See [`NewRejection::time_micros`].
+    #[prost(int64, optional, tag = "8")]
+    pub time_micros: Option<i64>,
+    /// See [`NewRejection::dataschema`].
+    #[prost(string, tag = "9")]
+    pub dataschema: String,
+    /// See [`NewRejection::datacontenttype`].
+    #[prost(string, tag = "10")]
+    pub datacontenttype: String,
+    /// See [`NewRejection::data`].
+    #[prost(bytes = "vec", tag = "11")]
+    pub data: Vec<u8>,
+    /// See [`NewRejection::reason`].
+    #[prost(string, tag = "12")]
+    pub reason: String,
+    /// See [`NewRejection::message`].
+    #[prost(string, tag = "13")]
+    pub message: String,
+    /// See [`NewRejection::violations`].
+    #[prost(message, repeated, tag = "14")]
+    pub violations: Vec<Violation>,
+    /// See [`StoredEvent::chain`].
+    #[prost(uint64, tag = "15")]
+    pub chain: u64,
+    /// See [`StoredEvent::prev_hash`].
+    #[prost(bytes = "vec", tag = "16")]
+    pub prev_hash: Vec<u8>,
+    /// See [`StoredEvent::hash`].
+    #[prost(bytes = "vec", tag = "17")]
+    pub hash: Vec<u8>,
+}
+
+impl StoredRejection {
+    pub(crate) fn from_new(r: NewRejection, number: u64, received_at_micros: i64) -> Self {
+        StoredRejection {
+            number,
+            received_at_micros,
+            source: r.source,
+            caller: r.caller,
+            id: r.id,
+            event_type: r.event_type,
+            subject: r.subject,
+            time_micros: r.time_micros,
+            dataschema: r.dataschema,
+            datacontenttype: r.datacontenttype,
+            data: r.data,
+            reason: r.reason,
+            message: r.message,
+            violations: r.violations,
+            chain: 0,
+            prev_hash: Vec::new(),
+            hash: Vec::new(),
         }
     }
 }

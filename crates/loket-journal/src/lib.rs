@@ -12,7 +12,10 @@
 //! is argued at `Store::recover` (src/store.rs), chunking at `CHUNK_TARGET_BYTES`
 //! (src/writer.rs).
 
+pub mod audit;
+pub mod chain;
 mod event;
+pub mod export;
 mod store;
 mod writer;
 
@@ -28,7 +31,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{oneshot, watch};
 
-pub use event::{Appended, NewEvent, StoredEvent};
+pub use event::{Appended, NewEvent, NewRejection, StoredEvent, StoredRejection, Violation};
 
 use event::{cursor_key, decode_u64, seq_key};
 use store::{missing, FaultHook, NoFaults, Store, StoreConfig};
@@ -101,6 +104,8 @@ pub(crate) struct Shared {
     store: RwLock<Option<Arc<Store>>>,
     /// Highest flushed sequence.
     last: AtomicU64,
+    /// Highest flushed rejection number.
+    last_rejection: AtomicU64,
     watch: watch::Sender<u64>,
     batches: AtomicU64,
     events: AtomicU64,
@@ -156,21 +161,14 @@ impl Journal {
         let shared = Arc::new(Shared {
             store: RwLock::new(Some(Arc::new(store))),
             last: AtomicU64::new(recovered.last),
+            last_rejection: AtomicU64::new(recovered.last_rejection),
             watch,
             batches: AtomicU64::new(0),
             events: AtomicU64::new(0),
             reopens: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel();
-        let writer = Writer::new(
-            shared.clone(),
-            rx,
-            store_config,
-            faults,
-            config.max_batch,
-            recovered.last,
-            recovered.last_received_at,
-        );
+        let writer = Writer::new(shared.clone(), rx, store_config, faults, config.max_batch, &recovered);
         let handle = std::thread::Builder::new()
             .name("loket-journal-writer".into())
             .spawn(move || writer.run())
@@ -199,6 +197,40 @@ impl Journal {
                 None => Err(Error::Closed),
             }
         }
+    }
+
+    /// Journals a refused publish in the rejection log (never delivered to subscribers).
+    /// Like [`Journal::submit`] it is enqueued before returning and goes through the same
+    /// group commit, so it is chained in order with accepted events; the future resolves
+    /// with its rejection number once durable. Callers answer the publisher without
+    /// waiting for it: a rejection's durability must not delay anybody's reply.
+    pub fn reject(&self, rejection: NewRejection) -> impl Future<Output = Result<u64, Error>> + Send + 'static {
+        let queued = if self.inner.closed.load(Ordering::Acquire) {
+            None
+        } else {
+            let (reply, rx) = oneshot::channel();
+            self.inner.tx.send(Msg::Reject(rejection, reply)).ok().map(|()| rx)
+        };
+        async move {
+            match queued {
+                Some(rx) => rx.await.unwrap_or(Err(Error::Closed)),
+                None => Err(Error::Closed),
+            }
+        }
+    }
+
+    /// Highest durable rejection number, 0 when none.
+    pub fn last_rejection(&self) -> u64 {
+        self.inner.shared.last_rejection.load(Ordering::Acquire)
+    }
+
+    /// Durable rejections numbered >= from, in order, at most max of them.
+    pub fn read_rejections_from(&self, from: u64, max: usize) -> Result<Vec<StoredRejection>, Error> {
+        let last = self.last_rejection();
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.inner.shared.store()?.read_rejections(from.max(1), last, max)
     }
 
     /// Highest durable (flushed) sequence, 0 when empty.

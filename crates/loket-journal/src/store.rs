@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 
-use crate::event::{decode_u64, id_key_into, seq_key, StoredEvent};
+use crate::chain::{to_array, Tip};
+use crate::event::{decode_u64, id_key_into, seq_key, StoredEvent, StoredRejection};
 use crate::Error;
 
 /// Key in the `meta` tree: a sequence known to have been flushed (see [`Store::recover`]).
@@ -28,6 +29,9 @@ pub(crate) struct Store {
     pub ids: sled::Tree,
     /// len(partner) u32 BE ++ partner ++ name -> acked sequence (u64 BE)
     pub cursors: sled::Tree,
+    /// rejection number (u64 BE) -> one prost StoredRejection. One insert each: rejections
+    /// are few compared with accepted events.
+    pub rejections: sled::Tree,
     pub meta: sled::Tree,
 }
 
@@ -35,6 +39,8 @@ pub(crate) struct Store {
 pub(crate) struct Recovered {
     pub last: u64,
     pub last_received_at: i64,
+    pub last_rejection: u64,
+    pub tip: Tip,
 }
 
 impl Store {
@@ -50,6 +56,7 @@ impl Store {
             events: db.open_tree("events")?,
             ids: db.open_tree("ids")?,
             cursors: db.open_tree("cursors")?,
+            rejections: db.open_tree("rejections")?,
             meta: db.open_tree("meta")?,
             db,
         })
@@ -101,6 +108,91 @@ impl Store {
             }
         }
         Ok(None)
+    }
+
+    pub fn decode_rejection(number: u64, bytes: &[u8]) -> Result<StoredRejection, Error> {
+        let r = StoredRejection::decode(bytes)
+            .map_err(|e| Error::Corrupt { sequence: number, reason: format!("rejection record: {e}") })?;
+        if r.number != number {
+            return Err(Error::Corrupt {
+                sequence: number,
+                reason: format!("rejection record carries number {}", r.number),
+            });
+        }
+        Ok(r)
+    }
+
+    /// Up to `max` rejections from number `from` on, up to and including `last`.
+    pub fn read_rejections(&self, from: u64, last: u64, max: usize) -> Result<Vec<StoredRejection>, Error> {
+        let mut out = Vec::new();
+        if from > last {
+            return Ok(out);
+        }
+        for item in self.rejections.range(seq_key(from)..=seq_key(last)) {
+            let (key, value) = item?;
+            let number = chunk_first(&key)?;
+            out.push(Store::decode_rejection(number, &value)?);
+            if out.len() == max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes rejections numbered above `last` (a failed batch's, or an unflushed tail).
+    pub fn truncate_rejections_above(&self, last: u64, faults: &dyn FaultHook) -> Result<usize, Error> {
+        let mut doomed = Vec::new();
+        for item in self.rejections.range(seq_key(last.saturating_add(1))..) {
+            doomed.push(item?.0);
+        }
+        for key in &doomed {
+            faults.before_write()?;
+            self.rejections.remove(key)?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// The chain tip and last rejection, given that the events end at `last`.
+    ///
+    /// Rejections are written in the same batches as events and flushed with them, so the
+    /// prefix argument of [`Store::recover`] covers them too: what survives is every entry
+    /// up to some point of the write order. The chain positions of the rejections after
+    /// the last event must therefore continue it densely; any that do not (left over above
+    /// a truncated gap) are unacknowledged and removed with the same rule as events.
+    fn recover_rejections(&self, last: u64) -> Result<(u64, Tip), Error> {
+        let mut tip = match last {
+            0 => Tip::default(),
+            _ => {
+                let event = self.read_event(last)?.ok_or_else(|| missing(last))?;
+                Tip { position: event.chain, hash: to_array(&event.hash).unwrap_or_default() }
+            }
+        };
+        // The rejections above the event tip, found from the end backwards.
+        let mut tail = Vec::new();
+        let mut last_rejection = 0;
+        for item in self.rejections.iter().rev() {
+            let (key, value) = item?;
+            let number = chunk_first(&key)?;
+            let r = Store::decode_rejection(number, &value)?;
+            if r.chain <= tip.position {
+                last_rejection = number;
+                break;
+            }
+            tail.push(r);
+        }
+        tail.reverse();
+        for r in &tail {
+            if r.chain != tip.position + 1 || r.number != last_rejection + 1 {
+                break;
+            }
+            tip = Tip { position: r.chain, hash: to_array(&r.hash).unwrap_or_default() };
+            last_rejection = r.number;
+        }
+        let dropped = self.truncate_rejections_above(last_rejection, &NoFaults)?;
+        if dropped > 0 {
+            tracing::warn!(last_rejection, dropped, "journal: removed unacknowledged rejections above a gap");
+        }
+        Ok((last_rejection, tip))
     }
 
     /// `count` events from `from` on, which the caller knows to be committed.
@@ -209,9 +301,13 @@ impl Store {
         if truncated > 0 {
             tracing::warn!(last, truncated, "journal: removed unacknowledged chunks above a gap");
         }
+        let (last_rejection, tip) = self.recover_rejections(last)?;
+        if let Some(r) = self.read_rejections(last_rejection, last_rejection, 1)?.first() {
+            last_received_at = last_received_at.max(r.received_at_micros);
+        }
         self.meta.insert(FLUSHED_MARK, &seq_key(last))?;
         self.db.flush()?;
-        Ok(Recovered { last, last_received_at })
+        Ok(Recovered { last, last_received_at, last_rejection, tip })
     }
 
     /// Removes every chunk starting above `last` and the index entries that point at its
@@ -245,7 +341,7 @@ impl Store {
     }
 }
 
-fn chunk_first(key: &[u8]) -> Result<u64, Error> {
+pub(crate) fn chunk_first(key: &[u8]) -> Result<u64, Error> {
     decode_u64(key).ok_or_else(|| Error::Corrupt { sequence: 0, reason: format!("events key {key:?} is not a u64") })
 }
 

@@ -598,6 +598,11 @@ fn crash_child() {
                 tokio::spawn(async move {
                     let mut window = std::collections::VecDeque::new();
                     for i in 0.. {
+                        if i % 7 == 0 {
+                            // Rejections share the batches and the chain: recovery must keep
+                            // the chain whole wherever the kill lands.
+                            drop(journal.reject(rejection("urn:crash", &format!("c{cycle}-t{t}-{i}-bad"))));
+                        }
                         window.push_back((i, journal.submit(crash_event(cycle, t, i))));
                         if window.len() == CRASH_WINDOW {
                             let (i, fut) = window.pop_front().unwrap();
@@ -700,6 +705,10 @@ async fn kill9_never_loses_an_acked_event() {
         }
         assert_dense(&journal);
         journal.close().unwrap();
+        drop(journal);
+        // Recovery after kill -9 leaves an intact hash chain.
+        let report = audit::verify_dir(dir.path()).unwrap();
+        assert_eq!(report.problem, None, "cycle {cycle}");
     }
 }
 
@@ -714,4 +723,128 @@ async fn find_by_publisher_and_id() {
     assert!(journal.find("dtv", "b").unwrap().is_none());
     assert!(journal.find("dji", "a").unwrap().is_none());
     journal.close().unwrap();
+}
+fn rejection(source: &str, id: &str) -> NewRejection {
+    NewRejection {
+        source: source.into(),
+        caller: source.into(),
+        id: id.into(),
+        event_type: "baggage".into(),
+        data: b"{\"pieces\":\"two\"}".to_vec(),
+        reason: "SCHEMA_VIOLATION".into(),
+        message: "event does not match".into(),
+        violations: vec![Violation { field: "/pieces".into(), description: "must be an integer".into() }],
+        ..NewRejection::default()
+    }
+}
+
+/// Accepted, rejected and conflicting entries in one chain, across a reopen.
+#[tokio::test]
+async fn rejections_are_chained_with_accepted_events_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let journal = Journal::open(&config(dir.path())).unwrap();
+        journal.submit(event("coa", "a", b"{}")).await.unwrap();
+        assert_eq!(journal.reject(rejection("coa", "bad-1")).await.unwrap(), 1);
+        journal.submit(event("coa", "b", b"{}")).await.unwrap();
+        // A conflict is journaled by the writer itself.
+        assert!(matches!(journal.submit(event("coa", "a", b"{\"x\":1}")).await, Err(Error::Conflict { .. })));
+        assert_eq!(journal.last_rejection(), 2);
+        assert_eq!(journal.last_sequence(), 2);
+        journal.close().unwrap();
+    }
+    let journal = Journal::open(&config(dir.path())).unwrap();
+    let rejections = journal.read_rejections_from(1, 10).unwrap();
+    assert_eq!(rejections.iter().map(|r| r.chain).collect::<Vec<_>>(), vec![2, 4]);
+    assert_eq!(rejections[1].reason, "ID_CONFLICT");
+    let events = all_events(&journal);
+    assert_eq!(events.iter().map(|e| e.chain).collect::<Vec<_>>(), vec![1, 3]);
+    // The chain continues after the reopen.
+    journal.submit(event("coa", "c", b"{}")).await.unwrap();
+    assert_eq!(journal.get(3).unwrap().unwrap().chain, 5);
+    assert_eq!(journal.get(3).unwrap().unwrap().prev_hash, rejections[1].hash);
+    journal.close().unwrap();
+    drop(journal);
+    let report = audit::verify_dir(dir.path()).unwrap();
+    assert_eq!(report.problem, None);
+    assert_eq!((report.walk.entries, report.walk.accepted, report.walk.rejected), (5, 3, 2));
+}
+
+/// Rewrites the events tree of a closed journal: `edit` gets every stored record in order.
+fn tamper(dir: &Path, edit: impl FnOnce(&mut Vec<StoredEvent>)) {
+    let store = Store::open(&StoreConfig { dir: dir.to_owned(), cache_capacity_bytes: 16 << 20 }).unwrap();
+    let mut records = Vec::new();
+    for item in store.events.iter() {
+        let (_, chunk) = item.unwrap();
+        let mut rest = &chunk[..];
+        while !rest.is_empty() {
+            records.push(<StoredEvent as prost::Message>::decode_length_delimited(&mut rest).unwrap());
+        }
+    }
+    store.events.clear().unwrap();
+    edit(&mut records);
+    let mut buf = Vec::new();
+    for r in &records {
+        prost::Message::encode_length_delimited(r, &mut buf).unwrap();
+    }
+    store.events.insert(seq_key(1), buf).unwrap();
+    store.db.flush().unwrap();
+}
+
+async fn journal_of(dir: &Path, n: usize) {
+    let journal = Journal::open(&config(dir)).unwrap();
+    for i in 0..n {
+        journal.submit(event("dji", &format!("e{i}"), format!("{{\"i\":{i}}}").as_bytes())).await.unwrap();
+        if i == 2 {
+            journal.reject(rejection("dji", "r")).await.unwrap();
+        }
+    }
+    journal.close().unwrap();
+}
+
+#[tokio::test]
+async fn audit_names_the_altered_removed_or_reordered_entry() {
+    // Altered: one byte of one payload.
+    let dir = tempfile::tempdir().unwrap();
+    journal_of(dir.path(), 6).await;
+    tamper(dir.path(), |records| records[3].data[5] ^= 1);
+    let problem = audit::verify_dir(dir.path()).unwrap().problem.unwrap();
+    assert_eq!(problem.kind, audit::ProblemKind::Altered);
+    assert_eq!(problem.entry, Some(audit::EntryRef::Accepted(4)));
+    assert!(problem.detail.contains("accepted event sequence 4"), "{}", problem.detail);
+
+    // Removed: the fifth event.
+    let dir = tempfile::tempdir().unwrap();
+    journal_of(dir.path(), 6).await;
+    tamper(dir.path(), |records| {
+        records.remove(4);
+    });
+    let problem = audit::verify_dir(dir.path()).unwrap().problem.unwrap();
+    assert_eq!(problem.kind, audit::ProblemKind::Removed);
+    assert_eq!(problem.position, 7, "{problem:?}");
+    assert!(problem.detail.contains("chain position 6 is missing"), "{}", problem.detail);
+
+    // Reordered: two events swapped.
+    let dir = tempfile::tempdir().unwrap();
+    journal_of(dir.path(), 6).await;
+    tamper(dir.path(), |records| records.swap(0, 1));
+    let problem = audit::verify_dir(dir.path()).unwrap().problem.unwrap();
+    assert_eq!(problem.entry, Some(audit::EntryRef::Accepted(2)));
+    assert_eq!(problem.kind, audit::ProblemKind::Removed);
+
+    // A rejection rewritten with a fresh, self-consistent hash: the next entry's link breaks.
+    let dir = tempfile::tempdir().unwrap();
+    journal_of(dir.path(), 6).await;
+    {
+        let store = Store::open(&StoreConfig { dir: dir.path().to_owned(), cache_capacity_bytes: 16 << 20 }).unwrap();
+        let value = store.rejections.get(seq_key(1)).unwrap().unwrap();
+        let mut r = <StoredRejection as prost::Message>::decode(&value[..]).unwrap();
+        r.reason = "NOTHING_TO_SEE".into();
+        r.hash = chain::rejection_hash(&StoredRejection { hash: Vec::new(), ..r.clone() }).to_vec();
+        store.rejections.insert(seq_key(1), prost::Message::encode_to_vec(&r)).unwrap();
+        store.db.flush().unwrap();
+    }
+    let problem = audit::verify_dir(dir.path()).unwrap().problem.unwrap();
+    assert_eq!(problem.kind, audit::ProblemKind::Altered);
+    assert_eq!(problem.entry, Some(audit::EntryRef::Accepted(4)));
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use prost::Message;
 use tokio::sync::oneshot;
 
-use crate::event::{decode_u64, id_key_into, seq_key, Appended, NewEvent, StoredEvent};
+use crate::chain::{event_record_len, Tip};
+use crate::event::{decode_u64, id_key_into, seq_key, Appended, NewEvent, NewRejection, StoredEvent, StoredRejection};
 use crate::store::{FaultHook, Store, StoreConfig, FLUSHED_MARK};
 use crate::{Error, Shared};
 
@@ -22,13 +23,24 @@ const CHUNK_TARGET_BYTES: usize = 4 << 10;
 const CHUNK_MAX_BYTES: usize = 8 << 10;
 
 pub(crate) type Reply = oneshot::Sender<Result<Appended, Error>>;
+/// Resolves with the rejection's number once it is durable.
+pub(crate) type RejectReply = oneshot::Sender<Result<u64, Error>>;
 
 // Boxing the event would cost an allocation per submit; the channel holds messages inline
 // either way, and `Shutdown` is sent once.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Msg {
     Submit(NewEvent, Reply),
+    Reject(NewRejection, RejectReply),
     Shutdown,
+}
+
+/// A rejection queued in the current batch, before the event at `before` (so that the
+/// chain keeps the order in which the writer received them).
+struct QueuedRejection {
+    before: usize,
+    rejection: NewRejection,
+    reply: Option<RejectReply>,
 }
 
 enum Outcome {
@@ -52,6 +64,10 @@ pub(crate) struct Writer {
     max_batch: usize,
     /// Highest flushed sequence; the next batch starts above it.
     committed: u64,
+    /// Highest flushed rejection number.
+    rejections_committed: u64,
+    /// The flushed end of the hash chain.
+    tip: Tip,
     /// Value of the flushed mark last written into `meta`.
     mark_written: u64,
     last_received_at: i64,
@@ -64,6 +80,12 @@ pub(crate) struct Writer {
     // Buffers reused across batches so the steady state allocates only what sled keeps.
     events: Vec<NewEvent>,
     replies: Vec<Reply>,
+    rejections: Vec<QueuedRejection>,
+    /// Rejections written by the current batch (and their replies, sent after the flush).
+    written_rejections: Vec<(u64, Option<RejectReply>)>,
+    /// Chain tip and rejection number after the current batch, committed once it is flushed.
+    staged_tip: Tip,
+    staged_rejections: u64,
     outcomes: Vec<Outcome>,
     written: Vec<StoredEvent>,
     encode_buf: Vec<u8>,
@@ -78,9 +100,9 @@ impl Writer {
         store_config: StoreConfig,
         faults: Arc<dyn FaultHook>,
         max_batch: usize,
-        committed: u64,
-        last_received_at: i64,
+        recovered: &crate::store::Recovered,
     ) -> Writer {
+        let committed = recovered.last;
         let max_batch = max_batch.max(1);
         Writer {
             shared,
@@ -89,13 +111,19 @@ impl Writer {
             faults,
             max_batch,
             committed,
+            rejections_committed: recovered.last_rejection,
+            tip: recovered.tip,
             mark_written: committed,
-            last_received_at,
+            last_received_at: recovered.last_received_at,
             needs_repair: false,
             last_reopen: None,
             orphan_claims: Vec::new(),
             events: Vec::with_capacity(max_batch),
             replies: Vec::with_capacity(max_batch),
+            rejections: Vec::new(),
+            written_rejections: Vec::new(),
+            staged_tip: recovered.tip,
+            staged_rejections: recovered.last_rejection,
             outcomes: Vec::with_capacity(max_batch),
             written: Vec::with_capacity(max_batch),
             encode_buf: Vec::with_capacity(CHUNK_MAX_BYTES),
@@ -114,6 +142,7 @@ impl Writer {
                     self.events.push(event);
                     self.replies.push(reply);
                 }
+                Ok(Msg::Reject(rejection, reply)) => self.queue_rejection(rejection, reply),
                 Ok(Msg::Shutdown) | Err(_) => stopping = true,
             }
             while !stopping && self.events.len() < self.max_batch {
@@ -122,15 +151,20 @@ impl Writer {
                         self.events.push(event);
                         self.replies.push(reply);
                     }
+                    Ok(Msg::Reject(rejection, reply)) => self.queue_rejection(rejection, reply),
                     Ok(Msg::Shutdown) | Err(TryRecvError::Disconnected) => stopping = true,
                     Err(TryRecvError::Empty) => break,
                 }
             }
-            if !self.events.is_empty() {
+            if !self.events.is_empty() || !self.rejections.is_empty() {
                 self.commit_batch();
             }
         }
         self.finish()
+    }
+
+    fn queue_rejection(&mut self, rejection: NewRejection, reply: RejectReply) {
+        self.rejections.push(QueuedRejection { before: self.events.len(), rejection, reply: Some(reply) });
     }
 
     fn finish(&mut self) -> Result<(), Error> {
@@ -164,6 +198,8 @@ impl Writer {
             Err(e) => {
                 tracing::warn!(error = %e, batch = self.replies.len(), "journal: batch failed");
                 self.needs_repair = true;
+                self.staged_tip = self.tip;
+                self.staged_rejections = self.rejections_committed;
                 for stored in &self.written {
                     let mut key = Vec::new();
                     id_key_into(&mut key, &stored.source, &stored.id);
@@ -179,11 +215,19 @@ impl Writer {
             }
         }
         let new = self.written.len() as u64;
+        self.tip = self.staged_tip;
+        self.rejections_committed = self.staged_rejections;
+        self.last_received_at = received_at;
         if new > 0 {
             self.committed += new;
-            self.last_received_at = received_at;
             self.shared.last.store(self.committed, Ordering::Release);
             self.shared.watch.send_replace(self.committed);
+        }
+        self.shared.last_rejection.store(self.rejections_committed, Ordering::Release);
+        for (number, reply) in self.written_rejections.drain(..) {
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(number));
+            }
         }
         self.shared.batches.fetch_add(1, Ordering::Relaxed);
         self.shared.events.fetch_add(new, Ordering::Relaxed);
@@ -215,7 +259,16 @@ impl Writer {
         }
         let mut chunk_first = next;
         self.encode_buf.clear();
-        for event in self.events.drain(..) {
+        self.written_rejections.clear();
+        self.staged_tip = self.tip;
+        self.staged_rejections = self.rejections_committed;
+        let mut rejections = std::mem::take(&mut self.rejections);
+        let mut pending_rejections = rejections.drain(..).peekable();
+        let mut events = std::mem::take(&mut self.events);
+        for (index, event) in events.drain(..).enumerate() {
+            while let Some(q) = pending_rejections.next_if(|q| q.before <= index) {
+                self.write_rejection(&store, q.rejection, q.reply, received_at)?;
+            }
             id_key_into(&mut self.key_buf, &event.source, &event.id);
             let claim = seq_key(next);
             // Claim the id with one compare-and-swap instead of a get and an insert: the
@@ -228,6 +281,12 @@ impl Writer {
                 let hit = existing.current.as_deref().and_then(decode_u64);
                 if let Some(hit) = hit {
                     if let Some(outcome) = verify(&store, hit, &event, base, next, &self.written)? {
+                        if let Outcome::Conflict { sequence, .. } = &outcome {
+                            // A conflicting publish is refused here, so it is journaled
+                            // here: the gateway never sees it as a rejection of its own.
+                            let rejection = conflict_rejection(event, *sequence);
+                            self.write_rejection(&store, rejection, None, received_at)?;
+                        }
                         self.outcomes.push(outcome);
                         continue;
                     }
@@ -236,8 +295,9 @@ impl Writer {
                 self.faults.before_write()?;
                 store.ids.insert(&self.key_buf[..], &claim[..])?;
             }
-            let stored = StoredEvent::from_new(event, next, received_at);
-            let len = stored.encoded_len();
+            let mut stored = StoredEvent::from_new(event, next, received_at);
+            self.staged_tip.prepare_event(&mut stored);
+            let len = event_record_len(&stored);
             let framed = len + prost::length_delimiter_len(len);
             // In `written` before the next fallible step: a failed batch's cleanup finds
             // its index claims there.
@@ -249,8 +309,8 @@ impl Writer {
                 self.encode_buf.clear();
                 chunk_first = next;
             }
-            if let Some(stored) = self.written.last() {
-                stored.encode_length_delimited(&mut self.encode_buf).expect("Vec grows as needed");
+            if let Some(stored) = self.written.last_mut() {
+                self.staged_tip.encode_event(stored, &mut self.encode_buf);
             }
             next += 1;
             if self.encode_buf.len() >= CHUNK_TARGET_BYTES {
@@ -260,15 +320,40 @@ impl Writer {
                 chunk_first = next;
             }
         }
+        for q in pending_rejections {
+            self.write_rejection(&store, q.rejection, q.reply, received_at)?;
+        }
+        // Hand the (now empty) buffers back so their capacity is reused.
+        self.events = events;
+        self.rejections = rejections;
         if next > chunk_first {
             self.faults.before_write()?;
             store.events.insert(seq_key(chunk_first), &self.encode_buf[..])?;
         }
-        if next > base {
+        if next > base || !self.written_rejections.is_empty() {
             // One fsync for the whole batch: all its submitters share it.
             self.faults.before_write()?;
             store.db.flush()?;
         }
+        Ok(())
+    }
+
+    /// Chains and writes one rejection; it becomes durable with the batch's flush.
+    fn write_rejection(
+        &mut self,
+        store: &Store,
+        rejection: NewRejection,
+        reply: Option<RejectReply>,
+        received_at: i64,
+    ) -> Result<(), Error> {
+        let number = self.staged_rejections + 1;
+        let mut stored = StoredRejection::from_new(rejection, number, received_at);
+        self.staged_tip.link_rejection(&mut stored);
+        // Listed before the write, so that a failure still answers the reply.
+        self.written_rejections.push((number, reply));
+        self.faults.before_write()?;
+        store.rejections.insert(seq_key(number), stored.encode_to_vec())?;
+        self.staged_rejections = number;
         Ok(())
     }
 
@@ -278,6 +363,18 @@ impl Writer {
         self.written.clear();
         for reply in self.replies.drain(..) {
             let _ = reply.send(Err(clone_storage_error(error)));
+        }
+        // Rejections never reached the write loop if it failed early; those that did are in
+        // `written_rejections`.
+        for q in self.rejections.drain(..) {
+            if let Some(reply) = q.reply {
+                let _ = reply.send(Err(clone_storage_error(error)));
+            }
+        }
+        for (_, reply) in self.written_rejections.drain(..) {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(clone_storage_error(error)));
+            }
         }
     }
 
@@ -345,6 +442,7 @@ impl Writer {
     /// cannot bring them back.
     fn clean_up(&mut self, store: &Store) -> Result<(), Error> {
         store.truncate_above(self.committed, &*self.faults)?;
+        store.truncate_rejections_above(self.rejections_committed, &*self.faults)?;
         for (key, sequence) in &self.orphan_claims {
             if store.ids.get(key)?.as_deref() == Some(&seq_key(*sequence)[..]) {
                 self.faults.before_write()?;
@@ -392,6 +490,26 @@ fn verify(
         }
     }
     Ok(None)
+}
+
+fn conflict_rejection(event: NewEvent, sequence: u64) -> NewRejection {
+    NewRejection {
+        message: format!(
+            "event id {:?} was already used by {:?} for different content (sequence {sequence})",
+            event.id, event.source
+        ),
+        caller: event.source.clone(),
+        source: event.source,
+        id: event.id,
+        event_type: event.event_type,
+        subject: event.subject,
+        time_micros: event.time_micros,
+        dataschema: event.dataschema,
+        datacontenttype: event.datacontenttype,
+        data: event.data,
+        reason: "ID_CONFLICT".to_owned(),
+        violations: Vec::new(),
+    }
 }
 
 fn clone_storage_error(error: &Error) -> Error {

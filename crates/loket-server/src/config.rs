@@ -48,6 +48,28 @@ pub struct Config {
     /// receive the fields it sees. Deny by default: only listed grants exist. Absent
     /// altogether: the built-in need-to-know policy, the one config/loket.toml ships.
     pub partners: Option<BTreeMap<String, PartnerConfig>>,
+    /// Who may export the message log over gRPC.
+    #[serde(default)]
+    pub export: ExportConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Partners allowed to call Export (the whole message log, accepted and rejected,
+    /// every partner's events): by default only the chain's quality team.
+    #[serde(default = "default_export_partners")]
+    pub partners: Vec<String>,
+}
+
+fn default_export_partners() -> Vec<String> {
+    vec!["quality".to_owned()]
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        Self { partners: default_export_partners() }
+    }
 }
 
 /// The shipped configuration, whose `[partners]` are the built-in policy.
@@ -153,6 +175,7 @@ impl Default for Config {
             schemas: SchemasConfig::default(),
             access: AccessConfig::default(),
             partners: None,
+            export: ExportConfig::default(),
         }
     }
 }
@@ -251,6 +274,11 @@ impl Config {
         for p in &tls.dev_partners {
             if let Err(e) = p.parse::<PartnerId>() {
                 problems.push(format!("tls.dev_partners: {e}"));
+            }
+        }
+        for p in &self.export.partners {
+            if let Err(e) = p.parse::<PartnerId>() {
+                problems.push(format!("export.partners: {e}"));
             }
         }
         if let Some(dir) = &self.schemas.dir {
@@ -374,6 +402,14 @@ mod tests {
         ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
+    }
+
+    #[test]
+    fn exporters_default_to_quality_and_are_checked() {
+        let c = Config::parse("", "t", &no_env()).unwrap();
+        assert_eq!(c.export.partners, vec!["quality".to_owned()]);
+        let err = Config::parse("[export]\npartners = [\"Quality\"]\n", "x.toml", &no_env()).unwrap_err();
+        assert!(err.to_string().contains("export.partners"), "{err}");
     }
 
     #[test]

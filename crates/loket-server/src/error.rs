@@ -56,6 +56,10 @@ pub enum Error {
     Journal(loket_journal::Error),
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    #[error("partner {partner:?} may not export the message log")]
+    ExportNotAllowed { partner: String },
+    #[error("invalid export request: {}", join(.0))]
+    InvalidExport(Vec<FieldViolation>),
 
     #[error("invalid configuration:\n  {}", .0.join("\n  "))]
     Config(Vec<String>),
@@ -225,6 +229,8 @@ impl From<Error> for tonic::Status {
                 );
             }
             Error::ShuttingDown => (Code::Unavailable, details("SHUTTING_DOWN", &[], &[])),
+            Error::ExportNotAllowed { .. } => (Code::PermissionDenied, details("EXPORT_NOT_ALLOWED", &[], &[])),
+            Error::InvalidExport(v) => (Code::InvalidArgument, details("INVALID_EXPORT", &[], v)),
             Error::Config(_) | Error::Tls(_) | Error::Certificates(_) | Error::Io { .. } | Error::Transport(_) => {
                 tracing::error!(%error, "internal error while serving a request");
                 return tonic::Status::internal("internal error");

@@ -30,18 +30,18 @@ pub(crate) struct Intake {
 impl Intake {
     /// Checks one event from `caller` and turns it into a journal entry, or says every
     /// reason it cannot be accepted.
-    pub fn admit(&self, caller: &PartnerId, event: Option<CloudEvent>) -> Result<NewEvent, Error> {
+    pub fn admit(&self, caller: &PartnerId, event: Option<&CloudEvent>) -> Result<NewEvent, Error> {
         let event = event.ok_or_else(|| {
             Error::InvalidEnvelope(vec![FieldViolation::attribute("event", "the request carries no event")])
         })?;
-        let time_micros = check_envelope(&event)?;
+        let time_micros = check_envelope(event)?;
         if event.source != caller.as_str() {
-            return Err(Error::SourceMismatch { identity: caller.to_string(), claimed: event.source });
+            return Err(Error::SourceMismatch { identity: caller.to_string(), claimed: event.source.clone() });
         }
         // An unknown type is a mistake to hear about before a missing grant for it.
         let schema = self.registry.resolve(&event.r#type, Some(event.dataschema.as_str()))?;
         if !self.policy.may_publish(caller.as_str(), &event.r#type) {
-            return Err(Error::PublishNotGranted { partner: caller.to_string(), event_type: event.r#type });
+            return Err(Error::PublishNotGranted { partner: caller.to_string(), event_type: event.r#type.clone() });
         }
         if event.data.len() > self.max_event_bytes {
             return Err(Error::PayloadTooLarge { size: event.data.len(), limit: self.max_event_bytes });
@@ -77,9 +77,9 @@ impl Intake {
         };
 
         Ok(NewEvent {
-            source: event.source,
-            id: event.id,
-            event_type: event.r#type,
+            source: event.source.clone(),
+            id: event.id.clone(),
+            event_type: event.r#type.clone(),
             schema_version: schema.version(),
             dataschema: schema.id().to_owned(),
             subject,

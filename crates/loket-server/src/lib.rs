@@ -9,6 +9,7 @@ mod delivery;
 mod error;
 mod identity;
 mod intake;
+pub mod log;
 mod server;
 mod service;
 mod subscription;

@@ -61,6 +61,7 @@ pub async fn run(
         identity: if tls.is_some() { IdentityMode::ClientCertificate } else { IdentityMode::InsecureHeader },
         stream_in_flight: config.grpc.stream_in_flight,
         shutdown: stopping.clone(),
+        exporters: config.export.partners.iter().cloned().collect(),
     };
     let gateway =
         GatewayServer::new(service).max_decoding_message_size(config.grpc.max_event_bytes + ENVELOPE_ALLOWANCE);

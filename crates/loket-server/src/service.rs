@@ -1,6 +1,7 @@
 //! The `loket.v1.Gateway` service: wires identity, intake, journal and subscriptions.
 
 use std::collections::BTreeSet;
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -16,11 +17,12 @@ use crate::access::{Access, DenialRecord};
 use crate::error::to_rpc_status;
 use crate::identity::{caller, IdentityMode};
 use crate::intake::Intake;
+use crate::log::{self, record_rejection};
 use crate::proto::gateway_server::Gateway;
 use crate::proto::{
     publish_stream_reply, subscribe_request, AckReply, AckRequest, Delivery, Denial, EventStatusReply,
-    EventStatusRequest, ListDenialsReply, ListDenialsRequest, ListSchemasReply, ListSchemasRequest, PublishReply,
-    PublishRequest, PublishStreamReply, SchemaInfo, SubscribeRequest,
+    EventStatusRequest, ExportEntry, ExportRequest, ListDenialsReply, ListDenialsRequest, ListSchemasReply,
+    ListSchemasRequest, PublishReply, PublishRequest, PublishStreamReply, SchemaInfo, SubscribeRequest,
 };
 use crate::subscription::Subscription;
 use crate::timestamp::{from_micros, now_micros, to_micros};
@@ -39,6 +41,8 @@ pub(crate) struct GatewayService {
     pub identity: IdentityMode,
     pub stream_in_flight: usize,
     pub shutdown: CancellationToken,
+    /// Partners allowed to call Export.
+    pub exporters: HashSet<String>,
 }
 
 type ReplyStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
@@ -61,11 +65,13 @@ impl Gateway for GatewayService {
         let partner = self.partner(&request, "publish").await?;
         let event = request.into_inner().event;
         let (id, event_type) = event.as_ref().map(|e| (e.id.clone(), e.r#type.clone())).unwrap_or_default();
-        let event = match self.intake.admit(&partner, event) {
-            Ok(event) => event,
+        let event = match self.intake.admit(&partner, event.as_ref()) {
+            Ok(admitted) => admitted,
             Err(e) => {
                 record_refusal(&self.access, "publish-refused", &partner, &e, &id, &event_type).await;
-                return Err(e.into());
+                let status = Status::from(e);
+                record_rejection(&self.journal, &partner, event.as_ref(), &status);
+                return Err(status);
             }
         };
         let dataschema = event.dataschema.clone();
@@ -282,6 +288,30 @@ impl Gateway for GatewayService {
             .collect();
         Ok(Response::new(ListSchemasReply { schemas }))
     }
+
+    type ExportStream = ReplyStream<ExportEntry>;
+
+    async fn export(&self, request: Request<ExportRequest>) -> Result<Response<Self::ExportStream>, Status> {
+        let partner = caller(&request, self.identity)?;
+        if !self.exporters.contains(partner.as_str()) {
+            return Err(Error::ExportNotAllowed { partner: partner.to_string() }.into());
+        }
+        let filter = log::filter(request.get_ref())?;
+        let entries = self.journal.entries(filter).map_err(Error::from)?;
+        tracing::info!(partner = %partner, "message log export started");
+        let (tx, rx) = mpsc::channel(256);
+        // Reading is blocking sled work: off the async threads, throttled by the channel.
+        tokio::task::spawn_blocking(move || {
+            for entry in entries {
+                let item = entry.map(log::export_entry).map_err(|e| Status::from(Error::from(e)));
+                let failed = item.is_err();
+                if tx.blocking_send(item).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
 }
 
 impl GatewayService {
@@ -323,8 +353,15 @@ impl GatewayService {
 /// Records a refusal in the denial log (when it is one that is recorded: permission, not
 /// malformed input). A failure to record is logged; the caller still gets its refusal.
 async fn record_refusal(access: &Access, kind: &str, partner: &PartnerId, error: &Error, id: &str, event_type: &str) {
-    let Some(code) = error.denial_code() else { return };
-    let record = DenialRecord {
+    if let Some(record) = refusal(kind, partner, error, id, event_type) {
+        store_refusal(access, record).await;
+    }
+}
+
+/// The denial-log record of a refusal, for the refusals the denial log keeps.
+fn refusal(kind: &str, partner: &PartnerId, error: &Error, id: &str, event_type: &str) -> Option<DenialRecord> {
+    let code = error.denial_code()?;
+    Some(DenialRecord {
         at_micros: now_micros(),
         partner: partner.to_string(),
         kind: kind.to_owned(),
@@ -338,9 +375,13 @@ async fn record_refusal(access: &Access, kind: &str, partner: &PartnerId, error:
             _ => Vec::new(),
         },
         ..DenialRecord::default()
-    };
+    })
+}
+
+async fn store_refusal(access: &Access, record: DenialRecord) {
+    let (partner, kind) = (record.partner.clone(), record.kind.clone());
     if let Err(e) = access.store.refusal(record).await {
-        tracing::error!(error = %e, partner = %partner, kind, "could not record a refusal in the denial log");
+        tracing::error!(error = %e, partner = %partner, kind = %kind, "could not record a refusal in the denial log");
     }
 }
 
@@ -353,7 +394,7 @@ fn publish_one(
 ) -> PendingReply {
     let id = req.event.as_ref().map(|e| e.id.clone()).unwrap_or_default();
     let event_type = req.event.as_ref().map(|e| e.r#type.clone()).unwrap_or_default();
-    match intake.admit(partner, req.event) {
+    match intake.admit(partner, req.event.as_ref()) {
         Ok(event) => {
             let dataschema = event.dataschema.clone();
             let stored = journal.submit(event);
@@ -366,11 +407,15 @@ fn publish_one(
             })
         }
         Err(e) => {
+            let denial = refusal("publish-refused", partner, &e, &id, &event_type);
+            let status = Status::from(e);
+            record_rejection(journal, partner, req.event.as_ref(), &status);
+            let outcome = publish_stream_reply::Outcome::Rejected(to_rpc_status(&status));
             let access = access.clone();
-            let partner = partner.clone();
             Box::pin(async move {
-                record_refusal(&access, "publish-refused", &partner, &e, &id, &event_type).await;
-                let outcome = publish_stream_reply::Outcome::Rejected(to_rpc_status(&Status::from(e)));
+                if let Some(denial) = denial {
+                    store_refusal(&access, denial).await;
+                }
                 PublishStreamReply { id, outcome: Some(outcome) }
             })
         }

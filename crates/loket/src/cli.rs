@@ -28,7 +28,7 @@ pub enum Command {
     /// Who receives one of your published events, and from whom it is withheld and why
     /// (medical data without consent). Exit status: 0 found, 2 unknown id, 1 other failure.
     Status(StatusArgs),
-    /// The denial log.
+    /// The audit trail: the denial log and the journal's tamper evidence.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
@@ -48,6 +48,140 @@ pub enum Command {
         #[arg(long)]
         certs: PathBuf,
     },
+    /// Export the message log (accepted and/or rejected events) as NDJSON CloudEvents with
+    /// their outcome, from a running gateway or a stopped gateway's data directory.
+    Export(ExportArgs),
+    /// Publish every event of a message log again, each as its original publisher, and
+    /// compare the outcomes with the recorded ones.
+    /// Exit status: 0 done, 1 malformed lines or failures, 2 mismatches with --expect-recorded.
+    Replay(ReplayArgs),
+    /// Generate a deterministic synthetic message log of the whole chain (no real data).
+    Gen(GenArgs),
+    /// Start a gateway in a temporary directory, replay a generated log from all partners
+    /// and show what two subscribing partners receive.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Read the journal of a stopped gateway in this data directory instead of asking a
+    /// running gateway.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["server", "partner"])]
+    pub data: Option<PathBuf>,
+    /// Gateway URL (online export).
+    #[arg(long, env = "LOKET_SERVER", default_value = "https://127.0.0.1:7443")]
+    pub server: String,
+    /// Directory with ca.pem and <partner>.pem/.key.
+    #[arg(long, env = "LOKET_CERTS", default_value = "./data/certs")]
+    pub certs: PathBuf,
+    /// The partner to export as (must be allowed by the gateway's [export] partners).
+    #[arg(long = "as", env = "LOKET_PARTNER", value_name = "PARTNER", default_value = "quality")]
+    pub partner: String,
+    /// First entry: an accepted sequence number or an RFC 3339 time (inclusive).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Last entry: an accepted sequence number or an RFC 3339 time (inclusive).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only these event types (comma-separated or repeated).
+    #[arg(long = "type", value_delimiter = ',', value_name = "TYPE")]
+    pub types: Vec<String>,
+    /// Only events from these sources.
+    #[arg(long = "source", value_delimiter = ',', value_name = "PARTNER")]
+    pub sources: Vec<String>,
+    /// Only these cases (V-numbers).
+    #[arg(long = "case", value_delimiter = ',', value_name = "VNUMBER")]
+    pub cases: Vec<String>,
+    /// Only rejected events.
+    #[arg(long, conflicts_with = "all")]
+    pub rejected: bool,
+    /// Accepted and rejected events (default: accepted only).
+    #[arg(long)]
+    pub all: bool,
+    /// Write to this file instead of standard output.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The message log (NDJSON, as export or gen write it).
+    pub file: PathBuf,
+    /// Gateway URL.
+    #[arg(long, env = "LOKET_SERVER", default_value = "https://127.0.0.1:7443")]
+    pub server: String,
+    /// Directory with ca.pem and a <partner>.pem/.key for every publisher in the log.
+    #[arg(long, env = "LOKET_CERTS", default_value = "./data/certs")]
+    pub certs: PathBuf,
+    /// max (as fast as the gateway takes them), original (the recorded gaps) or a factor
+    /// of the original pace such as 10x or 0.5x.
+    #[arg(long, default_value = "max")]
+    pub rate: String,
+    /// Exit non-zero when any outcome differs from the recorded one.
+    #[arg(long)]
+    pub expect_recorded: bool,
+    /// Write every mismatch as a JSON line to this file.
+    #[arg(long, value_name = "FILE")]
+    pub diff: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    /// Seed: the same seed and options give a byte-identical log.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Number of cases moving through the chain.
+    #[arg(long, default_value_t = 20)]
+    pub cases: u32,
+    /// Share of events that leave out some expected fields (0..1).
+    #[arg(long, default_value_t = 0.2)]
+    pub missing_rate: f64,
+    /// Share of events that break their schema and will be rejected (0..1).
+    #[arg(long, default_value_t = 0.05)]
+    pub invalid_rate: f64,
+    /// Start of the synthetic clock (RFC 3339).
+    #[arg(long, default_value = "2026-01-05T08:00:00Z")]
+    pub start: String,
+    /// Write to this file instead of standard output.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Refused publishes and subscribes, redactions and withholdings, as JSON lines, oldest
+    /// first. A partner sees its own; an auditor (the quality team) sees everyone's.
+    Denials(AuditDenialsArgs),
+    /// Walk the hash chain and report the first entry that was altered, removed or
+    /// reordered. Exit status 3 when the chain is broken.
+    Verify(AuditVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    /// Data directory of a stopped gateway.
+    #[arg(long, default_value = "./data", value_name = "DIR")]
+    pub data: PathBuf,
+    /// Verify an exported log instead (a complete `export --all` unless --partial).
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// The log is a filtered export: skipped chain positions are not reported, the links
+    /// between consecutive entries are still checked.
+    #[arg(long, requires = "log")]
+    pub partial: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Seed of the generated log.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Number of cases.
+    #[arg(long, default_value_t = 6)]
+    pub cases: u32,
+    /// Events to print per subscriber (the summary counts all).
+    #[arg(long, default_value_t = 4)]
+    pub show: usize,
 }
 
 #[derive(Debug, Args)]
@@ -188,13 +322,6 @@ pub struct StatusArgs {
     /// The id the event was published with (by the partner given with --as).
     #[arg(long)]
     pub id: String,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AuditCommand {
-    /// Refused publishes and subscribes, redactions and withholdings, as JSON lines, oldest
-    /// first. A partner sees its own; an auditor (the quality team) sees everyone's.
-    Denials(AuditDenialsArgs),
 }
 
 #[derive(Debug, Args)]

@@ -1,10 +1,16 @@
 //! `loket`: the gateway (`serve`) and the partner-side commands that talk to it.
 
 mod access;
+mod audit;
 mod bench;
 mod cli;
+mod demo;
+mod export;
+mod gen;
+mod logfile;
 mod output;
 mod publish;
+mod replay;
 mod schemas;
 mod serve;
 mod subscribe;
@@ -50,6 +56,11 @@ fn main() -> ExitCode {
             Command::Schemas { command: SchemasCommand::List(args) } => schemas::list(args).await,
             Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::BenchTransport { certs } => bench::serve_null_gateway(certs).await.map(|()| ExitCode::SUCCESS),
+            Command::Export(args) => export::run(args).await,
+            Command::Replay(args) => replay::run(args).await,
+            Command::Gen(args) => gen::run(args),
+            Command::Audit { command: AuditCommand::Verify(args) } => audit::verify(args),
+            Command::Demo(args) => demo::run(args).await,
         }
     });
     match result {

@@ -63,6 +63,15 @@ impl Gateway for NullGateway {
         Err(Status::unimplemented("the transport baseline only acknowledges publishes"))
     }
 
+    type ExportStream = Pin<Box<dyn Stream<Item = Result<loket_server::proto::ExportEntry, Status>> + Send>>;
+
+    async fn export(
+        &self,
+        _request: Request<loket_server::proto::ExportRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        Err(Status::unimplemented("the transport baseline only acknowledges publishes"))
+    }
+
     async fn list_schemas(&self, _request: Request<ListSchemasRequest>) -> Result<Response<ListSchemasReply>, Status> {
         Ok(Response::new(ListSchemasReply::default()))
     }

@@ -1,0 +1,329 @@
+//! Checking the hash chain: of a journal on disk ([`verify_dir`]), or of any sequence of
+//! chained entries, such as an exported log ([`ChainWalk`]).
+
+use std::fmt;
+use std::path::Path;
+
+use prost::Message;
+
+use crate::chain::{event_hash, rejection_hash, to_array, Tip, GENESIS};
+use crate::event::{StoredEvent, StoredRejection};
+use crate::store::{chunk_first, Frames, Store, StoreConfig};
+use crate::Error;
+
+/// Names one journal entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryRef {
+    /// An accepted event, by sequence.
+    Accepted(u64),
+    /// A rejection, by its number in the rejection log.
+    Rejected(u64),
+}
+
+impl fmt::Display for EntryRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntryRef::Accepted(s) => write!(f, "accepted event sequence {s}"),
+            EntryRef::Rejected(n) => write!(f, "rejection {n}"),
+        }
+    }
+}
+
+/// What is wrong with the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// An entry's content does not match its hash, or it does not link to its predecessor.
+    Altered,
+    /// A chain position (or sequence) is missing.
+    Removed,
+    /// Entries are out of order or duplicated.
+    Reordered,
+    /// A record cannot be decoded at all.
+    Unreadable,
+}
+
+/// The first problem found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// What kind of tampering it looks like.
+    pub kind: ProblemKind,
+    /// The entry where it shows (None when the record could not be read at all).
+    pub entry: Option<EntryRef>,
+    /// The chain position concerned.
+    pub position: u64,
+    /// A sentence for people.
+    pub detail: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+/// One entry as the walk needs it.
+#[derive(Debug, Clone)]
+pub struct Link<'a> {
+    /// The entry.
+    pub entry: EntryRef,
+    /// Its recorded chain position.
+    pub position: u64,
+    /// Its recorded `prev_hash`.
+    pub prev_hash: &'a [u8],
+    /// Its recorded `hash`.
+    pub hash: &'a [u8],
+    /// The hash recomputed from its content.
+    pub computed: [u8; 32],
+}
+
+impl<'a> Link<'a> {
+    /// The link of a stored accepted event.
+    pub fn event(event: &'a StoredEvent) -> Self {
+        Link {
+            entry: EntryRef::Accepted(event.sequence),
+            position: event.chain,
+            prev_hash: &event.prev_hash,
+            hash: &event.hash,
+            computed: event_hash(event),
+        }
+    }
+
+    /// The link of a stored rejection.
+    pub fn rejection(rejection: &'a StoredRejection) -> Self {
+        Link {
+            entry: EntryRef::Rejected(rejection.number),
+            position: rejection.chain,
+            prev_hash: &rejection.prev_hash,
+            hash: &rejection.hash,
+            computed: rejection_hash(rejection),
+        }
+    }
+}
+
+/// Walks chained entries in order and stops at the first that was altered, is missing
+/// before it, or is out of order.
+#[derive(Debug, Clone)]
+pub struct ChainWalk {
+    /// A partial log (an export with filters) may skip positions; links are checked
+    /// only between consecutive positions then.
+    partial: bool,
+    next_position: u64,
+    prev: [u8; 32],
+    next_sequence: u64,
+    next_rejection: u64,
+    /// Entries checked.
+    pub entries: u64,
+    /// Accepted events among them.
+    pub accepted: u64,
+    /// Rejections among them.
+    pub rejected: u64,
+    /// Places where a partial log skips positions.
+    pub gaps: u64,
+}
+
+impl ChainWalk {
+    /// A walk over a complete chain, from position 1.
+    pub fn complete() -> Self {
+        ChainWalk {
+            partial: false,
+            next_position: 1,
+            prev: GENESIS,
+            next_sequence: 1,
+            next_rejection: 1,
+            entries: 0,
+            accepted: 0,
+            rejected: 0,
+            gaps: 0,
+        }
+    }
+
+    /// A walk over a log that may be a filtered part of the chain.
+    pub fn partial() -> Self {
+        ChainWalk { partial: true, ..ChainWalk::complete() }
+    }
+
+    /// The tip after the entries checked so far.
+    pub fn tip(&self) -> Tip {
+        Tip { position: self.next_position - 1, hash: self.prev }
+    }
+
+    /// Checks the next entry.
+    pub fn check(&mut self, link: &Link<'_>) -> Result<(), Problem> {
+        let entry = link.entry;
+        let position = link.position;
+        let problem = |kind, detail: String| Problem { kind, entry: Some(entry), position, detail };
+        if link.hash != link.computed {
+            return Err(problem(
+                ProblemKind::Altered,
+                format!("{entry} (chain position {position}) was altered: its content does not match its hash"),
+            ));
+        }
+        let first = self.entries == 0;
+        if position < self.next_position || (position > self.next_position && !self.partial && !first) {
+            let kind = if position < self.next_position { ProblemKind::Reordered } else { ProblemKind::Removed };
+            let detail = match kind {
+                ProblemKind::Reordered => format!(
+                    "{entry} (chain position {position}) is out of order or duplicated: expected position {}",
+                    self.next_position
+                ),
+                _ => format!(
+                    "chain position {} is missing before {entry} (position {position}): an entry was removed or moved",
+                    self.next_position
+                ),
+            };
+            return Err(problem(kind, detail));
+        }
+        if position > self.next_position && !self.partial && first {
+            return Err(problem(
+                ProblemKind::Removed,
+                format!(
+                    "chain position 1 is missing before {entry} (position {position}): the chain's first entries were removed or moved"
+                ),
+            ));
+        }
+        let consecutive = position == self.next_position;
+        if !consecutive {
+            self.gaps += 1;
+        }
+        if consecutive && link.prev_hash != self.prev {
+            return Err(problem(
+                ProblemKind::Altered,
+                format!(
+                    "{entry} (chain position {position}) does not link to the entry before it: that entry was altered or replaced"
+                ),
+            ));
+        }
+        if !self.partial {
+            let (next, what) = match entry {
+                EntryRef::Accepted(s) => (&mut self.next_sequence, s),
+                EntryRef::Rejected(n) => (&mut self.next_rejection, n),
+            };
+            if what != *next {
+                let kind = if what > *next { ProblemKind::Removed } else { ProblemKind::Reordered };
+                let missing = match entry {
+                    EntryRef::Accepted(_) => EntryRef::Accepted(*next),
+                    EntryRef::Rejected(_) => EntryRef::Rejected(*next),
+                };
+                return Err(problem(
+                    kind,
+                    format!("{entry} (chain position {position}) follows where {missing} belongs"),
+                ));
+            }
+            *next += 1;
+        }
+        self.prev = to_array(link.hash).unwrap_or(GENESIS);
+        self.next_position = position + 1;
+        self.entries += 1;
+        match entry {
+            EntryRef::Accepted(_) => self.accepted += 1,
+            EntryRef::Rejected(_) => self.rejected += 1,
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of [`verify_dir`].
+#[derive(Debug, Clone)]
+pub struct AuditReport {
+    /// What was checked (counts, tip).
+    pub walk: ChainWalk,
+    /// The first problem, if any.
+    pub problem: Option<Problem>,
+}
+
+/// Walks the journal in `dir` (a stopped gateway's `<data_dir>/journal`) entry by entry,
+/// straight from the stored records: it does not run the recovery that opening a
+/// [`crate::Journal`] does, which could remove what it ought to report.
+pub fn verify_dir(dir: &Path) -> Result<AuditReport, Error> {
+    if !dir.join("db").exists() && !dir.join("conf").exists() {
+        return Err(Error::Storage(sled::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{} holds no journal", dir.display()),
+        ))));
+    }
+    let store = Store::open(&StoreConfig { dir: dir.to_owned(), cache_capacity_bytes: 16 << 20 })?;
+    let mut walk = ChainWalk::complete();
+    let mut events = EventRecords::new(&store).peekable();
+    let mut rejections = store.rejections.iter().map(|item| -> Result<StoredRejection, Problem> {
+        let (key, value) = item.map_err(|e| unreadable(0, format!("rejection log: {e}")))?;
+        let number = chunk_first(&key).unwrap_or(0);
+        StoredRejection::decode(&value[..])
+            .map_err(|e| unreadable(0, format!("rejection {number} cannot be decoded: {e}")))
+    });
+    let mut next_rejection = rejections.next();
+    loop {
+        let take_event = match (events.peek(), &next_rejection) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(Err(_)), _) => true,
+            (_, Some(Err(_))) => false,
+            (Some(Ok(e)), Some(Ok(r))) => e.chain <= r.chain,
+        };
+        let checked = if take_event {
+            match events.next() {
+                Some(Ok(event)) => walk.check(&Link::event(&event)),
+                Some(Err(problem)) => Err(problem),
+                None => break,
+            }
+        } else {
+            let current = std::mem::replace(&mut next_rejection, rejections.next());
+            match current {
+                Some(Ok(r)) => walk.check(&Link::rejection(&r)),
+                Some(Err(problem)) => Err(problem),
+                None => break,
+            }
+        };
+        if let Err(problem) = checked {
+            return Ok(AuditReport { walk, problem: Some(problem) });
+        }
+    }
+    Ok(AuditReport { walk, problem: None })
+}
+
+fn unreadable(position: u64, detail: String) -> Problem {
+    Problem { kind: ProblemKind::Unreadable, entry: None, position, detail }
+}
+
+/// Every accepted record of the events tree, decoded on its own (not trusting its place in
+/// the chunk), in storage order.
+struct EventRecords<'a> {
+    chunks: sled::Iter,
+    current: Vec<Result<StoredEvent, Problem>>,
+    _store: &'a Store,
+}
+
+impl<'a> EventRecords<'a> {
+    fn new(store: &'a Store) -> Self {
+        EventRecords { chunks: store.events.iter(), current: Vec::new(), _store: store }
+    }
+}
+
+impl Iterator for EventRecords<'_> {
+    type Item = Result<StoredEvent, Problem>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.current.is_empty() {
+            let (key, chunk) = match self.chunks.next()? {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(unreadable(0, format!("events: {e}")))),
+            };
+            let first = chunk_first(&key).unwrap_or(0);
+            let mut records = Vec::new();
+            for frame in Frames::new(first, &chunk) {
+                match frame {
+                    Ok((_, bytes)) => records.push(StoredEvent::decode(bytes).map_err(|e| {
+                        unreadable(
+                            0,
+                            format!("a record in the chunk starting at sequence {first} cannot be decoded: {e}"),
+                        )
+                    })),
+                    Err(e) => records.push(Err(unreadable(0, format!("chunk starting at sequence {first}: {e}")))),
+                }
+            }
+            records.reverse();
+            self.current = records;
+        }
+        self.current.pop()
+    }
+}

@@ -1,0 +1,289 @@
+//! The message-log file format that `export` writes, `gen` generates and `replay` and
+//! `audit verify --log` read: NDJSON, one structured-mode CloudEvent per line, with the
+//! gateway's outcome as extension attributes (CloudEvents allows strings, integers and
+//! booleans there, so lists travel as strings). Field order is fixed, so equal logs are
+//! byte-identical.
+
+use anyhow::{anyhow, bail, Context};
+use base64::Engine;
+use loket_journal::{StoredEvent, StoredRejection, Violation};
+use loket_server::proto::{CloudEvent, ExportEntry, Outcome};
+use loket_server::timestamp::to_micros;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::output::{parse_rfc3339, rfc3339};
+
+pub const ACCEPTED: &str = "accepted";
+pub const REJECTED: &str = "rejected";
+
+/// One line of a message log.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogLine {
+    pub specversion: String,
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub dataschema: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub datacontenttype: String,
+    /// The payload exactly as stored, when it is one line of JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Box<RawValue>>,
+    /// Any other payload (a rejected one may be anything).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_base64: Option<String>,
+    /// "accepted" or "rejected".
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<u64>,
+    pub receivedat: String,
+    /// Accepted: the score as a decimal string (exact: Rust prints the shortest
+    /// representation that reads back to the same number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completeness: Option<String>,
+    /// Accepted: the missing expected fields, comma-separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missingexpected: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schemaversion: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Rejected: a JSON array of {"field","description"} as a string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub violations: Option<String>,
+    /// Rejected: the partner that sent it (replay publishes as this partner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prevhash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ViolationJson {
+    pub field: String,
+    pub description: String,
+}
+
+/// Payload bytes as `data` when they survive a round trip through the line unchanged,
+/// otherwise as `data_base64`.
+pub fn encode_data(bytes: &[u8]) -> (Option<Box<RawValue>>, Option<String>) {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        let one_line = !text.contains(['\n', '\r']) && text.trim() == text && !text.is_empty();
+        if one_line {
+            if let Ok(raw) = RawValue::from_string(text.to_owned()) {
+                return (Some(raw), None);
+            }
+        }
+    }
+    (None, Some(base64::engine::general_purpose::STANDARD.encode(bytes)))
+}
+
+fn join_violations(violations: &[ViolationJson]) -> String {
+    serde_json::to_string(violations).expect("strings serialise")
+}
+
+impl LogLine {
+    pub fn from_export(entry: ExportEntry) -> LogLine {
+        let event = entry.event.unwrap_or_default();
+        let (data, data_base64) = encode_data(&event.data);
+        let accepted = entry.outcome == Outcome::Accepted as i32;
+        let hex_opt = |b: &[u8]| (!b.is_empty()).then(|| hex::encode(b));
+        LogLine {
+            specversion: event.specversion,
+            id: event.id,
+            source: event.source,
+            event_type: event.r#type,
+            subject: event.subject,
+            time: event.time.as_ref().map(rfc3339),
+            dataschema: event.dataschema,
+            datacontenttype: event.datacontenttype,
+            data,
+            data_base64,
+            outcome: if accepted { ACCEPTED } else { REJECTED }.to_owned(),
+            sequence: accepted.then_some(entry.sequence),
+            rejection: (!accepted).then_some(entry.rejection),
+            receivedat: entry.received_at.as_ref().map(rfc3339).unwrap_or_default(),
+            completeness: accepted.then(|| format!("{}", entry.completeness)),
+            missingexpected: accepted.then(|| entry.missing_expected.join(",")),
+            schemaversion: accepted.then_some(entry.schema_version),
+            reason: (!accepted).then_some(entry.reason),
+            message: (!accepted).then_some(entry.message),
+            violations: (!accepted).then(|| {
+                join_violations(
+                    &entry
+                        .violations
+                        .into_iter()
+                        .map(|v| ViolationJson { field: v.field, description: v.description })
+                        .collect::<Vec<_>>(),
+                )
+            }),
+            caller: (!accepted).then_some(entry.caller),
+            chain: (entry.chain != 0).then_some(entry.chain),
+            prevhash: hex_opt(&entry.prev_hash),
+            hash: hex_opt(&entry.hash),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a log line always serialises")
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<LogLine> {
+        let line: LogLine = serde_json::from_str(text).map_err(|e| anyhow!("not a message-log line: {e}"))?;
+        if line.outcome != ACCEPTED && line.outcome != REJECTED {
+            bail!("outcome must be \"accepted\" or \"rejected\", not {:?}", line.outcome);
+        }
+        if line.data.is_some() && line.data_base64.is_some() {
+            bail!("data and data_base64 are both present");
+        }
+        if line.id.is_empty() || line.source.is_empty() {
+            bail!("id and source are required");
+        }
+        line.received_micros()?;
+        if let Some(t) = &line.time {
+            parse_rfc3339(t).with_context(|| format!("time {t:?} is not an RFC 3339 time"))?;
+        }
+        Ok(line)
+    }
+
+    pub fn accepted(&self) -> bool {
+        self.outcome == ACCEPTED
+    }
+
+    pub fn data_bytes(&self) -> anyhow::Result<Vec<u8>> {
+        match (&self.data, &self.data_base64) {
+            (Some(raw), _) => Ok(raw.get().as_bytes().to_vec()),
+            (None, Some(b64)) => {
+                base64::engine::general_purpose::STANDARD.decode(b64).context("data_base64 is not base64")
+            }
+            (None, None) => Ok(Vec::new()),
+        }
+    }
+
+    pub fn received_micros(&self) -> anyhow::Result<i64> {
+        parse_rfc3339(&self.receivedat)
+            .and_then(|t| to_micros(&t))
+            .with_context(|| format!("receivedat {:?} is not an RFC 3339 time", self.receivedat))
+    }
+
+    fn time_micros(&self) -> anyhow::Result<Option<i64>> {
+        match &self.time {
+            None => Ok(None),
+            Some(t) => Ok(Some(
+                parse_rfc3339(t).and_then(|t| to_micros(&t)).with_context(|| format!("time {t:?} is not valid"))?,
+            )),
+        }
+    }
+
+    /// The partner that published it: whoever the gateway authenticated.
+    pub fn publisher(&self) -> &str {
+        self.caller.as_deref().filter(|c| !c.is_empty()).unwrap_or(&self.source)
+    }
+
+    pub fn cloud_event(&self) -> anyhow::Result<CloudEvent> {
+        Ok(CloudEvent {
+            id: self.id.clone(),
+            source: self.source.clone(),
+            r#type: self.event_type.clone(),
+            subject: self.subject.clone(),
+            time: self.time.as_deref().and_then(parse_rfc3339),
+            dataschema: self.dataschema.clone(),
+            datacontenttype: self.datacontenttype.clone(),
+            data: self.data_bytes()?,
+            specversion: self.specversion.clone(),
+        })
+    }
+
+    pub fn missing_expected(&self) -> Vec<String> {
+        match self.missingexpected.as_deref() {
+            None | Some("") => Vec::new(),
+            Some(m) => m.split(',').map(str::to_owned).collect(),
+        }
+    }
+
+    pub fn completeness_value(&self) -> anyhow::Result<Option<f64>> {
+        self.completeness
+            .as_deref()
+            .map(|c| c.parse::<f64>().with_context(|| format!("completeness {c:?} is not a number")))
+            .transpose()
+    }
+
+    pub fn violation_list(&self) -> anyhow::Result<Vec<ViolationJson>> {
+        match self.violations.as_deref() {
+            None | Some("") => Ok(Vec::new()),
+            Some(v) => serde_json::from_str(v).context("violations is not a JSON array of {field, description}"),
+        }
+    }
+
+    fn hash_bytes(value: &Option<String>, name: &str) -> anyhow::Result<Vec<u8>> {
+        match value {
+            None => Ok(Vec::new()),
+            Some(h) => hex::decode(h).with_context(|| format!("{name} is not hexadecimal")),
+        }
+    }
+
+    /// The journal record this line was exported from, for checking its hash.
+    pub fn stored_event(&self) -> anyhow::Result<StoredEvent> {
+        Ok(StoredEvent {
+            sequence: self.sequence.context("an accepted entry needs a sequence")?,
+            received_at_micros: self.received_micros()?,
+            source: self.source.clone(),
+            id: self.id.clone(),
+            event_type: self.event_type.clone(),
+            schema_version: self.schemaversion.unwrap_or_default(),
+            dataschema: self.dataschema.clone(),
+            subject: self.subject.clone(),
+            time_micros: self.time_micros()?,
+            datacontenttype: self.datacontenttype.clone(),
+            data: self.data_bytes()?,
+            completeness: self.completeness_value()?.unwrap_or_default(),
+            missing_expected: self.missing_expected(),
+            chain: self.chain.unwrap_or_default(),
+            prev_hash: Self::hash_bytes(&self.prevhash, "prevhash")?,
+            hash: Self::hash_bytes(&self.hash, "hash")?,
+        })
+    }
+
+    /// The rejection record this line was exported from, for checking its hash.
+    pub fn stored_rejection(&self) -> anyhow::Result<StoredRejection> {
+        Ok(StoredRejection {
+            number: self.rejection.context("a rejected entry needs a rejection number")?,
+            received_at_micros: self.received_micros()?,
+            source: self.source.clone(),
+            caller: self.caller.clone().unwrap_or_default(),
+            id: self.id.clone(),
+            event_type: self.event_type.clone(),
+            subject: self.subject.clone(),
+            time_micros: self.time_micros()?,
+            dataschema: self.dataschema.clone(),
+            datacontenttype: self.datacontenttype.clone(),
+            data: self.data_bytes()?,
+            reason: self.reason.clone().unwrap_or_default(),
+            message: self.message.clone().unwrap_or_default(),
+            violations: self
+                .violation_list()?
+                .into_iter()
+                .map(|v| Violation { field: v.field, description: v.description })
+                .collect(),
+            chain: self.chain.unwrap_or_default(),
+            prev_hash: Self::hash_bytes(&self.prevhash, "prevhash")?,
+            hash: Self::hash_bytes(&self.hash, "hash")?,
+        })
+    }
+}
