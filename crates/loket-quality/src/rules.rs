@@ -256,7 +256,8 @@ mod tests {
         let files = vec![Source {
             label: "x/baggage.toml".into(),
             name: "baggage.toml".into(),
-            text: Ok("[[rule]]\nname = \"n\"\nseverity = \"flag\"\ndescription = \"d\"\nexpr = \"data.missing > 1\"\n".into()),
+            text: Ok("[[rule]]\nname = \"n\"\nseverity = \"flag\"\ndescription = \"d\"\nexpr = \"data.missing > 1\"\n"
+                .into()),
         }];
         let set = build(files, TYPES).unwrap();
         let failed = set.evaluate("baggage", &json!({"pieces": 1}));

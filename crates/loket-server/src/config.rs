@@ -40,6 +40,12 @@ pub struct Config {
     /// Where the event schemas come from.
     #[serde(default)]
     pub schemas: SchemasConfig,
+    /// Quality measurement: rules, who reads every partner's figures, the digest.
+    #[serde(default)]
+    pub quality: QualityConfig,
+    /// The HTTP listener for Prometheus metrics and the quality dashboard.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,6 +102,63 @@ pub struct SchemasConfig {
     pub dir: Option<PathBuf>,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityConfig {
+    /// A directory of `<type>.toml` quality rule files to use instead of the ones built
+    /// into the binary (schemas/rules/). A missing directory means no rules.
+    pub rules_dir: Option<PathBuf>,
+    /// Partners that may read every partner's quality figures (GetQualityReport); every
+    /// other partner reads its own only.
+    #[serde(default = "default_quality_readers")]
+    pub readers: Vec<String>,
+    /// Seconds between quality digests: the gateway journals one `quality-digest` event
+    /// per publishing partner each period (source "loket"). 0 turns digests off.
+    #[serde(default = "default_digest_interval_secs")]
+    pub digest_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` (Prometheus text format) and `/quality` (the dashboard).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Address of the HTTP listener, separate from gRPC. Plain HTTP: keep it on a
+    /// loopback or management network.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+fn default_quality_readers() -> Vec<String> {
+    vec!["quality".to_owned()]
+}
+fn default_digest_interval_secs() -> u64 {
+    86_400
+}
+fn default_true() -> bool {
+    true
+}
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9464".to_owned()
+}
+
+impl Default for QualityConfig {
+    fn default() -> Self {
+        Self {
+            rules_dir: None,
+            readers: default_quality_readers(),
+            digest_interval_secs: default_digest_interval_secs(),
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true, listen: default_metrics_listen() }
+    }
+}
+
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./data")
 }
@@ -140,6 +203,8 @@ impl Default for Config {
             tls: TlsConfig::default(),
             journal: JournalSettings::default(),
             schemas: SchemasConfig::default(),
+            quality: QualityConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -240,6 +305,19 @@ impl Config {
                 problems.push(format!("tls.dev_partners: {e}"));
             }
         }
+        if self.metrics.enabled && self.metrics.listen.parse::<SocketAddr>().is_err() {
+            problems.push(format!("metrics.listen: {:?} is not an address like 127.0.0.1:9464", self.metrics.listen));
+        }
+        for p in &self.quality.readers {
+            if let Err(e) = p.parse::<PartnerId>() {
+                problems.push(format!("quality.readers: {e}"));
+            }
+        }
+        if let Some(dir) = &self.quality.rules_dir {
+            if !dir.is_dir() {
+                problems.push(format!("quality.rules_dir: {} is not a directory", dir.display()));
+            }
+        }
         if let Some(dir) = &self.schemas.dir {
             if !dir.is_dir() {
                 problems.push(format!("schemas.dir: {} is not a directory", dir.display()));
@@ -276,6 +354,20 @@ impl Config {
 
     pub fn journal_dir(&self) -> PathBuf {
         self.data_dir.join("journal")
+    }
+
+    /// The quality figures' own store.
+    pub fn quality_dir(&self) -> PathBuf {
+        self.data_dir.join("quality")
+    }
+
+    /// The metrics listener's address, when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        if self.metrics.enabled {
+            self.metrics.listen.parse().ok()
+        } else {
+            None
+        }
     }
 }
 

@@ -4,10 +4,15 @@
 pub mod certs;
 pub mod client;
 pub mod config;
+mod dashboard;
 mod delivery;
+mod digest;
 mod error;
+mod http;
 mod identity;
 mod intake;
+mod metrics;
+mod quality;
 mod server;
 mod service;
 mod subscription;
@@ -17,7 +22,7 @@ mod tls;
 pub use config::Config;
 pub use error::{Error, ERROR_DOMAIN};
 pub use identity::PARTNER_HEADER;
-pub use server::run;
+pub use server::{rebuild_quality, run};
 
 /// The generated `loket.v1` messages, client and server.
 pub mod proto {

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use loket_journal::{Journal, JournalConfig};
+use loket_quality::{QualityStore, RuleSet};
 use loket_schema::Registry;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -14,8 +15,9 @@ use crate::config::Config;
 use crate::identity::IdentityMode;
 use crate::intake::Intake;
 use crate::proto::gateway_server::GatewayServer;
+use crate::quality::Quality;
 use crate::service::GatewayService;
-use crate::{proto, tls, Error};
+use crate::{digest, http, metrics, proto, tls, Error};
 
 /// Room for the envelope around the largest payload in one gRPC message.
 const ENVELOPE_ALLOWANCE: usize = 64 * 1024;
@@ -27,22 +29,24 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let registry = match &config.schemas.dir {
-        Some(dir) => Registry::load_dir(dir),
-        None => Registry::embedded(),
-    }
-    .map_err(|e| Error::Config(vec![e.to_string()]))?;
+    let (registry, rules) = load_schemas_and_rules(&config)?;
     let tls = tls::server_tls(&config)?;
-    let journal = Journal::open(&JournalConfig {
-        dir: config.journal_dir(),
-        cache_capacity_bytes: config.journal.cache_mib * 1024 * 1024,
-        max_batch: config.journal.max_batch,
-    })?;
+    let metrics_listener = match config.metrics_addr() {
+        Some(addr) => Some(
+            TcpListener::bind(addr).await.map_err(|e| Error::io(format!("cannot listen for metrics on {addr}"), e))?,
+        ),
+        None => None,
+    };
+    let journal = open_journal(&config)?;
+    let store = Arc::new(open_quality(&config, &journal, &registry, &rules)?);
+    let quality = Quality { store: store.clone(), readers: Arc::new(config.quality.readers.clone()) };
+    let registry = Arc::new(registry);
 
     let stopping = CancellationToken::new();
     let service = GatewayService {
-        intake: Intake { registry: Arc::new(registry), max_event_bytes: config.grpc.max_event_bytes },
+        intake: Intake { registry: registry.clone(), rules, max_event_bytes: config.grpc.max_event_bytes },
         journal: journal.clone(),
+        quality: quality.clone(),
         identity: if tls.is_some() { IdentityMode::ClientCertificate } else { IdentityMode::InsecureHeader },
         stream_in_flight: config.grpc.stream_in_flight,
         shutdown: stopping.clone(),
@@ -64,6 +68,22 @@ pub async fn run(
     let local = listener.local_addr().map_err(|e| Error::io("cannot read the listener address", e))?;
     tracing::info!(address = %local, journal = %config.journal_dir().display(), last_sequence = journal.last_sequence(), "loket gateway serving");
 
+    if let Some(listener) = metrics_listener {
+        let prometheus = metrics::handle().map_err(|e| Error::Config(vec![format!("metrics recorder: {e}")]))?;
+        let metrics_addr =
+            listener.local_addr().map_err(|e| Error::io("cannot read the metrics listener address", e))?;
+        tracing::info!(address = %metrics_addr, "metrics and quality dashboard serving over http");
+        tokio::spawn(http::serve(
+            listener,
+            http::router(prometheus, journal.clone(), quality.clone()),
+            stopping.clone(),
+        ));
+    }
+    if config.quality.digest_interval_secs > 0 {
+        let every = std::time::Duration::from_secs(config.quality.digest_interval_secs);
+        tokio::spawn(digest::run(every, journal.clone(), registry.clone(), store.clone(), stopping.clone()));
+    }
+
     let on_shutdown = {
         let stopping = stopping.clone();
         async move {
@@ -82,6 +102,64 @@ pub async fn run(
     let closed = journal.close();
     served?;
     closed?;
+    store.close_clean(journal.last_sequence())?;
     tracing::info!("loket gateway stopped");
     Ok(())
+}
+
+fn load_schemas_and_rules(config: &Config) -> Result<(Registry, Arc<RuleSet>), Error> {
+    let registry = match &config.schemas.dir {
+        Some(dir) => Registry::load_dir(dir),
+        None => Registry::embedded(),
+    }
+    .map_err(|e| Error::Config(vec![e.to_string()]))?;
+    let types: Vec<&str> = registry.event_types().collect();
+    let rules = match &config.quality.rules_dir {
+        Some(dir) => RuleSet::load_dir(dir, &types),
+        None => RuleSet::embedded(&types),
+    };
+    let rules = match rules {
+        Ok(rules) => rules,
+        Err(loket_quality::Error::Rules(problems)) => return Err(Error::Config(problems)),
+        Err(other) => return Err(other.into()),
+    };
+    Ok((registry, rules))
+}
+
+fn open_journal(config: &Config) -> Result<Journal, Error> {
+    Ok(Journal::open(&JournalConfig {
+        dir: config.journal_dir(),
+        cache_capacity_bytes: config.journal.cache_mib * 1024 * 1024,
+        max_batch: config.journal.max_batch,
+    })?)
+}
+
+/// Opens the quality store and rebuilds it when it does not match the journal: no clean
+/// mark (a crash, or the first start with this feature) or another last sequence.
+fn open_quality(
+    config: &Config,
+    journal: &Journal,
+    registry: &Registry,
+    rules: &RuleSet,
+) -> Result<QualityStore, Error> {
+    let store = QualityStore::open(&config.quality_dir())?;
+    let mark = store.take_clean_mark()?;
+    if mark != Some(journal.last_sequence()) {
+        let read = store.rebuild(journal, registry, rules)?;
+        tracing::info!(events = read, "quality figures rebuilt from the journal (not closed cleanly last time)");
+    }
+    Ok(store)
+}
+
+/// `loket quality rebuild`: recounts the quality figures of a stopped gateway's data
+/// directory from its journal. Returns the number of events read.
+pub fn rebuild_quality(config: &Config) -> Result<u64, Error> {
+    let (registry, rules) = load_schemas_and_rules(config)?;
+    let journal = open_journal(config)?;
+    let store = QualityStore::open(&config.quality_dir())?;
+    store.take_clean_mark()?;
+    let read = store.rebuild(&journal, &registry, &rules)?;
+    journal.close()?;
+    store.close_clean(journal.last_sequence())?;
+    Ok(read)
 }

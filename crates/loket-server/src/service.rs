@@ -15,11 +15,14 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::to_rpc_status;
 use crate::identity::{caller, IdentityMode};
 use crate::intake::Intake;
+use crate::metrics as m;
 use crate::proto::gateway_server::Gateway;
 use crate::proto::{
-    publish_stream_reply, subscribe_request, AckReply, AckRequest, Delivery, ListSchemasReply, ListSchemasRequest,
-    PublishReply, PublishRequest, PublishStreamReply, SchemaInfo, SubscribeRequest,
+    publish_stream_reply, subscribe_request, AckReply, AckRequest, DayQuality, Delivery, FieldQuality,
+    ListSchemasReply, ListSchemasRequest, PublishReply, PublishRequest, PublishStreamReply, QualityReport,
+    QualityReportRequest, SchemaInfo, SubscribeRequest, TypeQuality,
 };
+use crate::quality::{now_micros, AdmittedFacts, Quality};
 use crate::subscription::Subscription;
 use crate::timestamp::{from_micros, to_micros};
 use crate::Error;
@@ -30,6 +33,7 @@ const MAX_NAME_LEN: usize = 64;
 pub(crate) struct GatewayService {
     pub intake: Intake,
     pub journal: Journal,
+    pub quality: Quality,
     pub identity: IdentityMode,
     pub stream_in_flight: usize,
     pub shutdown: CancellationToken,
@@ -38,8 +42,9 @@ pub(crate) struct GatewayService {
 type ReplyStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 type PendingReply = Pin<Box<dyn Future<Output = PublishStreamReply> + Send>>;
 
-fn accepted(appended: Appended, dataschema: String) -> PublishReply {
+fn accepted(appended: Appended, dataschema: String, flagged_rules: Vec<String>) -> PublishReply {
     PublishReply {
+        flagged_rules,
         sequence: appended.sequence,
         duplicate: appended.duplicate,
         completeness: appended.completeness,
@@ -53,10 +58,9 @@ fn accepted(appended: Appended, dataschema: String) -> PublishReply {
 impl Gateway for GatewayService {
     async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishReply>, Status> {
         let partner = caller(&request, self.identity)?;
-        let event = self.intake.admit(&partner, request.into_inner().event)?;
-        let dataschema = event.dataschema.clone();
-        let appended = self.journal.submit(event).await.map_err(Error::from)?;
-        Ok(Response::new(accepted(appended, dataschema)))
+        let publisher =
+            Publisher { intake: self.intake.clone(), journal: self.journal.clone(), quality: self.quality.clone() };
+        publisher.start(&partner, request.into_inner()).await.map(Response::new)
     }
 
     type PublishStreamStream = ReplyStream<PublishStreamReply>;
@@ -67,8 +71,8 @@ impl Gateway for GatewayService {
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
         let partner = caller(&request, self.identity)?;
         let mut inbound = request.into_inner();
-        let intake = self.intake.clone();
-        let journal = self.journal.clone();
+        let publisher =
+            Publisher { intake: self.intake.clone(), journal: self.journal.clone(), quality: self.quality.clone() };
         let in_flight = self.stream_in_flight;
         let (tx, rx) = mpsc::channel(in_flight);
         tokio::spawn(async move {
@@ -85,7 +89,7 @@ impl Gateway for GatewayService {
                         }
                     }
                     message = inbound.message(), if reading && pending.len() < in_flight => match message {
-                        Ok(Some(req)) => pending.push_back(publish_one(&intake, &journal, &partner, req)),
+                        Ok(Some(req)) => pending.push_back(publish_one(&publisher, &partner, req)),
                         Ok(None) => reading = false,
                         Err(status) => {
                             tracing::debug!(%status, partner = %partner, "publish stream ended by the client");
@@ -142,6 +146,9 @@ impl Gateway for GatewayService {
             next,
             types: req.types.into_iter().collect::<HashSet<_>>(),
             limit: req.limit,
+            partner: partner.clone(),
+            name: req.name.clone(),
+            quality_reader: self.quality.is_reader(&partner),
             shutdown: self.shutdown.clone(),
         };
         tokio::spawn(subscription.run(tx));
@@ -181,6 +188,94 @@ impl Gateway for GatewayService {
             .collect();
         Ok(Response::new(ListSchemasReply { schemas }))
     }
+
+    async fn get_quality_report(
+        &self,
+        request: Request<QualityReportRequest>,
+    ) -> Result<Response<QualityReport>, Status> {
+        let partner = caller(&request, self.identity)?;
+        let req = request.into_inner();
+        let mut problems = Vec::new();
+        let reader = self.quality.is_reader(&partner);
+        let partners = if req.partners.is_empty() {
+            (!reader).then(|| vec![partner.to_string()])
+        } else {
+            if let Some(other) = req.partners.iter().find(|p| !reader && p.as_str() != partner.as_str()) {
+                return Err(Error::QualityAccessDenied { caller: partner.to_string(), requested: other.clone() }.into());
+            }
+            Some(req.partners.clone())
+        };
+        if !req.r#type.is_empty() {
+            if let Err(e) = self.intake.registry.resolve(&req.r#type, None) {
+                problems.push(FieldViolation::new("type", e.to_string()));
+            }
+        }
+        let mut day = |field: &str, text: &str| {
+            if text.is_empty() {
+                return None;
+            }
+            let parsed = loket_quality::aggregate::parse_day(text);
+            if parsed.is_none() {
+                problems.push(FieldViolation::new(field, "must be a date like 2024-03-15"));
+            }
+            parsed
+        };
+        let from_day = day("from_day", &req.from_day);
+        let to_day = day("to_day", &req.to_day);
+        if !problems.is_empty() {
+            return Err(Error::InvalidReportRequest(problems).into());
+        }
+        let filter = loket_quality::Filter {
+            partners,
+            event_type: (!req.r#type.is_empty()).then_some(req.r#type),
+            from_day,
+            to_day,
+        };
+        let report = self.quality.store.report(&filter).map_err(Error::from)?;
+        Ok(Response::new(to_proto(report)))
+    }
+}
+
+fn to_proto(report: loket_quality::Report) -> QualityReport {
+    QualityReport {
+        fields: report
+            .fields
+            .into_iter()
+            .map(|f| FieldQuality {
+                partner: f.partner,
+                r#type: f.event_type,
+                field: f.field,
+                seen: f.seen,
+                filled: f.filled,
+                fill_rate: f.fill_rate,
+            })
+            .collect(),
+        types: report
+            .types
+            .into_iter()
+            .map(|t| TypeQuality {
+                partner: t.partner,
+                r#type: t.event_type,
+                events: t.events,
+                mean_completeness: t.mean_completeness,
+                rejected: t.rejected,
+                rejection_rate: t.rejection_rate,
+                rejections: t.rejections.into_iter().collect(),
+                rules_failed: t.rules_failed.into_iter().collect(),
+            })
+            .collect(),
+        days: report
+            .days
+            .into_iter()
+            .map(|d| DayQuality {
+                day: d.day,
+                partner: d.partner,
+                r#type: d.event_type,
+                events: d.events,
+                mean_completeness: d.mean_completeness,
+            })
+            .collect(),
+    }
 }
 
 impl GatewayService {
@@ -205,25 +300,80 @@ impl GatewayService {
     }
 }
 
-fn publish_one(intake: &Intake, journal: &Journal, partner: &PartnerId, req: PublishRequest) -> PendingReply {
-    let id = req.event.as_ref().map(|e| e.id.clone()).unwrap_or_default();
-    match intake.admit(partner, req.event) {
-        Ok(event) => {
-            let dataschema = event.dataschema.clone();
-            let stored = journal.submit(event);
-            Box::pin(async move {
-                let outcome = match stored.await {
-                    Ok(appended) => publish_stream_reply::Outcome::Accepted(accepted(appended, dataschema)),
-                    Err(e) => publish_stream_reply::Outcome::Rejected(to_rpc_status(&Status::from(Error::from(e)))),
-                };
-                PublishStreamReply { id, outcome: Some(outcome) }
-            })
-        }
-        Err(e) => {
-            let outcome = publish_stream_reply::Outcome::Rejected(to_rpc_status(&Status::from(e)));
-            Box::pin(std::future::ready(PublishStreamReply { id, outcome: Some(outcome) }))
+/// What the publish path needs, for unary calls and streams alike.
+#[derive(Clone)]
+struct Publisher {
+    intake: Intake,
+    journal: Journal,
+    quality: Quality,
+}
+
+impl Publisher {
+    /// Checks the event and enqueues it for the journal *now* (so a stream's events keep
+    /// their order); the future resolves with the reply once it is durable. Counts the
+    /// outcome in the metrics and the quality figures.
+    fn start(
+        &self,
+        partner: &PartnerId,
+        req: PublishRequest,
+    ) -> impl Future<Output = Result<PublishReply, Status>> + Send + 'static {
+        let started = std::time::Instant::now();
+        let claimed_type = req.event.as_ref().map(|e| e.r#type.clone()).unwrap_or_default();
+        // Only known types become labels and buckets: a client cannot invent series.
+        let event_type = self.intake.registry.resolve(&claimed_type, None).is_ok().then_some(claimed_type);
+        let quality = self.quality.clone();
+        let partner = partner.clone();
+        let stored = match self.intake.admit(&partner, req.event) {
+            Ok(admitted) => {
+                let dataschema = admitted.event.dataschema.clone();
+                let facts = AdmittedFacts::of(&admitted);
+                Ok((self.journal.submit(admitted.event), dataschema, facts))
+            }
+            Err(e) => Err(Status::from(e)),
+        };
+        async move {
+            let result = match stored {
+                Ok((future, dataschema, facts)) => match future.await {
+                    Ok(appended) => {
+                        quality.accepted(&facts, &appended);
+                        let outcome = if appended.duplicate { "duplicate" } else { "accepted" };
+                        Ok((accepted(appended, dataschema, facts.flagged), outcome))
+                    }
+                    Err(e) => Err(Status::from(Error::from(e))),
+                },
+                Err(status) => {
+                    if let Some(t) = &event_type {
+                        quality.rejected(&partner, t, &status, now_micros());
+                    }
+                    Err(status)
+                }
+            };
+            let outcome = match &result {
+                Ok((_, outcome)) => *outcome,
+                Err(_) => "rejected",
+            };
+            let labels = [
+                ("partner", partner.to_string()),
+                ("type", event_type.unwrap_or_else(|| "unknown".to_owned())),
+                ("outcome", outcome.to_owned()),
+            ];
+            metrics::counter!(m::PUBLISH_TOTAL, &labels).increment(1);
+            metrics::histogram!(m::PUBLISH_DURATION, "outcome" => outcome).record(started.elapsed().as_secs_f64());
+            result.map(|(reply, _)| reply)
         }
     }
+}
+
+fn publish_one(publisher: &Publisher, partner: &PartnerId, req: PublishRequest) -> PendingReply {
+    let id = req.event.as_ref().map(|e| e.id.clone()).unwrap_or_default();
+    let reply = publisher.start(partner, req);
+    Box::pin(async move {
+        let outcome = match reply.await {
+            Ok(reply) => publish_stream_reply::Outcome::Accepted(reply),
+            Err(status) => publish_stream_reply::Outcome::Rejected(to_rpc_status(&status)),
+        };
+        PublishStreamReply { id, outcome: Some(outcome) }
+    })
 }
 
 fn check_name(name: &str) -> Option<FieldViolation> {

@@ -3,7 +3,8 @@
 
 use std::collections::HashSet;
 
-use loket_journal::Journal;
+use loket_domain::PartnerId;
+use loket_journal::{Journal, StoredEvent};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -23,10 +24,27 @@ pub(crate) struct Subscription {
     pub types: HashSet<String>,
     /// Stop after this many deliveries; 0 means never.
     pub limit: u64,
+    /// The subscriber and its subscription name ("" when transient), for visibility and lag.
+    pub partner: PartnerId,
+    pub name: String,
+    /// Whether the subscriber reads every partner's quality digests.
+    pub quality_reader: bool,
     pub shutdown: CancellationToken,
 }
 
 impl Subscription {
+    /// A quality digest is about one partner (its subject): only that partner and the
+    /// quality readers receive it.
+    fn visible(&self, event: &StoredEvent) -> bool {
+        !crate::digest::is_digest(event) || self.quality_reader || event.subject == self.partner.as_str()
+    }
+
+    fn report_lag(&self, delivered: u64) {
+        let lag = self.journal.last_sequence().saturating_sub(delivered);
+        let labels = [("partner", self.partner.to_string()), ("subscription", self.name.clone())];
+        metrics::gauge!(crate::metrics::SUBSCRIBER_LAG, &labels).set(lag as f64);
+    }
+
     pub async fn run(mut self, tx: mpsc::Sender<Result<Delivery, Status>>) {
         let mut durable = self.journal.watch();
         let mut delivered = 0u64;
@@ -42,6 +60,7 @@ impl Subscription {
                 }
             };
             if batch.is_empty() {
+                self.report_lag(self.next.saturating_sub(1));
                 tokio::select! {
                     changed = durable.changed() => if changed.is_err() { return },
                     () = tx.closed() => return,
@@ -57,6 +76,10 @@ impl Subscription {
                 if !self.types.is_empty() && !self.types.contains(&event.event_type) {
                     continue;
                 }
+                if !self.visible(&event) {
+                    continue;
+                }
+                self.report_lag(event.sequence);
                 if tx.send(Ok(to_delivery(event))).await.is_err() {
                     return;
                 }

@@ -3,6 +3,7 @@
 mod cli;
 mod output;
 mod publish;
+mod quality;
 mod schemas;
 mod serve;
 mod subscribe;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{CertsCommand, Cli, Command, SchemasCommand};
+use crate::cli::{CertsCommand, Cli, Command, QualityCommand, SchemasCommand};
 
 /// Exit status of a client command whose request the gateway refused (bad input,
 /// permission): distinct from 1, which means "could not get an answer".
@@ -42,6 +43,8 @@ fn main() -> ExitCode {
             Command::Certs { command: CertsCommand::Init(args) } => serve::certs_init(args).map(|()| ExitCode::SUCCESS),
             Command::Publish(args) => publish::run(args).await,
             Command::Subscribe(args) => subscribe::run(args).await,
+            Command::Quality { command: Some(QualityCommand::Rebuild(args)), .. } => quality::rebuild(args),
+            Command::Quality { command: None, report } => quality::report(report).await,
             Command::Schemas { command: SchemasCommand::List(args) } => schemas::list(args).await,
         }
     });
