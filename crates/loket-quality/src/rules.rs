@@ -242,13 +242,24 @@ mod tests {
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].name, "arrival-not-before-departure");
         assert_eq!(failed[0].severity, Severity::Reject);
-        let departed = json!({"status": "departed", "riskAssessment": {"done": false}});
-        let failed = rules.evaluate("transport-status", &departed);
-        assert_eq!(failed.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["departed-has-risk-assessment"]);
+        let late = json!({"status": "departed", "departedAt": "2024-03-15T06:10:00+01:00",
+            "riskAssessment": {"done": true, "assessedAt": "2024-03-15T07:00:00+01:00"}});
+        let failed = rules.evaluate("transport-status", &late);
+        assert_eq!(failed.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["risk-assessed-before-departure"]);
         assert_eq!(failed[0].severity, Severity::Flag);
         let bags = json!({"pieces": 2, "items": [{}, {}, {}]});
         assert_eq!(rules.evaluate("baggage", &bags)[0].name, "pieces-equal-items");
         assert!(rules.evaluate("baggage", &json!({"pieces": 1, "items": [{}]})).is_empty());
+        // Expected fields sent as null are missing, which the rules leave to completeness.
+        assert!(rules.evaluate("baggage", &json!({"pieces": 1, "items": null})).is_empty());
+        let nulls = json!({"status": "departed", "departedAt": "2024-03-15T06:10:00+01:00", "arrivedAt": null,
+            "riskAssessment": {"done": true, "assessedAt": null}});
+        assert!(
+            rules.evaluate("transport-status", &nulls).is_empty(),
+            "{:?}",
+            rules.evaluate("transport-status", &nulls)
+        );
+        assert!(rules.evaluate("transport-status", &json!({"status": "planned"})).is_empty());
     }
 
     #[test]
