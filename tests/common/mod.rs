@@ -15,8 +15,11 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const PARTNERS: &[&str] = &["dtv", "kmar", "dji", "dvo", "coa", "ind", "politie", "gza", "quality"];
+/// The event types partners publish.
 pub const TYPES: &[&str] =
     &["physical-features", "medical-transfer-consent", "medical-file-transfer", "baggage", "transport-status"];
+/// The event types only the gateway publishes (source "loket").
+pub const GATEWAY_TYPES: &[&str] = &["quality-digest"];
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
