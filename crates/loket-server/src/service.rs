@@ -331,7 +331,9 @@ impl Publisher {
             }
             Err(e) => Err(Status::from(e)),
         };
-        async move {
+        // Spawned so that the figures and metrics count the event even when the caller
+        // hangs up (dropping the reply future) after it was submitted to the journal.
+        let counted = tokio::spawn(async move {
             let result = match stored {
                 Ok((future, dataschema, facts)) => match future.await {
                     Ok(appended) => {
@@ -360,6 +362,12 @@ impl Publisher {
             metrics::counter!(m::PUBLISH_TOTAL, &labels).increment(1);
             metrics::histogram!(m::PUBLISH_DURATION, "outcome" => outcome).record(started.elapsed().as_secs_f64());
             result.map(|(reply, _)| reply)
+        });
+        async move {
+            counted.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "publish task failed");
+                Err(Status::internal("internal error"))
+            })
         }
     }
 }
