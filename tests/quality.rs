@@ -209,6 +209,8 @@ async fn figures_are_rebuilt_when_the_gateway_did_not_close_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let serve = ServeProcess::spawn(&data_dir, "");
+    let (code, _) = http_get(serve.metrics_addr.expect("the binary logs its metrics address"), "/metrics");
+    assert_eq!(code, 200);
     let opts = loket_server::client::ClientOptions {
         server: serve.url(),
         certs: data_dir.join("certs"),

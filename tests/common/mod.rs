@@ -79,20 +79,20 @@ impl Gateway {
             let partners: Vec<_> = PARTNERS.iter().map(|p| p.parse().unwrap()).collect();
             certs::init(&certs_dir, &partners, false).unwrap();
         }
-        // Each gateway gets its own free metrics port unless the test configures [metrics].
-        let metrics = if extra_toml.contains("[metrics]") {
-            String::new()
-        } else {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n")
-        };
-        let toml = format!("data_dir = {:?}\n{extra_toml}{metrics}", data_dir.display().to_string());
+        let toml = format!("data_dir = {:?}\n{extra_toml}", data_dir.display().to_string());
         let config = Config::parse(&toml, "test", &HashMap::new()).unwrap();
-        let metrics_addr = config.metrics_addr();
+        // Each gateway gets its own metrics listener on a free port unless the test's
+        // config turns metrics off.
+        let metrics = if config.metrics.enabled {
+            Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+        } else {
+            None
+        };
+        let metrics_addr = metrics.as_ref().map(|l| l.local_addr().unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(loket_server::run(listener, config, async move {
+        let handle = tokio::spawn(loket_server::run_with(listener, metrics, config, async move {
             let _ = stopped.await;
         }));
         Self { addr, metrics_addr, data_dir: data_dir.to_owned(), stop: Some(stop), handle: Some(handle), _temp: None }

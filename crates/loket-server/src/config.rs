@@ -380,6 +380,21 @@ mod tests {
     }
 
     #[test]
+    fn quality_and_metrics_keys_are_checked_together() {
+        let c = Config::parse("", "t", &no_env()).unwrap();
+        assert_eq!(c.quality.readers, ["quality"]);
+        assert_eq!(c.metrics_addr(), Some("127.0.0.1:9464".parse().unwrap()));
+        let off = Config::parse("[metrics]\nenabled = false\nlisten = \"nowhere\"\n", "t", &no_env()).unwrap();
+        assert_eq!(off.metrics_addr(), None);
+        let text =
+            "[metrics]\nlisten = \"nowhere\"\n[quality]\nreaders = [\"Not A Partner\"]\nrules_dir = \"/no/such/dir\"\n";
+        let Err(Error::Config(problems)) = Config::parse(text, "t", &no_env()) else { panic!("accepted") };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].contains("metrics.listen") && problems[1].contains("quality.readers"));
+        assert!(problems[2].contains("quality.rules_dir"));
+    }
+
+    #[test]
     fn defaults_are_the_embedded_secure_gateway() {
         let c = Config::parse("", "t", &no_env()).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("./data"));

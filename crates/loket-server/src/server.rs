@@ -29,14 +29,25 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let (registry, rules) = load_schemas_and_rules(&config)?;
-    let tls = tls::server_tls(&config)?;
     let metrics_listener = match config.metrics_addr() {
         Some(addr) => Some(
             TcpListener::bind(addr).await.map_err(|e| Error::io(format!("cannot listen for metrics on {addr}"), e))?,
         ),
         None => None,
     };
+    run_with(listener, metrics_listener, config, shutdown).await
+}
+
+/// [`run`] with the metrics listener bound by the caller (`None`: no metrics endpoint),
+/// for callers that need its address before the gateway starts, such as tests.
+pub async fn run_with(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let (registry, rules) = load_schemas_and_rules(&config)?;
+    let tls = tls::server_tls(&config)?;
     let journal = open_journal(&config)?;
     let store = Arc::new(open_quality(&config, &journal, &registry, &rules)?);
     let quality = Quality { store: store.clone(), readers: Arc::new(config.quality.readers.clone()) };
@@ -66,24 +77,33 @@ pub async fn run(
         builder = builder.tls_config(tls).map_err(|e| Error::Tls(e.to_string()))?;
     }
     let local = listener.local_addr().map_err(|e| Error::io("cannot read the listener address", e))?;
-    tracing::info!(address = %local, journal = %config.journal_dir().display(), last_sequence = journal.last_sequence(), "loket gateway serving");
 
+    // Tasks that hold the journal and the quality store: awaited before both are closed,
+    // so that a restart on the same data directory finds them released.
+    let mut background = Vec::new();
     if let Some(listener) = metrics_listener {
         let prometheus = metrics::handle().map_err(|e| Error::Config(vec![format!("metrics recorder: {e}")]))?;
         let metrics_addr =
             listener.local_addr().map_err(|e| Error::io("cannot read the metrics listener address", e))?;
         tracing::info!(address = %metrics_addr, "metrics and quality dashboard serving over http");
-        tokio::spawn(http::serve(
+        background.push(tokio::spawn(http::serve(
             listener,
             http::router(prometheus, journal.clone(), quality.clone()),
             stopping.clone(),
-        ));
+        )));
     }
     if config.quality.digest_interval_secs > 0 {
         let every = std::time::Duration::from_secs(config.quality.digest_interval_secs);
-        tokio::spawn(digest::run(every, journal.clone(), registry.clone(), store.clone(), stopping.clone()));
+        background.push(tokio::spawn(digest::run(
+            every,
+            journal.clone(),
+            registry.clone(),
+            store.clone(),
+            stopping.clone(),
+        )));
     }
 
+    tracing::info!(address = %local, journal = %config.journal_dir().display(), last_sequence = journal.last_sequence(), "loket gateway serving");
     let on_shutdown = {
         let stopping = stopping.clone();
         async move {
@@ -99,6 +119,11 @@ pub async fn run(
         .add_service(gateway)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown)
         .await;
+    for task in background {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "a background task failed");
+        }
+    }
     let closed = journal.close();
     served?;
     closed?;
