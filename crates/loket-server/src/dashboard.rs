@@ -119,11 +119,12 @@ fn trend(html: &mut String, report: &Report) {
     );
     for (n, (partner, points)) in series.iter().enumerate() {
         let hue = (n * 67) % 360;
-        let coords: Vec<String> = days
+        let values: Vec<(f64, f64, &str, f64)> = days
             .iter()
             .enumerate()
-            .filter_map(|(i, day)| points.get(day).map(|(e, s)| format!("{:.1},{:.1}", x(i), y(s / *e as f64))))
+            .filter_map(|(i, day)| points.get(day).map(|(e, s)| (x(i), y(s / *e as f64), *day, s / *e as f64)))
             .collect();
+        let coords: Vec<String> = values.iter().map(|(px, py, _, _)| format!("{px:.1},{py:.1}")).collect();
         let _ = write!(
             html,
             "<polyline class=\"series\" data-partner=\"{}\" fill=\"none\" stroke=\"hsl({hue},60%,40%)\" stroke-width=\"2\" points=\"{}\"><title>{}</title></polyline>",
@@ -131,6 +132,17 @@ fn trend(html: &mut String, report: &Report) {
             coords.join(" "),
             esc(partner)
         );
+        // Points as well as the line, so that a single day shows too.
+        for (px, py, day, value) in values {
+            let _ = write!(
+                html,
+                "<circle class=\"point\" data-partner=\"{}\" data-day=\"{day}\" data-completeness=\"{value:.4}\" \
+                 cx=\"{px:.1}\" cy=\"{py:.1}\" r=\"4\" fill=\"hsl({hue},60%,40%)\"><title>{} {day}: {:.1}%</title></circle>",
+                esc(partner),
+                esc(partner),
+                value * 100.0
+            );
+        }
     }
     html.push_str("</svg><p class=\"legend\">");
     for (n, partner) in series.keys().enumerate() {
