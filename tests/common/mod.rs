@@ -15,8 +15,11 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const PARTNERS: &[&str] = &["dtv", "kmar", "dji", "dvo", "coa", "ind", "politie", "gza", "quality"];
+/// The event types partners publish.
 pub const TYPES: &[&str] =
     &["physical-features", "medical-transfer-consent", "medical-file-transfer", "baggage", "transport-status"];
+/// The event types only the gateway publishes (source "loket").
+pub const GATEWAY_TYPES: &[&str] = &["quality-digest"];
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -51,6 +54,8 @@ pub fn event(source: &str, event_type: &str, id: &str, data: &Value) -> CloudEve
 
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// The /metrics and /quality listener (None when the test's config disabled it).
+    pub metrics_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), loket_server::Error>>>,
@@ -76,13 +81,21 @@ impl Gateway {
         }
         let toml = format!("data_dir = {:?}\n{extra_toml}", data_dir.display().to_string());
         let config = Config::parse(&toml, "test", &HashMap::new()).unwrap();
+        // Each gateway gets its own metrics listener on a free port unless the test's
+        // config turns metrics off.
+        let metrics = if config.metrics.enabled {
+            Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+        } else {
+            None
+        };
+        let metrics_addr = metrics.as_ref().map(|l| l.local_addr().unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(loket_server::run(listener, config, async move {
+        let handle = tokio::spawn(loket_server::run_with(listener, metrics, config, async move {
             let _ = stopped.await;
         }));
-        Self { addr, data_dir: data_dir.to_owned(), stop: Some(stop), handle: Some(handle), _temp: None }
+        Self { addr, metrics_addr, data_dir: data_dir.to_owned(), stop: Some(stop), handle: Some(handle), _temp: None }
     }
 
     pub fn url(&self) -> String {
@@ -137,6 +150,8 @@ pub fn reason(status: &tonic::Status) -> String {
 pub struct ServeProcess {
     pub child: std::process::Child,
     pub addr: SocketAddr,
+    /// The /metrics and /quality listener, when enabled.
+    pub metrics_addr: Option<SocketAddr>,
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
@@ -144,8 +159,11 @@ impl ServeProcess {
     /// Writes a config for `data_dir` (plus `extra_toml`) next to it and starts the binary.
     pub fn spawn(data_dir: &Path, extra_toml: &str) -> Self {
         let config = data_dir.with_extension("toml");
-        let text =
-            format!("data_dir = {:?}\n[grpc]\nlisten = \"127.0.0.1:0\"\n{extra_toml}", data_dir.display().to_string());
+        let metrics = if extra_toml.contains("[metrics]") { "" } else { "\n[metrics]\nlisten = \"127.0.0.1:0\"\n" };
+        let text = format!(
+            "data_dir = {:?}\n[grpc]\nlisten = \"127.0.0.1:0\"\n{extra_toml}{metrics}",
+            data_dir.display().to_string()
+        );
         std::fs::write(&config, text).unwrap();
         Self::spawn_with_config(&config).expect("gateway started")
     }
@@ -172,15 +190,20 @@ impl ServeProcess {
             }
         });
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut metrics_addr = None;
         while std::time::Instant::now() < deadline {
             match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(line) if line.contains("metrics and quality dashboard serving") => {
+                    metrics_addr =
+                        line.split_whitespace().find_map(|w| w.strip_prefix("address=")).and_then(|a| a.parse().ok());
+                }
                 Ok(line) if line.contains("loket gateway serving") => {
                     let addr = line
                         .split_whitespace()
                         .find_map(|w| w.strip_prefix("address="))
                         .and_then(|a| a.parse().ok())
                         .expect("address in the serving line");
-                    return Ok(Self { child, addr, log });
+                    return Ok(Self { child, addr, metrics_addr, log });
                 }
                 Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     if let Some(status) = child.try_wait().unwrap() {

@@ -51,6 +51,12 @@ pub struct Config {
     /// Who may export the message log over gRPC.
     #[serde(default)]
     pub export: ExportConfig,
+    /// Quality measurement: rules, who reads every partner's figures, the digest.
+    #[serde(default)]
+    pub quality: QualityConfig,
+    /// The HTTP listener for Prometheus metrics and the quality dashboard.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -129,6 +135,63 @@ pub struct SchemasConfig {
     pub dir: Option<PathBuf>,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityConfig {
+    /// A directory of `<type>.toml` quality rule files to use instead of the ones built
+    /// into the binary (schemas/rules/). A missing directory means no rules.
+    pub rules_dir: Option<PathBuf>,
+    /// Partners that may read every partner's quality figures (GetQualityReport); every
+    /// other partner reads its own only.
+    #[serde(default = "default_quality_readers")]
+    pub readers: Vec<String>,
+    /// Seconds between quality digests: the gateway journals one `quality-digest` event
+    /// per publishing partner each period (source "loket"). 0 turns digests off.
+    #[serde(default = "default_digest_interval_secs")]
+    pub digest_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` (Prometheus text format) and `/quality` (the dashboard).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Address of the HTTP listener, separate from gRPC. Plain HTTP: keep it on a
+    /// loopback or management network.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+fn default_quality_readers() -> Vec<String> {
+    vec!["quality".to_owned()]
+}
+fn default_digest_interval_secs() -> u64 {
+    86_400
+}
+fn default_true() -> bool {
+    true
+}
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9464".to_owned()
+}
+
+impl Default for QualityConfig {
+    fn default() -> Self {
+        Self {
+            rules_dir: None,
+            readers: default_quality_readers(),
+            digest_interval_secs: default_digest_interval_secs(),
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true, listen: default_metrics_listen() }
+    }
+}
+
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./data")
 }
@@ -176,6 +239,8 @@ impl Default for Config {
             access: AccessConfig::default(),
             partners: None,
             export: ExportConfig::default(),
+            quality: QualityConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -281,6 +346,19 @@ impl Config {
                 problems.push(format!("export.partners: {e}"));
             }
         }
+        if self.metrics.enabled && self.metrics.listen.parse::<SocketAddr>().is_err() {
+            problems.push(format!("metrics.listen: {:?} is not an address like 127.0.0.1:9464", self.metrics.listen));
+        }
+        for p in &self.quality.readers {
+            if let Err(e) = p.parse::<PartnerId>() {
+                problems.push(format!("quality.readers: {e}"));
+            }
+        }
+        if let Some(dir) = &self.quality.rules_dir {
+            if !dir.is_dir() {
+                problems.push(format!("quality.rules_dir: {} is not a directory", dir.display()));
+            }
+        }
         if let Some(dir) = &self.schemas.dir {
             if !dir.is_dir() {
                 problems.push(format!("schemas.dir: {} is not a directory", dir.display()));
@@ -337,6 +415,20 @@ impl Config {
             .map_err(|e| Error::Config(vec![format!("built-in partner policy: {}", e.to_string().trim_end())]))?;
         Ok(shipped.partners)
     }
+
+    /// The quality figures' own store.
+    pub fn quality_dir(&self) -> PathBuf {
+        self.data_dir.join("quality")
+    }
+
+    /// The metrics listener's address, when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        if self.metrics.enabled {
+            self.metrics.listen.parse().ok()
+        } else {
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -345,6 +437,21 @@ mod tests {
 
     fn no_env() -> HashMap<String, String> {
         HashMap::new()
+    }
+
+    #[test]
+    fn quality_and_metrics_keys_are_checked_together() {
+        let c = Config::parse("", "t", &no_env()).unwrap();
+        assert_eq!(c.quality.readers, ["quality"]);
+        assert_eq!(c.metrics_addr(), Some("127.0.0.1:9464".parse().unwrap()));
+        let off = Config::parse("[metrics]\nenabled = false\nlisten = \"nowhere\"\n", "t", &no_env()).unwrap();
+        assert_eq!(off.metrics_addr(), None);
+        let text =
+            "[metrics]\nlisten = \"nowhere\"\n[quality]\nreaders = [\"Not A Partner\"]\nrules_dir = \"/no/such/dir\"\n";
+        let Err(Error::Config(problems)) = Config::parse(text, "t", &no_env()) else { panic!("accepted") };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].contains("metrics.listen") && problems[1].contains("quality.readers"));
+        assert!(problems[2].contains("quality.rules_dir"));
     }
 
     #[test]

@@ -24,6 +24,16 @@ pub enum Error {
     UnknownSchema(#[from] loket_schema::Error),
     #[error("event does not match schema {dataschema}: {}", join(.violations))]
     SchemaViolation { dataschema: String, violations: Vec<FieldViolation> },
+    #[error("event fails quality rules of {dataschema}: {}", join_rules(.rules))]
+    RuleViolation { dataschema: String, rules: Vec<loket_quality::RuleFailure> },
+    #[error("event type {0:?} is published by the gateway itself, not by partners")]
+    ReservedType(&'static str),
+    #[error("partner {caller:?} may not read the quality figures of {requested:?}")]
+    QualityAccessDenied { caller: String, requested: String },
+    #[error("invalid quality report request: {}", join(.0))]
+    InvalidReportRequest(Vec<FieldViolation>),
+    #[error("quality figures unavailable: {0}")]
+    Quality(#[from] loket_quality::Error),
     #[error("caller is not identified: {0}")]
     Unauthenticated(&'static str),
     #[error("partner {identity:?} may not publish with source {claimed:?}")]
@@ -105,6 +115,10 @@ fn join(violations: &[FieldViolation]) -> String {
     violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
+fn join_rules(rules: &[loket_quality::RuleFailure]) -> String {
+    rules.iter().map(|r| format!("{}: {}", r.name, r.description)).collect::<Vec<_>>().join("; ")
+}
+
 fn details(reason: &str, metadata: &[(&str, String)], violations: &[FieldViolation]) -> ErrorDetails {
     let mut details = ErrorDetails::new();
     let metadata: HashMap<String, String> = metadata.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
@@ -150,6 +164,39 @@ impl From<Error> for tonic::Status {
             }
             Error::SchemaViolation { dataschema, violations } => {
                 (Code::InvalidArgument, details("SCHEMA_VIOLATION", &[("dataschema", dataschema.clone())], violations))
+            }
+            Error::RuleViolation { dataschema, rules } => {
+                let names = rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(",");
+                // One BadRequest violation per failed rule, named `rule:<name>` (a rule
+                // relates fields, so no single field path fits).
+                let violations: Vec<FieldViolation> = rules
+                    .iter()
+                    .map(|r| FieldViolation::new(format!("rule:{}", r.name), r.description.clone()))
+                    .collect();
+                (
+                    Code::InvalidArgument,
+                    details("RULE_VIOLATION", &[("dataschema", dataschema.clone()), ("rules", names)], &violations),
+                )
+            }
+            Error::ReservedType(t) => (
+                Code::PermissionDenied,
+                details(
+                    "RESERVED_TYPE",
+                    &[],
+                    &[FieldViolation::attribute("type", format!("{t} is published by the gateway"))],
+                ),
+            ),
+            Error::QualityAccessDenied { requested, .. } => {
+                (Code::PermissionDenied, details("QUALITY_ACCESS_DENIED", &[("partner", requested.clone())], &[]))
+            }
+            Error::InvalidReportRequest(v) => (Code::InvalidArgument, details("INVALID_REPORT_REQUEST", &[], v)),
+            Error::Quality(inner) => {
+                tracing::error!(error = %inner, "quality store failure");
+                return tonic::Status::with_error_details(
+                    Code::Unavailable,
+                    "the quality figures cannot be read now; retry later",
+                    details("QUALITY_UNAVAILABLE", &[], &[]),
+                );
             }
             Error::Unauthenticated(_) => (Code::Unauthenticated, details("UNAUTHENTICATED", &[], &[])),
             Error::SourceMismatch { identity, claimed } => (

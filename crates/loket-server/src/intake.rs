@@ -7,6 +7,7 @@ use std::sync::Arc;
 use loket_access::Policy;
 use loket_domain::{CaseId, FieldViolation, PartnerId};
 use loket_journal::NewEvent;
+use loket_quality::{RuleSet, Severity};
 use loket_schema::Registry;
 use serde_json::Value;
 
@@ -20,17 +21,30 @@ pub const JSON: &str = "application/json";
 /// Longest accepted `id`; CloudEvents sets no limit, but an id is a key, not a document.
 const MAX_ID_LEN: usize = 256;
 
+/// The event type the gateway itself publishes (see `digest.rs`); partners may not.
+pub const DIGEST_TYPE: &str = "quality-digest";
+
 #[derive(Clone)]
 pub(crate) struct Intake {
     pub registry: Arc<Registry>,
     pub policy: Arc<Policy>,
+    pub rules: Arc<RuleSet>,
     pub max_event_bytes: usize,
+}
+
+/// An event that passed every check, ready for the journal.
+pub(crate) struct Admitted {
+    pub event: NewEvent,
+    /// The schema's expected fields, for the quality figures.
+    pub expected: Vec<String>,
+    /// The `flag` rules it failed.
+    pub flagged: Vec<String>,
 }
 
 impl Intake {
     /// Checks one event from `caller` and turns it into a journal entry, or says every
     /// reason it cannot be accepted.
-    pub fn admit(&self, caller: &PartnerId, event: Option<&CloudEvent>) -> Result<NewEvent, Error> {
+    pub fn admit(&self, caller: &PartnerId, event: Option<&CloudEvent>) -> Result<Admitted, Error> {
         let event = event.ok_or_else(|| {
             Error::InvalidEnvelope(vec![FieldViolation::attribute("event", "the request carries no event")])
         })?;
@@ -40,6 +54,9 @@ impl Intake {
         }
         // An unknown type is a mistake to hear about before a missing grant for it.
         let schema = self.registry.resolve(&event.r#type, Some(event.dataschema.as_str()))?;
+        if event.r#type == DIGEST_TYPE {
+            return Err(Error::ReservedType(DIGEST_TYPE));
+        }
         if !self.policy.may_publish(caller.as_str(), &event.r#type) {
             return Err(Error::PublishNotGranted { partner: caller.to_string(), event_type: event.r#type.clone() });
         }
@@ -76,7 +93,13 @@ impl Intake {
             return Err(Error::SchemaViolation { dataschema: schema.id().to_owned(), violations });
         };
 
-        Ok(NewEvent {
+        // Quality rules only see data the schema accepted, so they may rely on its shape.
+        let (rejected, flagged): (Vec<_>, Vec<_>) =
+            self.rules.evaluate(&event.r#type, &data).into_iter().partition(|f| f.severity == Severity::Reject);
+        if !rejected.is_empty() {
+            return Err(Error::RuleViolation { dataschema: schema.id().to_owned(), rules: rejected });
+        }
+        let event = NewEvent {
             source: event.source.clone(),
             id: event.id.clone(),
             event_type: event.r#type.clone(),
@@ -90,6 +113,11 @@ impl Intake {
             data: serde_json::to_vec(&data).map_err(|e| Error::MalformedJson(e.to_string()))?,
             completeness: completeness.score,
             missing_expected: completeness.missing,
+        };
+        Ok(Admitted {
+            event,
+            expected: schema.expected().to_vec(),
+            flagged: flagged.into_iter().map(|f| f.name).collect(),
         })
     }
 }

@@ -5,11 +5,16 @@ mod access;
 pub mod certs;
 pub mod client;
 pub mod config;
+mod dashboard;
 mod delivery;
+mod digest;
 mod error;
+mod http;
 mod identity;
 mod intake;
 pub mod log;
+mod metrics;
+mod quality;
 mod server;
 mod service;
 mod subscription;
@@ -19,7 +24,7 @@ mod tls;
 pub use config::Config;
 pub use error::{Error, ERROR_DOMAIN};
 pub use identity::PARTNER_HEADER;
-pub use server::run;
+pub use server::{rebuild_quality, run, run_with};
 
 /// The generated `loket.v1` messages, client and server.
 pub mod proto {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use loket_access::Policy;
 use loket_journal::{Journal, JournalConfig};
+use loket_quality::{QualityStore, RuleSet};
 use loket_schema::Registry;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -16,8 +17,9 @@ use crate::config::Config;
 use crate::identity::IdentityMode;
 use crate::intake::Intake;
 use crate::proto::gateway_server::GatewayServer;
+use crate::quality::Quality;
 use crate::service::GatewayService;
-use crate::{proto, tls, Error};
+use crate::{digest, http, metrics, proto, tls, Error};
 
 /// Room for the envelope around the largest payload in one gRPC message.
 const ENVELOPE_ALLOWANCE: usize = 64 * 1024;
@@ -29,22 +31,34 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let registry = match &config.schemas.dir {
-        Some(dir) => Registry::load_dir(dir),
-        None => Registry::embedded(),
-    }
-    .map_err(|e| Error::Config(vec![e.to_string()]))?;
+    let metrics_listener = match config.metrics_addr() {
+        Some(addr) => Some(
+            TcpListener::bind(addr).await.map_err(|e| Error::io(format!("cannot listen for metrics on {addr}"), e))?,
+        ),
+        None => None,
+    };
+    run_with(listener, metrics_listener, config, shutdown).await
+}
+
+/// [`run`] with the metrics listener bound by the caller (`None`: no metrics endpoint),
+/// for callers that need its address before the gateway starts, such as tests.
+pub async fn run_with(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let (registry, rules) = load_schemas_and_rules(&config)?;
     let partners = config.partner_policies()?;
     let policy = Policy::compile(&config.access, &partners, &|t: &str| {
         registry.schemas().filter(|s| s.event_type() == t).map(|s| s.document().clone()).collect()
     })
     .map_err(|problems| Error::Config(problems.into_iter().map(|p| format!("policy: {p}")).collect()))?;
     let tls = tls::server_tls(&config)?;
-    let journal = Journal::open(&JournalConfig {
-        dir: config.journal_dir(),
-        cache_capacity_bytes: config.journal.cache_mib * 1024 * 1024,
-        max_batch: config.journal.max_batch,
-    })?;
+    let journal = open_journal(&config)?;
+    let store = Arc::new(open_quality(&config, &journal, &registry, &rules)?);
+    let quality = Quality { store: store.clone(), readers: Arc::new(config.quality.readers.clone()) };
+    let registry = Arc::new(registry);
 
     let access = Access::open(&config, policy)?;
 
@@ -52,12 +66,14 @@ pub async fn run(
     let indexer = tokio::spawn(access.clone().run_indexer(journal.clone(), stopping.clone()));
     let service = GatewayService {
         intake: Intake {
-            registry: Arc::new(registry),
+            registry: registry.clone(),
             policy: access.policy.clone(),
+            rules,
             max_event_bytes: config.grpc.max_event_bytes,
         },
         access: access.clone(),
         journal: journal.clone(),
+        quality: quality.clone(),
         identity: if tls.is_some() { IdentityMode::ClientCertificate } else { IdentityMode::InsecureHeader },
         stream_in_flight: config.grpc.stream_in_flight,
         shutdown: stopping.clone(),
@@ -78,8 +94,33 @@ pub async fn run(
         builder = builder.tls_config(tls).map_err(|e| Error::Tls(e.to_string()))?;
     }
     let local = listener.local_addr().map_err(|e| Error::io("cannot read the listener address", e))?;
-    tracing::info!(address = %local, journal = %config.journal_dir().display(), last_sequence = journal.last_sequence(), "loket gateway serving");
 
+    // Tasks that hold the journal and the quality store: awaited before both are closed,
+    // so that a restart on the same data directory finds them released.
+    let mut background = Vec::new();
+    if let Some(listener) = metrics_listener {
+        let prometheus = metrics::handle().map_err(|e| Error::Config(vec![format!("metrics recorder: {e}")]))?;
+        let metrics_addr =
+            listener.local_addr().map_err(|e| Error::io("cannot read the metrics listener address", e))?;
+        tracing::info!(address = %metrics_addr, "metrics and quality dashboard serving over http");
+        background.push(tokio::spawn(http::serve(
+            listener,
+            http::router(prometheus, journal.clone(), quality.clone()),
+            stopping.clone(),
+        )));
+    }
+    if config.quality.digest_interval_secs > 0 {
+        let every = std::time::Duration::from_secs(config.quality.digest_interval_secs);
+        background.push(tokio::spawn(digest::run(
+            every,
+            journal.clone(),
+            registry.clone(),
+            store.clone(),
+            stopping.clone(),
+        )));
+    }
+
+    tracing::info!(address = %local, journal = %config.journal_dir().display(), last_sequence = journal.last_sequence(), "loket gateway serving");
     let on_shutdown = {
         let stopping = stopping.clone();
         async move {
@@ -99,11 +140,74 @@ pub async fn run(
     if let Err(e) = indexer.await {
         tracing::error!(error = %e, "access indexer ended abnormally");
     }
+    for task in background {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "a background task failed");
+        }
+    }
     let closed = journal.close();
     let access_flushed = access.store.flush();
     served?;
     closed?;
     access_flushed?;
+    store.close_clean(journal.last_sequence())?;
     tracing::info!("loket gateway stopped");
     Ok(())
+}
+
+fn load_schemas_and_rules(config: &Config) -> Result<(Registry, Arc<RuleSet>), Error> {
+    let registry = match &config.schemas.dir {
+        Some(dir) => Registry::load_dir(dir),
+        None => Registry::embedded(),
+    }
+    .map_err(|e| Error::Config(vec![e.to_string()]))?;
+    let types: Vec<&str> = registry.event_types().collect();
+    let rules = match &config.quality.rules_dir {
+        Some(dir) => RuleSet::load_dir(dir, &types),
+        None => RuleSet::embedded(&types),
+    };
+    let rules = match rules {
+        Ok(rules) => rules,
+        Err(loket_quality::Error::Rules(problems)) => return Err(Error::Config(problems)),
+        Err(other) => return Err(other.into()),
+    };
+    Ok((registry, rules))
+}
+
+fn open_journal(config: &Config) -> Result<Journal, Error> {
+    Ok(Journal::open(&JournalConfig {
+        dir: config.journal_dir(),
+        cache_capacity_bytes: config.journal.cache_mib * 1024 * 1024,
+        max_batch: config.journal.max_batch,
+    })?)
+}
+
+/// Opens the quality store and rebuilds it when it does not match the journal: no clean
+/// mark (a crash, or the first start with this feature) or another last sequence.
+fn open_quality(
+    config: &Config,
+    journal: &Journal,
+    registry: &Registry,
+    rules: &RuleSet,
+) -> Result<QualityStore, Error> {
+    let store = QualityStore::open(&config.quality_dir())?;
+    let mark = store.take_clean_mark()?;
+    if mark != Some(journal.last_sequence()) {
+        let read = store.rebuild(journal, registry, rules)?;
+        tracing::info!(events = read, "quality figures rebuilt from the journal (not closed cleanly last time)");
+    }
+    Ok(store)
+}
+
+/// `loket quality rebuild`: recounts the quality figures of a stopped gateway's data
+/// directory from its journal. Returns the number of events read.
+pub fn rebuild_quality(config: &Config) -> Result<u64, Error> {
+    let (registry, rules) = load_schemas_and_rules(config)?;
+    let journal = open_journal(config)?;
+    let store = QualityStore::open(&config.quality_dir())?;
+    store.take_clean_mark()?;
+    let read = store.rebuild(&journal, &registry, &rules)?;
+    journal.close()?;
+    store.close_clean(journal.last_sequence())?;
+    Ok(read)
 }

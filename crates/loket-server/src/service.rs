@@ -16,14 +16,17 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::access::{Access, DenialRecord};
 use crate::error::to_rpc_status;
 use crate::identity::{caller, IdentityMode};
-use crate::intake::Intake;
+use crate::intake::{Intake, DIGEST_TYPE};
 use crate::log::{self, record_rejection};
+use crate::metrics as m;
 use crate::proto::gateway_server::Gateway;
 use crate::proto::{
-    publish_stream_reply, subscribe_request, AckReply, AckRequest, Delivery, Denial, EventStatusReply,
-    EventStatusRequest, ExportEntry, ExportRequest, ListDenialsReply, ListDenialsRequest, ListSchemasReply,
-    ListSchemasRequest, PublishReply, PublishRequest, PublishStreamReply, SchemaInfo, SubscribeRequest,
+    publish_stream_reply, subscribe_request, AckReply, AckRequest, DayQuality, Delivery, Denial, EventStatusReply,
+    EventStatusRequest, ExportEntry, ExportRequest, FieldQuality, ListDenialsReply, ListDenialsRequest,
+    ListSchemasReply, ListSchemasRequest, PublishReply, PublishRequest, PublishStreamReply, QualityReport,
+    QualityReportRequest, SchemaInfo, SubscribeRequest, TypeQuality,
 };
+use crate::quality::{AdmittedFacts, Quality};
 use crate::subscription::Subscription;
 use crate::timestamp::{from_micros, now_micros, to_micros};
 use crate::Error;
@@ -38,6 +41,7 @@ pub(crate) struct GatewayService {
     pub intake: Intake,
     pub journal: Journal,
     pub access: Access,
+    pub quality: Quality,
     pub identity: IdentityMode,
     pub stream_in_flight: usize,
     pub shutdown: CancellationToken,
@@ -48,8 +52,9 @@ pub(crate) struct GatewayService {
 type ReplyStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 type PendingReply = Pin<Box<dyn Future<Output = PublishStreamReply> + Send>>;
 
-fn accepted(appended: Appended, dataschema: String) -> PublishReply {
+fn accepted(appended: Appended, dataschema: String, flagged_rules: Vec<String>) -> PublishReply {
     PublishReply {
+        flagged_rules,
         sequence: appended.sequence,
         duplicate: appended.duplicate,
         completeness: appended.completeness,
@@ -63,20 +68,7 @@ fn accepted(appended: Appended, dataschema: String) -> PublishReply {
 impl Gateway for GatewayService {
     async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishReply>, Status> {
         let partner = self.partner(&request, "publish").await?;
-        let event = request.into_inner().event;
-        let (id, event_type) = event.as_ref().map(|e| (e.id.clone(), e.r#type.clone())).unwrap_or_default();
-        let event = match self.intake.admit(&partner, event.as_ref()) {
-            Ok(admitted) => admitted,
-            Err(e) => {
-                record_refusal(&self.access, "publish-refused", &partner, &e, &id, &event_type).await;
-                let status = Status::from(e);
-                record_rejection(&self.journal, &partner, event.as_ref(), &status);
-                return Err(status);
-            }
-        };
-        let dataschema = event.dataschema.clone();
-        let appended = self.journal.submit(event).await.map_err(Error::from)?;
-        Ok(Response::new(accepted(appended, dataschema)))
+        self.publisher().start(&partner, request.into_inner()).await.map(Response::new)
     }
 
     type PublishStreamStream = ReplyStream<PublishStreamReply>;
@@ -87,9 +79,7 @@ impl Gateway for GatewayService {
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
         let partner = self.partner(&request, "publish").await?;
         let mut inbound = request.into_inner();
-        let intake = self.intake.clone();
-        let access = self.access.clone();
-        let journal = self.journal.clone();
+        let publisher = self.publisher();
         let in_flight = self.stream_in_flight;
         let stopping = self.shutdown.clone();
         let (tx, rx) = mpsc::channel(in_flight);
@@ -113,7 +103,7 @@ impl Gateway for GatewayService {
                         interrupted = true;
                     }
                     message = inbound.message(), if reading && pending.len() < in_flight => match message {
-                        Ok(Some(req)) => pending.push_back(publish_one(&intake, &access, &journal, &partner, req)),
+                        Ok(Some(req)) => pending.push_back(publish_one(&publisher, &partner, req)),
                         Ok(None) => reading = false,
                         Err(status) => {
                             tracing::debug!(%status, partner = %partner, "publish stream ended by the client");
@@ -162,7 +152,9 @@ impl Gateway for GatewayService {
             return Err(Error::InvalidSubscription(problems).into());
         }
         let granted = self.access.policy.subscribable(partner.as_str());
-        let refused: Vec<String> = req.types.iter().filter(|t| !granted.contains(t)).cloned().collect();
+        // A partner's own quality digests need no grant: they are about the partner itself.
+        let refused: Vec<String> =
+            req.types.iter().filter(|t| !granted.contains(t) && t.as_str() != DIGEST_TYPE).cloned().collect();
         let denied = if req.types.is_empty() && granted.is_empty() {
             Some(Error::NoGrants { partner: partner.to_string() })
         } else if !refused.is_empty() {
@@ -187,8 +179,12 @@ impl Gateway for GatewayService {
             access: self.access.clone(),
             partner: partner.to_string(),
             next,
-            types: req.types.into_iter().collect::<BTreeSet<_>>(),
+            digests: req.types.is_empty() || req.types.iter().any(|t| t == DIGEST_TYPE),
+            only_digests: !req.types.is_empty() && req.types.iter().all(|t| t == DIGEST_TYPE),
+            types: req.types.into_iter().filter(|t| t != DIGEST_TYPE).collect::<BTreeSet<_>>(),
             limit: req.limit,
+            name: req.name.clone(),
+            quality_reader: self.quality.is_reader(&partner),
             shutdown: self.shutdown.clone(),
         };
         tokio::spawn(subscription.run(tx));
@@ -312,9 +308,106 @@ impl Gateway for GatewayService {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+
+    async fn get_quality_report(
+        &self,
+        request: Request<QualityReportRequest>,
+    ) -> Result<Response<QualityReport>, Status> {
+        let partner = caller(&request, self.identity)?;
+        let req = request.into_inner();
+        let mut problems = Vec::new();
+        let reader = self.quality.is_reader(&partner);
+        let partners = if req.partners.is_empty() {
+            (!reader).then(|| vec![partner.to_string()])
+        } else {
+            if let Some(other) = req.partners.iter().find(|p| !reader && p.as_str() != partner.as_str()) {
+                return Err(Error::QualityAccessDenied { caller: partner.to_string(), requested: other.clone() }.into());
+            }
+            Some(req.partners.clone())
+        };
+        if !req.r#type.is_empty() {
+            if let Err(e) = self.intake.registry.resolve(&req.r#type, None) {
+                problems.push(FieldViolation::new("type", e.to_string()));
+            }
+        }
+        let mut day = |field: &str, text: &str| {
+            if text.is_empty() {
+                return None;
+            }
+            let parsed = loket_quality::aggregate::parse_day(text);
+            if parsed.is_none() {
+                problems.push(FieldViolation::new(field, "must be a date like 2024-03-15"));
+            }
+            parsed
+        };
+        let from_day = day("from_day", &req.from_day);
+        let to_day = day("to_day", &req.to_day);
+        if !problems.is_empty() {
+            return Err(Error::InvalidReportRequest(problems).into());
+        }
+        let filter = loket_quality::Filter {
+            partners,
+            event_type: (!req.r#type.is_empty()).then_some(req.r#type),
+            from_day,
+            to_day,
+        };
+        let report = self.quality.store.report(&filter).map_err(Error::from)?;
+        Ok(Response::new(to_proto(report)))
+    }
+}
+
+fn to_proto(report: loket_quality::Report) -> QualityReport {
+    QualityReport {
+        fields: report
+            .fields
+            .into_iter()
+            .map(|f| FieldQuality {
+                partner: f.partner,
+                r#type: f.event_type,
+                field: f.field,
+                seen: f.seen,
+                filled: f.filled,
+                fill_rate: f.fill_rate,
+            })
+            .collect(),
+        types: report
+            .types
+            .into_iter()
+            .map(|t| TypeQuality {
+                partner: t.partner,
+                r#type: t.event_type,
+                events: t.events,
+                mean_completeness: t.mean_completeness,
+                rejected: t.rejected,
+                rejection_rate: t.rejection_rate,
+                rejections: t.rejections.into_iter().collect(),
+                rules_failed: t.rules_failed.into_iter().collect(),
+            })
+            .collect(),
+        days: report
+            .days
+            .into_iter()
+            .map(|d| DayQuality {
+                day: d.day,
+                partner: d.partner,
+                r#type: d.event_type,
+                events: d.events,
+                mean_completeness: d.mean_completeness,
+            })
+            .collect(),
+    }
 }
 
 impl GatewayService {
+    fn publisher(&self) -> Publisher {
+        Publisher {
+            intake: self.intake.clone(),
+            journal: self.journal.clone(),
+            quality: self.quality.clone(),
+            access: self.access.clone(),
+        }
+    }
+
     /// The calling partner: its certificate identity mapped through the policy. An
     /// identity the policy does not know is refused (and recorded).
     async fn partner<T>(&self, request: &Request<T>, action: &str) -> Result<PartnerId, Error> {
@@ -385,41 +478,100 @@ async fn store_refusal(access: &Access, record: DenialRecord) {
     }
 }
 
-fn publish_one(
-    intake: &Intake,
-    access: &Access,
-    journal: &Journal,
-    partner: &PartnerId,
-    req: PublishRequest,
-) -> PendingReply {
-    let id = req.event.as_ref().map(|e| e.id.clone()).unwrap_or_default();
-    let event_type = req.event.as_ref().map(|e| e.r#type.clone()).unwrap_or_default();
-    match intake.admit(partner, req.event.as_ref()) {
-        Ok(event) => {
-            let dataschema = event.dataschema.clone();
-            let stored = journal.submit(event);
-            Box::pin(async move {
-                let outcome = match stored.await {
-                    Ok(appended) => publish_stream_reply::Outcome::Accepted(accepted(appended, dataschema)),
-                    Err(e) => publish_stream_reply::Outcome::Rejected(to_rpc_status(&Status::from(Error::from(e)))),
-                };
-                PublishStreamReply { id, outcome: Some(outcome) }
-            })
-        }
-        Err(e) => {
-            let denial = refusal("publish-refused", partner, &e, &id, &event_type);
-            let status = Status::from(e);
-            record_rejection(journal, partner, req.event.as_ref(), &status);
-            let outcome = publish_stream_reply::Outcome::Rejected(to_rpc_status(&status));
-            let access = access.clone();
-            Box::pin(async move {
-                if let Some(denial) = denial {
-                    store_refusal(&access, denial).await;
+/// What the publish path needs, for unary calls and streams alike.
+#[derive(Clone)]
+struct Publisher {
+    intake: Intake,
+    journal: Journal,
+    quality: Quality,
+    access: Access,
+}
+
+impl Publisher {
+    /// Checks the event and enqueues it for the journal *now* (so a stream's events keep
+    /// their order); the future resolves with the reply once it is durable. Counts the
+    /// outcome in the metrics and the quality figures.
+    fn start(
+        &self,
+        partner: &PartnerId,
+        req: PublishRequest,
+    ) -> impl Future<Output = Result<PublishReply, Status>> + Send + 'static {
+        let started = std::time::Instant::now();
+        let claimed_type = req.event.as_ref().map(|e| e.r#type.clone()).unwrap_or_default();
+        // Only known types become labels and buckets: a client cannot invent series.
+        let event_type = self.intake.registry.resolve(&claimed_type, None).is_ok().then_some(claimed_type);
+        let quality = self.quality.clone();
+        let access = self.access.clone();
+        let partner = partner.clone();
+        let stored = match self.intake.admit(&partner, req.event.as_ref()) {
+            Ok(admitted) => {
+                let dataschema = admitted.event.dataschema.clone();
+                let facts = AdmittedFacts::of(&admitted);
+                Ok((self.journal.submit(admitted.event), dataschema, facts))
+            }
+            Err(e) => {
+                let id = req.event.as_ref().map(|e| e.id.as_str()).unwrap_or_default();
+                let denial = refusal("publish-refused", &partner, &e, id, event_type.as_deref().unwrap_or_default());
+                let status = Status::from(e);
+                // Enqueued now, so the rejection log keeps the stream's order.
+                record_rejection(&self.journal, &partner, req.event.as_ref(), &status);
+                Err((status, denial))
+            }
+        };
+        // Spawned so that the figures and metrics count the event even when the caller
+        // hangs up (dropping the reply future) after it was submitted to the journal.
+        let counted = tokio::spawn(async move {
+            let result = match stored {
+                Ok((future, dataschema, facts)) => match future.await {
+                    Ok(appended) => {
+                        quality.accepted(&facts, &appended);
+                        let outcome = if appended.duplicate { "duplicate" } else { "accepted" };
+                        Ok((accepted(appended, dataschema, facts.flagged), outcome))
+                    }
+                    Err(e) => Err(Status::from(Error::from(e))),
+                },
+                Err((status, denial)) => {
+                    if let Some(denial) = denial {
+                        store_refusal(&access, denial).await;
+                    }
+                    if let Some(t) = &event_type {
+                        quality.rejected(&partner, t, &status, now_micros());
+                    }
+                    Err(status)
                 }
-                PublishStreamReply { id, outcome: Some(outcome) }
+            };
+            let outcome = match &result {
+                Ok((_, outcome)) => *outcome,
+                Err(_) => "rejected",
+            };
+            let labels = [
+                ("partner", partner.to_string()),
+                ("type", event_type.unwrap_or_else(|| "unknown".to_owned())),
+                ("outcome", outcome.to_owned()),
+            ];
+            metrics::counter!(m::PUBLISH_TOTAL, &labels).increment(1);
+            metrics::histogram!(m::PUBLISH_DURATION, "outcome" => outcome).record(started.elapsed().as_secs_f64());
+            result.map(|(reply, _)| reply)
+        });
+        async move {
+            counted.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "publish task failed");
+                Err(Status::internal("internal error"))
             })
         }
     }
+}
+
+fn publish_one(publisher: &Publisher, partner: &PartnerId, req: PublishRequest) -> PendingReply {
+    let id = req.event.as_ref().map(|e| e.id.clone()).unwrap_or_default();
+    let reply = publisher.start(partner, req);
+    Box::pin(async move {
+        let outcome = match reply.await {
+            Ok(reply) => publish_stream_reply::Outcome::Accepted(reply),
+            Err(status) => publish_stream_reply::Outcome::Rejected(to_rpc_status(&status)),
+        };
+        PublishStreamReply { id, outcome: Some(outcome) }
+    })
 }
 
 fn check_name(name: &str) -> Option<FieldViolation> {

@@ -30,10 +30,30 @@ pub(crate) struct Subscription {
     pub types: std::collections::BTreeSet<String>,
     /// Stop after this many deliveries; 0 means never.
     pub limit: u64,
+    /// The subscription name ("" when transient), for the lag metric.
+    pub name: String,
+    /// Whether quality digests were asked for (all types, or the digest type by name), and
+    /// whether nothing else was.
+    pub digests: bool,
+    pub only_digests: bool,
+    /// Whether the subscriber reads every partner's quality digests.
+    pub quality_reader: bool,
     pub shutdown: CancellationToken,
 }
 
 impl Subscription {
+    /// A quality digest is about one partner (its subject): only that partner and the
+    /// quality readers receive it.
+    fn visible(&self, event: &StoredEvent) -> bool {
+        !crate::digest::is_digest(event) || self.quality_reader || event.subject == self.partner.as_str()
+    }
+
+    fn report_lag(&self, delivered: u64) {
+        let lag = self.journal.last_sequence().saturating_sub(delivered);
+        let labels = [("partner", self.partner.to_string()), ("subscription", self.name.clone())];
+        metrics::gauge!(crate::metrics::SUBSCRIBER_LAG, &labels).set(lag as f64);
+    }
+
     pub async fn run(mut self, tx: mpsc::Sender<Result<Delivery, Status>>) {
         if !self.access.indexed_up_to(self.next.saturating_sub(1), &self.shutdown).await {
             let _ = tx.send(Err(Error::ShuttingDown.into())).await;
@@ -60,6 +80,7 @@ impl Subscription {
                 }
             };
             if batch.is_empty() {
+                self.report_lag(self.next.saturating_sub(1));
                 tokio::select! {
                     changed = durable.changed() => if changed.is_err() { return },
                     () = tx.closed() => return,
@@ -70,15 +91,32 @@ impl Subscription {
                 }
                 continue;
             }
-            for event in batch {
+            for mut event in batch {
                 self.next = event.sequence + 1;
-                let group = match self.views(&mut scan, event) {
-                    Ok(group) => group,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
+                let group = if crate::digest::is_digest(&event) {
+                    // Digests come from the gateway itself and are about one partner: they
+                    // bypass the partner policy and go to that partner and the quality readers.
+                    if self.digests && self.visible(&event) {
+                        let position = event.sequence;
+                        let data = std::mem::take(&mut event.data);
+                        vec![to_delivery(event, View { data, redacted: Vec::new(), released: false, position })]
+                    } else {
+                        Vec::new()
+                    }
+                } else if self.only_digests {
+                    Vec::new()
+                } else {
+                    match self.views(&mut scan, event) {
+                        Ok(group) => group,
+                        Err(e) => {
+                            let _ = tx.send(Err(e.into())).await;
+                            return;
+                        }
                     }
                 };
+                if let Some(last) = group.last() {
+                    self.report_lag(last.sequence.max(last.position));
+                }
                 for delivery in group {
                     if tx.send(Ok(delivery)).await.is_err() {
                         return;

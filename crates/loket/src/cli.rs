@@ -33,6 +33,15 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Quality figures: fill rate per partner, type and field, completeness, rejections and
+    /// failed rules (`loket quality` reports; `loket quality rebuild` recounts offline).
+    #[command(args_conflicts_with_subcommands = true)]
+    Quality {
+        #[command(subcommand)]
+        command: Option<QualityCommand>,
+        #[command(flatten)]
+        report: QualityReportArgs,
+    },
     /// The event schemas the gateway accepts.
     Schemas {
         #[command(subcommand)]
@@ -337,4 +346,57 @@ pub struct AuditDenialsArgs {
     /// At most this many, the most recent (default 1000).
     #[arg(long)]
     pub limit: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QualityCommand {
+    /// Recount the quality figures from the journal of a stopped gateway (offline, on its
+    /// data directory). Refusals are not in the journal: their counts are kept as they are.
+    Rebuild(ServeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportView {
+    /// Per partner, type and expected field: seen, filled, fill rate.
+    Fields,
+    /// Per partner and type: events, mean completeness, rejections, failed rules.
+    Types,
+    /// Per day, partner and type: events and mean completeness.
+    Days,
+}
+
+#[derive(Debug, Args)]
+pub struct QualityReportArgs {
+    /// How to reach the gateway and as whom (needed unless rebuilding).
+    #[arg(long, env = "LOKET_SERVER", default_value = "https://127.0.0.1:7443")]
+    pub server: String,
+    #[arg(long, env = "LOKET_CERTS", default_value = "./data/certs")]
+    pub certs: PathBuf,
+    #[arg(long = "as", env = "LOKET_PARTNER", value_name = "PARTNER")]
+    pub partner: Option<String>,
+    /// Comma-separated partners to report on (default: yourself; a quality reader: all).
+    #[arg(long = "partner", value_delimiter = ',')]
+    pub partners: Vec<String>,
+    /// One event type.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub event_type: Option<String>,
+    /// First UTC day included (YYYY-MM-DD).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Last UTC day included (YYYY-MM-DD).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Output format; a table on a terminal, JSON otherwise.
+    #[arg(long, value_enum)]
+    pub format: Option<ReportFormat>,
+    /// What the table and CSV show (JSON always has everything).
+    #[arg(long, value_enum)]
+    pub view: Option<ReportView>,
 }

@@ -10,6 +10,7 @@ mod gen;
 mod logfile;
 mod output;
 mod publish;
+mod quality;
 mod replay;
 mod schemas;
 mod serve;
@@ -19,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{AuditCommand, CertsCommand, Cli, Command, SchemasCommand};
+use crate::cli::{AuditCommand, CertsCommand, Cli, Command, QualityCommand, SchemasCommand};
 
 /// Exit status of a client command whose request the gateway refused (bad input,
 /// permission): distinct from 1, which means "could not get an answer".
@@ -53,6 +54,8 @@ fn main() -> ExitCode {
             Command::Subscribe(args) => subscribe::run(args).await,
             Command::Status(args) => access::status(args).await,
             Command::Audit { command: AuditCommand::Denials(args) } => access::denials(args).await,
+            Command::Quality { command: Some(QualityCommand::Rebuild(args)), .. } => quality::rebuild(args),
+            Command::Quality { command: None, report } => quality::report(report).await,
             Command::Schemas { command: SchemasCommand::List(args) } => schemas::list(args).await,
             Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::BenchTransport { certs } => bench::serve_null_gateway(certs).await.map(|()| ExitCode::SUCCESS),

@@ -29,6 +29,7 @@ pub fn publish_reply(id: &str, reply: &PublishReply) -> Value {
         "duplicate": reply.duplicate,
         "completeness": reply.completeness,
         "missingExpected": reply.missing_expected,
+        "flaggedRules": reply.flagged_rules,
         "dataschema": reply.dataschema,
         "receivedAt": reply.received_at.as_ref().map(rfc3339),
     })

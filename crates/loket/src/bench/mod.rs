@@ -239,7 +239,7 @@ fn gateway_config(work: &Path, name: &str, certs_dir: &Path) -> anyhow::Result<P
     let data_dir = work.join(name);
     let path = work.join(format!("{name}.toml"));
     let text = format!(
-        "data_dir = {:?}\n[grpc]\nlisten = \"127.0.0.1:0\"\n[tls]\nclient_ca = {:?}\nserver_cert = {:?}\nserver_key = {:?}\n",
+        "data_dir = {:?}\n[grpc]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[tls]\nclient_ca = {:?}\nserver_cert = {:?}\nserver_key = {:?}\n",
         data_dir.display().to_string(),
         certs_dir.join(certs::CA_CERT).display().to_string(),
         certs_dir.join(certs::SERVER_CERT).display().to_string(),

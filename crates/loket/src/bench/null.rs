@@ -72,6 +72,13 @@ impl Gateway for NullGateway {
         Err(Status::unimplemented("the transport baseline only acknowledges publishes"))
     }
 
+    async fn get_quality_report(
+        &self,
+        _request: Request<loket_server::proto::QualityReportRequest>,
+    ) -> Result<Response<loket_server::proto::QualityReport>, Status> {
+        Err(Status::unimplemented("the transport baseline only acknowledges publishes"))
+    }
+
     async fn list_schemas(&self, _request: Request<ListSchemasRequest>) -> Result<Response<ListSchemasReply>, Status> {
         Ok(Response::new(ListSchemasReply::default()))
     }

@@ -36,12 +36,14 @@ impl ServerProcess {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(line) => {
+                // Both servers log "... gateway serving ... address=HOST:PORT" once listening.
+                Ok(line) if line.contains("gateway serving") => {
                     if let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix("address=")) {
                         let addr = addr.parse().with_context(|| format!("bad address in {line:?}"))?;
                         return Ok(Self { child, addr });
                     }
                 }
+                Ok(_) => {}
                 Err(_) => {
                     if let Some(status) = child.try_wait()? {
                         bail!("the server under test exited with {status} before serving");

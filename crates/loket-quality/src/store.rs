@@ -1,0 +1,233 @@
+//! The figures on disk: their own sled database (`<data_dir>/quality`), separate from the
+//! journal so that it can be dropped and rebuilt without touching a stored event.
+//!
+//! Trees: `accepted` (bucket key → [`Bucket`]), `rejected` (bucket key → [`Rejections`]),
+//! `meta` (`clean` → the journal's last sequence when the gateway closed cleanly).
+//!
+//! The figures are updated after the journal acknowledged an event; a crash between the
+//! two, or sled losing its last unflushed writes, would leave them behind the journal. So
+//! the gateway removes the `clean` mark when it opens the store and writes it on close: a
+//! store without the mark, or with another sequence than the journal's, is rebuilt at
+//! start-up. A rebuild recounts the accepted events from the journal; rejections were
+//! never stored there and are kept as counted.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use loket_journal::Journal;
+use loket_schema::Registry;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::aggregate::{Accepted, Bucket, BucketKey, Filter, Rejections, Report};
+use crate::rules::{RuleSet, Severity};
+use crate::Error;
+
+const CLEAN: &[u8] = b"clean";
+/// Events read from the journal at once during a rebuild.
+const REBUILD_CHUNK: usize = 1024;
+
+pub struct QualityStore {
+    db: sled::Db,
+    accepted: sled::Tree,
+    rejected: sled::Tree,
+    meta: sled::Tree,
+}
+
+/// `day (i32, big-endian, sign bit flipped so bytes sort like numbers) | partner | 0 | type`.
+fn encode_key(key: &BucketKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(6 + key.partner.len() + key.event_type.len());
+    out.extend_from_slice(&((key.day as u32) ^ 0x8000_0000).to_be_bytes());
+    out.extend_from_slice(key.partner.as_bytes());
+    out.push(0);
+    out.extend_from_slice(key.event_type.as_bytes());
+    out
+}
+
+fn decode_key(bytes: &[u8]) -> Option<BucketKey> {
+    let day = (u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) ^ 0x8000_0000) as i32;
+    let rest = std::str::from_utf8(&bytes[4..]).ok()?;
+    let (partner, event_type) = rest.split_once('\0')?;
+    Some(BucketKey { day, partner: partner.to_owned(), event_type: event_type.to_owned() })
+}
+
+fn corrupt(key: &[u8], reason: impl ToString) -> Error {
+    Error::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: reason.to_string() }
+}
+
+impl QualityStore {
+    /// Opens (creating) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<QualityStore, Error> {
+        let db = sled::Config::new().path(dir).cache_capacity(16 * 1024 * 1024).open()?;
+        Ok(QualityStore {
+            accepted: db.open_tree("accepted")?,
+            rejected: db.open_tree("rejected")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    /// The journal sequence recorded at the last clean close, and removes the mark (so that
+    /// a crash from now on leaves none).
+    pub fn take_clean_mark(&self) -> Result<Option<u64>, Error> {
+        let mark = self.meta.remove(CLEAN)?;
+        self.db.flush()?;
+        Ok(mark.and_then(|v| Some(u64::from_be_bytes(v.as_ref().try_into().ok()?))))
+    }
+
+    /// Flushes and records that the figures cover the journal up to `journal_last`.
+    pub fn close_clean(&self, journal_last: u64) -> Result<(), Error> {
+        self.db.flush()?;
+        self.meta.insert(CLEAN, &journal_last.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn record_accepted(&self, event: &Accepted<'_>) -> Result<(), Error> {
+        update::<Bucket>(&self.accepted, &encode_key(&event.key()), |b| b.add(event))
+    }
+
+    /// A refused publish of `event_type` by `partner`, of `kind` (the ErrorInfo reason),
+    /// naming the `reject` rules it failed.
+    pub fn record_rejected(&self, key: &BucketKey, kind: &str, rules: &[String]) -> Result<(), Error> {
+        update::<Rejections>(&self.rejected, &encode_key(key), |r| r.add(kind, rules))
+    }
+
+    /// Every bucket of accepted events.
+    pub fn accepted(&self) -> Result<BTreeMap<BucketKey, Bucket>, Error> {
+        read_all(&self.accepted)
+    }
+
+    /// Every bucket of rejections.
+    pub fn rejected(&self) -> Result<BTreeMap<BucketKey, Rejections>, Error> {
+        read_all(&self.rejected)
+    }
+
+    pub fn report(&self, filter: &Filter) -> Result<Report, Error> {
+        Ok(Report::build(&self.accepted()?, &self.rejected()?, filter))
+    }
+
+    /// Recounts the accepted events' figures from the journal (rules evaluated as they are
+    /// now); rejections stay as counted. Returns the number of events read.
+    pub fn rebuild(&self, journal: &Journal, registry: &Registry, rules: &RuleSet) -> Result<u64, Error> {
+        let mut buckets: BTreeMap<BucketKey, Bucket> = BTreeMap::new();
+        let last = journal.last_sequence();
+        let mut next = 1;
+        let mut read = 0;
+        while next <= last {
+            let chunk = journal.read_from(next, REBUILD_CHUNK)?;
+            let Some(end) = chunk.last().map(|e| e.sequence) else { break };
+            for event in chunk.iter().filter(|e| e.source != crate::GATEWAY_SOURCE) {
+                // Events of a schema the registry no longer has keep no field figures.
+                let expected = registry
+                    .resolve(&event.event_type, Some(&event.dataschema))
+                    .map(|s| s.expected().to_vec())
+                    .unwrap_or_default();
+                let flagged: Vec<String> = match serde_json::from_slice(&event.data) {
+                    Ok(data) => rules
+                        .evaluate(&event.event_type, &data)
+                        .into_iter()
+                        .filter(|f| f.severity == Severity::Flag)
+                        .map(|f| f.name)
+                        .collect(),
+                    Err(e) => {
+                        tracing::warn!(sequence = event.sequence, error = %e, "stored event data is not JSON");
+                        Vec::new()
+                    }
+                };
+                let accepted = Accepted {
+                    received_at_micros: event.received_at_micros,
+                    partner: &event.source,
+                    event_type: &event.event_type,
+                    expected: &expected,
+                    missing: &event.missing_expected,
+                    completeness: event.completeness,
+                    flagged: &flagged,
+                };
+                buckets.entry(accepted.key()).or_default().add(&accepted);
+            }
+            read += chunk.len() as u64;
+            next = end + 1;
+        }
+        self.accepted.clear()?;
+        for (key, bucket) in &buckets {
+            let value = serde_json::to_vec(bucket).map_err(|e| corrupt(&encode_key(key), e))?;
+            self.accepted.insert(encode_key(key), value)?;
+        }
+        self.db.flush()?;
+        Ok(read)
+    }
+}
+
+fn update<T: Serialize + DeserializeOwned + Default>(
+    tree: &sled::Tree,
+    key: &[u8],
+    change: impl Fn(&mut T),
+) -> Result<(), Error> {
+    // Compare-and-swap loop: concurrent publishes of one bucket each add their own event.
+    loop {
+        let old = tree.get(key)?;
+        let mut value: T = match &old {
+            Some(bytes) => serde_json::from_slice(bytes).map_err(|e| corrupt(key, e))?,
+            None => T::default(),
+        };
+        change(&mut value);
+        let new = serde_json::to_vec(&value).map_err(|e| corrupt(key, e))?;
+        if tree.compare_and_swap(key, old, Some(new))?.is_ok() {
+            return Ok(());
+        }
+    }
+}
+
+fn read_all<T: DeserializeOwned>(tree: &sled::Tree) -> Result<BTreeMap<BucketKey, T>, Error> {
+    let mut out = BTreeMap::new();
+    for item in tree.iter() {
+        let (k, v) = item?;
+        let key = decode_key(&k).ok_or_else(|| corrupt(&k, "malformed key"))?;
+        out.insert(key, serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_sort_by_day() {
+        let a = BucketKey { day: -3, partner: "dvo".into(), event_type: "baggage".into() };
+        let b = BucketKey { day: 2, partner: "coa".into(), event_type: "transport-status".into() };
+        assert_eq!(decode_key(&encode_key(&a)), Some(a.clone()));
+        assert!(encode_key(&a) < encode_key(&b));
+    }
+
+    #[test]
+    fn figures_survive_reopening_and_the_clean_mark_is_consumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let expected = vec!["/a".to_owned()];
+        {
+            let store = QualityStore::open(dir.path()).unwrap();
+            assert_eq!(store.take_clean_mark().unwrap(), None);
+            let e = Accepted {
+                received_at_micros: 1,
+                partner: "dvo",
+                event_type: "baggage",
+                expected: &expected,
+                missing: &[],
+                completeness: 1.0,
+                flagged: &[],
+            };
+            store.record_accepted(&e).unwrap();
+            store.record_accepted(&e).unwrap();
+            store.record_rejected(&e.key(), "SCHEMA_VIOLATION", &[]).unwrap();
+            store.close_clean(2).unwrap();
+        }
+        let store = QualityStore::open(dir.path()).unwrap();
+        assert_eq!(store.take_clean_mark().unwrap(), Some(2));
+        assert_eq!(store.take_clean_mark().unwrap(), None);
+        let report = store.report(&Filter::default()).unwrap();
+        assert_eq!(report.types[0].events, 2);
+        assert_eq!(report.types[0].rejected, 1);
+        assert_eq!(report.fields[0].filled, 2);
+    }
+}

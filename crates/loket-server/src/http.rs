@@ -1,0 +1,84 @@
+//! The HTTP listener next to gRPC: `/metrics` (Prometheus text format) and `/quality` (the
+//! dashboard). Plain HTTP without identities: it shows every partner's figures, so it
+//! belongs on a loopback or management network.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use loket_journal::Journal;
+use loket_quality::Filter;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::dashboard;
+use crate::metrics as m;
+use crate::quality::Quality;
+
+#[derive(Clone)]
+struct AppState {
+    prometheus: &'static PrometheusHandle,
+    journal: Journal,
+    quality: Quality,
+}
+
+pub(crate) fn router(prometheus: &'static PrometheusHandle, journal: Journal, quality: Quality) -> Router {
+    Router::new().route("/metrics", get(metrics)).route("/quality", get(quality_page)).with_state(AppState {
+        prometheus,
+        journal,
+        quality,
+    })
+}
+
+pub(crate) async fn serve(listener: TcpListener, router: Router, stop: CancellationToken) {
+    let served = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "metrics listener failed");
+    }
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "{what}");
+    (StatusCode::SERVICE_UNAVAILABLE, format!("{what}; see the gateway log\n")).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    // Gauges of state owned elsewhere are read at scrape time.
+    match state.journal.size_on_disk() {
+        Ok(size) => metrics::gauge!(m::JOURNAL_SIZE).set(size as f64),
+        Err(e) => return unavailable("cannot read the journal size", e),
+    }
+    metrics::gauge!(m::JOURNAL_LAST_SEQUENCE).set(state.journal.last_sequence() as f64);
+    let report = match state.quality.store.report(&Filter::default()) {
+        Ok(r) => r,
+        Err(e) => return unavailable("cannot read the quality figures", e),
+    };
+    for f in &report.fields {
+        let labels = [("partner", f.partner.clone()), ("type", f.event_type.clone()), ("field", f.field.clone())];
+        metrics::gauge!(m::FILL_RATE, &labels).set(f.fill_rate);
+    }
+    for t in &report.types {
+        let labels = [("partner", t.partner.clone()), ("type", t.event_type.clone())];
+        metrics::gauge!(m::MEAN_COMPLETENESS, &labels).set(t.mean_completeness);
+        metrics::gauge!(m::QUALITY_EVENTS, &labels).set(t.events as f64);
+        for (kind, n) in &t.rejections {
+            let labels = [("partner", t.partner.clone()), ("type", t.event_type.clone()), ("kind", kind.clone())];
+            metrics::gauge!(m::QUALITY_REJECTED, &labels).set(*n as f64);
+        }
+        for (rule, n) in &t.rules_failed {
+            let labels = [("partner", t.partner.clone()), ("type", t.event_type.clone()), ("rule", rule.clone())];
+            metrics::gauge!(m::RULE_FAILURES, &labels).set(*n as f64);
+        }
+    }
+    state.prometheus.run_upkeep();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.prometheus.render()).into_response()
+}
+
+async fn quality_page(State(state): State<AppState>) -> Response {
+    match state.quality.store.report(&Filter::default()) {
+        Ok(report) => Html(dashboard::render(&report, "all partners, all days")).into_response(),
+        Err(e) => unavailable("cannot read the quality figures", e),
+    }
+}

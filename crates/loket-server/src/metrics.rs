@@ -1,0 +1,63 @@
+//! Prometheus metrics through the `metrics` facade: any module records with
+//! `metrics::counter!`/`gauge!`/`histogram!` and the series shows up on `/metrics`
+//! (for instance a relay's `metrics::gauge!("loket_relay_backlog").set(n)`).
+//!
+//! The recorder is process-wide (the facade has one global recorder), installed by the
+//! first gateway that serves metrics.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const PUBLISH_TOTAL: &str = "loket_publish_total";
+pub const PUBLISH_DURATION: &str = "loket_publish_duration_seconds";
+pub const JOURNAL_SIZE: &str = "loket_journal_size_bytes";
+pub const JOURNAL_LAST_SEQUENCE: &str = "loket_journal_last_sequence";
+pub const SUBSCRIBER_LAG: &str = "loket_subscriber_lag_events";
+pub const FILL_RATE: &str = "loket_quality_fill_rate";
+pub const MEAN_COMPLETENESS: &str = "loket_quality_mean_completeness";
+pub const QUALITY_EVENTS: &str = "loket_quality_events";
+pub const QUALITY_REJECTED: &str = "loket_quality_rejected";
+pub const RULE_FAILURES: &str = "loket_quality_rule_failures";
+
+static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+
+/// The process' Prometheus recorder, installed on first use.
+pub(crate) fn handle() -> Result<&'static PrometheusHandle, String> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(PUBLISH_DURATION.to_owned()),
+                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+                )
+                .map_err(|e| e.to_string())?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
+            describe();
+            Ok(handle)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        PUBLISH_TOTAL,
+        "Publish requests by partner, event type and outcome (accepted, duplicate, rejected)."
+    );
+    describe_histogram!(PUBLISH_DURATION, Unit::Seconds, "Time from receiving a publish to its reply, by outcome.");
+    describe_gauge!(JOURNAL_SIZE, Unit::Bytes, "Bytes the journal takes on disk.");
+    describe_gauge!(JOURNAL_LAST_SEQUENCE, "The journal's last durable sequence.");
+    describe_gauge!(
+        SUBSCRIBER_LAG,
+        "Events in the journal after the last one delivered, per partner and subscription name."
+    );
+    describe_gauge!(FILL_RATE, "Share of accepted events with the expected field filled, all time.");
+    describe_gauge!(MEAN_COMPLETENESS, "Mean completeness of accepted events, all time.");
+    describe_gauge!(QUALITY_EVENTS, "Accepted events counted in the quality figures, all time.");
+    describe_gauge!(QUALITY_REJECTED, "Refused publishes by violation kind, all time.");
+    describe_gauge!(RULE_FAILURES, "Quality rule failures (flagged or refused), all time.");
+}

@@ -1,0 +1,80 @@
+//! The gateway's side of quality measurement: counting accepted and refused publishes into
+//! the quality store, and who may read which figures.
+
+use std::sync::Arc;
+
+use loket_domain::PartnerId;
+use loket_journal::Appended;
+use loket_quality::aggregate::{day_of, BucketKey};
+use loket_quality::{Accepted, QualityStore};
+use tonic_types::StatusExt;
+
+use crate::intake::Admitted;
+
+#[derive(Clone)]
+pub(crate) struct Quality {
+    pub store: Arc<QualityStore>,
+    /// Partners that read every partner's figures (config `quality.readers`).
+    pub readers: Arc<Vec<String>>,
+}
+
+impl Quality {
+    pub fn is_reader(&self, partner: &PartnerId) -> bool {
+        self.readers.iter().any(|r| r == partner.as_str())
+    }
+
+    /// Counts an event the journal acknowledged; a duplicate was counted the first time.
+    pub fn accepted(&self, admitted: &AdmittedFacts, appended: &Appended) {
+        if appended.duplicate {
+            return;
+        }
+        let event = Accepted {
+            received_at_micros: appended.received_at_micros,
+            partner: &admitted.partner,
+            event_type: &admitted.event_type,
+            expected: &admitted.expected,
+            missing: &appended.missing_expected,
+            completeness: appended.completeness,
+            flagged: &admitted.flagged,
+        };
+        // The event is stored and acknowledged either way; a store failure only leaves the
+        // figures behind, which the next start-up notices (no clean mark) and rebuilds.
+        if let Err(e) = self.store.record_accepted(&event) {
+            tracing::error!(error = %e, "cannot count an accepted event in the quality figures");
+        }
+    }
+
+    /// Counts a refused publish of a known event type, by the refusal's ErrorInfo reason.
+    pub fn rejected(&self, partner: &PartnerId, event_type: &str, status: &tonic::Status, now_micros: i64) {
+        let Some(info) = status.get_details_error_info() else { return };
+        let rules: Vec<String> = if info.reason == "RULE_VIOLATION" {
+            info.metadata.get("rules").map(|r| r.split(',').map(str::to_owned).collect()).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let key =
+            BucketKey { day: day_of(now_micros), partner: partner.to_string(), event_type: event_type.to_owned() };
+        if let Err(e) = self.store.record_rejected(&key, &info.reason, &rules) {
+            tracing::error!(error = %e, "cannot count a refused publish in the quality figures");
+        }
+    }
+}
+
+/// What the quality figures need of an admitted event once the journal has it.
+pub(crate) struct AdmittedFacts {
+    pub partner: String,
+    pub event_type: String,
+    pub expected: Vec<String>,
+    pub flagged: Vec<String>,
+}
+
+impl AdmittedFacts {
+    pub fn of(admitted: &Admitted) -> Self {
+        AdmittedFacts {
+            partner: admitted.event.source.clone(),
+            event_type: admitted.event.event_type.clone(),
+            expected: admitted.expected.clone(),
+            flagged: admitted.flagged.clone(),
+        }
+    }
+}
