@@ -40,6 +40,47 @@ pub struct Config {
     /// Where the event schemas come from.
     #[serde(default)]
     pub schemas: SchemasConfig,
+    /// Fan-out over Kafka. Absent: no Kafka (the embedded default).
+    pub kafka: Option<KafkaConfig>,
+}
+
+/// When a publish is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    /// After the event is flushed to the local journal.
+    #[default]
+    Journal,
+    /// After the relay has the broker's delivery report for the event's records.
+    Kafka,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, "host:port[,host:port…]".
+    pub brokers: String,
+    /// Prepended to every topic and consumer group name: topics are
+    /// `<prefix>events.<type>` and `<prefix>delivery.<partner>`.
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// Partitions of the topics loket creates.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Replication factor of the topics loket creates.
+    #[serde(default = "default_replication")]
+    pub replication: i32,
+    /// "journal" (ack after the local flush) or "kafka" (ack after the broker confirmed).
+    #[serde(default)]
+    pub ack: AckMode,
+    /// With `ack = "kafka"`: how long a publish waits for the broker before it fails with
+    /// UNAVAILABLE (the event stays stored and is relayed later; publishing it again
+    /// waits again).
+    #[serde(default = "default_ack_timeout_ms")]
+    pub ack_timeout_ms: u64,
+    /// Partners with a delivery topic.
+    #[serde(default)]
+    pub delivery_partners: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,6 +137,18 @@ pub struct SchemasConfig {
     pub dir: Option<PathBuf>,
 }
 
+fn default_topic_prefix() -> String {
+    "loket.".to_owned()
+}
+fn default_partitions() -> i32 {
+    3
+}
+fn default_replication() -> i32 {
+    1
+}
+fn default_ack_timeout_ms() -> u64 {
+    30_000
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./data")
 }
@@ -140,6 +193,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             journal: JournalSettings::default(),
             schemas: SchemasConfig::default(),
+            kafka: None,
         }
     }
 }
@@ -240,11 +294,24 @@ impl Config {
                 problems.push(format!("tls.dev_partners: {e}"));
             }
         }
+        if let Some(kafka) = &self.kafka {
+            kafka.check(problems);
+        }
         if let Some(dir) = &self.schemas.dir {
             if !dir.is_dir() {
                 problems.push(format!("schemas.dir: {} is not a directory", dir.display()));
             }
         }
+    }
+
+    /// The Kafka settings, when `[kafka]` is configured.
+    pub fn kafka_settings(&self) -> Option<loket_kafka::KafkaSettings> {
+        self.kafka.as_ref().map(|k| loket_kafka::KafkaSettings {
+            brokers: k.brokers.clone(),
+            topics: loket_kafka::Topics { prefix: k.topic_prefix.clone() },
+            partitions: k.partitions,
+            replication: k.replication,
+        })
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
@@ -276,6 +343,32 @@ impl Config {
 
     pub fn journal_dir(&self) -> PathBuf {
         self.data_dir.join("journal")
+    }
+}
+
+impl KafkaConfig {
+    fn check(&self, problems: &mut Vec<String>) {
+        if self.brokers.split(',').any(|b| b.trim().rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())) {
+            problems.push(format!("kafka.brokers: {:?} is not a list like host:9092,host2:9092", self.brokers));
+        }
+        // Kafka topic names: letters, digits, '.', '_', '-'.
+        if !self.topic_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+            problems.push(format!("kafka.topic_prefix: {:?} may only hold letters, digits, '.', '_' and '-'", self.topic_prefix));
+        }
+        if self.partitions < 1 {
+            problems.push("kafka.partitions: must be at least 1".to_owned());
+        }
+        if self.replication < 1 {
+            problems.push("kafka.replication: must be at least 1".to_owned());
+        }
+        if self.ack_timeout_ms == 0 {
+            problems.push("kafka.ack_timeout_ms: must be greater than 0".to_owned());
+        }
+        for p in &self.delivery_partners {
+            if let Err(e) = p.parse::<PartnerId>() {
+                problems.push(format!("kafka.delivery_partners: {e}"));
+            }
+        }
     }
 }
 
@@ -327,6 +420,23 @@ mod tests {
         ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
+    }
+
+    #[test]
+    fn kafka_section_defaults_and_problems() {
+        let c = Config::parse("[kafka]\nbrokers = \"127.0.0.1:9092\"\n", "t", &no_env()).unwrap();
+        let k = c.kafka.as_ref().unwrap();
+        assert_eq!((k.topic_prefix.as_str(), k.partitions, k.replication, k.ack), ("loket.", 3, 1, AckMode::Journal));
+        let text = "[kafka]\nbrokers = \"nohost\"\npartitions = 0\nack = \"kafka\"\ndelivery_partners = [\"KMAR!\"]\ntopic_prefix = \"a b\"\n";
+        let Error::Config(problems) = Config::parse(text, "x.toml", &no_env()).unwrap_err() else {
+            panic!("expected a config error")
+        };
+        let all = problems.join("\n");
+        for needle in ["kafka.brokers", "kafka.partitions", "kafka.delivery_partners", "kafka.topic_prefix"] {
+            assert!(all.contains(needle), "{needle} missing from:\n{all}");
+        }
+        let err = Config::parse("[kafka]\nbrokers = \"a:1\"\nack = \"never\"\n", "x.toml", &no_env()).unwrap_err();
+        assert!(err.to_string().contains("never"), "{err}");
     }
 
     #[test]

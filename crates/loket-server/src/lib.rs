@@ -8,6 +8,7 @@ mod delivery;
 mod error;
 mod identity;
 mod intake;
+mod kafka_mode;
 mod server;
 mod service;
 mod subscription;

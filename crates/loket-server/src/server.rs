@@ -2,8 +2,10 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use loket_journal::{Journal, JournalConfig};
+use loket_kafka::Relay;
 use loket_schema::Registry;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -11,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
 use crate::config::Config;
+use crate::delivery::PartnerViews;
+use crate::kafka_mode::KafkaMode;
 use crate::identity::IdentityMode;
 use crate::intake::Intake;
 use crate::proto::gateway_server::GatewayServer;
@@ -40,12 +44,29 @@ pub async fn run(
     })?;
 
     let stopping = CancellationToken::new();
+    let (kafka, relay_task) = match (config.kafka_settings(), &config.kafka) {
+        (Some(settings), Some(kafka)) => {
+            let mut event_types: Vec<String> = registry.schemas().map(|s| s.event_type().to_owned()).collect();
+            event_types.dedup();
+            let relay = Relay {
+                journal: journal.clone(),
+                settings: settings.clone(),
+                policy: Arc::new(PartnerViews { partners: kafka.delivery_partners.clone() }),
+                event_types,
+            };
+            let (handle, task) = relay.start(stopping.clone())?;
+            let timeout = Duration::from_millis(kafka.ack_timeout_ms);
+            (Some(KafkaMode::new(settings, handle, kafka.ack, timeout)), Some(task))
+        }
+        _ => (None, None),
+    };
     let service = GatewayService {
         intake: Intake { registry: Arc::new(registry), max_event_bytes: config.grpc.max_event_bytes },
         journal: journal.clone(),
         identity: if tls.is_some() { IdentityMode::ClientCertificate } else { IdentityMode::InsecureHeader },
         stream_in_flight: config.grpc.stream_in_flight,
         shutdown: stopping.clone(),
+        kafka,
     };
     let gateway =
         GatewayServer::new(service).max_decoding_message_size(config.grpc.max_event_bytes + ENVELOPE_ALLOWANCE);
@@ -79,6 +100,13 @@ pub async fn run(
         .add_service(gateway)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown)
         .await;
+    // The relay stops with the streams; its cursor must be written before the journal closes.
+    stopping.cancel();
+    if let Some(task) = relay_task {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "the kafka relay task failed");
+        }
+    }
     let closed = journal.close();
     served?;
     closed?;

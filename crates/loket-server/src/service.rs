@@ -7,6 +7,7 @@ use std::pin::Pin;
 use futures::stream::{FuturesOrdered, StreamExt};
 use loket_domain::{FieldViolation, PartnerId, StartPosition};
 use loket_journal::{Appended, Journal};
+use loket_kafka::{RelayStatus, StartAt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -15,10 +16,11 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::to_rpc_status;
 use crate::identity::{caller, IdentityMode};
 use crate::intake::Intake;
+use crate::kafka_mode::KafkaMode;
 use crate::proto::gateway_server::Gateway;
 use crate::proto::{
-    publish_stream_reply, subscribe_request, AckReply, AckRequest, Delivery, ListSchemasReply, ListSchemasRequest,
-    PublishReply, PublishRequest, PublishStreamReply, SchemaInfo, SubscribeRequest,
+    publish_stream_reply, subscribe_request, AckReply, KafkaRelayStatus, AckRequest, Delivery, ListSchemasReply, ListSchemasRequest,
+    PublishReply, PublishRequest, PublishStreamReply, SchemaInfo, StatusReply, StatusRequest, SubscribeRequest,
 };
 use crate::subscription::Subscription;
 use crate::timestamp::{from_micros, to_micros};
@@ -33,6 +35,8 @@ pub(crate) struct GatewayService {
     pub identity: IdentityMode,
     pub stream_in_flight: usize,
     pub shutdown: CancellationToken,
+    /// Present when `[kafka]` is configured.
+    pub kafka: Option<KafkaMode>,
 }
 
 type ReplyStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
@@ -56,6 +60,9 @@ impl Gateway for GatewayService {
         let event = self.intake.admit(&partner, request.into_inner().event)?;
         let dataschema = event.dataschema.clone();
         let appended = self.journal.submit(event).await.map_err(Error::from)?;
+        if let Some(kafka) = &self.kafka {
+            kafka.confirm(appended.sequence).await?;
+        }
         Ok(Response::new(accepted(appended, dataschema)))
     }
 
@@ -69,6 +76,7 @@ impl Gateway for GatewayService {
         let mut inbound = request.into_inner();
         let intake = self.intake.clone();
         let journal = self.journal.clone();
+        let kafka = self.kafka.clone();
         let in_flight = self.stream_in_flight;
         let (tx, rx) = mpsc::channel(in_flight);
         tokio::spawn(async move {
@@ -85,7 +93,7 @@ impl Gateway for GatewayService {
                         }
                     }
                     message = inbound.message(), if reading && pending.len() < in_flight => match message {
-                        Ok(Some(req)) => pending.push_back(publish_one(&intake, &journal, &partner, req)),
+                        Ok(Some(req)) => pending.push_back(publish_one(&intake, &journal, kafka.as_ref(), &partner, req)),
                         Ok(None) => reading = false,
                         Err(status) => {
                             tracing::debug!(%status, partner = %partner, "publish stream ended by the client");
@@ -126,8 +134,29 @@ impl Gateway for GatewayService {
                 }
             },
         };
+        let kafka = self.kafka.as_ref().filter(|_| !req.name.is_empty());
+        let kafka_start = match start {
+            StartPosition::Earliest => StartAt::Earliest,
+            StartPosition::Latest => StartAt::Latest,
+            StartPosition::Sequence(_) | StartPosition::Time(_) => {
+                if kafka.is_some() {
+                    problems.push(FieldViolation::new(
+                        "start",
+                        "a named subscription reads its Kafka delivery topic: start at earliest or latest",
+                    ));
+                }
+                StartAt::Earliest
+            }
+        };
         if !problems.is_empty() {
             return Err(Error::InvalidSubscription(problems).into());
+        }
+        let types = req.types.into_iter().collect::<HashSet<_>>();
+        if let Some(kafka) = kafka {
+            let (tx, rx) = mpsc::channel(256);
+            kafka.subscribe(partner.as_str(), &req.name, kafka_start, types, req.limit, tx, self.shutdown.clone())?;
+            tracing::debug!(partner = %partner, name = %req.name, "kafka subscription started");
+            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
         }
 
         let next = if req.name.is_empty() {
@@ -140,7 +169,7 @@ impl Gateway for GatewayService {
         let subscription = Subscription {
             journal: self.journal.clone(),
             next,
-            types: req.types.into_iter().collect::<HashSet<_>>(),
+            types,
             limit: req.limit,
             shutdown: self.shutdown.clone(),
         };
@@ -153,6 +182,10 @@ impl Gateway for GatewayService {
         let req = request.into_inner();
         if let Some(p) = check_name(&req.name) {
             return Err(Error::InvalidSubscription(vec![p]).into());
+        }
+        if let Some(kafka) = &self.kafka {
+            let acked = kafka.ack(partner.as_str(), &req.name, req.sequence).await?;
+            return Ok(Response::new(AckReply { acked }));
         }
         let last = self.journal.last_sequence();
         if req.sequence > last {
@@ -181,6 +214,28 @@ impl Gateway for GatewayService {
             .collect();
         Ok(Response::new(ListSchemasReply { schemas }))
     }
+
+    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        caller(&request, self.identity)?;
+        let kafka = match &self.kafka {
+            Some(kafka) => Some(kafka_status(&kafka.relay.status().map_err(Error::from)?)),
+            None => None,
+        };
+        Ok(Response::new(StatusReply { last_sequence: self.journal.last_sequence(), kafka }))
+    }
+}
+
+fn kafka_status(status: &RelayStatus) -> KafkaRelayStatus {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000;
+    KafkaRelayStatus {
+        relayed_sequence: status.relayed,
+        backlog_events: status.backlog,
+        oldest_received_at: status.oldest_received_at_micros.map(from_micros),
+        oldest_age_ms: status
+            .oldest_received_at_micros
+            .map_or(0, |oldest| u64::try_from((now - i128::from(oldest)) / 1_000).unwrap_or(0)),
+        last_error: status.last_error.clone().unwrap_or_default(),
+    }
 }
 
 impl GatewayService {
@@ -205,16 +260,30 @@ impl GatewayService {
     }
 }
 
-fn publish_one(intake: &Intake, journal: &Journal, partner: &PartnerId, req: PublishRequest) -> PendingReply {
+fn publish_one(
+    intake: &Intake,
+    journal: &Journal,
+    kafka: Option<&KafkaMode>,
+    partner: &PartnerId,
+    req: PublishRequest,
+) -> PendingReply {
     let id = req.event.as_ref().map(|e| e.id.clone()).unwrap_or_default();
     match intake.admit(partner, req.event) {
         Ok(event) => {
             let dataschema = event.dataschema.clone();
             let stored = journal.submit(event);
+            let kafka = kafka.cloned();
             Box::pin(async move {
-                let outcome = match stored.await {
+                let confirmed = async {
+                    let appended = stored.await?;
+                    if let Some(kafka) = &kafka {
+                        kafka.confirm(appended.sequence).await?;
+                    }
+                    Ok::<_, Error>(appended)
+                };
+                let outcome = match confirmed.await {
                     Ok(appended) => publish_stream_reply::Outcome::Accepted(accepted(appended, dataschema)),
-                    Err(e) => publish_stream_reply::Outcome::Rejected(to_rpc_status(&Status::from(Error::from(e)))),
+                    Err(e) => publish_stream_reply::Outcome::Rejected(to_rpc_status(&Status::from(e))),
                 };
                 PublishStreamReply { id, outcome: Some(outcome) }
             })
