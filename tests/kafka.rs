@@ -179,7 +179,6 @@ impl Load {
 fn assert_complete_and_ordered(brokers: &str, topic: &str, acked: &BTreeMap<String, Vec<String>>) {
     let total: usize = acked.values().map(Vec::len).sum();
     let records = read_topic(brokers, topic, total);
-    // Give late duplicates no chance to hide: read everything the topic holds now.
     let mut by_case: HashMap<String, Vec<&Record>> = HashMap::new();
     for r in &records {
         by_case.entry(r.key.clone()).or_default().push(r);

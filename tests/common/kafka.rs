@@ -103,8 +103,9 @@ impl Record {
     }
 }
 
-/// Reads `topic` from the beginning of every partition until `want` records arrived
-/// (panics after 60 s with what it has), without a consumer group.
+/// Reads `topic` from the beginning of every partition until at least `want` records
+/// arrived and every partition is read to its end (panics after 60 s with what it has),
+/// as a plain consumer without a consumer group of its own.
 pub fn read_topic(brokers: &str, topic: &str, want: usize) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -125,12 +126,30 @@ pub fn read_topic(brokers: &str, topic: &str, want: usize) -> Vec<Record> {
         }
     };
     let mut assignment = TopicPartitionList::new();
-    for p in partitions {
-        assignment.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    for p in &partitions {
+        assignment.add_partition_offset(topic, *p, Offset::Beginning).unwrap();
     }
     consumer.assign(&assignment).unwrap();
-    let mut records = Vec::new();
-    while records.len() < want {
+    let mut records: Vec<Record> = Vec::new();
+    // Then everything up to the high watermarks, so that no duplicate stays unread.
+    let mut ends: Option<HashMap<i32, i64>> = None;
+    loop {
+        if ends.is_none() && records.len() >= want {
+            ends = Some(
+                partitions
+                    .iter()
+                    .map(|p| (*p, consumer.fetch_watermarks(topic, *p, Duration::from_secs(10)).unwrap().1))
+                    .collect(),
+            );
+        }
+        if let Some(ends) = &ends {
+            let done = ends.iter().all(|(p, high)| {
+                records.iter().filter(|r| r.partition == *p).map(|r| r.offset + 1).max().unwrap_or(0) >= *high
+            });
+            if done {
+                break;
+            }
+        }
         assert!(
             Instant::now() < deadline,
             "only {} of {want} records on {topic} after 60 s: {records:#?}",
