@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use common::kafka::{read_topic, shared_broker, topic_exists, unique_prefix, Record, Tansu};
 use common::*;
 use loket_server::client::{connect, Client, ClientOptions};
-use loket_server::proto::{subscribe_request::Start, AckRequest, Earliest, StatusReply, StatusRequest, SubscribeRequest};
+use loket_server::proto::{
+    subscribe_request::Start, AckRequest, Earliest, StatusReply, StatusRequest, SubscribeRequest,
+};
 use loket_server::timestamp::to_micros;
 use time::format_description::well_known::Rfc3339;
 
@@ -59,7 +61,7 @@ async fn records_carry_cloudevents_headers_on_canonical_and_delivery_topics() {
     first.time = Some(prost_types::Timestamp { seconds: 1_767_225_600, nanos: 250_000_000 });
     let mut incomplete = example_for("transport-status", "1000000002");
     incomplete.as_object_mut().unwrap().remove("plannedAt");
-    let published = vec![
+    let published = [
         (first.clone(), publish(&mut dvo, first).await.unwrap()),
         (
             event("dtv", "baggage", "bg-1", &example_for("baggage", "1000000001")),
@@ -104,7 +106,10 @@ async fn records_carry_cloudevents_headers_on_canonical_and_delivery_topics() {
         check(record, "canonical transport-status");
     }
     check(&baggage[0], "canonical baggage");
-    assert_eq!(transport.iter().map(|r| r.header("ce_type")).collect::<HashSet<_>>(), HashSet::from(["transport-status"]));
+    assert_eq!(
+        transport.iter().map(|r| r.header("ce_type")).collect::<HashSet<_>>(),
+        HashSet::from(["transport-status"])
+    );
     // Canonical topics exist for every type from the start, also those without events.
     assert!(topic_exists(&brokers, &format!("{prefix}events.medical-file-transfer")));
 
@@ -117,7 +122,10 @@ async fn records_carry_cloudevents_headers_on_canonical_and_delivery_topics() {
         let ids: HashSet<&str> = records.iter().map(|r| r.header("ce_id")).collect();
         assert_eq!(ids, HashSet::from(["ts-1", "bg-1", "ts-2"]));
     }
-    assert!(!topic_exists(&brokers, &format!("{prefix}delivery.gza")), "no topic for a partner that does not subscribe");
+    assert!(
+        !topic_exists(&brokers, &format!("{prefix}delivery.gza")),
+        "no topic for a partner that does not subscribe"
+    );
     gw.stop().await;
 }
 
@@ -194,7 +202,11 @@ fn assert_complete_and_ordered(brokers: &str, topic: &str, acked: &BTreeMap<Stri
             let id = r.header("ce_id");
             if let Some(earlier) = seen.get(id) {
                 duplicates += 1;
-                assert_eq!((&earlier.headers, &earlier.payload), (&r.headers, &r.payload), "a duplicate is the same record");
+                assert_eq!(
+                    (&earlier.headers, &earlier.payload),
+                    (&r.headers, &r.payload),
+                    "a duplicate is the same record"
+                );
             } else {
                 seen.insert(id.to_owned(), r);
                 first.push(id);
@@ -202,7 +214,12 @@ fn assert_complete_and_ordered(brokers: &str, topic: &str, acked: &BTreeMap<Stri
         }
         let acked_ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         // Everything acked is there, in order; at most unacknowledged extras after it.
-        assert!(first.len() >= acked_ids.len(), "case {case}: {} of {} acked events on kafka", first.len(), acked_ids.len());
+        assert!(
+            first.len() >= acked_ids.len(),
+            "case {case}: {} of {} acked events on kafka",
+            first.len(),
+            acked_ids.len()
+        );
         assert_eq!(&first[..acked_ids.len()], &acked_ids[..], "case {case}: per-case order");
     }
     eprintln!("{topic}: {} records, {} events, {duplicates} duplicates", records.len(), seen.len());
@@ -244,7 +261,8 @@ async fn kill_9_while_the_relay_is_behind_loses_nothing() {
     let toml = kafka_toml(&tansu.bootstrap(), &prefix, "");
     let cases = ["3000000001", "3000000002", "3000000003"];
     let gw = ServeProcess::spawn(&data_dir, &toml);
-    let options = |url: String, p: &str| ClientOptions { server: url, certs: data_dir.join("certs"), partner: p.to_owned() };
+    let options =
+        |url: String, p: &str| ClientOptions { server: url, certs: data_dir.join("certs"), partner: p.to_owned() };
     let load = Load::start(|p| options(gw.url(), p), &cases);
     load.until(50).await;
     tansu.stop();
@@ -299,7 +317,8 @@ async fn ack_kafka_acknowledges_only_what_the_broker_has() {
         }
     };
     assert!(again.duplicate, "the first attempt was stored: {again:?}");
-    let ids: Vec<String> = read_topic(&tansu.bootstrap(), &topic, 2).iter().map(|r| r.header("ce_id").to_owned()).collect();
+    let ids: Vec<String> =
+        read_topic(&tansu.bootstrap(), &topic, 2).iter().map(|r| r.header("ce_id").to_owned()).collect();
     assert_eq!(ids, ["k-1", "k-2"]);
     gw.stop().await;
 }

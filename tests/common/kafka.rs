@@ -165,7 +165,10 @@ pub fn read_topic(brokers: &str, topic: &str, want: usize) -> Vec<Record> {
                     .map(|h| {
                         h.iter()
                             .map(|h| {
-                                (h.key.to_owned(), h.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default())
+                                (
+                                    h.key.to_owned(),
+                                    h.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default(),
+                                )
                             })
                             .collect()
                     })

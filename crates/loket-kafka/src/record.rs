@@ -103,9 +103,8 @@ impl CloudEventRecord {
                 .map(|(_, v)| v.clone())
                 .ok_or_else(|| malformed(format!("header {key} is missing")))
         };
-        let list = |value: String| -> Vec<String> {
-            value.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect()
-        };
+        let list =
+            |value: String| -> Vec<String> { value.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect() };
         let time = |key: &str| -> Result<i64, Error> {
             let text = get(key)?;
             parse_rfc3339(&text).ok_or_else(|| malformed(format!("header {key} is not an RFC 3339 time: {text:?}")))

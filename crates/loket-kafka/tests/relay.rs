@@ -75,8 +75,9 @@ fn read(brokers: &str, topic: &str, want: usize) -> Vec<CloudEventRecord> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_topics_carry_each_partners_view() {
-    let brokers = std::env::var("LOKET_TEST_KAFKA")
-        .expect("LOKET_TEST_KAFKA is not set: the Kafka tests need a broker; run them with tests/run, which starts Tansu");
+    let brokers = std::env::var("LOKET_TEST_KAFKA").expect(
+        "LOKET_TEST_KAFKA is not set: the Kafka tests need a broker; run them with tests/run, which starts Tansu",
+    );
     let dir = tempfile::tempdir().unwrap();
     let journal =
         Journal::open(&JournalConfig { dir: dir.path().to_owned(), cache_capacity_bytes: 8 << 20, max_batch: 64 })

@@ -40,7 +40,11 @@ pub fn init(dir: &Path, partners: &[PartnerId], overwrite: bool) -> Result<(), E
         if !present.is_empty() {
             let names: Vec<&str> = present.iter().map(|s| s.as_str()).collect();
             return Err(Error::io(
-                format!("{} already holds {}; choose another directory or overwrite them (certs init --force)", dir.display(), names.join(", ")),
+                format!(
+                    "{} already holds {}; choose another directory or overwrite them (certs init --force)",
+                    dir.display(),
+                    names.join(", ")
+                ),
                 std::io::Error::from(std::io::ErrorKind::AlreadyExists),
             ));
         }

@@ -348,12 +348,19 @@ impl Config {
 
 impl KafkaConfig {
     fn check(&self, problems: &mut Vec<String>) {
-        if self.brokers.split(',').any(|b| b.trim().rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())) {
+        if self
+            .brokers
+            .split(',')
+            .any(|b| b.trim().rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()))
+        {
             problems.push(format!("kafka.brokers: {:?} is not a list like host:9092,host2:9092", self.brokers));
         }
         // Kafka topic names: letters, digits, '.', '_', '-'.
         if !self.topic_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
-            problems.push(format!("kafka.topic_prefix: {:?} may only hold letters, digits, '.', '_' and '-'", self.topic_prefix));
+            problems.push(format!(
+                "kafka.topic_prefix: {:?} may only hold letters, digits, '.', '_' and '-'",
+                self.topic_prefix
+            ));
         }
         if self.partitions < 1 {
             problems.push("kafka.partitions: must be at least 1".to_owned());

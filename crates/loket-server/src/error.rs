@@ -162,9 +162,7 @@ impl From<Error> for tonic::Status {
             Error::NotOnKafka { sequence } => {
                 (Code::Unavailable, details("KAFKA_NOT_CONFIRMED", &[("sequence", sequence.to_string())], &[]))
             }
-            Error::SubscriptionNotOpen { .. } => {
-                (Code::FailedPrecondition, details("SUBSCRIPTION_NOT_OPEN", &[], &[]))
-            }
+            Error::SubscriptionNotOpen { .. } => (Code::FailedPrecondition, details("SUBSCRIPTION_NOT_OPEN", &[], &[])),
             Error::AckNotDelivered { sequence, .. } => (
                 Code::InvalidArgument,
                 details(

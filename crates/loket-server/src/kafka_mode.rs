@@ -22,6 +22,20 @@ const ACK_GRACE: Duration = Duration::from_secs(10);
 
 type AckCommand = (u64, oneshot::Sender<Result<bool, Error>>);
 type OpenKey = (String, String);
+/// Open streams by (partner, name): a stream id (so a replaced stream does not remove its
+/// successor's entry) and where its acknowledgements go.
+type OpenStreams = HashMap<OpenKey, (u64, mpsc::Sender<AckCommand>)>;
+
+/// What a Kafka-mode Subscribe asked for.
+pub(crate) struct KafkaStreamRequest<'a> {
+    pub partner: &'a str,
+    pub name: &'a str,
+    pub start: StartAt,
+    /// Event types to deliver; empty means all.
+    pub types: HashSet<String>,
+    /// Stop after this many deliveries; 0 means never.
+    pub limit: u64,
+}
 
 #[derive(Clone)]
 pub(crate) struct KafkaMode {
@@ -30,7 +44,7 @@ pub(crate) struct KafkaMode {
     pub ack: AckMode,
     pub ack_timeout: Duration,
     /// Streams open on this gateway, by (partner, name), for `Ack`.
-    open: Arc<Mutex<HashMap<OpenKey, (u64, mpsc::Sender<AckCommand>)>>>,
+    open: Arc<Mutex<OpenStreams>>,
     next_stream: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -50,14 +64,11 @@ impl KafkaMode {
     /// Joins the subscription's consumer group and streams its records into `tx`.
     pub fn subscribe(
         &self,
-        partner: &str,
-        name: &str,
-        start: StartAt,
-        types: HashSet<String>,
-        limit: u64,
+        request: KafkaStreamRequest<'_>,
         tx: mpsc::Sender<Result<Delivery, Status>>,
         shutdown: CancellationToken,
     ) -> Result<(), Error> {
+        let KafkaStreamRequest { partner, name, start, types, limit } = request;
         let subscription = KafkaSubscription::open(&self.settings, partner, name, start)?;
         let (ack_tx, acks) = mpsc::channel(16);
         let key = (partner.to_owned(), name.to_owned());

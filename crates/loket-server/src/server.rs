@@ -14,9 +14,9 @@ use tonic::transport::Server;
 
 use crate::config::Config;
 use crate::delivery::PartnerViews;
-use crate::kafka_mode::KafkaMode;
 use crate::identity::IdentityMode;
 use crate::intake::Intake;
+use crate::kafka_mode::KafkaMode;
 use crate::proto::gateway_server::GatewayServer;
 use crate::service::GatewayService;
 use crate::{proto, tls, Error};

@@ -16,11 +16,12 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::to_rpc_status;
 use crate::identity::{caller, IdentityMode};
 use crate::intake::Intake;
-use crate::kafka_mode::KafkaMode;
+use crate::kafka_mode::{KafkaMode, KafkaStreamRequest};
 use crate::proto::gateway_server::Gateway;
 use crate::proto::{
-    publish_stream_reply, subscribe_request, AckReply, KafkaRelayStatus, AckRequest, Delivery, ListSchemasReply, ListSchemasRequest,
-    PublishReply, PublishRequest, PublishStreamReply, SchemaInfo, StatusReply, StatusRequest, SubscribeRequest,
+    publish_stream_reply, subscribe_request, AckReply, AckRequest, Delivery, KafkaRelayStatus, ListSchemasReply,
+    ListSchemasRequest, PublishReply, PublishRequest, PublishStreamReply, SchemaInfo, StatusReply, StatusRequest,
+    SubscribeRequest,
 };
 use crate::subscription::Subscription;
 use crate::timestamp::{from_micros, to_micros};
@@ -154,7 +155,14 @@ impl Gateway for GatewayService {
         let types = req.types.into_iter().collect::<HashSet<_>>();
         if let Some(kafka) = kafka {
             let (tx, rx) = mpsc::channel(256);
-            kafka.subscribe(partner.as_str(), &req.name, kafka_start, types, req.limit, tx, self.shutdown.clone())?;
+            let request = KafkaStreamRequest {
+                partner: partner.as_str(),
+                name: &req.name,
+                start: kafka_start,
+                types,
+                limit: req.limit,
+            };
+            kafka.subscribe(request, tx, self.shutdown.clone())?;
             tracing::debug!(partner = %partner, name = %req.name, "kafka subscription started");
             return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
         }
