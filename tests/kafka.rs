@@ -375,6 +375,26 @@ async fn kafka_subscription_resumes_through_a_second_gateway() {
     }
     assert_eq!(rest, ids[4..]);
     drop(stream);
+
+    // A named subscription in Kafka mode starts at earliest or latest only.
+    let mut by_sequence = request();
+    by_sequence.start = Some(Start::Sequence(3));
+    by_sequence.name = "other".into();
+    let refused = kmar_b.subscribe(by_sequence).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert_eq!(violation_fields(&refused), ["start"]);
+    // A type filter applies to what the delivery topic holds.
+    let mut filtered = request();
+    filtered.name = "transport-only".into();
+    filtered.types = vec!["transport-status".into()];
+    let mut dvo = a.client("dvo").await;
+    publish(&mut dvo, event("dvo", "transport-status", "t-1", &example_for("transport-status", "5000000001")))
+        .await
+        .unwrap();
+    let mut stream = kmar_b.subscribe(filtered).await.unwrap().into_inner();
+    let d = tokio::time::timeout(Duration::from_secs(90), stream.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(d.event.unwrap().id, "t-1", "the baggage events before it are filtered out");
+    drop(stream);
     a.stop().await;
     b.stop().await;
 }
