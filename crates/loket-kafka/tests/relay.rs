@@ -123,3 +123,37 @@ async fn delivery_topics_carry_each_partners_view() {
     task.await.unwrap();
     assert_eq!(journal.cursor(loket_kafka::relay::CURSOR_OWNER, loket_kafka::relay::CURSOR_NAME).unwrap(), Some(3));
 }
+
+/// Throughput of the relay into the broker (run by hand:
+/// `cargo test -p loket-kafka --release --test relay -- --ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn relay_throughput() {
+    let brokers = std::env::var("LOKET_TEST_KAFKA").expect("LOKET_TEST_KAFKA: run through tests/run");
+    let dir = tempfile::tempdir().unwrap();
+    let journal =
+        Journal::open(&JournalConfig { dir: dir.path().to_owned(), cache_capacity_bytes: 64 << 20, max_batch: 4096 })
+            .unwrap();
+    const EVENTS: u64 = 20_000;
+    let pending: Vec<_> = (0..EVENTS)
+        .map(|n| {
+            let case = format!("{:010}", n % 100);
+            journal.submit(new_event(&format!("e{n}"), "baggage", json!({"vNumber": case, "items": n})))
+        })
+        .collect();
+    for p in pending {
+        p.await.unwrap();
+    }
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let settings =
+        KafkaSettings { brokers, topics: Topics { prefix: format!("bench{nanos}.") }, partitions: 3, replication: 1 };
+    let relay = Relay { journal, settings, policy: Arc::new(Views), event_types: vec!["baggage".into()] };
+    let started = Instant::now();
+    let (handle, _task) = relay.start(CancellationToken::new()).unwrap();
+    assert!(handle.wait_relayed(EVENTS, Duration::from_secs(600)).await);
+    let elapsed = started.elapsed();
+    eprintln!(
+        "relayed {EVENTS} events (3 records each) in {elapsed:?}: {:.0} events/s",
+        EVENTS as f64 / elapsed.as_secs_f64()
+    );
+}
