@@ -116,9 +116,12 @@ struct Stream {
 impl Stream {
     async fn run(mut self) -> KafkaSubscription {
         let mut delivered = 0u64;
+        // The next delivery, read but not yet taken by the client's stream. Acks are served
+        // meanwhile: a client that waits for an Ack reply before it reads on must not stall
+        // a stream that waits for the client.
+        let mut ready: Option<Delivery> = None;
         loop {
-            let want_more = self.limit == 0 || delivered < self.limit;
-            if !want_more {
+            if ready.is_none() && self.limit != 0 && delivered >= self.limit {
                 break;
             }
             tokio::select! {
@@ -131,15 +134,18 @@ impl Stream {
                 Some((sequence, reply)) = self.acks.recv() => {
                     let _ = reply.send(self.subscription.ack(sequence).await.map_err(Error::from));
                 }
-                record = self.subscription.next() => match record {
-                    Ok(record) => {
-                        if !self.types.is_empty() && !self.types.contains(&record.event_type) {
-                            continue;
-                        }
-                        if self.tx.send(Ok(from_kafka(record))).await.is_err() {
-                            break;
-                        }
+                permit = self.tx.reserve(), if ready.is_some() => match (permit, ready.take()) {
+                    (Ok(permit), Some(delivery)) => {
+                        permit.send(Ok(delivery));
                         delivered += 1;
+                    }
+                    _ => break,
+                },
+                record = self.subscription.next(), if ready.is_none() => match record {
+                    Ok(record) => {
+                        if self.types.is_empty() || self.types.contains(&record.event_type) {
+                            ready = Some(from_kafka(record));
+                        }
                     }
                     Err(e) => {
                         let _ = self.tx.send(Err(Error::from(e).into())).await;

@@ -44,6 +44,9 @@ pub async fn run(
     })?;
 
     let stopping = CancellationToken::new();
+    // The relay outlives the request handlers, so publishes that wait for Kafka
+    // (`ack = "kafka"`) during a graceful shutdown can still be confirmed.
+    let relay_stop = CancellationToken::new();
     let (kafka, relay_task) = match (config.kafka_settings(), &config.kafka) {
         (Some(settings), Some(kafka)) => {
             let mut event_types: Vec<String> = registry.schemas().map(|s| s.event_type().to_owned()).collect();
@@ -54,7 +57,7 @@ pub async fn run(
                 policy: Arc::new(PartnerViews { partners: kafka.delivery_partners.clone() }),
                 event_types,
             };
-            let (handle, task) = relay.start(stopping.clone())?;
+            let (handle, task) = relay.start(relay_stop.clone())?;
             let timeout = Duration::from_millis(kafka.ack_timeout_ms);
             (Some(KafkaMode::new(settings, handle, kafka.ack, timeout)), Some(task))
         }
@@ -100,8 +103,8 @@ pub async fn run(
         .add_service(gateway)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown)
         .await;
-    // The relay stops with the streams; its cursor must be written before the journal closes.
-    stopping.cancel();
+    // The relay's cursor must be written before the journal closes.
+    relay_stop.cancel();
     if let Some(task) = relay_task {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "the kafka relay task failed");
