@@ -398,3 +398,49 @@ async fn kafka_subscription_resumes_through_a_second_gateway() {
     a.stop().await;
     b.stop().await;
 }
+
+#[test]
+fn cli_subscription_in_kafka_mode_acknowledges_after_its_limit() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let gw = ServeProcess::spawn(&data_dir, &kafka_toml(&shared_broker(), &unique_prefix(), ""));
+    let url = gw.url();
+    let certs = data_dir.join("certs").display().to_string();
+    let loket = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_loket")).args(args).stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "loket {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let file = dir.path().join("baggage.json");
+    std::fs::write(&file, serde_json::to_vec(&example("baggage")).unwrap()).unwrap();
+    let file = file.display().to_string();
+    for id in ["c-1", "c-2", "c-3"] {
+        loket(&[
+            "publish", "--server", &url, "--certs", &certs, "--as", "dtv", "--type", "baggage", "--data", &file,
+            "--id", id,
+        ]);
+    }
+    let ids = |limit: &str| -> Vec<String> {
+        let out = loket(&[
+            "subscribe",
+            "--server",
+            &url,
+            "--certs",
+            &certs,
+            "--as",
+            "coa",
+            "--name",
+            "cli",
+            "--limit",
+            limit,
+        ]);
+        out.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // The CLI acknowledges after the stream ended; the next run resumes after that.
+    assert_eq!(ids("2"), ["c-1", "c-2"]);
+    assert_eq!(ids("1"), ["c-3"]);
+    assert_eq!(gw.terminate(), Some(0));
+}
