@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub mod kafka;
+
 use loket_server::client::{connect, Client, ClientOptions};
 use loket_server::proto::{CloudEvent, PublishReply, PublishRequest};
 use loket_server::{certs, Config};

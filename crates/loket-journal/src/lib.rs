@@ -155,7 +155,8 @@ impl Journal {
 
     pub(crate) fn open_with(config: &JournalConfig, faults: Arc<dyn FaultHook>) -> Result<Journal, Error> {
         let store_config = StoreConfig { dir: config.dir.clone(), cache_capacity_bytes: config.cache_capacity_bytes };
-        let store = Store::open(&store_config)?;
+        // A journal closed a moment ago may still hold its lock in sled's IO threads.
+        let store = Store::open_retrying(&store_config)?;
         let recovered = store.recover()?;
         let (watch, _) = watch::channel(recovered.last);
         let shared = Arc::new(Shared {

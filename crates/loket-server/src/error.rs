@@ -70,6 +70,16 @@ pub enum Error {
     ExportNotAllowed { partner: String },
     #[error("invalid export request: {}", join(.0))]
     InvalidExport(Vec<FieldViolation>),
+    /// `ack = "kafka"`: stored, but the broker did not confirm in time.
+    #[error("event stored as sequence {sequence} but kafka has not confirmed it yet; publish it again to wait for the confirmation")]
+    NotOnKafka { sequence: u64 },
+    #[error("subscription {name:?} is not open on this gateway: acknowledge on the gateway that streams it")]
+    SubscriptionNotOpen { name: String },
+    #[error("nothing with sequence {sequence} was delivered on subscription {name:?} since its last acknowledgement")]
+    AckNotDelivered { name: String, sequence: u64 },
+    /// Kafka failed while serving a request (subscribe in Kafka mode). Details stay in the log.
+    #[error("kafka failure: {0}")]
+    Kafka(#[from] loket_kafka::Error),
 
     #[error("invalid configuration:\n  {}", .0.join("\n  "))]
     Config(Vec<String>),
@@ -278,6 +288,26 @@ impl From<Error> for tonic::Status {
             Error::ShuttingDown => (Code::Unavailable, details("SHUTTING_DOWN", &[], &[])),
             Error::ExportNotAllowed { .. } => (Code::PermissionDenied, details("EXPORT_NOT_ALLOWED", &[], &[])),
             Error::InvalidExport(v) => (Code::InvalidArgument, details("INVALID_EXPORT", &[], v)),
+            Error::NotOnKafka { sequence } => {
+                (Code::Unavailable, details("KAFKA_NOT_CONFIRMED", &[("sequence", sequence.to_string())], &[]))
+            }
+            Error::SubscriptionNotOpen { .. } => (Code::FailedPrecondition, details("SUBSCRIPTION_NOT_OPEN", &[], &[])),
+            Error::AckNotDelivered { sequence, .. } => (
+                Code::InvalidArgument,
+                details(
+                    "ACK_NOT_DELIVERED",
+                    &[],
+                    &[FieldViolation::new("sequence", format!("{sequence} was not delivered on this stream"))],
+                ),
+            ),
+            Error::Kafka(inner) => {
+                tracing::error!(error = %inner, "kafka failure");
+                return tonic::Status::with_error_details(
+                    Code::Unavailable,
+                    "kafka is not reachable from this gateway; retry later",
+                    details("KAFKA_UNAVAILABLE", &[], &[]),
+                );
+            }
             Error::Config(_) | Error::Tls(_) | Error::Certificates(_) | Error::Io { .. } | Error::Transport(_) => {
                 tracing::error!(%error, "internal error while serving a request");
                 return tonic::Status::internal("internal error");

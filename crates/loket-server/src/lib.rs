@@ -12,6 +12,7 @@ mod error;
 mod http;
 mod identity;
 mod intake;
+mod kafka_mode;
 pub mod log;
 mod metrics;
 mod quality;

@@ -2,9 +2,11 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use loket_access::Policy;
 use loket_journal::{Journal, JournalConfig};
+use loket_kafka::Relay;
 use loket_quality::{QualityStore, RuleSet};
 use loket_schema::Registry;
 use tokio::net::TcpListener;
@@ -14,8 +16,10 @@ use tonic::transport::Server;
 
 use crate::access::Access;
 use crate::config::Config;
+use crate::delivery::PartnerViews;
 use crate::identity::IdentityMode;
 use crate::intake::Intake;
+use crate::kafka_mode::KafkaMode;
 use crate::proto::gateway_server::GatewayServer;
 use crate::quality::Quality;
 use crate::service::GatewayService;
@@ -64,6 +68,25 @@ pub async fn run_with(
 
     let stopping = CancellationToken::new();
     let indexer = tokio::spawn(access.clone().run_indexer(journal.clone(), stopping.clone()));
+    // The relay outlives the request handlers, so publishes that wait for Kafka
+    // (`ack = "kafka"`) during a graceful shutdown can still be confirmed.
+    let relay_stop = CancellationToken::new();
+    let (kafka, relay_task) = match (config.kafka_settings(), &config.kafka) {
+        (Some(settings), Some(kafka)) => {
+            let mut event_types: Vec<String> = registry.schemas().map(|s| s.event_type().to_owned()).collect();
+            event_types.dedup();
+            let relay = Relay {
+                journal: journal.clone(),
+                settings: settings.clone(),
+                policy: Arc::new(PartnerViews::new(access.policy.clone(), &event_types)),
+                event_types,
+            };
+            let (handle, task) = relay.start(relay_stop.clone())?;
+            let timeout = Duration::from_millis(kafka.ack_timeout_ms);
+            (Some(KafkaMode::new(settings, handle, kafka.ack, timeout)), Some(task))
+        }
+        _ => (None, None),
+    };
     let service = GatewayService {
         intake: Intake {
             registry: registry.clone(),
@@ -78,6 +101,7 @@ pub async fn run_with(
         stream_in_flight: config.grpc.stream_in_flight,
         shutdown: stopping.clone(),
         exporters: config.export.partners.iter().cloned().collect(),
+        kafka,
     };
     let gateway =
         GatewayServer::new(service).max_decoding_message_size(config.grpc.max_event_bytes + ENVELOPE_ALLOWANCE);
@@ -143,6 +167,13 @@ pub async fn run_with(
     for task in background {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "a background task failed");
+        }
+    }
+    // The relay's cursor must be written before the journal closes.
+    relay_stop.cancel();
+    if let Some(task) = relay_task {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "the kafka relay task failed");
         }
     }
     let closed = journal.close();

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use futures::stream::{FuturesOrdered, StreamExt};
 use loket_domain::{FieldViolation, PartnerId, StartPosition};
 use loket_journal::{Appended, Journal};
+use loket_kafka::{RelayStatus, StartAt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -17,14 +18,15 @@ use crate::access::{Access, DenialRecord};
 use crate::error::to_rpc_status;
 use crate::identity::{caller, IdentityMode};
 use crate::intake::{Intake, DIGEST_TYPE};
+use crate::kafka_mode::{KafkaMode, KafkaStreamRequest};
 use crate::log::{self, record_rejection};
 use crate::metrics as m;
 use crate::proto::gateway_server::Gateway;
 use crate::proto::{
     publish_stream_reply, subscribe_request, AckReply, AckRequest, DayQuality, Delivery, Denial, EventStatusReply,
-    EventStatusRequest, ExportEntry, ExportRequest, FieldQuality, ListDenialsReply, ListDenialsRequest,
-    ListSchemasReply, ListSchemasRequest, PublishReply, PublishRequest, PublishStreamReply, QualityReport,
-    QualityReportRequest, SchemaInfo, SubscribeRequest, TypeQuality,
+    EventStatusRequest, ExportEntry, ExportRequest, FieldQuality, KafkaRelayStatus, ListDenialsReply,
+    ListDenialsRequest, ListSchemasReply, ListSchemasRequest, PublishReply, PublishRequest, PublishStreamReply,
+    QualityReport, QualityReportRequest, SchemaInfo, StatusReply, StatusRequest, SubscribeRequest, TypeQuality,
 };
 use crate::quality::{AdmittedFacts, Quality};
 use crate::subscription::Subscription;
@@ -47,6 +49,8 @@ pub(crate) struct GatewayService {
     pub shutdown: CancellationToken,
     /// Partners allowed to call Export.
     pub exporters: HashSet<String>,
+    /// Present when `[kafka]` is configured.
+    pub kafka: Option<KafkaMode>,
 }
 
 type ReplyStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
@@ -148,6 +152,20 @@ impl Gateway for GatewayService {
                 }
             },
         };
+        let kafka = self.kafka.as_ref().filter(|_| !req.name.is_empty());
+        let kafka_start = match start {
+            StartPosition::Earliest => StartAt::Earliest,
+            StartPosition::Latest => StartAt::Latest,
+            StartPosition::Sequence(_) | StartPosition::Time(_) => {
+                if kafka.is_some() {
+                    problems.push(FieldViolation::new(
+                        "start",
+                        "a named subscription reads its Kafka delivery topic: start at earliest or latest",
+                    ));
+                }
+                StartAt::Earliest
+            }
+        };
         if !problems.is_empty() {
             return Err(Error::InvalidSubscription(problems).into());
         }
@@ -165,6 +183,20 @@ impl Gateway for GatewayService {
         if let Some(e) = denied {
             record_refusal(&self.access, "subscribe-refused", &partner, &e, "", &req.types.join(",")).await;
             return Err(e.into());
+        }
+        let types = req.types.iter().filter(|t| t.as_str() != DIGEST_TYPE).cloned().collect::<HashSet<_>>();
+        if let Some(kafka) = kafka {
+            let (tx, rx) = mpsc::channel(256);
+            let request = KafkaStreamRequest {
+                partner: partner.as_str(),
+                name: &req.name,
+                start: kafka_start,
+                types,
+                limit: req.limit,
+            };
+            kafka.subscribe(request, tx, self.shutdown.clone())?;
+            tracing::debug!(partner = %partner, name = %req.name, "kafka subscription started");
+            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
         }
 
         let next = if req.name.is_empty() {
@@ -196,6 +228,10 @@ impl Gateway for GatewayService {
         let req = request.into_inner();
         if let Some(p) = check_name(&req.name) {
             return Err(Error::InvalidSubscription(vec![p]).into());
+        }
+        if let Some(kafka) = &self.kafka {
+            let acked = kafka.ack(partner.as_str(), &req.name, req.sequence).await?;
+            return Ok(Response::new(AckReply { acked }));
         }
         let last = self.journal.last_sequence();
         if req.sequence > last {
@@ -354,6 +390,28 @@ impl Gateway for GatewayService {
         let report = self.quality.store.report(&filter).map_err(Error::from)?;
         Ok(Response::new(to_proto(report)))
     }
+
+    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        caller(&request, self.identity)?;
+        let kafka = match &self.kafka {
+            Some(kafka) => Some(kafka_status(&kafka.relay.status().map_err(Error::from)?)),
+            None => None,
+        };
+        Ok(Response::new(StatusReply { last_sequence: self.journal.last_sequence(), kafka }))
+    }
+}
+
+fn kafka_status(status: &RelayStatus) -> KafkaRelayStatus {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000;
+    KafkaRelayStatus {
+        relayed_sequence: status.relayed,
+        backlog_events: status.backlog,
+        oldest_received_at: status.oldest_received_at_micros.map(from_micros),
+        oldest_age_ms: status
+            .oldest_received_at_micros
+            .map_or(0, |oldest| u64::try_from((now - i128::from(oldest)) / 1_000).unwrap_or(0)),
+        last_error: status.last_error.clone().unwrap_or_default(),
+    }
 }
 
 fn to_proto(report: loket_quality::Report) -> QualityReport {
@@ -405,6 +463,7 @@ impl GatewayService {
             journal: self.journal.clone(),
             quality: self.quality.clone(),
             access: self.access.clone(),
+            kafka: self.kafka.clone(),
         }
     }
 
@@ -485,6 +544,8 @@ struct Publisher {
     journal: Journal,
     quality: Quality,
     access: Access,
+    /// With `ack = "kafka"`, replies wait for the relay's confirmation.
+    kafka: Option<KafkaMode>,
 }
 
 impl Publisher {
@@ -502,6 +563,7 @@ impl Publisher {
         let event_type = self.intake.registry.resolve(&claimed_type, None).is_ok().then_some(claimed_type);
         let quality = self.quality.clone();
         let access = self.access.clone();
+        let kafka = self.kafka.clone();
         let partner = partner.clone();
         let stored = match self.intake.admit(&partner, req.event.as_ref()) {
             Ok(admitted) => {
@@ -526,7 +588,11 @@ impl Publisher {
                     Ok(appended) => {
                         quality.accepted(&facts, &appended);
                         let outcome = if appended.duplicate { "duplicate" } else { "accepted" };
-                        Ok((accepted(appended, dataschema, facts.flagged), outcome))
+                        let confirmed = match &kafka {
+                            Some(kafka) => kafka.confirm(appended.sequence).await.map_err(Status::from),
+                            None => Ok(()),
+                        };
+                        confirmed.map(|()| (accepted(appended, dataschema, facts.flagged), outcome))
                     }
                     Err(e) => Err(Status::from(Error::from(e))),
                 },

@@ -79,6 +79,13 @@ impl Gateway for NullGateway {
         Err(Status::unimplemented("the transport baseline only acknowledges publishes"))
     }
 
+    async fn status(
+        &self,
+        _request: Request<loket_server::proto::StatusRequest>,
+    ) -> Result<Response<loket_server::proto::StatusReply>, Status> {
+        Err(Status::unimplemented("the transport baseline only acknowledges publishes"))
+    }
+
     async fn list_schemas(&self, _request: Request<ListSchemasRequest>) -> Result<Response<ListSchemasReply>, Status> {
         Ok(Response::new(ListSchemasReply::default()))
     }

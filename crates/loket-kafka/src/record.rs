@@ -1,0 +1,203 @@
+//! The CloudEvents Kafka protocol binding, binary mode: the payload is the record value,
+//! attributes are `ce_`-prefixed headers, `datacontenttype` is `content-type`, and the key
+//! is the case (the subject), so one case stays on one partition and in order.
+//!
+//! loket's extension attributes (lowercase alphanumeric, as CloudEvents requires):
+//! `ce_sequence` (the publishing gateway's journal sequence), `ce_completeness` (0..1),
+//! `ce_missingexpected` and `ce_redacted` (comma-separated JSON pointers, empty when none),
+//! `ce_receivedat` (RFC 3339, when the gateway stored the event).
+
+use loket_journal::StoredEvent;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::Error;
+
+pub const SPEC_VERSION: &str = "1.0";
+
+/// One event as it travels through Kafka.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloudEventRecord {
+    pub id: String,
+    pub source: String,
+    pub event_type: String,
+    /// The case's V-number; also the record key.
+    pub subject: String,
+    /// The publisher's `time`, or when the gateway stored the event if none was given.
+    pub time_micros: i64,
+    pub dataschema: String,
+    pub content_type: String,
+    pub sequence: u64,
+    pub completeness: f64,
+    pub missing_expected: Vec<String>,
+    pub redacted: Vec<String>,
+    pub received_at_micros: i64,
+    pub data: Vec<u8>,
+}
+
+impl CloudEventRecord {
+    /// The record for `event` with `payload` (the full data, or a partner's view of it).
+    pub fn new(event: &StoredEvent, payload: Vec<u8>, redacted: Vec<String>) -> Self {
+        CloudEventRecord {
+            id: event.id.clone(),
+            source: event.source.clone(),
+            event_type: event.event_type.clone(),
+            subject: event.subject.clone(),
+            time_micros: event.time_micros.unwrap_or(event.received_at_micros),
+            dataschema: event.dataschema.clone(),
+            content_type: event.datacontenttype.clone(),
+            sequence: event.sequence,
+            completeness: event.completeness,
+            missing_expected: event.missing_expected.clone(),
+            redacted,
+            received_at_micros: event.received_at_micros,
+            data: payload,
+        }
+    }
+
+    /// The headers, in a fixed order.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("ce_specversion", SPEC_VERSION.to_owned()),
+            ("ce_id", self.id.clone()),
+            ("ce_source", self.source.clone()),
+            ("ce_type", self.event_type.clone()),
+            ("ce_subject", self.subject.clone()),
+            ("ce_time", rfc3339(self.time_micros)),
+            ("ce_dataschema", self.dataschema.clone()),
+            ("content-type", self.content_type.clone()),
+            ("ce_sequence", self.sequence.to_string()),
+            ("ce_completeness", self.completeness.to_string()),
+            ("ce_missingexpected", self.missing_expected.join(",")),
+            ("ce_redacted", self.redacted.join(",")),
+            ("ce_receivedat", rfc3339(self.received_at_micros)),
+        ]
+    }
+
+    pub fn owned_headers(&self) -> OwnedHeaders {
+        self.headers().iter().fold(OwnedHeaders::new_with_capacity(13), |h, (key, value)| {
+            h.insert(Header { key, value: Some(value.as_bytes()) })
+        })
+    }
+
+    /// Reads a record back; every header above must be present.
+    pub fn from_message(message: &impl Message) -> Result<Self, Error> {
+        let malformed = |reason: String| Error::Malformed {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            reason,
+        };
+        let mut found: Vec<(String, String)> = Vec::new();
+        if let Some(headers) = message.headers() {
+            for h in headers.iter() {
+                let value = h.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
+                found.push((h.key.to_owned(), value));
+            }
+        }
+        let get = |key: &str| {
+            found
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| malformed(format!("header {key} is missing")))
+        };
+        let list =
+            |value: String| -> Vec<String> { value.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect() };
+        let time = |key: &str| -> Result<i64, Error> {
+            let text = get(key)?;
+            parse_rfc3339(&text).ok_or_else(|| malformed(format!("header {key} is not an RFC 3339 time: {text:?}")))
+        };
+        let spec = get("ce_specversion")?;
+        if spec != SPEC_VERSION {
+            return Err(malformed(format!("ce_specversion is {spec:?}, not {SPEC_VERSION}")));
+        }
+        let sequence = get("ce_sequence")?;
+        let completeness = get("ce_completeness")?;
+        Ok(CloudEventRecord {
+            id: get("ce_id")?,
+            source: get("ce_source")?,
+            event_type: get("ce_type")?,
+            subject: get("ce_subject")?,
+            time_micros: time("ce_time")?,
+            dataschema: get("ce_dataschema")?,
+            content_type: get("content-type")?,
+            sequence: sequence.parse().map_err(|_| malformed(format!("ce_sequence {sequence:?} is not a number")))?,
+            completeness: completeness
+                .parse()
+                .map_err(|_| malformed(format!("ce_completeness {completeness:?} is not a number")))?,
+            missing_expected: list(get("ce_missingexpected")?),
+            redacted: list(get("ce_redacted")?),
+            received_at_micros: time("ce_receivedat")?,
+            data: message.payload().unwrap_or_default().to_vec(),
+        })
+    }
+}
+
+fn rfc3339(micros: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        // Stored times were checked at intake (years 1 to 9999), so this is unreachable.
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
+}
+
+fn parse_rfc3339(text: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::OwnedMessage;
+    use rdkafka::Timestamp;
+
+    fn stored() -> StoredEvent {
+        StoredEvent {
+            sequence: 42,
+            received_at_micros: 1_700_000_000_123_456,
+            source: "dvo".into(),
+            id: "t-1".into(),
+            event_type: "transport-status".into(),
+            schema_version: 1,
+            dataschema: "urn:loket:schema:transport-status:v1".into(),
+            subject: "1234567890".into(),
+            time_micros: None,
+            datacontenttype: "application/json".into(),
+            data: b"{\"a\":1}".to_vec(),
+            completeness: 0.75,
+            missing_expected: vec!["/plannedAt".into(), "/vehicle".into()],
+            ..StoredEvent::default()
+        }
+    }
+
+    #[test]
+    fn headers_round_trip_through_a_kafka_message() {
+        let record = CloudEventRecord::new(&stored(), b"{}".to_vec(), vec!["/medical".into()]);
+        let message = OwnedMessage::new(
+            Some(record.data.clone()),
+            Some(record.subject.clone().into_bytes()),
+            "t".into(),
+            Timestamp::NotAvailable,
+            0,
+            7,
+            Some(record.owned_headers()),
+        );
+        let back = CloudEventRecord::from_message(&message).unwrap();
+        assert_eq!(back, record);
+        // Without a publisher's time, ce_time is when the gateway stored the event.
+        let headers = record.headers();
+        let time = &headers.iter().find(|(k, _)| *k == "ce_time").unwrap().1;
+        assert_eq!(time, "2023-11-14T22:13:20.123456Z");
+        assert!(headers.iter().all(|(k, _)| k.starts_with("ce_") || *k == "content-type"));
+    }
+
+    #[test]
+    fn a_record_without_loket_headers_is_named_malformed() {
+        let message = OwnedMessage::new(None, None, "t".into(), Timestamp::NotAvailable, 3, 9, None);
+        let err = CloudEventRecord::from_message(&message).unwrap_err().to_string();
+        assert!(err.contains("t/3@9") && err.contains("ce_specversion"), "{err}");
+    }
+}

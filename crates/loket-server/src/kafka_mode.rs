@@ -1,0 +1,175 @@
+//! The gateway's Kafka mode: publish acks that wait for the broker (`ack = "kafka"`) and
+//! named subscriptions served from the partner's delivery topic through a consumer group.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use loket_kafka::{KafkaSettings, KafkaSubscription, RelayHandle, StartAt};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::config::AckMode;
+use crate::delivery::from_kafka;
+use crate::proto::Delivery;
+use crate::Error;
+
+/// After a stream ends (limit reached or the client left), its consumer stays in the
+/// group this long to take the acknowledgements of what it delivered (the CLI acks after
+/// the stream ends). A new stream of the same subscription on this gateway ends it at once.
+const ACK_GRACE: Duration = Duration::from_secs(10);
+
+type AckCommand = (u64, oneshot::Sender<Result<bool, Error>>);
+type OpenKey = (String, String);
+/// Open streams by (partner, name): a stream id (so a replaced stream does not remove its
+/// successor's entry) and where its acknowledgements go.
+type OpenStreams = HashMap<OpenKey, (u64, mpsc::Sender<AckCommand>)>;
+
+/// What a Kafka-mode Subscribe asked for.
+pub(crate) struct KafkaStreamRequest<'a> {
+    pub partner: &'a str,
+    pub name: &'a str,
+    pub start: StartAt,
+    /// Event types to deliver; empty means all.
+    pub types: HashSet<String>,
+    /// Stop after this many deliveries; 0 means never.
+    pub limit: u64,
+}
+
+#[derive(Clone)]
+pub(crate) struct KafkaMode {
+    pub settings: KafkaSettings,
+    pub relay: RelayHandle,
+    pub ack: AckMode,
+    pub ack_timeout: Duration,
+    /// Streams open on this gateway, by (partner, name), for `Ack`.
+    open: Arc<Mutex<OpenStreams>>,
+    next_stream: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl KafkaMode {
+    pub fn new(settings: KafkaSettings, relay: RelayHandle, ack: AckMode, ack_timeout: Duration) -> Self {
+        KafkaMode { settings, relay, ack, ack_timeout, open: Arc::default(), next_stream: Arc::default() }
+    }
+
+    /// With `ack = "kafka"`, waits until the event is on the broker.
+    pub async fn confirm(&self, sequence: u64) -> Result<(), Error> {
+        if self.ack == AckMode::Kafka && !self.relay.wait_relayed(sequence, self.ack_timeout).await {
+            return Err(Error::NotOnKafka { sequence });
+        }
+        Ok(())
+    }
+
+    /// Joins the subscription's consumer group and streams its records into `tx`.
+    pub fn subscribe(
+        &self,
+        request: KafkaStreamRequest<'_>,
+        tx: mpsc::Sender<Result<Delivery, Status>>,
+        shutdown: CancellationToken,
+    ) -> Result<(), Error> {
+        let KafkaStreamRequest { partner, name, start, types, limit } = request;
+        let subscription = KafkaSubscription::open(&self.settings, partner, name, start)?;
+        let (ack_tx, acks) = mpsc::channel(16);
+        let key = (partner.to_owned(), name.to_owned());
+        let id = self.next_stream.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), (id, ack_tx));
+        let open = self.open.clone();
+        tokio::spawn(async move {
+            let stream = Stream { subscription, types, limit, tx, acks, shutdown };
+            let subscription = stream.run().await;
+            subscription.close();
+            let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+            if open.get(&key).is_some_and(|(current, _)| *current == id) {
+                open.remove(&key);
+            }
+        });
+        Ok(())
+    }
+
+    /// Commits the group's offsets up to the delivery with `sequence`.
+    pub async fn ack(&self, partner: &str, name: &str, sequence: u64) -> Result<u64, Error> {
+        let not_open = || Error::SubscriptionNotOpen { name: name.to_owned() };
+        let sender = {
+            let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            open.get(&(partner.to_owned(), name.to_owned())).map(|(_, s)| s.clone()).ok_or_else(not_open)?
+        };
+        let (reply, answer) = oneshot::channel();
+        sender.send((sequence, reply)).await.map_err(|_| not_open())?;
+        match answer.await.map_err(|_| not_open())? {
+            Ok(true) => Ok(sequence),
+            Ok(false) => Err(Error::AckNotDelivered { name: name.to_owned(), sequence }),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+struct Stream {
+    subscription: KafkaSubscription,
+    types: HashSet<String>,
+    limit: u64,
+    tx: mpsc::Sender<Result<Delivery, Status>>,
+    acks: mpsc::Receiver<AckCommand>,
+    shutdown: CancellationToken,
+}
+
+impl Stream {
+    async fn run(mut self) -> KafkaSubscription {
+        let mut delivered = 0u64;
+        // The next delivery, read but not yet taken by the client's stream. Acks are served
+        // meanwhile: a client that waits for an Ack reply before it reads on must not stall
+        // a stream that waits for the client.
+        let mut ready: Option<Delivery> = None;
+        loop {
+            if ready.is_none() && self.limit != 0 && delivered >= self.limit {
+                break;
+            }
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => {
+                    let _ = self.tx.send(Err(Error::ShuttingDown.into())).await;
+                    return self.subscription;
+                }
+                () = self.tx.closed() => break,
+                Some((sequence, reply)) = self.acks.recv() => {
+                    let _ = reply.send(self.subscription.ack(sequence).await.map_err(Error::from));
+                }
+                permit = self.tx.reserve(), if ready.is_some() => match (permit, ready.take()) {
+                    (Ok(permit), Some(delivery)) => {
+                        permit.send(Ok(delivery));
+                        delivered += 1;
+                    }
+                    _ => break,
+                },
+                record = self.subscription.next(), if ready.is_none() => match record {
+                    Ok(record) => {
+                        if self.types.is_empty() || self.types.contains(&record.event_type) {
+                            ready = Some(from_kafka(record));
+                        }
+                    }
+                    Err(e) => {
+                        let _ = self.tx.send(Err(Error::from(e).into())).await;
+                        break;
+                    }
+                },
+            }
+        }
+        drop(self.tx);
+        // Take the acknowledgements that follow the end of the stream.
+        let grace = tokio::time::sleep(ACK_GRACE);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                () = &mut grace => break,
+                () = self.shutdown.cancelled() => break,
+                command = self.acks.recv() => match command {
+                    Some((sequence, reply)) => {
+                        let _ = reply.send(self.subscription.ack(sequence).await.map_err(Error::from));
+                    }
+                    None => break,
+                },
+            }
+        }
+        self.subscription
+    }
+}

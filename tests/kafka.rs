@@ -1,0 +1,463 @@
+//! Fan-out over Kafka, against a real broker (Tansu, started by tests/run): CloudEvents
+//! records on the canonical and delivery topics, store-and-forward through a broker
+//! outage and a gateway crash, `ack = "kafka"`, and Kafka-mode subscriptions that resume
+//! through another gateway.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::kafka::{read_topic, shared_broker, topic_exists, unique_prefix, Record, Tansu};
+use common::*;
+use loket_server::client::{connect, Client, ClientOptions};
+use loket_server::proto::{
+    subscribe_request::Start, AckRequest, Earliest, StatusReply, StatusRequest, SubscribeRequest,
+};
+use loket_server::timestamp::to_micros;
+use time::format_description::well_known::Rfc3339;
+
+fn kafka_toml(brokers: &str, prefix: &str, extra: &str) -> String {
+    format!("[kafka]\nbrokers = {brokers:?}\ntopic_prefix = {prefix:?}\npartitions = 2\n{extra}")
+}
+
+async fn status(client: &mut Client) -> StatusReply {
+    client.status(StatusRequest {}).await.unwrap().into_inner()
+}
+
+/// Waits until the gateway's relay has everything on Kafka.
+async fn wait_drained(client: &mut Client) -> StatusReply {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = status(client).await;
+        let relay = s.kafka.clone().expect("kafka status");
+        if relay.backlog_events == 0 {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "relay still behind after 120 s: {s:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn micros_of(text: &str) -> i64 {
+    let t = time::OffsetDateTime::parse(text, &Rfc3339).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+    (t.unix_timestamp_nanos() / 1_000) as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_carry_cloudevents_headers_on_canonical_and_delivery_topics() {
+    let brokers = shared_broker();
+    let prefix = unique_prefix();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_in(dir.path(), &kafka_toml(&brokers, &prefix, "")).await;
+    let mut dvo = gw.client("dvo").await;
+    let mut dtv = gw.client("dtv").await;
+
+    let mut first = event("dvo", "transport-status", "ts-1", &example_for("transport-status", "1000000001"));
+    first.time = Some(prost_types::Timestamp { seconds: 1_767_225_600, nanos: 250_000_000 });
+    let mut incomplete = example_for("transport-status", "1000000002");
+    incomplete.as_object_mut().unwrap().remove("plannedAt");
+    let published = [
+        (first.clone(), publish(&mut dvo, first).await.unwrap()),
+        (
+            event("dtv", "baggage", "bg-1", &example_for("baggage", "1000000001")),
+            publish(&mut dtv, event("dtv", "baggage", "bg-1", &example_for("baggage", "1000000001"))).await.unwrap(),
+        ),
+        (
+            event("dvo", "transport-status", "ts-2", &incomplete),
+            publish(&mut dvo, event("dvo", "transport-status", "ts-2", &incomplete)).await.unwrap(),
+        ),
+    ];
+    assert!(published[2].1.completeness < 1.0);
+    wait_drained(&mut dvo).await;
+
+    let check = |record: &Record, topic: &str, full: bool| {
+        let id = record.header("ce_id");
+        let (sent, reply) = published.iter().find(|(e, _)| e.id == id).unwrap_or_else(|| panic!("{id} on {topic}"));
+        assert_eq!(record.key, sent.subject, "key is the case");
+        assert_eq!(record.header("ce_specversion"), "1.0");
+        assert_eq!(record.header("ce_source"), sent.source);
+        assert_eq!(record.header("ce_type"), sent.r#type);
+        assert_eq!(record.header("ce_subject"), sent.subject);
+        assert_eq!(record.header("ce_dataschema"), reply.dataschema);
+        assert_eq!(record.header("content-type"), "application/json");
+        assert_eq!(record.header("ce_sequence"), reply.sequence.to_string());
+        assert_eq!(record.header("ce_completeness").parse::<f64>().unwrap(), reply.completeness);
+        assert_eq!(record.header("ce_missingexpected"), reply.missing_expected.join(","));
+        if full {
+            assert_eq!(record.header("ce_redacted"), "");
+        }
+        let received = to_micros(reply.received_at.as_ref().unwrap()).unwrap();
+        assert_eq!(micros_of(record.header("ce_receivedat")), received);
+        // ce_time is the publisher's time, else when the gateway stored the event.
+        let time = sent.time.as_ref().map_or(received, |t| to_micros(t).unwrap());
+        assert_eq!(micros_of(record.header("ce_time")), time);
+        let payload: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
+        let original: serde_json::Value = serde_json::from_slice(&sent.data).unwrap();
+        if full {
+            assert_eq!(payload, original, "payload on {topic}");
+        } else {
+            // The partner's view: the original minus exactly the fields named as redacted.
+            let mut expected = original.clone();
+            for pointer in record.header("ce_redacted").split(',').filter(|p| !p.is_empty()) {
+                assert!(original.pointer(pointer).is_some(), "{pointer} was in the event ({topic})");
+                let (parent, key) = pointer.rsplit_once('/').unwrap();
+                expected.pointer_mut(parent).and_then(|v| v.as_object_mut()).unwrap().remove(key);
+            }
+            assert_eq!(payload, expected, "redacted payload on {topic}");
+        }
+        assert_eq!(record.headers.len(), 13, "exactly the specified headers: {:?}", record.headers);
+    };
+
+    let transport = read_topic(&brokers, &format!("{prefix}events.transport-status"), 2);
+    let baggage = read_topic(&brokers, &format!("{prefix}events.baggage"), 1);
+    for record in &transport {
+        check(record, "canonical transport-status", true);
+    }
+    check(&baggage[0], "canonical baggage", true);
+    assert_eq!(
+        transport.iter().map(|r| r.header("ce_type")).collect::<HashSet<_>>(),
+        HashSet::from(["transport-status"])
+    );
+    // Canonical topics exist for every type from the start, also those without events.
+    assert!(topic_exists(&brokers, &format!("{prefix}events.medical-file-transfer")));
+
+    // The shipped policy: kmar receives transport status and baggage whole; coa sees only
+    // where and when a transport goes, and baggage without who it was handed over to.
+    for (partner, full) in [("kmar", true), ("coa", false)] {
+        let topic = format!("{prefix}delivery.{partner}");
+        let records = read_topic(&brokers, &topic, 3);
+        for record in &records {
+            check(record, &topic, full);
+        }
+        let ids: HashSet<&str> = records.iter().map(|r| r.header("ce_id")).collect();
+        assert_eq!(ids, HashSet::from(["ts-1", "bg-1", "ts-2"]));
+        if !full {
+            let transport = records.iter().find(|r| r.header("ce_type") == "transport-status").unwrap();
+            assert!(transport.header("ce_redacted").contains("/riskAssessment"), "{:?}", transport.headers);
+        }
+    }
+    assert!(
+        !topic_exists(&brokers, &format!("{prefix}delivery.quality")),
+        "no topic for a partner that receives nothing"
+    );
+    gw.stop().await;
+}
+
+/// Publishers per case, each publishing in order; what each got acknowledged, in order.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<BTreeMap<String, Vec<String>>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(options: impl Fn(&str) -> ClientOptions, cases: &[&str]) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked: Arc<Mutex<BTreeMap<String, Vec<String>>>> = Arc::default();
+        let mut tasks = Vec::new();
+        for (i, case) in cases.iter().enumerate() {
+            let options = options(["dtv", "kmar", "dji", "dvo"][i % 4]);
+            let (stop, acked, case) = (stop.clone(), acked.clone(), (*case).to_owned());
+            tasks.push(tokio::spawn(async move {
+                let mut client = connect(&options).await.unwrap();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = format!("{case}-{n:06}");
+                    let e = event(&options.partner, "baggage", &id, &example_for("baggage", &case));
+                    match publish(&mut client, e).await {
+                        Ok(_) => acked.lock().unwrap().entry(case.clone()).or_default().push(id),
+                        Err(status) => panic!("publish {id} failed: {status:?}"),
+                    }
+                    n += 1;
+                }
+            }));
+        }
+        Load { stop, acked, tasks }
+    }
+
+    fn count(&self) -> usize {
+        self.acked.lock().unwrap().values().map(Vec::len).sum()
+    }
+
+    async fn until(&self, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.count() < count {
+            assert!(Instant::now() < deadline, "only {} of {count} publishes acknowledged", self.count());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn finish(self) -> BTreeMap<String, Vec<String>> {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        Arc::try_unwrap(self.acked).unwrap().into_inner().unwrap()
+    }
+}
+
+/// Every acknowledged event is on `topic`, per case in publication order (first
+/// occurrences), and every duplicate is the same event (same ce_id, same record).
+fn assert_complete_and_ordered(brokers: &str, topic: &str, acked: &BTreeMap<String, Vec<String>>) {
+    let total: usize = acked.values().map(Vec::len).sum();
+    let records = read_topic(brokers, topic, total);
+    let mut by_case: HashMap<String, Vec<&Record>> = HashMap::new();
+    for r in &records {
+        by_case.entry(r.key.clone()).or_default().push(r);
+    }
+    let mut seen: HashMap<String, &Record> = HashMap::new();
+    let mut duplicates = 0;
+    for (case, ids) in acked {
+        let mut records = by_case.remove(case).unwrap_or_default();
+        records.sort_by_key(|r| (r.partition, r.offset));
+        assert!(records.iter().all(|r| r.partition == records[0].partition), "case {case} on one partition");
+        let mut first: Vec<&str> = Vec::new();
+        for r in records {
+            let id = r.header("ce_id");
+            if let Some(earlier) = seen.get(id) {
+                duplicates += 1;
+                assert_eq!(
+                    (&earlier.headers, &earlier.payload),
+                    (&r.headers, &r.payload),
+                    "a duplicate is the same record"
+                );
+            } else {
+                seen.insert(id.to_owned(), r);
+                first.push(id);
+            }
+        }
+        let acked_ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        // Everything acked is there, in order; at most unacknowledged extras after it.
+        assert!(
+            first.len() >= acked_ids.len(),
+            "case {case}: {} of {} acked events on kafka",
+            first.len(),
+            acked_ids.len()
+        );
+        assert_eq!(&first[..acked_ids.len()], &acked_ids[..], "case {case}: per-case order");
+    }
+    eprintln!("{topic}: {} records, {} events, {duplicates} duplicates", records.len(), seen.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_under_load_loses_and_reorders_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tansu = Tansu::start(dir.path());
+    let prefix = unique_prefix();
+    let gw = Gateway::start_in(&dir.path().join("gw"), &kafka_toml(&tansu.bootstrap(), &prefix, "")).await;
+    let mut probe = gw.client("quality").await;
+    let cases = ["2000000001", "2000000002", "2000000003", "2000000004"];
+    let load = Load::start(|p| gw.options(p), &cases);
+    load.until(100).await;
+    tansu.stop();
+    let at_stop = load.count();
+    load.until(at_stop + 300).await;
+    // Publishing goes on into the journal; the relay reports what it owes.
+    let behind = status(&mut probe).await.kafka.unwrap();
+    assert!(behind.backlog_events > 0, "{behind:?}");
+    assert!(behind.oldest_received_at.is_some(), "{behind:?}");
+    tansu.restart();
+    let at_restart = load.count();
+    load.until(at_restart + 100).await;
+    let acked = load.finish().await;
+    wait_drained(&mut probe).await;
+    assert_complete_and_ordered(&tansu.bootstrap(), &format!("{prefix}events.baggage"), &acked);
+    assert_complete_and_ordered(&tansu.bootstrap(), &format!("{prefix}delivery.kmar"), &acked);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_the_relay_is_behind_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tansu = Tansu::start(dir.path());
+    let prefix = unique_prefix();
+    let data_dir = dir.path().join("gw");
+    let toml = kafka_toml(&tansu.bootstrap(), &prefix, "");
+    let cases = ["3000000001", "3000000002", "3000000003"];
+    let gw = ServeProcess::spawn(&data_dir, &toml);
+    let options =
+        |url: String, p: &str| ClientOptions { server: url, certs: data_dir.join("certs"), partner: p.to_owned() };
+    let load = Load::start(|p| options(gw.url(), p), &cases);
+    load.until(50).await;
+    tansu.stop();
+    let at_stop = load.count();
+    load.until(at_stop + 200).await;
+    let acked = load.finish().await;
+    let mut probe = connect(&options(gw.url(), "quality")).await.unwrap();
+    assert!(status(&mut probe).await.kafka.unwrap().backlog_events > 0);
+    gw.kill9();
+
+    tansu.restart();
+    let gw = ServeProcess::spawn(&data_dir, &toml);
+    let mut probe = connect(&options(gw.url(), "quality")).await.unwrap();
+    wait_drained(&mut probe).await;
+    assert_complete_and_ordered(&tansu.bootstrap(), &format!("{prefix}events.baggage"), &acked);
+    assert_complete_and_ordered(&tansu.bootstrap(), &format!("{prefix}delivery.coa"), &acked);
+    assert_eq!(gw.terminate(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_kafka_acknowledges_only_what_the_broker_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tansu = Tansu::start(dir.path());
+    let prefix = unique_prefix();
+    let toml = kafka_toml(&tansu.bootstrap(), &prefix, "ack = \"kafka\"\nack_timeout_ms = 3000\n");
+    let gw = Gateway::start_in(&dir.path().join("gw"), &toml).await;
+    let mut dtv = gw.client("dtv").await;
+    let topic = format!("{prefix}events.baggage");
+
+    let one = event("dtv", "baggage", "k-1", &example_for("baggage", "4000000001"));
+    let reply = publish(&mut dtv, one).await.unwrap();
+    assert!(!reply.duplicate);
+    // Acknowledged means on the broker: a consumer finds it right away.
+    assert_eq!(read_topic(&tansu.bootstrap(), &topic, 1)[0].header("ce_id"), "k-1");
+
+    tansu.stop();
+    let two = event("dtv", "baggage", "k-2", &example_for("baggage", "4000000001"));
+    let refused = publish(&mut dtv, two.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert_eq!(reason(&refused), "KAFKA_NOT_CONFIRMED");
+
+    tansu.restart();
+    // Publishing again waits for the relay, which delivers the stored event.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let again = loop {
+        match publish(&mut dtv, two.clone()).await {
+            Ok(reply) => break reply,
+            Err(status) => {
+                assert_eq!(reason(&status), "KAFKA_NOT_CONFIRMED", "{status:?}");
+                assert!(Instant::now() < deadline, "not confirmed 60 s after the broker came back");
+            }
+        }
+    };
+    assert!(again.duplicate, "the first attempt was stored: {again:?}");
+    let ids: Vec<String> =
+        read_topic(&tansu.bootstrap(), &topic, 2).iter().map(|r| r.header("ce_id").to_owned()).collect();
+    assert_eq!(ids, ["k-1", "k-2"]);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_subscription_resumes_through_a_second_gateway() {
+    let brokers = shared_broker();
+    let prefix = unique_prefix();
+    let dir = tempfile::tempdir().unwrap();
+    let a = Gateway::start_in(&dir.path().join("a"), &kafka_toml(&brokers, &prefix, "")).await;
+    let b = Gateway::start_in(&dir.path().join("b"), &kafka_toml(&brokers, &prefix, "")).await;
+    let mut dtv = a.client("dtv").await;
+    let ids: Vec<String> = (0..10).map(|n| format!("s-{n:02}")).collect();
+    for id in &ids {
+        publish(&mut dtv, event("dtv", "baggage", id, &example_for("baggage", "5000000001"))).await.unwrap();
+    }
+    wait_drained(&mut dtv).await;
+
+    let request = || SubscribeRequest {
+        types: vec![],
+        start: Some(Start::Earliest(Earliest {})),
+        name: "main".to_owned(),
+        limit: 0,
+    };
+    let mut kmar_a = a.client("kmar").await;
+    let mut stream = kmar_a.subscribe(request()).await.unwrap().into_inner();
+    let mut got = Vec::new();
+    let mut last_sequence = 0;
+    while got.len() < 4 {
+        let d = stream.message().await.unwrap().expect("a delivery");
+        last_sequence = d.sequence;
+        got.push(d.event.unwrap().id);
+    }
+    assert_eq!(got, ids[..4]);
+    let acked = kmar_a.ack(AckRequest { name: "main".into(), sequence: last_sequence }).await.unwrap().into_inner();
+    assert_eq!(acked.acked, last_sequence);
+    // An acknowledgement belongs to the gateway that streams the subscription.
+    let mut kmar_b = b.client("kmar").await;
+    let elsewhere = kmar_b.ack(AckRequest { name: "main".into(), sequence: last_sequence }).await.unwrap_err();
+    assert_eq!(reason(&elsewhere), "SUBSCRIPTION_NOT_OPEN");
+    drop(stream);
+    drop(kmar_a);
+
+    // Reconnect through the other gateway: it resumes after the acknowledged event.
+    let mut stream = kmar_b.subscribe(request()).await.unwrap().into_inner();
+    let mut rest = Vec::new();
+    while rest.len() < 6 {
+        let d = tokio::time::timeout(Duration::from_secs(90), stream.message())
+            .await
+            .expect("deliveries through the second gateway")
+            .unwrap()
+            .expect("a delivery");
+        rest.push(d.event.unwrap().id);
+    }
+    assert_eq!(rest, ids[4..]);
+    drop(stream);
+
+    // A named subscription in Kafka mode starts at earliest or latest only.
+    let mut by_sequence = request();
+    by_sequence.start = Some(Start::Sequence(3));
+    by_sequence.name = "other".into();
+    let refused = kmar_b.subscribe(by_sequence).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert_eq!(violation_fields(&refused), ["start"]);
+    // A type filter applies to what the delivery topic holds.
+    let mut filtered = request();
+    filtered.name = "transport-only".into();
+    filtered.types = vec!["transport-status".into()];
+    let mut dvo = a.client("dvo").await;
+    publish(&mut dvo, event("dvo", "transport-status", "t-1", &example_for("transport-status", "5000000001")))
+        .await
+        .unwrap();
+    let mut stream = kmar_b.subscribe(filtered).await.unwrap().into_inner();
+    let d = tokio::time::timeout(Duration::from_secs(90), stream.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(d.event.unwrap().id, "t-1", "the baggage events before it are filtered out");
+    drop(stream);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[test]
+fn cli_subscription_in_kafka_mode_acknowledges_after_its_limit() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let gw = ServeProcess::spawn(&data_dir, &kafka_toml(&shared_broker(), &unique_prefix(), ""));
+    let url = gw.url();
+    let certs = data_dir.join("certs").display().to_string();
+    let loket = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_loket")).args(args).stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "loket {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let file = dir.path().join("baggage.json");
+    std::fs::write(&file, serde_json::to_vec(&example("baggage")).unwrap()).unwrap();
+    let file = file.display().to_string();
+    for id in ["c-1", "c-2", "c-3"] {
+        loket(&[
+            "publish", "--server", &url, "--certs", &certs, "--as", "dtv", "--type", "baggage", "--data", &file,
+            "--id", id,
+        ]);
+    }
+    let ids = |limit: &str| -> Vec<String> {
+        let out = loket(&[
+            "subscribe",
+            "--server",
+            &url,
+            "--certs",
+            &certs,
+            "--as",
+            "coa",
+            "--name",
+            "cli",
+            "--limit",
+            limit,
+        ]);
+        out.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // The CLI acknowledges after the stream ended; the next run resumes after that.
+    assert_eq!(ids("2"), ["c-1", "c-2"]);
+    assert_eq!(ids("1"), ["c-3"]);
+    assert_eq!(gw.terminate(), Some(0));
+}
