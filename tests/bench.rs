@@ -1,35 +1,17 @@
-//! A smoke run of `loket bench`: every arm runs and reports figures. Never a time.
-
-mod common;
+//! A smoke run of `loket bench` on its default corpus (a `loket gen` log): every arm runs
+//! and reports figures. Never a time.
 
 use std::process::Command;
 
-use common::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 #[test]
 fn every_benchmark_arm_runs_and_reports_figures() {
     let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("corpus.ndjson");
-    let publishers = [("physical-features", "dji"), ("baggage", "coa"), ("transport-status", "dvo")];
-    let mut lines = String::new();
-    for i in 0..200 {
-        let (t, source) = publishers[i % publishers.len()];
-        let case = format!("{:010}", i % 17);
-        let line = json!({"specversion": "1.0", "id": format!("c{i}"), "source": source, "type": t,
-                          "subject": case, "data": example_for(t, &case)});
-        lines.push_str(&format!("{line}\n"));
-    }
-    std::fs::write(&corpus, lines).unwrap();
     let report = dir.path().join("bench.json");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_loket"))
-        .args(["bench", "--smoke", "--corpus"])
-        .arg(&corpus)
-        .arg("--json")
-        .arg(&report)
-        .output()
-        .unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_loket")).args(["bench", "--smoke", "--json"]).arg(&report).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let doc: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     let results = doc["results"].as_array().unwrap();

@@ -295,9 +295,11 @@ pub struct SchemasListArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The message log to publish: NDJSON CloudEvents in structured mode.
+    /// The message log to publish (NDJSON CloudEvents in structured mode, as `loket gen`
+    /// and `loket export` write). Without it, a log generated like `loket gen --seed 1
+    /// --cases 2000` (realistic defect rates).
     #[arg(long)]
-    pub corpus: PathBuf,
+    pub corpus: Option<PathBuf>,
     /// Events per throughput arm.
     #[arg(long, default_value_t = 200_000)]
     pub events: u64,

@@ -14,6 +14,8 @@ use crate::output::parse_rfc3339;
 pub struct Item {
     pub source: String,
     pub event: CloudEvent,
+    /// The outcome the log recorded (`loket gen` and `loket export` write one), if any.
+    pub recorded_accepted: Option<bool>,
 }
 
 impl Item {
@@ -56,7 +58,8 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<Item>> {
             data,
             specversion: "1.0".to_owned(),
         };
-        items.push(Item { source, event });
+        let recorded_accepted = v.get("outcome").and_then(Value::as_str).map(|o| o == "accepted");
+        items.push(Item { source, event, recorded_accepted });
     }
     if items.is_empty() {
         bail!("corpus {} holds no events", path.display());
