@@ -259,6 +259,17 @@ async fn broker_outage_under_load_loses_and_reorders_nothing() {
     let behind = status(&mut probe).await.kafka.unwrap();
     assert!(behind.backlog_events > 0, "{behind:?}");
     assert!(behind.oldest_received_at.is_some(), "{behind:?}");
+    // The backlog shows on /metrics too.
+    let (code, metrics) = http_get(gw.metrics_addr.unwrap(), "/metrics");
+    assert_eq!(code, 200);
+    let backlog: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("loket_relay_backlog_events "))
+        .unwrap_or_else(|| panic!("no relay backlog in\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(backlog > 0.0, "{metrics}");
     tansu.restart();
     let at_restart = load.count();
     load.until(at_restart + 100).await;

@@ -5,8 +5,6 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::path::Path;
 
 use common::*;
@@ -325,17 +323,6 @@ async fn a_partner_reads_its_own_figures_and_the_quality_role_reads_all() {
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(table.starts_with("PARTNER") && table.contains("kmar"), "{table}");
     gw.stop().await;
-}
-
-/// GET over plain HTTP/1.1; returns the status line's code and the body.
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, body.to_owned())
 }
 
 /// A known data set: dvo sends 4 planned transports, one without /plannedAt; kmar 2

@@ -22,13 +22,21 @@ struct AppState {
     prometheus: &'static PrometheusHandle,
     journal: Journal,
     quality: Quality,
+    /// The Kafka relay, with `[kafka]`.
+    relay: Option<loket_kafka::RelayHandle>,
 }
 
-pub(crate) fn router(prometheus: &'static PrometheusHandle, journal: Journal, quality: Quality) -> Router {
+pub(crate) fn router(
+    prometheus: &'static PrometheusHandle,
+    journal: Journal,
+    quality: Quality,
+    relay: Option<loket_kafka::RelayHandle>,
+) -> Router {
     Router::new().route("/metrics", get(metrics)).route("/quality", get(quality_page)).with_state(AppState {
         prometheus,
         journal,
         quality,
+        relay,
     })
 }
 
@@ -49,6 +57,18 @@ async fn metrics(State(state): State<AppState>) -> Response {
     match state.journal.size_on_disk() {
         Ok(size) => metrics::gauge!(m::JOURNAL_SIZE).set(size as f64),
         Err(e) => return unavailable("cannot read the journal size", e),
+    }
+    if let Some(relay) = &state.relay {
+        match relay.status() {
+            Ok(status) => {
+                metrics::gauge!(m::RELAY_BACKLOG).set(status.backlog as f64);
+                let age = status
+                    .oldest_received_at_micros
+                    .map_or(0.0, |oldest| (crate::timestamp::now_micros().saturating_sub(oldest)) as f64 / 1e6);
+                metrics::gauge!(m::RELAY_OLDEST_AGE).set(age);
+            }
+            Err(e) => return unavailable("cannot read the kafka relay's backlog", e),
+        }
     }
     metrics::gauge!(m::JOURNAL_LAST_SEQUENCE).set(state.journal.last_sequence() as f64);
     let report = match state.quality.store.report(&Filter::default()) {

@@ -14,6 +14,8 @@ pub const PUBLISH_DURATION: &str = "loket_publish_duration_seconds";
 pub const JOURNAL_SIZE: &str = "loket_journal_size_bytes";
 pub const JOURNAL_LAST_SEQUENCE: &str = "loket_journal_last_sequence";
 pub const SUBSCRIBER_LAG: &str = "loket_subscriber_lag_events";
+pub const RELAY_BACKLOG: &str = "loket_relay_backlog_events";
+pub const RELAY_OLDEST_AGE: &str = "loket_relay_oldest_age_seconds";
 pub const FILL_RATE: &str = "loket_quality_fill_rate";
 pub const MEAN_COMPLETENESS: &str = "loket_quality_mean_completeness";
 pub const QUALITY_EVENTS: &str = "loket_quality_events";
@@ -55,6 +57,8 @@ fn describe() {
         SUBSCRIBER_LAG,
         "Events in the journal after the last one delivered, per partner and subscription name."
     );
+    describe_gauge!(RELAY_BACKLOG, "Events stored in the journal but not yet confirmed by Kafka (with [kafka]).");
+    describe_gauge!(RELAY_OLDEST_AGE, Unit::Seconds, "Age of the oldest event not yet on Kafka; 0 without a backlog.");
     describe_gauge!(FILL_RATE, "Share of accepted events with the expected field filled, all time.");
     describe_gauge!(MEAN_COMPLETENESS, "Mean completeness of accepted events, all time.");
     describe_gauge!(QUALITY_EVENTS, "Accepted events counted in the quality figures, all time.");

@@ -87,6 +87,7 @@ pub async fn run_with(
         }
         _ => (None, None),
     };
+    let relay_handle = kafka.as_ref().map(|k| k.relay.clone());
     let service = GatewayService {
         intake: Intake {
             registry: registry.clone(),
@@ -129,7 +130,7 @@ pub async fn run_with(
         tracing::info!(address = %metrics_addr, "metrics and quality dashboard serving over http");
         background.push(tokio::spawn(http::serve(
             listener,
-            http::router(prometheus, journal.clone(), quality.clone()),
+            http::router(prometheus, journal.clone(), quality.clone(), relay_handle),
             stopping.clone(),
         )));
     }
