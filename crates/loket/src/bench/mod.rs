@@ -307,7 +307,12 @@ async fn publish_arms(
                 ArmResult::new(&format!("{name}-at-{rate}/s"), run.done, run.rejected, run.elapsed)
                     .latency(&run.latency)
                     .cpu(server.cpu()? - cpu0)
-                    .note(format!("open loop, offered {rate}/s")),
+                    .note(match &run.first_failure {
+                        None => format!("open loop, offered {rate}/s"),
+                        Some(first) => {
+                            format!("open loop, offered {rate}/s; {} got no answer (first: {first})", run.failed)
+                        }
+                    }),
             );
         }
     }
