@@ -54,6 +54,28 @@ fn refused(status: &tonic::Status) -> bool {
     matches!(status.code(), Code::InvalidArgument | Code::AlreadyExists | Code::PermissionDenied)
 }
 
+/// Each task's (answered, refused, latencies) of a closed-loop run, added up.
+type TaskTally = tokio::task::JoinHandle<anyhow::Result<(u64, u64, Histogram<u64>)>>;
+
+async fn sum(tasks: Vec<TaskTally>, start: Instant) -> anyhow::Result<RunOutcome> {
+    let mut out = RunOutcome {
+        done: 0,
+        rejected: 0,
+        failed: 0,
+        first_failure: None,
+        elapsed: Duration::ZERO,
+        latency: histogram(),
+    };
+    for t in tasks {
+        let (done, rejected, h) = t.await??;
+        out.done += done;
+        out.rejected += rejected;
+        out.latency.add(&h)?;
+    }
+    out.elapsed = start.elapsed();
+    Ok(out)
+}
+
 /// `concurrency` callers, each publishing the next event as soon as the previous is
 /// acknowledged, until `total` events are done.
 pub async fn unary_closed(
@@ -91,22 +113,7 @@ pub async fn unary_closed(
             Ok::<_, anyhow::Error>((done, rejected, h))
         }));
     }
-    let mut out = RunOutcome {
-        done: 0,
-        rejected: 0,
-        failed: 0,
-        first_failure: None,
-        elapsed: Duration::ZERO,
-        latency: histogram(),
-    };
-    for t in tasks {
-        let (done, rejected, h) = t.await??;
-        out.done += done;
-        out.rejected += rejected;
-        out.latency.add(&h)?;
-    }
-    out.elapsed = start.elapsed();
-    Ok(out)
+    sum(tasks, start).await
 }
 
 /// One publish stream per partner, each sending its share of `total` events as fast as
@@ -145,22 +152,7 @@ pub async fn streams(clients: &Clients, items: &Arc<Vec<Item>>, total: u64) -> a
             Ok::<_, anyhow::Error>((done, rejected, h))
         }));
     }
-    let mut out = RunOutcome {
-        done: 0,
-        rejected: 0,
-        failed: 0,
-        first_failure: None,
-        elapsed: Duration::ZERO,
-        latency: histogram(),
-    };
-    for t in tasks {
-        let (done, rejected, h) = t.await??;
-        out.done += done;
-        out.rejected += rejected;
-        out.latency.add(&h)?;
-    }
-    out.elapsed = start.elapsed();
-    Ok(out)
+    sum(tasks, start).await
 }
 
 /// Unary publishes offered at a fixed `rate` per second for `duration`, whatever the
