@@ -54,6 +54,16 @@ pub struct RelayStatus {
     pub last_error: Option<String>,
 }
 
+impl RelayStatus {
+    /// How long the oldest event not yet on Kafka has waited; zero without a backlog.
+    pub fn oldest_age(&self) -> Duration {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000;
+        self.oldest_received_at_micros.map_or(Duration::ZERO, |oldest| {
+            Duration::from_micros(u64::try_from(now - i128::from(oldest)).unwrap_or(0))
+        })
+    }
+}
+
 /// What the gateway keeps of a running relay.
 #[derive(Clone)]
 pub struct RelayHandle {
@@ -306,11 +316,9 @@ impl Running {
 fn log_backlog(handle: &RelayHandle) {
     match handle.status() {
         Ok(status) if status.backlog > 0 => {
-            let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000;
-            let age_ms = status.oldest_received_at_micros.map_or(0, |o| ((now - i128::from(o)) / 1_000).max(0));
             tracing::warn!(
                 backlog_events = status.backlog,
-                oldest_age_ms = age_ms as u64,
+                oldest_age_ms = status.oldest_age().as_millis() as u64,
                 relayed = status.relayed,
                 last_error = status.last_error.as_deref().unwrap_or(""),
                 "kafka relay is behind"

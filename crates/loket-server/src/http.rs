@@ -62,10 +62,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         match relay.status() {
             Ok(status) => {
                 metrics::gauge!(m::RELAY_BACKLOG).set(status.backlog as f64);
-                let age = status
-                    .oldest_received_at_micros
-                    .map_or(0.0, |oldest| (crate::timestamp::now_micros().saturating_sub(oldest)) as f64 / 1e6);
-                metrics::gauge!(m::RELAY_OLDEST_AGE).set(age);
+                metrics::gauge!(m::RELAY_OLDEST_AGE).set(status.oldest_age().as_secs_f64());
             }
             Err(e) => return unavailable("cannot read the kafka relay's backlog", e),
         }

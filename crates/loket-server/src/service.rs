@@ -402,14 +402,11 @@ impl Gateway for GatewayService {
 }
 
 fn kafka_status(status: &RelayStatus) -> KafkaRelayStatus {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000;
     KafkaRelayStatus {
         relayed_sequence: status.relayed,
         backlog_events: status.backlog,
         oldest_received_at: status.oldest_received_at_micros.map(from_micros),
-        oldest_age_ms: status
-            .oldest_received_at_micros
-            .map_or(0, |oldest| u64::try_from((now - i128::from(oldest)) / 1_000).unwrap_or(0)),
+        oldest_age_ms: u64::try_from(status.oldest_age().as_millis()).unwrap_or(u64::MAX),
         last_error: status.last_error.clone().unwrap_or_default(),
     }
 }
