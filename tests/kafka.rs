@@ -146,6 +146,83 @@ async fn records_carry_cloudevents_headers_on_canonical_and_delivery_topics() {
     gw.stop().await;
 }
 
+fn consent(case: &str, consent_id: &str, recipients: &[&str]) -> serde_json::Value {
+    let mut c = example_for("medical-transfer-consent", case);
+    c["consentId"] = serde_json::json!(consent_id);
+    c["recipients"] = recipients.iter().map(|p| serde_json::json!({"partner": p, "role": "medical-service"})).collect();
+    c["signedAt"] = serde_json::json!("2024-03-12T11:00:00+01:00");
+    c["validUntil"] = serde_json::json!("2099-01-01T00:00:00Z");
+    c
+}
+
+/// The shipped policy: KMar receives medical files (not consents), DJI both. A medical
+/// file is withheld from each until a consent names it, then produced right after that
+/// consent, marked released; a withdrawal stops later files. A gateway restart in between
+/// must not forget what is withheld.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn medical_files_reach_delivery_topics_only_when_released() {
+    let brokers = shared_broker();
+    let prefix = unique_prefix();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = kafka_toml(&brokers, &prefix, "");
+    let case = "6000000001";
+    let transfer = example_for("medical-file-transfer", case);
+
+    let gw = Gateway::start_in(dir.path(), &toml).await;
+    let mut gza = gw.client("gza").await;
+    let first = publish(&mut gza, event("gza", "medical-file-transfer", "mft-1", &transfer)).await.unwrap();
+    publish(&mut gza, event("gza", "medical-transfer-consent", "c-kmar", &consent(case, "f-kmar", &["kmar"])))
+        .await
+        .unwrap();
+    wait_drained(&mut gza).await;
+    gw.stop().await;
+
+    let gw = Gateway::start_in(dir.path(), &toml).await;
+    let mut gza = gw.client("gza").await;
+    publish(&mut gza, event("gza", "medical-transfer-consent", "c-dji", &consent(case, "f-dji", &["dji"])))
+        .await
+        .unwrap();
+    let mut withdrawn = consent(case, "f-kmar", &["kmar"]);
+    withdrawn["withdrawnAt"] = serde_json::json!("2025-01-01T00:00:00Z");
+    publish(&mut gza, event("gza", "medical-transfer-consent", "c-kmar-withdrawn", &withdrawn)).await.unwrap();
+    let second = publish(&mut gza, event("gza", "medical-file-transfer", "mft-2", &transfer)).await.unwrap();
+    wait_drained(&mut gza).await;
+
+    let released = |r: &Record| r.headers.get("ce_released").map(String::as_str) == Some("true");
+    let kmar = read_topic(&brokers, &format!("{prefix}delivery.kmar"), 1);
+    let summary: Vec<(&str, bool)> = kmar.iter().map(|r| (r.header("ce_id"), released(r))).collect();
+    assert_eq!(summary, [("mft-1", true)], "withheld until c-kmar, nothing after the withdrawal");
+    assert_eq!(kmar[0].header("ce_sequence"), first.sequence.to_string(), "its own sequence");
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&kmar[0].payload).unwrap(), transfer);
+
+    let dji = read_topic(&brokers, &format!("{prefix}delivery.dji"), 5);
+    let summary: Vec<(&str, bool)> = dji.iter().map(|r| (r.header("ce_id"), released(r))).collect();
+    assert_eq!(
+        summary,
+        [("c-kmar", false), ("c-dji", false), ("mft-1", true), ("c-kmar-withdrawn", false), ("mft-2", false)],
+        "one case, one partition, in journal order with the release right after its consent"
+    );
+    assert_eq!(dji[4].header("ce_sequence"), second.sequence.to_string());
+    // The canonical topic has every event once, as published.
+    let canonical = read_topic(&brokers, &format!("{prefix}events.medical-file-transfer"), 2);
+    assert_eq!(canonical.iter().map(|r| r.header("ce_id")).collect::<Vec<_>>(), ["mft-1", "mft-2"]);
+    assert!(canonical.iter().all(|r| !r.headers.contains_key("ce_released")));
+
+    // A Kafka-mode subscription passes the release on.
+    let mut kmar_client = gw.client("kmar").await;
+    let request = SubscribeRequest {
+        types: vec![],
+        start: Some(Start::Earliest(Earliest {})),
+        name: "medical".to_owned(),
+        limit: 1,
+    };
+    let mut stream = kmar_client.subscribe(request).await.unwrap().into_inner();
+    let d = tokio::time::timeout(Duration::from_secs(90), stream.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!((d.event.as_ref().unwrap().id.as_str(), d.released, d.sequence), ("mft-1", true, first.sequence));
+    drop(stream);
+    gw.stop().await;
+}
+
 /// Publishers per case, each publishing in order; what each got acknowledged, in order.
 struct Load {
     stop: Arc<AtomicBool>,

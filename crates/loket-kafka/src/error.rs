@@ -40,6 +40,22 @@ pub enum Error {
         /// What is missing or wrong.
         reason: String,
     },
+    /// The delivery policy could not make the partners' views of an event.
+    #[error("cannot make the delivery-topic views of sequence {sequence}: {source}")]
+    View {
+        /// The journal sequence of the event.
+        sequence: u64,
+        /// What the policy said.
+        source: crate::ViewError,
+    },
+    /// The delivery policy could not rebuild its state before a journal position.
+    #[error("cannot prepare the delivery-topic views from sequence {next}: {source}")]
+    Rewind {
+        /// The journal position the relay reads next.
+        next: u64,
+        /// What the policy said.
+        source: crate::ViewError,
+    },
     /// The journal failed while the relay read it or moved its cursor.
     #[error("journal failure in the kafka relay: {0}")]
     Journal(#[from] loket_journal::Error),

@@ -20,7 +20,7 @@ pub use record::CloudEventRecord;
 pub use relay::{Relay, RelayHandle, RelayStatus};
 pub use subscriber::{KafkaSubscription, StartAt};
 pub use topics::Topics;
-pub use view::{DeliveryPolicy, View};
+pub use view::{DeliveryPolicy, PartnerRecord, ViewError};
 
 /// How to reach the cluster and lay out the topics.
 #[derive(Debug, Clone)]

@@ -5,7 +5,9 @@
 //! loket's extension attributes (lowercase alphanumeric, as CloudEvents requires):
 //! `ce_sequence` (the publishing gateway's journal sequence), `ce_completeness` (0..1),
 //! `ce_missingexpected` and `ce_redacted` (comma-separated JSON pointers, empty when none),
-//! `ce_receivedat` (RFC 3339, when the gateway stored the event).
+//! `ce_receivedat` (RFC 3339, when the gateway stored the event), and on a delivery topic
+//! `ce_released` = `true` on an event that was withheld for lack of consent and is
+//! delivered now, after the consent that covers the partner (absent otherwise).
 
 use loket_journal::StoredEvent;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -33,6 +35,8 @@ pub struct CloudEventRecord {
     pub missing_expected: Vec<String>,
     pub redacted: Vec<String>,
     pub received_at_micros: i64,
+    /// Withheld earlier and released by a later consent (see the module doc).
+    pub released: bool,
     pub data: Vec<u8>,
 }
 
@@ -52,13 +56,20 @@ impl CloudEventRecord {
             missing_expected: event.missing_expected.clone(),
             redacted,
             received_at_micros: event.received_at_micros,
+            released: false,
             data: payload,
         }
     }
 
+    /// Marks the record as a released event.
+    pub fn released(mut self) -> Self {
+        self.released = true;
+        self
+    }
+
     /// The headers, in a fixed order.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut headers = vec![
             ("ce_specversion", SPEC_VERSION.to_owned()),
             ("ce_id", self.id.clone()),
             ("ce_source", self.source.clone()),
@@ -72,16 +83,20 @@ impl CloudEventRecord {
             ("ce_missingexpected", self.missing_expected.join(",")),
             ("ce_redacted", self.redacted.join(",")),
             ("ce_receivedat", rfc3339(self.received_at_micros)),
-        ]
+        ];
+        if self.released {
+            headers.push(("ce_released", "true".to_owned()));
+        }
+        headers
     }
 
     pub fn owned_headers(&self) -> OwnedHeaders {
-        self.headers().iter().fold(OwnedHeaders::new_with_capacity(13), |h, (key, value)| {
+        self.headers().iter().fold(OwnedHeaders::new_with_capacity(14), |h, (key, value)| {
             h.insert(Header { key, value: Some(value.as_bytes()) })
         })
     }
 
-    /// Reads a record back; every header above must be present.
+    /// Reads a record back; every header above must be present, except `ce_released`.
     pub fn from_message(message: &impl Message) -> Result<Self, Error> {
         let malformed = |reason: String| Error::Malformed {
             topic: message.topic().to_owned(),
@@ -130,6 +145,7 @@ impl CloudEventRecord {
             missing_expected: list(get("ce_missingexpected")?),
             redacted: list(get("ce_redacted")?),
             received_at_micros: time("ce_receivedat")?,
+            released: found.iter().any(|(k, v)| k == "ce_released" && v == "true"),
             data: message.payload().unwrap_or_default().to_vec(),
         })
     }
@@ -173,10 +189,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn headers_round_trip_through_a_kafka_message() {
-        let record = CloudEventRecord::new(&stored(), b"{}".to_vec(), vec!["/medical".into()]);
-        let message = OwnedMessage::new(
+    /// `record` as a consumer receives it.
+    fn message(record: &CloudEventRecord) -> OwnedMessage {
+        OwnedMessage::new(
             Some(record.data.clone()),
             Some(record.subject.clone().into_bytes()),
             "t".into(),
@@ -184,9 +199,16 @@ mod tests {
             0,
             7,
             Some(record.owned_headers()),
-        );
-        let back = CloudEventRecord::from_message(&message).unwrap();
-        assert_eq!(back, record);
+        )
+    }
+
+    #[test]
+    fn headers_round_trip_through_a_kafka_message() {
+        let record = CloudEventRecord::new(&stored(), b"{}".to_vec(), vec!["/medical".into()]);
+        assert_eq!(CloudEventRecord::from_message(&message(&record)).unwrap(), record);
+        assert!(!record.headers().iter().any(|(k, _)| *k == "ce_released"));
+        let released = record.clone().released();
+        assert_eq!(CloudEventRecord::from_message(&message(&released)).unwrap(), released);
         // Without a publisher's time, ce_time is when the gateway stored the event.
         let headers = record.headers();
         let time = &headers.iter().find(|(k, _)| *k == "ce_time").unwrap().1;

@@ -8,6 +8,11 @@
 //! advances only when every record of an event (canonical and deliveries) has a successful
 //! delivery report; a crash before the cursor is flushed re-produces those events, so a
 //! duplicate on Kafka is always a complete copy with the same `ce_id`.
+//!
+//! The delivery policy keeps state along the journal (consents seen, events withheld), so
+//! whenever the relay reads from anywhere but where the policy's state is (at start, after
+//! a failure) it rewinds the policy to that position first: re-produced records are then
+//! the same records.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -24,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::record::CloudEventRecord;
 use crate::topics::ensure_topics;
-use crate::view::{DeliveryPolicy, View};
+use crate::view::DeliveryPolicy;
 use crate::{Error, KafkaSettings};
 
 /// The relay's cursor in the journal's cursor table. Partner ids are lowercase letters and
@@ -90,11 +95,14 @@ impl RelayHandle {
     }
 }
 
+/// A record and the topic it goes to.
+type Outgoing = (String, CloudEventRecord);
+
 /// A relay ready to start.
 pub struct Relay {
     pub journal: Journal,
     pub settings: KafkaSettings,
-    pub policy: Arc<dyn DeliveryPolicy>,
+    pub policy: Box<dyn DeliveryPolicy>,
     /// Event types whose canonical topics are created at start.
     pub event_types: Vec<String>,
 }
@@ -102,7 +110,10 @@ pub struct Relay {
 struct Running {
     journal: Journal,
     settings: KafkaSettings,
-    policy: Arc<dyn DeliveryPolicy>,
+    policy: Box<dyn DeliveryPolicy>,
+    /// The journal position the policy's state is at: the relay rewinds it when it reads
+    /// from anywhere else (at start, and after a failure left the cursor behind).
+    policy_at: u64,
     producer: FutureProducer,
     relayed: watch::Sender<u64>,
     last_error: Arc<Mutex<Option<String>>>,
@@ -137,6 +148,7 @@ impl Relay {
             journal: self.journal,
             settings: self.settings,
             policy: self.policy,
+            policy_at: 0,
             producer,
             relayed,
             last_error,
@@ -164,6 +176,19 @@ impl Running {
         loop {
             durable.borrow_and_update();
             let from = *self.relayed.borrow() + 1;
+            if self.policy_at != from {
+                let rewound = tokio::select! {
+                    rewound = self.policy.rewind(from) => rewound,
+                    () = shutdown.cancelled() => return self.stop(),
+                };
+                if let Err(source) = rewound {
+                    if !self.pause(&Error::Rewind { next: from, source }, &mut backoff, &shutdown).await {
+                        return self.stop();
+                    }
+                    continue;
+                }
+                self.policy_at = from;
+            }
             let batch = match self.journal.read_from(from, READ_CHUNK) {
                 Ok(batch) => batch,
                 Err(e) => {
@@ -226,20 +251,24 @@ impl Running {
         Ok(())
     }
 
-    /// The records of one event: canonical first, then one per subscribing partner.
-    fn records(&self, event: &StoredEvent) -> Vec<(String, CloudEventRecord)> {
+    /// The records of one event: canonical first, then the partners' delivery records.
+    fn records(&mut self, event: &StoredEvent) -> Result<Vec<Outgoing>, Error> {
         let mut records = vec![(
             self.settings.topics.canonical(&event.event_type),
             CloudEventRecord::new(event, event.data.clone(), Vec::new()),
         )];
-        for partner in self.policy.subscribers() {
-            match self.policy.view(&partner, event) {
-                View::Deliver { payload, redacted } => records
-                    .push((self.settings.topics.delivery(&partner), CloudEventRecord::new(event, payload, redacted))),
-                View::Skip => {}
-            }
-        }
-        records
+        let views = self.policy.records(event).map_err(|source| Error::View { sequence: event.sequence, source })?;
+        records.extend(views.into_iter().map(|v| (self.settings.topics.delivery(&v.partner), v.record)));
+        Ok(records)
+    }
+
+    /// The records of a batch, moving the policy's state past it.
+    fn plan(&mut self, batch: &[StoredEvent]) -> Result<Vec<(u64, Vec<Outgoing>)>, Error> {
+        // Until the whole batch is planned the policy's state is nowhere in particular.
+        self.policy_at = 0;
+        let planned = batch.iter().map(|e| Ok((e.sequence, self.records(e)?))).collect::<Result<Vec<_>, Error>>()?;
+        self.policy_at = batch.last().map_or(0, |e| e.sequence + 1);
+        Ok(planned)
     }
 
     async fn relay(
@@ -248,8 +277,7 @@ impl Running {
         handle: &RelayHandle,
         report: &mut tokio::time::Interval,
     ) -> Result<(), Error> {
-        let planned: Vec<(u64, Vec<(String, CloudEventRecord)>)> =
-            batch.iter().map(|e| (e.sequence, self.records(e))).collect();
+        let planned = self.plan(batch)?;
         let topics: Vec<String> = planned.iter().flat_map(|(_, r)| r.iter().map(|(t, _)| t.clone())).collect();
         self.ensure(&topics).await?;
         let mut pending: VecDeque<(u64, DeliveryFuture)> = VecDeque::new();

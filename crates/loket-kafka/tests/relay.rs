@@ -3,11 +3,13 @@
 //! topics carry each partner's view, the canonical topic the full event.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use loket_journal::{Journal, JournalConfig, NewEvent, StoredEvent};
-use loket_kafka::{CloudEventRecord, DeliveryPolicy, KafkaSettings, Relay, Topics, View};
+use loket_kafka::{CloudEventRecord, DeliveryPolicy, KafkaSettings, PartnerRecord, Relay, Topics, ViewError};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
@@ -16,24 +18,66 @@ use tokio_util::sync::CancellationToken;
 /// kmar sees everything but `/medical`; coa never sees `medical-file-transfer`.
 struct Views;
 
+impl Views {
+    fn view(partner: &str, event: &StoredEvent) -> Option<CloudEventRecord> {
+        match partner {
+            "coa" if event.event_type == "medical-file-transfer" => None,
+            "kmar" => {
+                let mut data: Value = serde_json::from_slice(&event.data).unwrap();
+                let removed = data.as_object_mut().unwrap().remove("medical").is_some();
+                let redacted = if removed { vec!["/medical".into()] } else { vec![] };
+                Some(CloudEventRecord::new(event, serde_json::to_vec(&data).unwrap(), redacted))
+            }
+            _ => Some(CloudEventRecord::new(event, event.data.clone(), vec![])),
+        }
+    }
+}
+
 impl DeliveryPolicy for Views {
     fn subscribers(&self) -> Vec<String> {
         vec!["kmar".into(), "coa".into()]
     }
 
-    fn view(&self, partner: &str, event: &StoredEvent) -> View {
-        match partner {
-            "coa" if event.event_type == "medical-file-transfer" => View::Skip,
-            "kmar" => {
-                let mut data: Value = serde_json::from_slice(&event.data).unwrap();
-                let removed = data.as_object_mut().unwrap().remove("medical").is_some();
-                View::Deliver {
-                    payload: serde_json::to_vec(&data).unwrap(),
-                    redacted: if removed { vec!["/medical".into()] } else { vec![] },
-                }
-            }
-            _ => View::Deliver { payload: event.data.clone(), redacted: vec![] },
+    fn rewind(&mut self, _next: u64) -> Pin<Box<dyn Future<Output = Result<(), ViewError>> + Send + '_>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn records(&mut self, event: &StoredEvent) -> Result<Vec<PartnerRecord>, ViewError> {
+        Ok(self
+            .subscribers()
+            .into_iter()
+            .filter_map(|partner| Some(PartnerRecord { record: Self::view(&partner, event)?, partner }))
+            .collect())
+    }
+}
+
+/// A policy with state along the journal: kmar's record of the n-th event says n. It fails
+/// once, at sequence 2, after it counted sequence 1, so the relay must rewind it.
+struct Numbering {
+    seen: u64,
+    failed: bool,
+    rewinds: Arc<Mutex<Vec<u64>>>,
+}
+
+impl DeliveryPolicy for Numbering {
+    fn subscribers(&self) -> Vec<String> {
+        vec!["kmar".into()]
+    }
+
+    fn rewind(&mut self, next: u64) -> Pin<Box<dyn Future<Output = Result<(), ViewError>> + Send + '_>> {
+        self.seen = next - 1;
+        self.rewinds.lock().unwrap().push(next);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn records(&mut self, event: &StoredEvent) -> Result<Vec<PartnerRecord>, ViewError> {
+        if event.sequence == 2 && !self.failed {
+            self.failed = true;
+            return Err("index not readable just now".into());
         }
+        self.seen += 1;
+        let payload = serde_json::to_vec(&json!({ "n": self.seen })).unwrap();
+        Ok(vec![PartnerRecord { partner: "kmar".into(), record: CloudEventRecord::new(event, payload, vec![]) }])
     }
 }
 
@@ -73,8 +117,8 @@ fn read(brokers: &str, topic: &str, want: usize) -> Vec<CloudEventRecord> {
     records
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delivery_topics_carry_each_partners_view() {
+/// The shared broker, and a fresh journal in a temporary directory.
+fn setup() -> (String, tempfile::TempDir, Journal) {
     let brokers = std::env::var("LOKET_TEST_KAFKA").expect(
         "LOKET_TEST_KAFKA is not set: the Kafka tests need a broker; run them with tests/run, which starts Tansu",
     );
@@ -82,6 +126,12 @@ async fn delivery_topics_carry_each_partners_view() {
     let journal =
         Journal::open(&JournalConfig { dir: dir.path().to_owned(), cache_capacity_bytes: 8 << 20, max_batch: 64 })
             .unwrap();
+    (brokers, dir, journal)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_topics_carry_each_partners_view() {
+    let (brokers, _dir, journal) = setup();
     let events = [
         new_event("e1", "baggage", json!({"vNumber": "1234567890", "items": 2})),
         new_event("e2", "medical-file-transfer", json!({"vNumber": "1234567890", "medical": {"file": "x"}})),
@@ -97,7 +147,7 @@ async fn delivery_topics_carry_each_partners_view() {
     let relay = Relay {
         journal: journal.clone(),
         settings: settings.clone(),
-        policy: Arc::new(Views),
+        policy: Box::new(Views),
         event_types: vec!["baggage".into(), "medical-file-transfer".into()],
     };
     let (handle, task) = relay.start(shutdown.clone()).unwrap();
@@ -124,6 +174,32 @@ async fn delivery_topics_carry_each_partners_view() {
     assert_eq!(journal.cursor(loket_kafka::relay::CURSOR_OWNER, loket_kafka::relay::CURSOR_NAME).unwrap(), Some(3));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batch_rewinds_the_policy_to_the_cursor() {
+    let (brokers, _dir, journal) = setup();
+    for n in 1..=3 {
+        journal.submit(new_event(&format!("e{n}"), "baggage", json!({"vNumber": "1234567890"}))).await.unwrap();
+    }
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let prefix = format!("w{}-{nanos}.", std::process::id());
+    let settings = KafkaSettings { brokers: brokers.clone(), topics: Topics { prefix }, partitions: 1, replication: 1 };
+    let rewinds = Arc::new(Mutex::new(Vec::new()));
+    let policy = Numbering { seen: 0, failed: false, rewinds: rewinds.clone() };
+    let shutdown = CancellationToken::new();
+    let relay =
+        Relay { journal, settings: settings.clone(), policy: Box::new(policy), event_types: vec!["baggage".into()] };
+    let (handle, task) = relay.start(shutdown.clone()).unwrap();
+    assert!(handle.wait_relayed(3, Duration::from_secs(60)).await, "{:?}", handle.status());
+
+    let kmar = read(&brokers, &settings.topics.delivery("kmar"), 3);
+    let numbers: Vec<(String, Value)> =
+        kmar.into_iter().map(|r| (r.id, serde_json::from_slice::<Value>(&r.data).unwrap()["n"].clone())).collect();
+    assert_eq!(numbers, [("e1".into(), json!(1)), ("e2".into(), json!(2)), ("e3".into(), json!(3))]);
+    assert_eq!(*rewinds.lock().unwrap(), [1, 1], "at start, and again from the cursor after the failure");
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
 /// Throughput of the relay into the broker (run by hand:
 /// `cargo test -p loket-kafka --release --test relay -- --ignored --nocapture`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,7 +223,7 @@ async fn relay_throughput() {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let settings =
         KafkaSettings { brokers, topics: Topics { prefix: format!("bench{nanos}.") }, partitions: 3, replication: 1 };
-    let relay = Relay { journal, settings, policy: Arc::new(Views), event_types: vec!["baggage".into()] };
+    let relay = Relay { journal, settings, policy: Box::new(Views), event_types: vec!["baggage".into()] };
     let started = Instant::now();
     let (handle, _task) = relay.start(CancellationToken::new()).unwrap();
     assert!(handle.wait_relayed(EVENTS, Duration::from_secs(600)).await);

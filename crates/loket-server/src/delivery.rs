@@ -5,12 +5,18 @@
 //! Kafka-mode subscriptions through [`from_kafka`], which passes on what the delivery topic
 //! already holds. Never from the stored payload directly.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 
-use loket_access::{redact, FieldRule, Policy};
-use loket_journal::StoredEvent;
-use loket_kafka::{CloudEventRecord, DeliveryPolicy, View as TopicView};
+use loket_access::{EventFacts, Need, Step, SubscriberScan, Verdict};
+use loket_journal::{Journal, StoredEvent};
+use loket_kafka::{CloudEventRecord, DeliveryPolicy, PartnerRecord, ViewError};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::access::{parse, Access};
+use crate::Error;
 
 use crate::intake::SPEC_VERSION;
 use crate::proto::{CloudEvent, Delivery};
@@ -57,7 +63,7 @@ pub(crate) fn from_kafka(record: CloudEventRecord) -> Delivery {
     Delivery {
         position: record.sequence,
         redacted: record.redacted,
-        released: false,
+        released: record.released,
         sequence: record.sequence,
         completeness: record.completeness,
         missing_expected: record.missing_expected,
@@ -77,21 +83,33 @@ pub(crate) fn from_kafka(record: CloudEventRecord) -> Delivery {
 }
 
 /// The views on the Kafka delivery topics: one topic per partner the policy lets receive
-/// anything, carrying what that partner may see, redacted as for a gRPC subscriber.
+/// anything, carrying what that partner may see, exactly as its journal-read subscription
+/// would: redacted, and with consent-gated (medical) events withheld until a consent covers
+/// the partner, then produced right after that consent, marked released.
 ///
-/// Consent-gated (medical) events are not fanned out to delivery topics: a relayed record
-/// cannot be withheld and released later, so medical data reaches recipients only through
-/// the journal-read gRPC subscription, which applies consent. Views are a pure function of
-/// the stored event, as the relay requires (it re-produces them after a crash).
+/// Each partner has a [`SubscriberScan`] that the relay moves along the journal; on a
+/// rewind it is rebuilt from the access index, so records re-produced after a crash or a
+/// failed batch are the same ones.
 pub(crate) struct PartnerViews {
-    pub policy: Arc<Policy>,
-    pub partners: Vec<String>,
+    access: Access,
+    journal: Journal,
+    partners: Vec<String>,
+    scans: Vec<SubscriberScan>,
+    /// Ends a rewind that waits for the access index.
+    shutdown: CancellationToken,
 }
 
 impl PartnerViews {
-    pub fn new(policy: Arc<Policy>, event_types: &[String]) -> Self {
-        let partners: BTreeSet<String> = event_types.iter().flat_map(|t| policy.recipients_of(t)).collect();
-        Self { policy, partners: partners.into_iter().collect() }
+    pub fn new(access: Access, journal: Journal, event_types: &[String], shutdown: CancellationToken) -> Self {
+        let partners: BTreeSet<String> = event_types.iter().flat_map(|t| access.policy.recipients_of(t)).collect();
+        let partners: Vec<String> = partners.into_iter().collect();
+        let scans = partners.iter().map(|p| SubscriberScan::new(p, BTreeSet::new())).collect();
+        Self { access, journal, partners, scans, shutdown }
+    }
+
+    /// `event` as `scan`'s partner sees it (already judged deliverable), as a record.
+    fn record(event: &StoredEvent, data: &Value, redacted: Vec<String>) -> Result<CloudEventRecord, ViewError> {
+        Ok(CloudEventRecord::new(event, serde_json::to_vec(data)?, redacted))
     }
 }
 
@@ -100,19 +118,72 @@ impl DeliveryPolicy for PartnerViews {
         self.partners.clone()
     }
 
-    fn view(&self, partner: &str, event: &StoredEvent) -> TopicView {
-        let Some(rule) = self.policy.subscription(partner, &event.event_type) else { return TopicView::Skip };
-        if !self.policy.may_be_medical(&event.event_type) && *rule == FieldRule::All {
-            return TopicView::Deliver { payload: event.data.clone(), redacted: Vec::new() };
+    fn rewind(&mut self, next: u64) -> Pin<Box<dyn Future<Output = Result<(), ViewError>> + Send + '_>> {
+        Box::pin(async move {
+            if !self.access.indexed_up_to(next.saturating_sub(1), &self.shutdown).await {
+                return Err(Error::ShuttingDown.into());
+            }
+            let fresh = self.partners.iter().map(|p| SubscriberScan::new(p, BTreeSet::new())).collect();
+            self.scans = self.access.scans_before(fresh, next)?;
+            Ok(())
+        })
+    }
+
+    fn records(&mut self, event: &StoredEvent) -> Result<Vec<PartnerRecord>, ViewError> {
+        let policy = self.access.policy.clone();
+        let mut out = Vec::new();
+        // Parsed once for all partners, and only when a partner's scan must look inside.
+        let mut data: Option<Value> = None;
+        // Released originals, read once however many partners they are released to.
+        let mut originals: HashMap<u64, (StoredEvent, Value)> = HashMap::new();
+        for scan in &mut self.scans {
+            let partner = scan.partner().to_owned();
+            match scan.need(&policy, &event.event_type) {
+                Need::Skip => continue,
+                Need::Verbatim => {
+                    let record = CloudEventRecord::new(event, event.data.clone(), Vec::new());
+                    out.push(PartnerRecord { partner, record });
+                    continue;
+                }
+                Need::Inspect => {}
+            }
+            if data.is_none() {
+                data = Some(parse(event)?);
+            }
+            let data = data.as_ref().expect("parsed above");
+            let facts = EventFacts {
+                sequence: event.sequence,
+                event_type: &event.event_type,
+                subject: &event.subject,
+                received_at_micros: event.received_at_micros,
+                data,
+            };
+            let (step, released) = scan.step(&policy, &facts);
+            if let Step::Deliver { data, redacted } = step {
+                out.push(PartnerRecord { partner: partner.clone(), record: Self::record(event, &data, redacted)? });
+            }
+            for sequence in released {
+                if let std::collections::hash_map::Entry::Vacant(slot) = originals.entry(sequence) {
+                    let original = self.journal.get(sequence)?.ok_or_else(|| {
+                        Error::Access(format!("withheld event {sequence} is missing from the journal"))
+                    })?;
+                    let data = parse(&original)?;
+                    slot.insert((original, data));
+                }
+                let (original, data) = &originals[&sequence];
+                let facts = EventFacts {
+                    sequence,
+                    event_type: &original.event_type,
+                    subject: &original.subject,
+                    received_at_micros: original.received_at_micros,
+                    data,
+                };
+                if let Verdict::Deliver { data, redacted } = scan.release(&policy, &facts, event.received_at_micros) {
+                    let record = Self::record(original, &data, redacted)?.released();
+                    out.push(PartnerRecord { partner: partner.clone(), record });
+                }
+            }
         }
-        let Ok(data) = serde_json::from_slice::<serde_json::Value>(&event.data) else { return TopicView::Skip };
-        let (seen, redacted) = redact(&data, rule);
-        if self.policy.is_medical(&event.event_type, &seen) {
-            return TopicView::Skip;
-        }
-        match serde_json::to_vec(&seen) {
-            Ok(payload) => TopicView::Deliver { payload, redacted },
-            Err(_) => TopicView::Skip,
-        }
+        Ok(out)
     }
 }

@@ -78,7 +78,7 @@ pub async fn run_with(
             let relay = Relay {
                 journal: journal.clone(),
                 settings: settings.clone(),
-                policy: Arc::new(PartnerViews::new(access.policy.clone(), &event_types)),
+                policy: Box::new(PartnerViews::new(access.clone(), journal.clone(), &event_types, relay_stop.clone())),
                 event_types,
             };
             let (handle, task) = relay.start(relay_stop.clone())?;

@@ -54,14 +54,21 @@ impl Access {
     /// A subscriber's scan state just before journal position `next`: the consent state and
     /// the events withheld from it (the index must cover `next - 1`).
     pub fn scan_before(&self, partner: &str, types: BTreeSet<String>, next: u64) -> Result<SubscriberScan, Error> {
-        let mut scan = SubscriberScan::new(partner, types);
+        let mut scans = self.scans_before(vec![SubscriberScan::new(partner, types)], next)?;
+        Ok(scans.remove(0))
+    }
+
+    /// [`Access::scan_before`] for several fresh scans, in one pass over the index.
+    pub fn scans_before(&self, mut scans: Vec<SubscriberScan>, next: u64) -> Result<Vec<SubscriberScan>, Error> {
         for entry in self.store.all() {
             let entry = entry?;
             if entry.sequence < next {
-                scan.step(&self.policy, &facts(&entry));
+                for scan in &mut scans {
+                    scan.step(&self.policy, &facts(&entry));
+                }
             }
         }
-        Ok(scan)
+        Ok(scans)
     }
 
     /// Who receives `event` and, for consent-gated data, whether it is withheld or was
