@@ -9,6 +9,7 @@
 //!   accepted, and rebuilt from the journal on demand.
 
 pub mod aggregate;
+mod reads;
 pub mod rules;
 pub mod store;
 

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::reads::{data_members, DATA};
 use crate::Error;
 
 /// The repository's `schemas/rules/` directory, compiled into the binary.
@@ -72,8 +73,16 @@ pub struct RuleFailure {
 }
 
 /// Every rule, by event type. Immutable once loaded; share it behind an `Arc`.
+/// The rules of one event type and what of the payload they read.
+#[derive(Default)]
+struct TypeRules {
+    rules: Vec<Rule>,
+    /// The top-level payload members any of the rules can read; `None`: the whole payload.
+    reads: Option<BTreeSet<String>>,
+}
+
 pub struct RuleSet {
-    by_type: BTreeMap<String, Vec<Rule>>,
+    by_type: BTreeMap<String, TypeRules>,
     /// CEL's standard library, built once: building it per event cost more than
     /// evaluating the rules (it showed at the top of the publish path's profile).
     env: Arc<cel::Env>,
@@ -133,16 +142,24 @@ impl RuleSet {
 
     /// All rules, by type then declaration order.
     pub fn rules(&self) -> impl Iterator<Item = &Rule> {
-        self.by_type.values().flatten()
+        self.by_type.values().flat_map(|t| &t.rules)
     }
 
     /// The rules of `event_type` that `data` fails.
     pub fn evaluate(&self, event_type: &str, data: &Value) -> Vec<RuleFailure> {
-        let Some(rules) = self.by_type.get(event_type) else {
+        let Some(TypeRules { rules, reads }) = self.by_type.get(event_type) else {
             return Vec::new();
         };
         let mut context = cel::Context::with_env(self.env.clone());
-        if let Err(e) = context.add_variable("data", data) {
+        let added = match (reads, data) {
+            (Some(members), Value::Object(object)) => {
+                let read: serde_json::Map<String, Value> =
+                    members.iter().filter_map(|m| Some((m.clone(), object.get(m)?.clone()))).collect();
+                context.add_variable(DATA, read)
+            }
+            _ => context.add_variable(DATA, data),
+        };
+        if let Err(e) = added {
             // A JSON object always converts; if it ever does not, every rule fails visibly.
             return rules.iter().map(|r| r.failure(format!("data cannot be evaluated: {e}"))).collect();
         }
@@ -155,6 +172,21 @@ impl RuleSet {
                 Err(e) => Some(rule.failure(format!("the expression could not be evaluated: {e}"))),
             })
             .collect()
+    }
+}
+
+impl TypeRules {
+    fn add(&mut self, rule: Rule) {
+        let first = self.rules.is_empty();
+        self.reads = match (first, self.reads.take(), data_members(rule.program.expression())) {
+            (true, _, reads) => reads,
+            (false, Some(mut all), Some(more)) => {
+                all.extend(more);
+                Some(all)
+            }
+            _ => None,
+        };
+        self.rules.push(rule);
     }
 }
 
@@ -209,7 +241,7 @@ fn build(mut files: Vec<Source>, known_types: &[&str]) -> Result<RuleSet, Error>
                 problems.push(format!("{at}: the description must not be empty"));
             }
             match cel::Program::compile(&decl.expr) {
-                Ok(program) => set.by_type.entry(event_type.to_owned()).or_default().push(Rule {
+                Ok(program) => set.by_type.entry(event_type.to_owned()).or_default().add(Rule {
                     name: decl.name,
                     event_type: event_type.to_owned(),
                     severity: decl.severity,
