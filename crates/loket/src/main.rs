@@ -22,6 +22,11 @@ use clap::Parser;
 
 use crate::cli::{AuditCommand, CertsCommand, Cli, Command, QualityCommand, SchemasCommand};
 
+// glibc's malloc took a third of the gateway's request threads under load (sled 0.34 and
+// the publish path make many short-lived allocations across threads); see BENCHMARKS.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit status of a client command whose request the gateway refused (bad input,
 /// permission): distinct from 1, which means "could not get an answer".
 pub const EXIT_REJECTED: u8 = 2;
