@@ -174,6 +174,7 @@ impl Access {
 
     fn index_batch(&self, batch: &[StoredEvent], book: &mut loket_access::ConsentBook) -> Result<(), Error> {
         let mut entries = Vec::new();
+        let mut withholdings = Vec::new();
         for event in batch {
             let consent = event.event_type == CONSENT_TYPE;
             let medical = self.policy.may_be_medical(&event.event_type);
@@ -198,13 +199,13 @@ impl Access {
                         entry.received_at_micros,
                     );
                     if let Verdict::Withhold(reason) = verdict {
-                        self.store.withholding(&DenialRecord {
+                        withholdings.push(DenialRecord {
                             at_micros: event.received_at_micros,
                             kind: "withheld".into(),
                             reason_code: reason.code().into(),
                             reason: reason.to_string(),
                             ..DenialRecord::about(&partner, event)
-                        })?;
+                        });
                     }
                 }
             }
@@ -214,7 +215,7 @@ impl Access {
             entries.push(entry);
         }
         let last = batch.last().map_or(0, |e| e.sequence);
-        self.store.index(&entries, last)?;
+        self.store.index(&entries, &withholdings, last)?;
         self.indexed.send_replace(last);
         Ok(())
     }

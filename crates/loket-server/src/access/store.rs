@@ -72,6 +72,15 @@ fn gated_key(case: &str, sequence: u64) -> Vec<u8> {
     key
 }
 
+/// The key of a fact recorded once per (event, partner).
+fn once_key(kind: u8, record: &DenialRecord) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + record.partner.len());
+    key.push(kind);
+    key.extend_from_slice(&record.sequence.to_be_bytes());
+    key.extend_from_slice(record.partner.as_bytes());
+    key
+}
+
 impl AccessStore {
     /// Opens, retrying for a short while: right after a previous gateway in this process
     /// stopped, its last tasks may still hold the database lock a moment.
@@ -110,13 +119,23 @@ impl AccessStore {
         })
     }
 
-    /// Adds index entries, then moves the mark (sled recovers a prefix of its writes, so
-    /// the mark never runs ahead of the entries).
-    pub fn index(&self, events: &[IndexedEvent], up_to: u64) -> Result<(), Error> {
+    /// Adds index entries and the withholdings found while indexing them, then moves the
+    /// mark (sled recovers a prefix of its writes, so the mark never runs ahead of them).
+    /// A withholding record is a function of the journal, so indexing the same events
+    /// again after a crash writes the same records under the same keys.
+    pub fn index(&self, events: &[IndexedEvent], withholdings: &[DenialRecord], up_to: u64) -> Result<(), Error> {
+        let mut gated = sled::Batch::default();
         for e in events {
             let value = serde_json::to_vec(e).map_err(|e| corrupt("index entry", e))?;
-            self.gated.insert(gated_key(&e.subject, e.sequence), value).map_err(storage)?;
+            gated.insert(gated_key(&e.subject, e.sequence), value);
         }
+        let mut denials = sled::Batch::default();
+        for record in withholdings {
+            let value = serde_json::to_vec(record).map_err(|e| corrupt("denial", e))?;
+            denials.insert(once_key(WITHHOLDING, record), value);
+        }
+        self.gated.apply_batch(gated).map_err(storage)?;
+        self.denials.apply_batch(denials).map_err(storage)?;
         self.meta.insert(INDEXED, &up_to.to_be_bytes()).map_err(storage)?;
         Ok(())
     }
@@ -158,15 +177,8 @@ impl AccessStore {
         self.once(REDACTION, record)
     }
 
-    /// Records that event `record.sequence` is withheld from `record.partner` (once).
-    pub fn withholding(&self, record: &DenialRecord) -> Result<(), Error> {
-        self.once(WITHHOLDING, record)
-    }
-
     fn once(&self, kind: u8, record: &DenialRecord) -> Result<(), Error> {
-        let mut key = vec![kind];
-        key.extend_from_slice(&record.sequence.to_be_bytes());
-        key.extend_from_slice(record.partner.as_bytes());
+        let key = once_key(kind, record);
         if self.denials.contains_key(&key).map_err(storage)? {
             return Ok(());
         }
