@@ -114,7 +114,8 @@ impl Bucket {
         }
     }
 
-    fn merge(&mut self, other: &Bucket) {
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &Bucket) {
         self.events += other.events;
         self.completeness_millionths += other.completeness_millionths;
         for (field, c) in &other.fields {

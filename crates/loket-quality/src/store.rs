@@ -10,9 +10,16 @@
 //! store without the mark, or with another sequence than the journal's, is rebuilt at
 //! start-up. A rebuild recounts the accepted events from the journal; rejections were
 //! never stored there and are kept as counted.
+//!
+//! Because of that, accepted events are first added up in memory and written to sled as
+//! one read-modify-write per bucket (a handful of partner × type buckets a day) when a
+//! second has passed or many events are waiting, before every report and at close: a
+//! sled update per event cost more than the rest of the quality work together.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use loket_journal::Journal;
 use loket_schema::Registry;
@@ -27,11 +34,30 @@ const CLEAN: &[u8] = b"clean";
 /// Events read from the journal at once during a rebuild.
 const REBUILD_CHUNK: usize = 1024;
 
+/// Accepted events added up in memory and not yet written (see the module doc).
+const PENDING_EVENTS: u64 = 4096;
+const PENDING_AGE: Duration = Duration::from_secs(1);
+
 pub struct QualityStore {
     db: sled::Db,
     accepted: sled::Tree,
     rejected: sled::Tree,
     meta: sled::Tree,
+    pending: Mutex<Pending>,
+    /// Held while pending counts are written, so a report waits for counts in transit.
+    writing: Mutex<()>,
+}
+
+struct Pending {
+    buckets: BTreeMap<BucketKey, Bucket>,
+    events: u64,
+    since: Instant,
+}
+
+impl Pending {
+    fn new() -> Self {
+        Pending { buckets: BTreeMap::new(), events: 0, since: Instant::now() }
+    }
 }
 
 /// `day (i32, big-endian, sign bit flipped so bytes sort like numbers) | partner | 0 | type`.
@@ -64,6 +90,8 @@ impl QualityStore {
             rejected: db.open_tree("rejected")?,
             meta: db.open_tree("meta")?,
             db,
+            pending: Mutex::new(Pending::new()),
+            writing: Mutex::new(()),
         })
     }
 
@@ -77,14 +105,35 @@ impl QualityStore {
 
     /// Flushes and records that the figures cover the journal up to `journal_last`.
     pub fn close_clean(&self, journal_last: u64) -> Result<(), Error> {
+        self.write_pending()?;
         self.db.flush()?;
         self.meta.insert(CLEAN, &journal_last.to_be_bytes())?;
         self.db.flush()?;
         Ok(())
     }
 
+    /// Counts an accepted event (in memory first; see the module doc).
     pub fn record_accepted(&self, event: &Accepted<'_>) -> Result<(), Error> {
-        update::<Bucket>(&self.accepted, &encode_key(&event.key()), |b| b.add(event))
+        let due = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.buckets.entry(event.key()).or_default().add(event);
+            pending.events += 1;
+            pending.events >= PENDING_EVENTS || pending.since.elapsed() >= PENDING_AGE
+        };
+        if due {
+            self.write_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the counts added up in memory into the trees.
+    fn write_pending(&self) -> Result<(), Error> {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let pending = std::mem::replace(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()), Pending::new());
+        for (key, delta) in &pending.buckets {
+            update::<Bucket>(&self.accepted, &encode_key(key), |b| b.merge(delta))?;
+        }
+        Ok(())
     }
 
     /// A refused publish of `event_type` by `partner`, of `kind` (the ErrorInfo reason),
@@ -95,6 +144,7 @@ impl QualityStore {
 
     /// Every bucket of accepted events.
     pub fn accepted(&self) -> Result<BTreeMap<BucketKey, Bucket>, Error> {
+        self.write_pending()?;
         read_all(&self.accepted)
     }
 
@@ -111,6 +161,8 @@ impl QualityStore {
     /// now); rejections stay as counted. Returns the number of events read.
     pub fn rebuild(&self, journal: &Journal, registry: &Registry, rules: &RuleSet) -> Result<u64, Error> {
         let mut buckets: BTreeMap<BucketKey, Bucket> = BTreeMap::new();
+        // What was counted in memory is counted again from the journal.
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Pending::new();
         let last = journal.last_sequence();
         let mut next = 1;
         let mut read = 0;
@@ -219,15 +271,17 @@ mod tests {
             };
             store.record_accepted(&e).unwrap();
             store.record_accepted(&e).unwrap();
+            assert_eq!(store.report(&Filter::default()).unwrap().types[0].events, 2, "counts in memory are reported");
+            store.record_accepted(&e).unwrap();
             store.record_rejected(&e.key(), "SCHEMA_VIOLATION", &[]).unwrap();
-            store.close_clean(2).unwrap();
+            store.close_clean(3).unwrap();
         }
         let store = QualityStore::open(dir.path()).unwrap();
-        assert_eq!(store.take_clean_mark().unwrap(), Some(2));
+        assert_eq!(store.take_clean_mark().unwrap(), Some(3));
         assert_eq!(store.take_clean_mark().unwrap(), None);
         let report = store.report(&Filter::default()).unwrap();
-        assert_eq!(report.types[0].events, 2);
+        assert_eq!(report.types[0].events, 3, "and written at close");
         assert_eq!(report.types[0].rejected, 1);
-        assert_eq!(report.fields[0].filled, 2);
+        assert_eq!(report.fields[0].filled, 3);
     }
 }
