@@ -9,6 +9,7 @@
 //! restart loses nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
@@ -59,11 +60,20 @@ pub struct SubscriberScan {
     types: BTreeSet<String>,
     book: ConsentBook,
     pending: BTreeMap<String, BTreeSet<u64>>,
+    /// Whether the subscriber receives a type that may carry medical data, so that
+    /// consents matter to it (worked out on first use; the policy does not change).
+    gated: OnceLock<bool>,
 }
 
 impl SubscriberScan {
     pub fn new(partner: impl Into<String>, types: BTreeSet<String>) -> Self {
-        Self { partner: partner.into(), types, book: ConsentBook::default(), pending: BTreeMap::new() }
+        Self {
+            partner: partner.into(),
+            types,
+            book: ConsentBook::default(),
+            pending: BTreeMap::new(),
+            gated: OnceLock::new(),
+        }
     }
 
     pub fn partner(&self) -> &str {
@@ -77,17 +87,29 @@ impl SubscriberScan {
     /// What the scan needs of the next event of `event_type`. For `Skip` and `Verbatim`
     /// [`SubscriberScan::step`] would change no state, so the caller may skip it.
     pub fn need(&self, policy: &Policy, event_type: &str) -> Need {
-        if event_type == CONSENT_TYPE || policy.may_be_medical(event_type) {
+        if event_type == CONSENT_TYPE && self.gated(policy) {
+            // Consents feed the book even when the subscriber does not receive them.
             return Need::Inspect;
         }
-        if !self.types.is_empty() && !self.types.contains(event_type) {
+        if !self.wants(event_type) {
             return Need::Skip;
         }
         match policy.subscription(&self.partner, event_type) {
             None => Need::Skip,
-            Some(FieldRule::All) => Need::Verbatim,
+            Some(FieldRule::All) if !policy.may_be_medical(event_type) => Need::Verbatim,
             Some(_) => Need::Inspect,
         }
+    }
+
+    fn wants(&self, event_type: &str) -> bool {
+        self.types.is_empty() || self.types.contains(event_type)
+    }
+
+    /// Whether consents matter to this subscriber: it receives a type that may be medical.
+    fn gated(&self, policy: &Policy) -> bool {
+        *self.gated.get_or_init(|| {
+            policy.subscribable(&self.partner).iter().any(|t| self.wants(t) && policy.may_be_medical(t))
+        })
     }
 
     /// Scans the next event (in journal order). Returns its fate and the sequences of
@@ -114,7 +136,8 @@ impl SubscriberScan {
             Step::Skip
         };
         let mut released = Vec::new();
-        if event.event_type == CONSENT_TYPE {
+        // A subscriber without medical types needs no consents: its book stays empty.
+        if event.event_type == CONSENT_TYPE && self.gated(policy) {
             self.book.record(event.subject, event.data);
             if self.pending.contains_key(event.subject)
                 && self.book.coverage(event.subject, &self.partner, event.received_at_micros).is_ok()
@@ -226,6 +249,10 @@ mod tests {
         assert_eq!(all.need(&policy, "physical-features"), Need::Skip);
         let only = SubscriberScan::new("dji", BTreeSet::from(["transport-status".to_owned()]));
         assert_eq!(only.need(&policy, "baggage"), Need::Skip);
+        // Without a medical type among what it receives, consents and medical events are
+        // nothing to the subscriber: skipped unread.
+        assert_eq!(only.need(&policy, CONSENT_TYPE), Need::Skip);
+        assert_eq!(only.need(&policy, "medical-file-transfer"), Need::Skip);
     }
 
     #[test]
