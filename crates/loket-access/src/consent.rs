@@ -5,7 +5,7 @@
 //! that releases it), never the wall clock: so every subscriber, every restart and every
 //! replay reaches the same decision for the same journal.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 
 use serde_json::Value;
@@ -21,8 +21,9 @@ pub const CONSENT_TYPE: &str = "medical-transfer-consent";
 pub struct Consent {
     pub consent_id: String,
     pub given: bool,
-    /// Partner ids of the recipients.
-    pub recipients: BTreeSet<String>,
+    /// Partner ids of the recipients, sorted (a few per form: a list costs a fraction of
+    /// a set, and a book holds a form per case).
+    pub recipients: Vec<String>,
     /// Unix microseconds.
     pub signed_at: Option<i64>,
     pub valid_until: Option<i64>,
@@ -82,11 +83,14 @@ impl Consent {
     /// Reads a (schema-valid) `medical-transfer-consent` payload; `None` without an id.
     pub fn from_data(data: &Value) -> Option<Consent> {
         let consent_id = data.get("consentId")?.as_str()?.to_owned();
-        let recipients = data
+        let mut recipients: Vec<String> = data
             .get("recipients")
             .and_then(Value::as_array)
             .map(|list| list.iter().filter_map(|r| r.get("partner")?.as_str().map(str::to_owned)).collect())
             .unwrap_or_default();
+        recipients.sort();
+        recipients.dedup();
+        recipients.shrink_to_fit();
         Some(Consent {
             consent_id,
             given: data.get("given").and_then(Value::as_bool).unwrap_or(false),
@@ -99,7 +103,7 @@ impl Consent {
 
     /// Whether this form lets `partner` receive medical data at `at` (Unix µs).
     pub fn covers(&self, partner: &str, at: i64) -> Result<(), Uncovered> {
-        if !self.recipients.contains(partner) {
+        if self.recipients.binary_search_by(|r| r.as_str().cmp(partner)).is_err() {
             return Err(if self.given { Uncovered::RecipientNotListed } else { Uncovered::NotGiven });
         }
         if self.withdrawn_at.is_some_and(|w| w <= at) {
@@ -118,17 +122,22 @@ impl Consent {
     }
 }
 
-/// The consent forms of every case seen so far.
+/// The consent forms of every case seen so far. A gateway's book holds every case with a
+/// consent, so it is kept compact: a short list of forms per case, not a map.
 #[derive(Debug, Clone, Default)]
 pub struct ConsentBook {
-    cases: HashMap<String, BTreeMap<String, Consent>>,
+    cases: HashMap<String, Vec<Consent>>,
 }
 
 impl ConsentBook {
     /// Records a consent event of `case`; a later event for the same form replaces it.
     pub fn record(&mut self, case: &str, data: &Value) {
         if let Some(consent) = Consent::from_data(data) {
-            self.cases.entry(case.to_owned()).or_default().insert(consent.consent_id.clone(), consent);
+            let forms = self.cases.entry(case.to_owned()).or_default();
+            match forms.iter_mut().find(|f| f.consent_id == consent.consent_id) {
+                Some(form) => *form = consent,
+                None => forms.push(consent),
+            }
         }
     }
 
@@ -136,7 +145,7 @@ impl ConsentBook {
     pub fn coverage(&self, case: &str, partner: &str, at: i64) -> Result<(), Uncovered> {
         let Some(forms) = self.cases.get(case) else { return Err(Uncovered::NoConsent) };
         let mut worst = Uncovered::NoConsent;
-        for form in forms.values() {
+        for form in forms {
             match form.covers(partner, at) {
                 Ok(()) => return Ok(()),
                 Err(reason) => worst = worst.max(reason),
