@@ -35,9 +35,7 @@ pub(crate) struct Access {
 
 impl Access {
     pub fn open(config: &Config, policy: Policy) -> Result<Self, Error> {
-        // A small cache: the index is read in full only when a subscription starts, and
-        // sled's real use is several times its nominal cache size.
-        let store = AccessStore::open(&config.access_dir(), 1024 * 1024)?;
+        let store = AccessStore::open(&config.access_dir(), 8 * 1024 * 1024)?;
         let rules = format!("{:?}|{:?}", config.access.medical_types, config.access.medical_fields);
         let indexed = store.indexed(&rules)?;
         let (tx, _) = watch::channel(indexed);

@@ -87,7 +87,15 @@ impl AccessStore {
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, Error> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
         let db = loop {
-            match sled::Config::new().path(dir).cache_capacity(cache_bytes).flush_every_ms(Some(500)).open() {
+            // The indexer writes entries under random case keys as fast as events arrive;
+            // HighThroughput trades disk space for fewer page rewrites (gateway-stream CPU
+            // per event 64-65 µs with LowSpace, 57 µs with this, on this noisy machine).
+            let config = sled::Config::new()
+                .path(dir)
+                .cache_capacity(cache_bytes)
+                .mode(sled::Mode::HighThroughput)
+                .flush_every_ms(Some(500));
+            match config.open() {
                 Ok(db) => break db,
                 Err(e) if std::time::Instant::now() < deadline => {
                     tracing::debug!(error = %e, "access store open failed, retrying");
