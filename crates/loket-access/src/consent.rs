@@ -136,7 +136,11 @@ impl ConsentBook {
             let forms = self.cases.entry(case.to_owned()).or_default();
             match forms.iter_mut().find(|f| f.consent_id == consent.consent_id) {
                 Some(form) => *form = consent,
-                None => forms.push(consent),
+                None => {
+                    // Most cases have one form: no room for more until one comes.
+                    forms.reserve_exact(1);
+                    forms.push(consent);
+                }
             }
         }
     }
