@@ -106,7 +106,8 @@ impl SubscriberScan {
     }
 
     /// Whether consents matter to this subscriber: it receives a type that may be medical.
-    fn gated(&self, policy: &Policy) -> bool {
+    /// When not, nothing before a position changes its scan, which then starts fresh.
+    pub fn gated(&self, policy: &Policy) -> bool {
         *self.gated.get_or_init(|| {
             policy.subscribable(&self.partner).iter().any(|t| self.wants(t) && policy.may_be_medical(t))
         })

@@ -60,10 +60,16 @@ impl Access {
 
     /// [`Access::scan_before`] for several fresh scans, in one pass over the index.
     pub fn scans_before(&self, mut scans: Vec<SubscriberScan>, next: u64) -> Result<Vec<SubscriberScan>, Error> {
+        // Only scans that receive medical types carry state; the others start fresh
+        // anywhere, without reading the index.
+        let mut gated: Vec<&mut SubscriberScan> = scans.iter_mut().filter(|s| s.gated(&self.policy)).collect();
+        if gated.is_empty() {
+            return Ok(scans);
+        }
         for entry in self.store.all() {
             let entry = entry?;
             if entry.sequence < next {
-                for scan in &mut scans {
+                for scan in &mut gated {
                     scan.step(&self.policy, &facts(&entry));
                 }
             }
