@@ -315,7 +315,9 @@ pub struct BenchArgs {
     /// Concurrent callers of the unary arms.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
-    /// Only these arms (prefixes: validate, journal, transport, gateway, replay, memory).
+    /// Only these arms, by name or prefix (validate, journal, transport-unary,
+    /// transport-stream, gateway-unary, gateway-stream, gateway-at-N/s, replay, memory;
+    /// `transport` or `gateway` for all of theirs).
     #[arg(long, value_delimiter = ',')]
     pub arms: Vec<String>,
     /// A run of seconds with tiny numbers, to check that every arm works.

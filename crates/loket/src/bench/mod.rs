@@ -44,8 +44,38 @@ struct Plan {
     concurrency: usize,
 }
 
-fn wanted(args: &BenchArgs, arm: &str) -> bool {
-    args.arms.is_empty() || args.arms.iter().any(|a| arm.starts_with(a.as_str()))
+impl Plan {
+    /// Every arm this plan can run, in the order they run.
+    fn arms(&self) -> Vec<String> {
+        let mut arms: Vec<String> =
+            ["validate", "journal", "transport-unary", "transport-stream", "gateway-unary", "gateway-stream"]
+                .map(str::to_owned)
+                .into();
+        arms.extend(self.rates.iter().map(|r| format!("gateway-at-{r}/s")));
+        arms.extend(["replay", "memory"].map(str::to_owned));
+        arms
+    }
+}
+
+/// The arms to run: all, or those whose names start with an entry of `--arms`.
+struct Selection(Vec<String>);
+
+impl Selection {
+    fn new(args: &BenchArgs, plan: &Plan) -> anyhow::Result<Self> {
+        let all = plan.arms();
+        for a in &args.arms {
+            if !all.iter().any(|arm| arm.starts_with(a.as_str())) {
+                anyhow::bail!("--arms {a:?} names no arm; the arms are {}", all.join(", "));
+            }
+        }
+        let picked = |arm: &String| args.arms.is_empty() || args.arms.iter().any(|a| arm.starts_with(a.as_str()));
+        Ok(Self(all.iter().filter(|a| picked(a)).cloned().collect()))
+    }
+
+    /// Whether an arm whose name starts with `prefix` runs (a whole name: whether it runs).
+    fn runs(&self, prefix: &str) -> bool {
+        self.0.iter().any(|a| a.starts_with(prefix))
+    }
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -66,6 +96,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             concurrency: args.concurrency,
         }
     };
+    let selection = Selection::new(&args, &plan)?;
     let work = tempfile::Builder::new().prefix("loket-bench-").tempdir()?;
     let corpus_path = match &args.corpus {
         Some(path) => path.clone(),
@@ -83,24 +114,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     certs::init(&certs_dir, &partners, false)?;
 
     let mut results = Vec::new();
-    if wanted(&args, "validate") {
+    if selection.runs("validate") {
         results.push(validate_arm(&items, plan.events)?);
     }
-    if wanted(&args, "journal") {
+    if selection.runs("journal") {
         results.push(journal_arm(&items, plan.events, work.path()).await?);
     }
-    if wanted(&args, "transport") {
+    if selection.runs("transport-") {
         let server = ServerProcess::spawn(&["bench-transport", "--certs", &certs_dir.display().to_string()], &[])?;
-        results.extend(publish_arms("transport", &server, &certs_dir, &items, &plan, false).await?);
+        results.extend(publish_arms("transport", &server, &certs_dir, &items, &plan, &selection, false).await?);
         server.stop()?;
     }
-    if wanted(&args, "gateway") {
+    if selection.runs("gateway-unary") || selection.runs("gateway-stream") || selection.runs("gateway-at-") {
         let config = gateway_config(work.path(), "gateway", &certs_dir)?;
         let server = ServerProcess::spawn(&["serve", "--config", &config.display().to_string()], &[])?;
-        results.extend(publish_arms("gateway", &server, &certs_dir, &items, &plan, true).await?);
+        results.extend(publish_arms("gateway", &server, &certs_dir, &items, &plan, &selection, true).await?);
         server.stop()?;
     }
-    if wanted(&args, "replay") || wanted(&args, "memory") {
+    if selection.runs("replay") || selection.runs("memory") {
         results.extend(replay_and_memory(work.path(), &certs_dir, &items, plan.replay_events).await?);
     }
 
@@ -266,45 +297,56 @@ fn gateway_config(work: &Path, name: &str, certs_dir: &Path) -> anyhow::Result<P
 }
 
 /// Unary with concurrent callers, publish streams, and (for the gateway) unary latency at
-/// fixed offered loads.
+/// fixed offered loads: those of them that `selection` wants.
 async fn publish_arms(
     name: &str,
     server: &ServerProcess,
     certs_dir: &Path,
     items: &Arc<Vec<Item>>,
     plan: &Plan,
+    selection: &Selection,
     fixed_rates: bool,
 ) -> anyhow::Result<Vec<ArmResult>> {
     let clients = Clients::connect(&server.url(), certs_dir, items).await?;
     let mut out = Vec::new();
 
-    let cpu0 = server.cpu()?;
-    let run = load::unary_closed(&clients, items, plan.concurrency, plan.events).await?;
-    out.push(
-        ArmResult::new(&format!("{name}-unary"), run.done, run.rejected, run.elapsed)
-            .latency(&run.latency)
-            .cpu(server.cpu()? - cpu0)
-            .note(format!("{} concurrent callers", plan.concurrency)),
-    );
+    let arm = format!("{name}-unary");
+    if selection.runs(&arm) {
+        let cpu0 = server.cpu()?;
+        let run = load::unary_closed(&clients, items, plan.concurrency, plan.events).await?;
+        out.push(
+            ArmResult::new(&arm, run.done, run.rejected, run.elapsed)
+                .latency(&run.latency)
+                .cpu(server.cpu()? - cpu0)
+                .note(format!("{} concurrent callers", plan.concurrency)),
+        );
+    }
 
-    let cpu0 = server.cpu()?;
-    let run = streams_after_unary(&clients, items, plan.events).await?;
-    let streams = corpus::sources(items).len();
-    out.push(
-        ArmResult::new(&format!("{name}-stream"), run.done, run.rejected, run.elapsed)
-            .latency(&run.latency)
-            .cpu(server.cpu()? - cpu0)
-            .note(format!("{streams} streams, one per partner")),
-    );
+    let arm = format!("{name}-stream");
+    if selection.runs(&arm) {
+        let cpu0 = server.cpu()?;
+        let run = streams_after_unary(&clients, items, plan.events).await?;
+        let streams = corpus::sources(items).len();
+        out.push(
+            ArmResult::new(&arm, run.done, run.rejected, run.elapsed)
+                .latency(&run.latency)
+                .cpu(server.cpu()? - cpu0)
+                .note(format!("{streams} streams, one per partner")),
+        );
+    }
 
     if fixed_rates {
         for (k, &rate) in plan.rates.iter().enumerate() {
+            let arm = format!("{name}-at-{rate}/s");
+            if !selection.runs(&arm) {
+                continue;
+            }
             let cpu0 = server.cpu()?;
             // Distinct id rounds per run, so that no run's events are duplicates of another's.
             let base = 1_000_000 * (k as u64 + 1);
             let run = load::open_loop(&clients, items, rate, plan.latency_run, base).await?;
             out.push(
-                ArmResult::new(&format!("{name}-at-{rate}/s"), run.done, run.rejected, run.elapsed)
+                ArmResult::new(&arm, run.done, run.rejected, run.elapsed)
                     .latency(&run.latency)
                     .cpu(server.cpu()? - cpu0)
                     .note(match &run.first_failure {
