@@ -1,12 +1,16 @@
 //! `loket bench`: throughput, latency, replay and memory of the gateway, side by side with
-//! its baselines (the bare gRPC transport, validation alone, the journal alone) in one run
-//! on one corpus. Figures are reported, never asserted: the smoke run in the test suite
-//! only checks that every arm ran and produced them.
+//! its baselines (the bare gRPC transport, validation alone, the journal alone, a plain
+//! Kafka producer) in one run on one corpus. Figures are reported, never asserted: the
+//! smoke run in the test suite only checks that every arm ran and produced them.
 
+mod broker;
+mod consumer;
 mod corpus;
+mod kafka;
 mod load;
 mod null;
 mod procs;
+mod rdkafka_raw;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +28,7 @@ use loket_server::proto::{subscribe_request::Start, Earliest, SubscribeRequest};
 use serde_json::Value;
 
 use crate::cli::BenchArgs;
+use broker::Broker;
 use corpus::Item;
 use load::Clients;
 use procs::{disk_usage, own_cpu, own_peak_rss, ServerProcess};
@@ -52,7 +57,7 @@ impl Plan {
                 .map(str::to_owned)
                 .into();
         arms.extend(self.rates.iter().map(|r| format!("gateway-at-{r}/s")));
-        arms.extend(["replay", "memory"].map(str::to_owned));
+        arms.extend(["gateway-kafka", "rdkafka-raw", "replay", "memory"].map(str::to_owned));
         arms
     }
 }
@@ -97,6 +102,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     };
     let selection = Selection::new(&args, &plan)?;
+    // Resolved before any arm runs, so a missing broker does not end a long run half-way.
+    let broker_source = if selection.runs("gateway-kafka") || selection.runs("rdkafka-raw") {
+        Some(broker::Source::resolve(args.kafka.as_deref())?)
+    } else {
+        None
+    };
     let work = tempfile::Builder::new().prefix("loket-bench-").tempdir()?;
     let corpus_path = match &args.corpus {
         Some(path) => path.clone(),
@@ -126,10 +137,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         server.stop()?;
     }
     if selection.runs("gateway-unary") || selection.runs("gateway-stream") || selection.runs("gateway-at-") {
-        let config = gateway_config(work.path(), "gateway", &certs_dir)?;
+        let config = gateway_config(work.path(), "gateway", &certs_dir, "")?;
         let server = ServerProcess::spawn(&["serve", "--config", &config.display().to_string()], &[])?;
         results.extend(publish_arms("gateway", &server, &certs_dir, &items, &plan, &selection, true).await?);
         server.stop()?;
+    }
+    if let Some(source) = &broker_source {
+        let broker = Broker::open(source, &work.path().join("tansu"))?;
+        broker.check().await?;
+        // Topic names of their own on a broker that may be shared or kept between runs.
+        let prefix = format!("bench{}.", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        eprintln!("kafka: broker {}, topic prefix {prefix}", broker.bootstrap);
+        if selection.runs("gateway-kafka") {
+            let gateway_prefix = format!("{prefix}gateway.");
+            let e2e = !args.no_e2e;
+            results.push(
+                kafka::gateway_kafka_arm(work.path(), &certs_dir, &items, plan.events, &broker, &gateway_prefix, e2e)
+                    .await?,
+            );
+        }
+        if selection.runs("rdkafka-raw") {
+            results.push(rdkafka_raw::rdkafka_raw_arm(&items, plan.events, &broker, &format!("{prefix}raw.")).await?);
+        }
     }
     if selection.runs("replay") || selection.runs("memory") {
         results.extend(replay_and_memory(work.path(), &certs_dir, &items, plan.replay_events).await?);
@@ -163,7 +192,9 @@ fn generated_corpus(dir: &Path, cases: u32) -> anyhow::Result<PathBuf> {
 fn ratios(results: &[ArmResult]) -> Vec<String> {
     let rate = |arm: &str| results.iter().find(|r| r.arm == arm).map(|r| r.events_per_second);
     let mut out = Vec::new();
-    for (a, b) in [("gateway-stream", "transport-stream"), ("gateway-unary", "transport-unary")] {
+    for (a, b) in
+        [("gateway-stream", "transport-stream"), ("gateway-kafka", "rdkafka-raw"), ("gateway-unary", "transport-unary")]
+    {
         if let (Some(x), Some(y)) = (rate(a), rate(b)) {
             out.push(format!("ratio {a} / {b}: {:.2}", x / y));
         }
@@ -282,11 +313,12 @@ fn journal_batch_note(journal: &Journal) -> String {
     format!("{:.0} events", s.events as f64 / s.batches as f64)
 }
 
-fn gateway_config(work: &Path, name: &str, certs_dir: &Path) -> anyhow::Result<PathBuf> {
+/// The config of a gateway under test, with `extra` (further sections) at its end.
+fn gateway_config(work: &Path, name: &str, certs_dir: &Path, extra: &str) -> anyhow::Result<PathBuf> {
     let data_dir = work.join(name);
     let path = work.join(format!("{name}.toml"));
     let text = format!(
-        "data_dir = {:?}\n[grpc]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[tls]\nclient_ca = {:?}\nserver_cert = {:?}\nserver_key = {:?}\n",
+        "data_dir = {:?}\n[grpc]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[tls]\nclient_ca = {:?}\nserver_cert = {:?}\nserver_key = {:?}\n{extra}",
         data_dir.display().to_string(),
         certs_dir.join(certs::CA_CERT).display().to_string(),
         certs_dir.join(certs::SERVER_CERT).display().to_string(),
@@ -408,7 +440,7 @@ async fn replay_and_memory(
     };
     anyhow::ensure!(!valid.is_empty(), "the corpus holds no valid event");
     let valid = Arc::new(valid);
-    let config = gateway_config(work, "replay", certs_dir)?;
+    let config = gateway_config(work, "replay", certs_dir, "")?;
     let server = ServerProcess::spawn(&["serve", "--config", &config.display().to_string()], &[])?;
     let clients = Clients::connect(&server.url(), certs_dir, &valid).await?;
     let fill = load::streams(&clients, &valid, events).await?;
