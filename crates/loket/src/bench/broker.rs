@@ -146,3 +146,17 @@ fn tail(path: &Path) -> String {
         last
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_given_broker_list_is_checked_before_use() {
+        assert!(matches!(Source::resolve(Some("127.0.0.1:9092, kafka:9093")), Ok(Source::Given(_))));
+        for bad in ["nohost", "host:", ":9092", "host:99999", "a:1,"] {
+            let err = Source::resolve(Some(bad)).err().unwrap().to_string();
+            assert!(err.contains("--kafka"), "{bad}: {err}");
+        }
+    }
+}

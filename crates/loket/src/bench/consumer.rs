@@ -4,7 +4,7 @@
 //! `ce_source` and `ce_id` headers.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -37,11 +37,15 @@ pub struct Consumed {
     pub other: u64,
 }
 
-/// A consumer running on its own thread.
+type Partitions = Vec<(String, i32)>;
+
+/// A consumer running on its own thread. Dropping it stops the thread.
 pub struct E2eConsumer {
-    thread: Option<JoinHandle<anyhow::Result<Consumed>>>,
-    produced: Arc<AtomicBool>,
-    abandon: Arc<AtomicBool>,
+    thread: JoinHandle<anyhow::Result<Consumed>>,
+    bootstrap: String,
+    partitions: Partitions,
+    /// The partitions' ends once everything is produced.
+    ends: Sender<Vec<i64>>,
 }
 
 impl E2eConsumer {
@@ -63,48 +67,43 @@ impl E2eConsumer {
             .set("fetch.wait.max.ms", FETCH_WAIT_MS)
             .create()
             .context("cannot create the kafka consumer")?;
-        let produced = Arc::new(AtomicBool::new(false));
-        let abandon = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let (flags, abandoned) = (produced.clone(), abandon.clone());
+        let (ends_tx, ends_rx) = mpsc::channel();
         let thread = std::thread::Builder::new().name("bench-e2e-consumer".to_owned()).spawn(move || {
-            let partitions = assign(&consumer, &topics, &abandoned)?;
-            let _ = ready_tx.send(());
-            read(&consumer, &partitions, sent_as, &sent, &flags, &abandoned)
+            let partitions = assign(&consumer, &topics, &ends_rx)?;
+            let _ = ready_tx.send(partitions.clone());
+            read(&consumer, &partitions, sent_as, &sent, &ends_rx)
         })?;
-        let mut me = Self { thread: Some(thread), produced, abandon };
-        if ready_rx.await.is_err() {
+        match ready_rx.await {
+            Ok(partitions) => Ok(Self { thread, bootstrap: bootstrap.to_owned(), partitions, ends: ends_tx }),
             // The thread ended before it was ready: its error says why.
-            return Err(me.join_now().err().unwrap_or_else(|| anyhow::anyhow!("the kafka consumer stopped early")));
+            Err(_) => Err(join(thread).err().unwrap_or_else(|| anyhow::anyhow!("the kafka consumer stopped early"))),
         }
-        Ok(me)
     }
 
-    /// Tells the consumer that everything is on Kafka: it reads up to the partitions' ends
-    /// as they are now, then stops.
-    pub async fn finish(mut self) -> anyhow::Result<Consumed> {
-        self.produced.store(true, Ordering::Release);
-        let thread = self.thread.take().context("the kafka consumer was already joined")?;
-        tokio::task::spawn_blocking(move || thread.join())
-            .await?
-            .map_err(|_| anyhow::anyhow!("the kafka consumer thread panicked"))?
-    }
-
-    fn join_now(&mut self) -> anyhow::Result<Consumed> {
-        let thread = self.thread.take().context("the kafka consumer was already joined")?;
-        thread.join().map_err(|_| anyhow::anyhow!("the kafka consumer thread panicked"))?
+    /// Everything is on Kafka: the consumer reads up to the partitions' ends as they are
+    /// now, then stops. The ends are asked for here, with a client of their own, so that
+    /// a broker slow to answer never holds up the reading (and its measured latencies).
+    pub async fn finish(self) -> anyhow::Result<Consumed> {
+        let Self { thread, bootstrap, partitions, ends } = self;
+        let high = tokio::task::spawn_blocking(move || partition_ends(&bootstrap, &partitions)).await??;
+        // A send fails only when the thread has already ended; joining says why.
+        let _ = ends.send(high);
+        tokio::task::spawn_blocking(move || join(thread)).await?
     }
 }
 
-impl Drop for E2eConsumer {
-    fn drop(&mut self) {
-        // An arm that fails half-way leaves the thread to notice and end by itself.
-        self.abandon.store(true, Ordering::Release);
-    }
+fn join(thread: JoinHandle<anyhow::Result<Consumed>>) -> anyhow::Result<Consumed> {
+    thread.join().map_err(|_| anyhow::anyhow!("the kafka consumer thread panicked"))?
+}
+
+/// Whether the owner of the consumer is gone.
+fn abandoned(ends: &Receiver<Vec<i64>>) -> bool {
+    matches!(ends.try_recv(), Err(TryRecvError::Disconnected))
 }
 
 /// Assigns every partition of `topics` from the beginning, once they all exist.
-fn assign(consumer: &BaseConsumer, topics: &[String], abandon: &AtomicBool) -> anyhow::Result<Vec<(String, i32)>> {
+fn assign(consumer: &BaseConsumer, topics: &[String], ends: &Receiver<Vec<i64>>) -> anyhow::Result<Partitions> {
     let deadline = Instant::now() + TOPICS_WAIT;
     let mut partitions = Vec::new();
     for topic in topics {
@@ -116,7 +115,7 @@ fn assign(consumer: &BaseConsumer, topics: &[String], abandon: &AtomicBool) -> a
                     break;
                 }
             }
-            if abandon.load(Ordering::Acquire) {
+            if abandoned(ends) {
                 bail!("abandoned");
             }
             if Instant::now() > deadline {
@@ -138,41 +137,46 @@ fn read(
     partitions: &[(String, i32)],
     mut sent_as: HashMap<(String, String), u64>,
     sent: &SendLog,
-    produced: &AtomicBool,
-    abandon: &AtomicBool,
+    ends: &Receiver<Vec<i64>>,
 ) -> anyhow::Result<Consumed> {
     let mut out = Consumed { latency: long_histogram(), matched: 0, other: 0 };
     // Next offset to read, per entry of `partitions`.
     let mut next = vec![0i64; partitions.len()];
-    let mut ends: Option<(Vec<i64>, Instant)> = None;
+    // Once everything is produced: the partitions' ends, and until when to reach them.
+    let mut target: Option<(Vec<i64>, Instant)> = None;
+    // A broker busy with the relay may fail a fetch now and then; the deadline decides
+    // when that is a failure.
+    let mut last_error: Option<String> = None;
     loop {
-        if abandon.load(Ordering::Acquire) {
-            bail!("abandoned");
-        }
-        if ends.is_none() && produced.load(Ordering::Acquire) {
-            let mut high = Vec::with_capacity(partitions.len());
-            for (topic, partition) in partitions {
-                let (_, h) = consumer
-                    .fetch_watermarks(topic, *partition, Duration::from_secs(10))
-                    .with_context(|| format!("cannot read the end of {topic}/{partition}"))?;
-                high.push(h);
+        if target.is_none() {
+            match ends.try_recv() {
+                Ok(high) => target = Some((high, Instant::now() + CATCH_UP_WAIT)),
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => bail!("abandoned"),
             }
-            ends = Some((high, Instant::now() + CATCH_UP_WAIT));
         }
-        if let Some((high, deadline)) = &ends {
+        if let Some((high, deadline)) = &target {
             if next.iter().zip(high).all(|(n, h)| n >= h) {
                 return Ok(out);
             }
             if Instant::now() > *deadline {
                 bail!(
-                    "the consumer read {} records and was still behind the topics' ends {} s after the last was produced",
+                    "the consumer read {} records and had not reached the topics' ends {} s after the last was \
+                     produced (last error: {})",
                     out.matched + out.other,
-                    CATCH_UP_WAIT.as_secs()
+                    CATCH_UP_WAIT.as_secs(),
+                    last_error.as_deref().unwrap_or("none")
                 );
             }
         }
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
-        let message = message.context("reading kafka")?;
+        let message = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(e)) => {
+                last_error = Some(e.to_string());
+                continue;
+            }
+            Some(Ok(message)) => message,
+        };
         let now = Instant::now();
         if let Some(k) = partitions.iter().position(|(t, p)| t == message.topic() && *p == message.partition()) {
             next[k] = next[k].max(message.offset() + 1);
@@ -186,6 +190,29 @@ fn read(
             None => out.other += 1,
         }
     }
+}
+
+/// The high watermark of every partition, in the order of `partitions`, retrying while
+/// the broker is too busy to answer in time.
+fn partition_ends(bootstrap: &str, partitions: &[(String, i32)]) -> anyhow::Result<Vec<i64>> {
+    let client: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let deadline = Instant::now() + CATCH_UP_WAIT;
+    let mut high = Vec::with_capacity(partitions.len());
+    for (topic, partition) in partitions {
+        loop {
+            match client.fetch_watermarks(topic, *partition, Duration::from_secs(10)) {
+                Ok((_, h)) => {
+                    high.push(h);
+                    break;
+                }
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e).with_context(|| format!("cannot read the end of {topic}/{partition}"));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    Ok(high)
 }
 
 /// The (source, id) of a CloudEvents record, from its binary-mode headers.

@@ -263,3 +263,19 @@ pub async fn open_loop(
         latency: latency.into_inner().expect("histogram lock"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_log_keeps_the_instant_of_each_marked_event() {
+        let log = SendLog::new(3);
+        let at = Instant::now() + Duration::from_millis(5);
+        log.mark(1, at);
+        log.mark(7, at);
+        assert_eq!(log.get(0), None);
+        assert_eq!(log.get(1), Some(at));
+        assert_eq!(log.get(7), None);
+    }
+}

@@ -483,3 +483,37 @@ async fn replay_and_memory(
         )),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn selection(arms: &str) -> anyhow::Result<Selection> {
+        let Command::Bench(args) = Cli::parse_from(["loket", "bench", "--arms", arms]).command else {
+            unreachable!("a bench command line")
+        };
+        let plan =
+            Plan { events: 1, replay_events: 1, latency_run: Duration::ZERO, rates: vec![100, 1000], concurrency: 1 };
+        Selection::new(&args, &plan)
+    }
+
+    #[test]
+    fn arms_are_picked_by_name_or_prefix() {
+        let s = selection("gateway-stream,rdkafka").unwrap();
+        assert_eq!(s.0, ["gateway-stream", "rdkafka-raw"]);
+        let s = selection("gateway").unwrap();
+        assert_eq!(s.0, ["gateway-unary", "gateway-stream", "gateway-at-100/s", "gateway-at-1000/s", "gateway-kafka"]);
+        assert!(s.runs("gateway-at-") && !s.runs("transport-") && !s.runs("rdkafka-raw"));
+        let s = selection("gateway-at-100/s").unwrap();
+        assert_eq!(s.0, ["gateway-at-100/s"]);
+    }
+
+    #[test]
+    fn an_entry_that_names_no_arm_is_refused_with_the_arms() {
+        let err = selection("gateway,kafka").err().unwrap().to_string();
+        assert!(err.contains("\"kafka\"") && err.contains("gateway-kafka, rdkafka-raw"), "{err}");
+    }
+}
