@@ -28,7 +28,7 @@ use super::stats::{histogram, record, ArmResult};
 
 /// The relay's `linger.ms` (crates/loket-kafka/src/relay.rs), so both batch alike.
 const LINGER_MS: &str = "5";
-const FLUSH_WAIT: Duration = Duration::from_secs(600);
+const REPORTS_WAIT: Duration = Duration::from_secs(600);
 
 pub async fn rdkafka_raw_arm(
     items: &Arc<Vec<Item>>,
@@ -200,11 +200,11 @@ fn produce(
     }
     // Counted rather than flushed: `flush` returns when librdkafka has handed out the last
     // report, which the polling thread may still be running the callback of.
-    let deadline = start + FLUSH_WAIT;
+    let deadline = start + REPORTS_WAIT;
     let reported = || reports.delivered.load(Ordering::Acquire) + reports.failed.load(Ordering::Acquire);
     while reported() < events {
         if Instant::now() > deadline {
-            bail!("{} of {events} delivery reports arrived within {} s", reported(), FLUSH_WAIT.as_secs());
+            bail!("{} of {events} delivery reports arrived within {} s", reported(), REPORTS_WAIT.as_secs());
         }
         std::thread::sleep(Duration::from_millis(1));
     }
