@@ -1,5 +1,7 @@
 //! A smoke run of `loket bench` on its default corpus (a `loket gen` log): every arm runs
-//! and reports figures. Never a time.
+//! and reports figures. Never a time. The Kafka arms use the broker tests/run starts.
+
+mod common;
 
 use std::process::Command;
 
@@ -7,16 +9,23 @@ use serde_json::Value;
 
 #[test]
 fn every_benchmark_arm_runs_and_reports_figures() {
+    let broker = common::kafka::shared_broker();
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("bench.json");
 
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_loket")).args(["bench", "--smoke", "--json"]).arg(&report).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_loket"))
+        .args(["bench", "--smoke", "--kafka", &broker, "--json"])
+        .arg(&report)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let doc: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     let results = doc["results"].as_array().unwrap();
     let arms: Vec<&str> = results.iter().map(|r| r["arm"].as_str().unwrap()).collect();
-    for arm in [
+    let arm = |name: &str| {
+        results.iter().find(|r| r["arm"] == name).unwrap_or_else(|| panic!("{name} missing from {arms:?}"))
+    };
+    for name in [
         "validate",
         "journal",
         "transport-unary",
@@ -24,22 +33,48 @@ fn every_benchmark_arm_runs_and_reports_figures() {
         "gateway-unary",
         "gateway-stream",
         "gateway-at-200/s",
+        "gateway-kafka",
+        "rdkafka-raw",
         "replay",
         "memory",
     ] {
-        let r = results.iter().find(|r| r["arm"] == arm).unwrap_or_else(|| panic!("{arm} missing from {arms:?}"));
-        assert!(r["events"].as_u64().unwrap() > 0, "{arm}: {r}");
-        if arm != "memory" {
-            assert!(r["events_per_second"].as_f64().unwrap() > 0.0, "{arm}: {r}");
+        let r = arm(name);
+        assert!(r["events"].as_u64().unwrap() > 0, "{name}: {r}");
+        if name != "memory" {
+            assert!(r["events_per_second"].as_f64().unwrap() > 0.0, "{name}: {r}");
         }
-        assert!(r["peak_rss_mib"].as_f64().unwrap_or(0.0) > 0.0, "{arm}: {r}");
+        // The raw producer runs inside the benchmark process, whose peak is not its own.
+        if name != "rdkafka-raw" {
+            assert!(r["peak_rss_mib"].as_f64().unwrap_or(0.0) > 0.0, "{name}: {r}");
+        }
     }
-    for arm in ["validate", "journal", "transport-unary", "gateway-unary", "gateway-stream", "gateway-at-200/s"] {
-        let r = results.iter().find(|r| r["arm"] == arm).unwrap();
-        assert!(r["p99_us"].as_u64().is_some(), "{arm} has latency percentiles: {r}");
+    for name in [
+        "validate",
+        "journal",
+        "transport-unary",
+        "gateway-unary",
+        "gateway-stream",
+        "gateway-at-200/s",
+        "gateway-kafka",
+        "rdkafka-raw",
+    ] {
+        let r = arm(name);
+        assert!(r["p99_us"].as_u64().is_some(), "{name} has latency percentiles: {r}");
+    }
+    // CPU time is counted in clock ticks, which a smoke run may not fill: present, not > 0.
+    for name in ["gateway-kafka", "rdkafka-raw"] {
+        assert!(arm(name)["cpu_us_per_event"].as_f64().is_some(), "{name}: {}", arm(name));
+    }
+    let kafka = arm("gateway-kafka");
+    for key in ["e2e_p50_us", "e2e_p99_us", "e2e_p999_us"] {
+        assert!(kafka[key].as_u64().is_some(), "gateway-kafka has {key}: {kafka}");
     }
     let ratios: Vec<&str> = doc["ratios"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
-    assert!(ratios.iter().any(|r| r.starts_with("ratio gateway-stream / transport-stream")), "{ratios:?}");
+    for ratio in ["ratio gateway-stream / transport-stream", "ratio gateway-kafka / rdkafka-raw"] {
+        assert!(ratios.iter().any(|r| r.starts_with(ratio)), "{ratio} missing from {ratios:?}");
+    }
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("| gateway-stream |"), "{table}");
+    for row in ["| gateway-stream |", "| gateway-kafka |", "| rdkafka-raw |"] {
+        assert!(table.contains(row), "{table}");
+    }
 }

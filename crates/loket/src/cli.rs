@@ -315,9 +315,21 @@ pub struct BenchArgs {
     /// Concurrent callers of the unary arms.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
-    /// Only these arms (prefixes: validate, journal, transport, gateway, replay, memory).
+    /// Only these arms, by name or prefix (validate, journal, transport-unary,
+    /// transport-stream, gateway-unary, gateway-stream, gateway-at-N/s, gateway-kafka,
+    /// rdkafka-raw, replay, memory; `transport` or `gateway` for all of theirs).
     #[arg(long, value_delimiter = ',')]
     pub arms: Vec<String>,
+    /// Kafka bootstrap servers (host:port[,host:port…]) for the gateway-kafka and
+    /// rdkafka-raw arms. Without it the benchmark starts its own Tansu broker (`tansu` on
+    /// PATH or in ~/.cargo/bin) with SQLite storage in its work directory.
+    #[arg(long, value_name = "BROKERS")]
+    pub kafka: Option<String>,
+    /// Run gateway-kafka without its publish→consume consumer, so that the broker serves
+    /// the relay alone (a consumer's reads can cost a development broker far more than the
+    /// writes; see BENCHMARKS.md). The arm then reports no end-to-end latency.
+    #[arg(long)]
+    pub no_e2e: bool,
     /// A run of seconds with tiny numbers, to check that every arm works.
     #[arg(long)]
     pub smoke: bool,

@@ -23,10 +23,17 @@ impl Item {
     /// sent more than once without turning into duplicates.
     pub fn request(&self, round: u64) -> PublishRequest {
         let mut event = self.event.clone();
-        if round > 0 {
-            event.id = format!("{}~{round}", event.id);
-        }
+        event.id = self.id(round);
         PublishRequest { event: Some(event) }
+    }
+
+    /// The event id sent in round `round`.
+    pub fn id(&self, round: u64) -> String {
+        if round > 0 {
+            format!("{}~{round}", self.event.id)
+        } else {
+            self.event.id.clone()
+        }
     }
 
     pub fn data_len(&self) -> usize {

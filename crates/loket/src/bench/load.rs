@@ -116,9 +116,47 @@ pub async fn unary_closed(
     sum(tasks, start).await
 }
 
+/// When each event of a run was handed to its transport, by event index, so that a
+/// latency can be measured where the event comes out (a Kafka consumer, a delivery report).
+pub struct SendLog {
+    epoch: Instant,
+    /// Nanoseconds after `epoch` plus one; zero while not sent.
+    at: Vec<AtomicU64>,
+}
+
+impl SendLog {
+    pub fn new(events: u64) -> Self {
+        Self { epoch: Instant::now(), at: (0..events).map(|_| AtomicU64::new(0)).collect() }
+    }
+
+    pub fn mark(&self, index: u64, at: Instant) {
+        if let Some(slot) = self.at.get(index as usize) {
+            let nanos = u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1);
+            slot.store(nanos + 1, Ordering::Release);
+        }
+    }
+
+    pub fn get(&self, index: u64) -> Option<Instant> {
+        match self.at.get(index as usize)?.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(self.epoch + Duration::from_nanos(n - 1)),
+        }
+    }
+}
+
 /// One publish stream per partner, each sending its share of `total` events as fast as
 /// the stream's flow control allows. Latency is from the moment the stream takes an event.
 pub async fn streams(clients: &Clients, items: &Arc<Vec<Item>>, total: u64) -> anyhow::Result<RunOutcome> {
+    streams_logged(clients, items, total, None).await
+}
+
+/// [`streams`], also noting in `sent` when each event was taken.
+pub async fn streams_logged(
+    clients: &Clients,
+    items: &Arc<Vec<Item>>,
+    total: u64,
+    sent: Option<Arc<SendLog>>,
+) -> anyhow::Result<RunOutcome> {
     let mut per_source: HashMap<String, Vec<u64>> = HashMap::new();
     for i in 0..total {
         let item = &items[(i % items.len() as u64) as usize];
@@ -129,12 +167,17 @@ pub async fn streams(clients: &Clients, items: &Arc<Vec<Item>>, total: u64) -> a
     for (source, indices) in per_source {
         let mut client = clients.get(&source);
         let items = items.clone();
+        let sent = sent.clone();
         tasks.push(tokio::spawn(async move {
             let sent_at: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
             let stamps = sent_at.clone();
             let n = indices.len() as u64;
             let requests = futures::stream::iter(indices).map(move |i| {
-                stamps.lock().expect("stamps lock").push_back(Instant::now());
+                let now = Instant::now();
+                stamps.lock().expect("stamps lock").push_back(now);
+                if let Some(sent) = &sent {
+                    sent.mark(i, now);
+                }
                 items[(i % items.len() as u64) as usize].request(i / items.len() as u64)
             });
             let mut replies = client.publish_stream(requests).await?.into_inner();
@@ -219,4 +262,20 @@ pub async fn open_loop(
         elapsed: start.elapsed(),
         latency: latency.into_inner().expect("histogram lock"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_log_keeps_the_instant_of_each_marked_event() {
+        let log = SendLog::new(3);
+        let at = Instant::now() + Duration::from_millis(5);
+        log.mark(1, at);
+        log.mark(7, at);
+        assert_eq!(log.get(0), None);
+        assert_eq!(log.get(1), Some(at));
+        assert_eq!(log.get(7), None);
+    }
 }

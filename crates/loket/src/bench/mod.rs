@@ -1,12 +1,16 @@
 //! `loket bench`: throughput, latency, replay and memory of the gateway, side by side with
-//! its baselines (the bare gRPC transport, validation alone, the journal alone) in one run
-//! on one corpus. Figures are reported, never asserted: the smoke run in the test suite
-//! only checks that every arm ran and produced them.
+//! its baselines (the bare gRPC transport, validation alone, the journal alone, a plain
+//! Kafka producer) in one run on one corpus. Figures are reported, never asserted: the
+//! smoke run in the test suite only checks that every arm ran and produced them.
 
+mod broker;
+mod consumer;
 mod corpus;
+mod kafka;
 mod load;
 mod null;
 mod procs;
+mod rdkafka_raw;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +28,7 @@ use loket_server::proto::{subscribe_request::Start, Earliest, SubscribeRequest};
 use serde_json::Value;
 
 use crate::cli::BenchArgs;
+use broker::Broker;
 use corpus::Item;
 use load::Clients;
 use procs::{disk_usage, own_cpu, own_peak_rss, ServerProcess};
@@ -44,8 +49,38 @@ struct Plan {
     concurrency: usize,
 }
 
-fn wanted(args: &BenchArgs, arm: &str) -> bool {
-    args.arms.is_empty() || args.arms.iter().any(|a| arm.starts_with(a.as_str()))
+impl Plan {
+    /// Every arm this plan can run, in the order they run.
+    fn arms(&self) -> Vec<String> {
+        let mut arms: Vec<String> =
+            ["validate", "journal", "transport-unary", "transport-stream", "gateway-unary", "gateway-stream"]
+                .map(str::to_owned)
+                .into();
+        arms.extend(self.rates.iter().map(|r| format!("gateway-at-{r}/s")));
+        arms.extend(["gateway-kafka", "rdkafka-raw", "replay", "memory"].map(str::to_owned));
+        arms
+    }
+}
+
+/// The arms to run: all, or those whose names start with an entry of `--arms`.
+struct Selection(Vec<String>);
+
+impl Selection {
+    fn new(args: &BenchArgs, plan: &Plan) -> anyhow::Result<Self> {
+        let all = plan.arms();
+        for a in &args.arms {
+            if !all.iter().any(|arm| arm.starts_with(a.as_str())) {
+                anyhow::bail!("--arms {a:?} names no arm; the arms are {}", all.join(", "));
+            }
+        }
+        let picked = |arm: &String| args.arms.is_empty() || args.arms.iter().any(|a| arm.starts_with(a.as_str()));
+        Ok(Self(all.iter().filter(|a| picked(a)).cloned().collect()))
+    }
+
+    /// Whether an arm whose name starts with `prefix` runs (a whole name: whether it runs).
+    fn runs(&self, prefix: &str) -> bool {
+        self.0.iter().any(|a| a.starts_with(prefix))
+    }
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -66,6 +101,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             concurrency: args.concurrency,
         }
     };
+    let selection = Selection::new(&args, &plan)?;
+    // Resolved before any arm runs, so a missing broker does not end a long run half-way.
+    let broker_source = if selection.runs("gateway-kafka") || selection.runs("rdkafka-raw") {
+        Some(broker::Source::resolve(args.kafka.as_deref())?)
+    } else {
+        None
+    };
     let work = tempfile::Builder::new().prefix("loket-bench-").tempdir()?;
     let corpus_path = match &args.corpus {
         Some(path) => path.clone(),
@@ -83,24 +125,42 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     certs::init(&certs_dir, &partners, false)?;
 
     let mut results = Vec::new();
-    if wanted(&args, "validate") {
+    if selection.runs("validate") {
         results.push(validate_arm(&items, plan.events)?);
     }
-    if wanted(&args, "journal") {
+    if selection.runs("journal") {
         results.push(journal_arm(&items, plan.events, work.path()).await?);
     }
-    if wanted(&args, "transport") {
+    if selection.runs("transport-") {
         let server = ServerProcess::spawn(&["bench-transport", "--certs", &certs_dir.display().to_string()], &[])?;
-        results.extend(publish_arms("transport", &server, &certs_dir, &items, &plan, false).await?);
+        results.extend(publish_arms("transport", &server, &certs_dir, &items, &plan, &selection, false).await?);
         server.stop()?;
     }
-    if wanted(&args, "gateway") {
-        let config = gateway_config(work.path(), "gateway", &certs_dir)?;
+    if selection.runs("gateway-unary") || selection.runs("gateway-stream") || selection.runs("gateway-at-") {
+        let config = gateway_config(work.path(), "gateway", &certs_dir, "")?;
         let server = ServerProcess::spawn(&["serve", "--config", &config.display().to_string()], &[])?;
-        results.extend(publish_arms("gateway", &server, &certs_dir, &items, &plan, true).await?);
+        results.extend(publish_arms("gateway", &server, &certs_dir, &items, &plan, &selection, true).await?);
         server.stop()?;
     }
-    if wanted(&args, "replay") || wanted(&args, "memory") {
+    if let Some(source) = &broker_source {
+        let broker = Broker::open(source, &work.path().join("tansu"))?;
+        broker.check().await?;
+        // Topic names of their own on a broker that may be shared or kept between runs.
+        let prefix = format!("bench{}.", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        eprintln!("kafka: broker {}, topic prefix {prefix}", broker.bootstrap);
+        if selection.runs("gateway-kafka") {
+            let gateway_prefix = format!("{prefix}gateway.");
+            let e2e = !args.no_e2e;
+            results.push(
+                kafka::gateway_kafka_arm(work.path(), &certs_dir, &items, plan.events, &broker, &gateway_prefix, e2e)
+                    .await?,
+            );
+        }
+        if selection.runs("rdkafka-raw") {
+            results.push(rdkafka_raw::rdkafka_raw_arm(&items, plan.events, &broker, &format!("{prefix}raw.")).await?);
+        }
+    }
+    if selection.runs("replay") || selection.runs("memory") {
         results.extend(replay_and_memory(work.path(), &certs_dir, &items, plan.replay_events).await?);
     }
 
@@ -132,7 +192,9 @@ fn generated_corpus(dir: &Path, cases: u32) -> anyhow::Result<PathBuf> {
 fn ratios(results: &[ArmResult]) -> Vec<String> {
     let rate = |arm: &str| results.iter().find(|r| r.arm == arm).map(|r| r.events_per_second);
     let mut out = Vec::new();
-    for (a, b) in [("gateway-stream", "transport-stream"), ("gateway-unary", "transport-unary")] {
+    for (a, b) in
+        [("gateway-stream", "transport-stream"), ("gateway-kafka", "rdkafka-raw"), ("gateway-unary", "transport-unary")]
+    {
         if let (Some(x), Some(y)) = (rate(a), rate(b)) {
             out.push(format!("ratio {a} / {b}: {:.2}", x / y));
         }
@@ -251,11 +313,12 @@ fn journal_batch_note(journal: &Journal) -> String {
     format!("{:.0} events", s.events as f64 / s.batches as f64)
 }
 
-fn gateway_config(work: &Path, name: &str, certs_dir: &Path) -> anyhow::Result<PathBuf> {
+/// The config of a gateway under test, with `extra` (further sections) at its end.
+fn gateway_config(work: &Path, name: &str, certs_dir: &Path, extra: &str) -> anyhow::Result<PathBuf> {
     let data_dir = work.join(name);
     let path = work.join(format!("{name}.toml"));
     let text = format!(
-        "data_dir = {:?}\n[grpc]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[tls]\nclient_ca = {:?}\nserver_cert = {:?}\nserver_key = {:?}\n",
+        "data_dir = {:?}\n[grpc]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[tls]\nclient_ca = {:?}\nserver_cert = {:?}\nserver_key = {:?}\n{extra}",
         data_dir.display().to_string(),
         certs_dir.join(certs::CA_CERT).display().to_string(),
         certs_dir.join(certs::SERVER_CERT).display().to_string(),
@@ -266,45 +329,56 @@ fn gateway_config(work: &Path, name: &str, certs_dir: &Path) -> anyhow::Result<P
 }
 
 /// Unary with concurrent callers, publish streams, and (for the gateway) unary latency at
-/// fixed offered loads.
+/// fixed offered loads: those of them that `selection` wants.
 async fn publish_arms(
     name: &str,
     server: &ServerProcess,
     certs_dir: &Path,
     items: &Arc<Vec<Item>>,
     plan: &Plan,
+    selection: &Selection,
     fixed_rates: bool,
 ) -> anyhow::Result<Vec<ArmResult>> {
     let clients = Clients::connect(&server.url(), certs_dir, items).await?;
     let mut out = Vec::new();
 
-    let cpu0 = server.cpu()?;
-    let run = load::unary_closed(&clients, items, plan.concurrency, plan.events).await?;
-    out.push(
-        ArmResult::new(&format!("{name}-unary"), run.done, run.rejected, run.elapsed)
-            .latency(&run.latency)
-            .cpu(server.cpu()? - cpu0)
-            .note(format!("{} concurrent callers", plan.concurrency)),
-    );
+    let arm = format!("{name}-unary");
+    if selection.runs(&arm) {
+        let cpu0 = server.cpu()?;
+        let run = load::unary_closed(&clients, items, plan.concurrency, plan.events).await?;
+        out.push(
+            ArmResult::new(&arm, run.done, run.rejected, run.elapsed)
+                .latency(&run.latency)
+                .cpu(server.cpu()? - cpu0)
+                .note(format!("{} concurrent callers", plan.concurrency)),
+        );
+    }
 
-    let cpu0 = server.cpu()?;
-    let run = streams_after_unary(&clients, items, plan.events).await?;
-    let streams = corpus::sources(items).len();
-    out.push(
-        ArmResult::new(&format!("{name}-stream"), run.done, run.rejected, run.elapsed)
-            .latency(&run.latency)
-            .cpu(server.cpu()? - cpu0)
-            .note(format!("{streams} streams, one per partner")),
-    );
+    let arm = format!("{name}-stream");
+    if selection.runs(&arm) {
+        let cpu0 = server.cpu()?;
+        let run = streams_after_unary(&clients, items, plan.events).await?;
+        let streams = corpus::sources(items).len();
+        out.push(
+            ArmResult::new(&arm, run.done, run.rejected, run.elapsed)
+                .latency(&run.latency)
+                .cpu(server.cpu()? - cpu0)
+                .note(format!("{streams} streams, one per partner")),
+        );
+    }
 
     if fixed_rates {
         for (k, &rate) in plan.rates.iter().enumerate() {
+            let arm = format!("{name}-at-{rate}/s");
+            if !selection.runs(&arm) {
+                continue;
+            }
             let cpu0 = server.cpu()?;
             // Distinct id rounds per run, so that no run's events are duplicates of another's.
             let base = 1_000_000 * (k as u64 + 1);
             let run = load::open_loop(&clients, items, rate, plan.latency_run, base).await?;
             out.push(
-                ArmResult::new(&format!("{name}-at-{rate}/s"), run.done, run.rejected, run.elapsed)
+                ArmResult::new(&arm, run.done, run.rejected, run.elapsed)
                     .latency(&run.latency)
                     .cpu(server.cpu()? - cpu0)
                     .note(match &run.first_failure {
@@ -366,7 +440,7 @@ async fn replay_and_memory(
     };
     anyhow::ensure!(!valid.is_empty(), "the corpus holds no valid event");
     let valid = Arc::new(valid);
-    let config = gateway_config(work, "replay", certs_dir)?;
+    let config = gateway_config(work, "replay", certs_dir, "")?;
     let server = ServerProcess::spawn(&["serve", "--config", &config.display().to_string()], &[])?;
     let clients = Clients::connect(&server.url(), certs_dir, &valid).await?;
     let fill = load::streams(&clients, &valid, events).await?;
@@ -408,4 +482,38 @@ async fn replay_and_memory(
             disk as f64 / 1048576.0
         )),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn selection(arms: &str) -> anyhow::Result<Selection> {
+        let Command::Bench(args) = Cli::parse_from(["loket", "bench", "--arms", arms]).command else {
+            unreachable!("a bench command line")
+        };
+        let plan =
+            Plan { events: 1, replay_events: 1, latency_run: Duration::ZERO, rates: vec![100, 1000], concurrency: 1 };
+        Selection::new(&args, &plan)
+    }
+
+    #[test]
+    fn arms_are_picked_by_name_or_prefix() {
+        let s = selection("gateway-stream,rdkafka").unwrap();
+        assert_eq!(s.0, ["gateway-stream", "rdkafka-raw"]);
+        let s = selection("gateway").unwrap();
+        assert_eq!(s.0, ["gateway-unary", "gateway-stream", "gateway-at-100/s", "gateway-at-1000/s", "gateway-kafka"]);
+        assert!(s.runs("gateway-at-") && !s.runs("transport-") && !s.runs("rdkafka-raw"));
+        let s = selection("gateway-at-100/s").unwrap();
+        assert_eq!(s.0, ["gateway-at-100/s"]);
+    }
+
+    #[test]
+    fn an_entry_that_names_no_arm_is_refused_with_the_arms() {
+        let err = selection("gateway,kafka").err().unwrap().to_string();
+        assert!(err.contains("\"kafka\"") && err.contains("gateway-kafka, rdkafka-raw"), "{err}");
+    }
 }

@@ -62,9 +62,7 @@ impl ServerProcess {
 
     /// User plus system CPU time so far.
     pub fn cpu(&self) -> anyhow::Result<Duration> {
-        let stat = procfs::process::Process::new(self.child.id() as i32)?.stat()?;
-        let ticks = stat.utime + stat.stime;
-        Ok(Duration::from_secs_f64(ticks as f64 / procfs::ticks_per_second() as f64))
+        process_cpu(self.child.id())
     }
 
     /// (resident now, peak resident) in bytes.
@@ -97,6 +95,12 @@ impl Drop for ServerProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// User plus system CPU time of process `pid` so far.
+pub fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
+    let stat = procfs::process::Process::new(pid as i32)?.stat()?;
+    Ok(Duration::from_secs_f64((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64))
 }
 
 /// CPU time of this process so far.

@@ -10,8 +10,15 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("static bounds are valid")
 }
 
+/// Latency in microseconds, 1 µs to 1 h, 3 significant digits: for end-to-end latencies
+/// through a broker, which a slow broker can stretch beyond a minute.
+pub fn long_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid")
+}
+
+/// Records `latency`, clamped to what `h` can hold.
 pub fn record(h: &mut Histogram<u64>, latency: Duration) {
-    let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).clamp(1, 60_000_000);
+    let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).clamp(1, h.high());
     h.saturating_record(micros);
 }
 
@@ -27,6 +34,10 @@ pub struct ArmResult {
     pub p50_us: Option<u64>,
     pub p99_us: Option<u64>,
     pub p999_us: Option<u64>,
+    /// End to end, publish → a plain consumer has the record (Kafka arms).
+    pub e2e_p50_us: Option<u64>,
+    pub e2e_p99_us: Option<u64>,
+    pub e2e_p999_us: Option<u64>,
     /// CPU time of the process doing the work (the gateway, or this process for
     /// in-process arms) per event.
     pub cpu_us_per_event: Option<f64>,
@@ -47,6 +58,9 @@ impl ArmResult {
             p50_us: None,
             p99_us: None,
             p999_us: None,
+            e2e_p50_us: None,
+            e2e_p99_us: None,
+            e2e_p999_us: None,
             cpu_us_per_event: None,
             peak_rss_mib: None,
             note: String::new(),
@@ -58,6 +72,15 @@ impl ArmResult {
             self.p50_us = Some(h.value_at_quantile(0.50));
             self.p99_us = Some(h.value_at_quantile(0.99));
             self.p999_us = Some(h.value_at_quantile(0.999));
+        }
+        self
+    }
+
+    pub fn e2e(mut self, h: &Histogram<u64>) -> Self {
+        if !h.is_empty() {
+            self.e2e_p50_us = Some(h.value_at_quantile(0.50));
+            self.e2e_p99_us = Some(h.value_at_quantile(0.99));
+            self.e2e_p999_us = Some(h.value_at_quantile(0.999));
         }
         self
     }
@@ -86,12 +109,16 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 
 pub fn table(results: &[ArmResult]) -> String {
     let mut out = String::from(
-        "| arm | events | rejected | events/s | p50 µs | p99 µs | p99.9 µs | CPU µs/event | peak RSS MiB | note |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| arm | events | rejected | events/s | p50 µs | p99 µs | p99.9 µs | e2e p50 / p99 / p99.9 µs | CPU µs/event | peak RSS MiB | note |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in results {
+        let e2e = match (r.e2e_p50_us, r.e2e_p99_us, r.e2e_p999_us) {
+            (Some(a), Some(b), Some(c)) => format!("{a} / {b} / {c}"),
+            _ => "-".to_owned(),
+        };
         out.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.arm,
             r.events,
             r.rejected,
@@ -99,6 +126,7 @@ pub fn table(results: &[ArmResult]) -> String {
             opt(r.p50_us),
             opt(r.p99_us),
             opt(r.p999_us),
+            e2e,
             opt(r.cpu_us_per_event.map(|c| format!("{c:.1}"))),
             opt(r.peak_rss_mib.map(|m| format!("{m:.0}"))),
             r.note
