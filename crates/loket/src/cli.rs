@@ -303,6 +303,11 @@ pub struct BenchArgs {
     /// Events per throughput arm.
     #[arg(long, default_value_t = 200_000)]
     pub events: u64,
+    /// Events of the gateway-kafka and rdkafka-raw arms. Tansu, the development broker,
+    /// takes hundreds to a few thousand records a second (BENCHMARKS.md), so these arms
+    /// get fewer events than the others; give a real Kafka cluster more.
+    #[arg(long, default_value_t = 5_000)]
+    pub kafka_events: u64,
     /// Events stored for the replay and memory arms.
     #[arg(long, default_value_t = 1_000_000)]
     pub replay_events: u64,

@@ -43,6 +43,8 @@ const READER_TYPES: &[&str] = &["physical-features", "baggage", "transport-statu
 
 struct Plan {
     events: u64,
+    /// Events of the two Kafka arms: a development broker takes them far slower.
+    kafka_events: u64,
     replay_events: u64,
     latency_run: Duration,
     rates: Vec<u64>,
@@ -87,6 +89,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let plan = if args.smoke {
         Plan {
             events: 300,
+            kafka_events: 300,
             replay_events: 500,
             latency_run: Duration::from_millis(500),
             rates: vec![200],
@@ -95,6 +98,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         Plan {
             events: args.events,
+            kafka_events: args.kafka_events,
             replay_events: args.replay_events,
             latency_run: Duration::from_secs(args.latency_seconds),
             rates: args.rates.clone(),
@@ -152,12 +156,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let gateway_prefix = format!("{prefix}gateway.");
             let e2e = !args.no_e2e;
             results.push(
-                kafka::gateway_kafka_arm(work.path(), &certs_dir, &items, plan.events, &broker, &gateway_prefix, e2e)
-                    .await?,
+                kafka::gateway_kafka_arm(
+                    work.path(),
+                    &certs_dir,
+                    &items,
+                    plan.kafka_events,
+                    &broker,
+                    &gateway_prefix,
+                    e2e,
+                )
+                .await?,
             );
         }
         if selection.runs("rdkafka-raw") {
-            results.push(rdkafka_raw::rdkafka_raw_arm(&items, plan.events, &broker, &format!("{prefix}raw.")).await?);
+            results.push(
+                rdkafka_raw::rdkafka_raw_arm(&items, plan.kafka_events, &broker, &format!("{prefix}raw.")).await?,
+            );
         }
     }
     if selection.runs("replay") || selection.runs("memory") {
@@ -495,8 +509,14 @@ mod tests {
         let Command::Bench(args) = Cli::parse_from(["loket", "bench", "--arms", arms]).command else {
             unreachable!("a bench command line")
         };
-        let plan =
-            Plan { events: 1, replay_events: 1, latency_run: Duration::ZERO, rates: vec![100, 1000], concurrency: 1 };
+        let plan = Plan {
+            events: 1,
+            kafka_events: 1,
+            replay_events: 1,
+            latency_run: Duration::ZERO,
+            rates: vec![100, 1000],
+            concurrency: 1,
+        };
         Selection::new(&args, &plan)
     }
 
