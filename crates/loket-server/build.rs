@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not with env!(): the compiled build script is cached in a target
+    // directory that checkouts at other paths share (tests/run keeps it in ~/.cache).
+    let proto_root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let gateway = proto_root.join("loket/v1/gateway.proto");
     println!("cargo:rerun-if-changed={}", proto_root.display());
 

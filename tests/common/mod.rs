@@ -24,7 +24,10 @@ pub const TYPES: &[&str] =
 pub const GATEWAY_TYPES: &[&str] = &["quality-digest"];
 
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    // From cargo at run time: a test binary may be reused from the shared target directory
+    // (tests/run keeps it in ~/.cache) that a checkout at another path built.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    PathBuf::from(manifest).join("../..")
 }
 
 /// The complete example payload of an event type, from schemas/examples/.

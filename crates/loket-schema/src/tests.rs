@@ -16,7 +16,10 @@ const TYPES: [&str; 6] = [
 const DIGEST: &str = "quality-digest";
 
 fn repo_schemas() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas")
+    // From cargo at run time: a test binary may be reused from a shared target directory
+    // that another checkout (at another path) built.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    Path::new(&manifest).join("../../schemas")
 }
 
 fn example(event_type: &str) -> Value {

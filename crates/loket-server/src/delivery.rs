@@ -16,11 +16,10 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::{parse, Access};
-use crate::Error;
-
 use crate::intake::SPEC_VERSION;
 use crate::proto::{CloudEvent, Delivery};
 use crate::timestamp::from_micros;
+use crate::Error;
 
 /// `event` with `data` as the subscriber may see it.
 pub(crate) fn to_delivery(event: StoredEvent, view: View) -> Delivery {
@@ -107,7 +106,7 @@ impl PartnerViews {
         Self { access, journal, partners, scans, shutdown }
     }
 
-    /// `event` as `scan`'s partner sees it (already judged deliverable), as a record.
+    /// A partner's view of `event` (already judged deliverable) as a record.
     fn record(event: &StoredEvent, data: &Value, redacted: Vec<String>) -> Result<CloudEventRecord, ViewError> {
         Ok(CloudEventRecord::new(event, serde_json::to_vec(data)?, redacted))
     }
@@ -150,7 +149,7 @@ impl DeliveryPolicy for PartnerViews {
             if data.is_none() {
                 data = Some(parse(event)?);
             }
-            let data = data.as_ref().expect("parsed above");
+            let Some(data) = &data else { continue };
             let facts = EventFacts {
                 sequence: event.sequence,
                 event_type: &event.event_type,
