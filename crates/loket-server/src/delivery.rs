@@ -92,7 +92,7 @@ pub(crate) fn from_kafka(record: CloudEventRecord) -> Delivery {
 pub(crate) struct PartnerViews {
     access: Access,
     journal: Journal,
-    partners: Vec<String>,
+    /// One per partner with a delivery topic.
     scans: Vec<SubscriberScan>,
     /// Ends a rewind that waits for the access index.
     shutdown: CancellationToken,
@@ -101,9 +101,8 @@ pub(crate) struct PartnerViews {
 impl PartnerViews {
     pub fn new(access: Access, journal: Journal, event_types: &[String], shutdown: CancellationToken) -> Self {
         let partners: BTreeSet<String> = event_types.iter().flat_map(|t| access.policy.recipients_of(t)).collect();
-        let partners: Vec<String> = partners.into_iter().collect();
-        let scans = partners.iter().map(|p| SubscriberScan::new(p, BTreeSet::new())).collect();
-        Self { access, journal, partners, scans, shutdown }
+        let scans = partners.into_iter().map(|p| SubscriberScan::new(p, BTreeSet::new())).collect();
+        Self { access, journal, scans, shutdown }
     }
 
     /// A partner's view of `event` (already judged deliverable) as a record.
@@ -114,7 +113,7 @@ impl PartnerViews {
 
 impl DeliveryPolicy for PartnerViews {
     fn subscribers(&self) -> Vec<String> {
-        self.partners.clone()
+        self.scans.iter().map(|s| s.partner().to_owned()).collect()
     }
 
     fn rewind(&mut self, next: u64) -> Pin<Box<dyn Future<Output = Result<(), ViewError>> + Send + '_>> {
@@ -122,7 +121,7 @@ impl DeliveryPolicy for PartnerViews {
             if !self.access.indexed_up_to(next.saturating_sub(1), &self.shutdown).await {
                 return Err(Error::ShuttingDown.into());
             }
-            let fresh = self.partners.iter().map(|p| SubscriberScan::new(p, BTreeSet::new())).collect();
+            let fresh = self.scans.iter().map(|s| SubscriberScan::new(s.partner(), BTreeSet::new())).collect();
             self.scans = self.access.scans_before(fresh, next)?;
             Ok(())
         })

@@ -53,21 +53,8 @@ pub async fn gateway_kafka_arm(
     e2e: bool,
 ) -> anyhow::Result<ArmResult> {
     let config = gateway_config(work, "gateway-kafka", certs_dir, &gateway_section(broker, prefix))?;
+    // Dropped on an error, the server process is killed; here it is stopped cleanly.
     let server = ServerProcess::spawn(&["serve", "--config", &config.display().to_string()], &[])?;
-    let result = run_arm(&server, certs_dir, items, events, broker, prefix, e2e).await?;
-    server.stop()?;
-    Ok(result)
-}
-
-async fn run_arm(
-    server: &ServerProcess,
-    certs_dir: &Path,
-    items: &Arc<Vec<Item>>,
-    events: u64,
-    broker: &Broker,
-    prefix: &str,
-    e2e: bool,
-) -> anyhow::Result<ArmResult> {
     let topics = Topics { prefix: prefix.to_owned() };
     let sent = Arc::new(SendLog::new(events));
     let consumer = if e2e {
@@ -120,6 +107,7 @@ async fn run_arm(
     if let Some(c) = &consumed {
         result = result.e2e(&c.latency);
     }
+    server.stop()?;
     Ok(result)
 }
 
