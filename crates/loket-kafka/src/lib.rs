@@ -8,6 +8,7 @@
 //! gateway keeps accepting, and the relay drains its backlog when the broker is back.
 //! [`subscriber`] reads a partner's delivery topic through a consumer group.
 
+mod config;
 mod error;
 pub mod record;
 pub mod relay;
@@ -15,6 +16,7 @@ pub mod subscriber;
 pub mod topics;
 mod view;
 
+pub use config::{AckMode, KafkaConfig};
 pub use error::Error;
 pub use record::CloudEventRecord;
 pub use relay::{Relay, RelayHandle, RelayStatus};

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use loket_access::{AccessConfig, PartnerConfig};
+pub use loket_kafka::{AckMode, KafkaConfig};
 use loket_domain::PartnerId;
 use serde::Deserialize;
 
@@ -59,42 +60,6 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Fan-out over Kafka. Absent: no Kafka (the embedded default).
     pub kafka: Option<KafkaConfig>,
-}
-
-/// When a publish is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AckMode {
-    /// After the event is flushed to the local journal.
-    #[default]
-    Journal,
-    /// After the relay has the broker's delivery report for the event's records.
-    Kafka,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaConfig {
-    /// Bootstrap servers, "host:port[,host:port…]".
-    pub brokers: String,
-    /// Prepended to every topic and consumer group name: topics are
-    /// `<prefix>events.<type>` and `<prefix>delivery.<partner>`.
-    #[serde(default = "default_topic_prefix")]
-    pub topic_prefix: String,
-    /// Partitions of the topics loket creates.
-    #[serde(default = "default_partitions")]
-    pub partitions: i32,
-    /// Replication factor of the topics loket creates.
-    #[serde(default = "default_replication")]
-    pub replication: i32,
-    /// "journal" (ack after the local flush) or "kafka" (ack after the broker confirmed).
-    #[serde(default)]
-    pub ack: AckMode,
-    /// With `ack = "kafka"`: how long a publish waits for the broker before it fails with
-    /// UNAVAILABLE (the event stays stored and is relayed later; publishing it again
-    /// waits again).
-    #[serde(default = "default_ack_timeout_ms")]
-    pub ack_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -230,18 +195,6 @@ impl Default for MetricsConfig {
     }
 }
 
-fn default_topic_prefix() -> String {
-    "loket.".to_owned()
-}
-fn default_partitions() -> i32 {
-    3
-}
-fn default_replication() -> i32 {
-    1
-}
-fn default_ack_timeout_ms() -> u64 {
-    30_000
-}
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./data")
 }
@@ -411,23 +364,13 @@ impl Config {
             }
         }
         if let Some(kafka) = &self.kafka {
-            kafka.check(problems);
+            problems.extend(kafka.problems());
         }
         if let Some(dir) = &self.schemas.dir {
             if !dir.is_dir() {
                 problems.push(format!("schemas.dir: {} is not a directory", dir.display()));
             }
         }
-    }
-
-    /// The Kafka settings, when `[kafka]` is configured.
-    pub fn kafka_settings(&self) -> Option<loket_kafka::KafkaSettings> {
-        self.kafka.as_ref().map(|k| loket_kafka::KafkaSettings {
-            brokers: k.brokers.clone(),
-            topics: loket_kafka::Topics { prefix: k.topic_prefix.clone() },
-            partitions: k.partitions,
-            replication: k.replication,
-        })
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
@@ -491,34 +434,6 @@ impl Config {
             self.metrics.listen.parse().ok()
         } else {
             None
-        }
-    }
-}
-
-impl KafkaConfig {
-    fn check(&self, problems: &mut Vec<String>) {
-        if self
-            .brokers
-            .split(',')
-            .any(|b| b.trim().rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()))
-        {
-            problems.push(format!("kafka.brokers: {:?} is not a list like host:9092,host2:9092", self.brokers));
-        }
-        // Kafka topic names: letters, digits, '.', '_', '-'.
-        if !self.topic_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
-            problems.push(format!(
-                "kafka.topic_prefix: {:?} may only hold letters, digits, '.', '_' and '-'",
-                self.topic_prefix
-            ));
-        }
-        if self.partitions < 1 {
-            problems.push("kafka.partitions: must be at least 1".to_owned());
-        }
-        if self.replication < 1 {
-            problems.push("kafka.replication: must be at least 1".to_owned());
-        }
-        if self.ack_timeout_ms == 0 {
-            problems.push("kafka.ack_timeout_ms: must be greater than 0".to_owned());
         }
     }
 }

@@ -71,8 +71,9 @@ pub async fn run_with(
     // The relay outlives the request handlers, so publishes that wait for Kafka
     // (`ack = "kafka"`) during a graceful shutdown can still be confirmed.
     let relay_stop = CancellationToken::new();
-    let (kafka, relay_task) = match (config.kafka_settings(), &config.kafka) {
-        (Some(settings), Some(kafka)) => {
+    let (kafka, relay_task) = match &config.kafka {
+        Some(kafka) => {
+            let settings = kafka.settings();
             let mut event_types: Vec<String> = registry.schemas().map(|s| s.event_type().to_owned()).collect();
             event_types.dedup();
             let relay = Relay {
@@ -85,7 +86,7 @@ pub async fn run_with(
             let timeout = Duration::from_millis(kafka.ack_timeout_ms);
             (Some(KafkaMode::new(settings, handle, kafka.ack, timeout)), Some(task))
         }
-        _ => (None, None),
+        None => (None, None),
     };
     let relay_handle = kafka.as_ref().map(|k| k.relay.clone());
     let service = GatewayService {
