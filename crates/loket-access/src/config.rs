@@ -61,3 +61,13 @@ pub struct FieldsConfig {
     /// Every field except these.
     pub deny: Option<Vec<String>>,
 }
+
+/// Partners holding a gateway-wide role that another section of the configuration names,
+/// checked against `[partners]` with the rest of the policy.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Roles {
+    /// May export the message log (`[export] partners`).
+    pub exporters: Vec<String>,
+    /// Read every partner's quality figures and digests (`[quality] readers`).
+    pub quality_readers: Vec<String>,
+}

@@ -8,9 +8,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use loket_domain::time::parse_rfc3339;
 use serde_json::Value;
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
 /// The event type that carries consent forms.
 pub const CONSENT_TYPE: &str = "medical-transfer-consent";
@@ -75,8 +74,7 @@ impl fmt::Display for Uncovered {
 }
 
 fn micros(v: Option<&Value>) -> Option<i64> {
-    let t = OffsetDateTime::parse(v?.as_str()?, &Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos() / 1000).ok()
+    parse_rfc3339(v?.as_str()?)
 }
 
 impl Consent {

@@ -19,9 +19,9 @@ mod policy;
 mod redact;
 mod scan;
 
-pub use config::{AccessConfig, FieldsConfig, PartnerConfig};
+pub use config::{AccessConfig, FieldsConfig, PartnerConfig, Roles};
 pub use consent::{Consent, ConsentBook, Uncovered, CONSENT_TYPE};
 pub use pointer::Pointer;
-pub use policy::{FieldRule, Policy, Verdict};
+pub use policy::{FieldRule, Policy, SubscribeRefusal, Verdict};
 pub use redact::redact;
 pub use scan::{EventFacts, Need, Step, SubscriberScan};

@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value;
 
-use crate::config::{AccessConfig, FieldsConfig, PartnerConfig};
+use loket_domain::{PartnerId, DIGEST_TYPE};
+
+use crate::config::{AccessConfig, FieldsConfig, PartnerConfig, Roles};
 use crate::consent::{ConsentBook, Uncovered};
 use crate::pointer::Pointer;
 use crate::redact::redact;
@@ -34,11 +36,22 @@ pub enum Verdict {
     NotEntitled,
 }
 
+/// Why a subscription is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscribeRefusal {
+    /// The partner may receive no type at all.
+    NoGrants,
+    /// These requested types are not granted.
+    NotGranted(Vec<String>),
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     partners: BTreeMap<String, Grants>,
     identities: HashMap<String, String>,
     auditors: BTreeSet<String>,
+    exporters: BTreeSet<String>,
+    quality_readers: BTreeSet<String>,
     medical_types: BTreeSet<String>,
     medical_fields: BTreeMap<String, Vec<Pointer>>,
 }
@@ -50,6 +63,17 @@ impl Policy {
     pub fn compile(
         access: &AccessConfig,
         partners: &BTreeMap<String, PartnerConfig>,
+        schemas: &dyn Fn(&str) -> Vec<Value>,
+    ) -> Result<Policy, Vec<String>> {
+        Self::compile_with_roles(access, partners, &Roles::default(), schemas)
+    }
+
+    /// [`Policy::compile`] with the roles other sections grant (export, quality reading),
+    /// each checked to name a partner.
+    pub fn compile_with_roles(
+        access: &AccessConfig,
+        partners: &BTreeMap<String, PartnerConfig>,
+        roles: &Roles,
         schemas: &dyn Fn(&str) -> Vec<Value>,
     ) -> Result<Policy, Vec<String>> {
         let mut problems = Vec::new();
@@ -84,15 +108,20 @@ impl Policy {
             let docs = known_type(t, &at, &mut problems);
             policy.medical_fields.insert(t.clone(), check_pointers(list, &docs, &at, t, &mut problems));
         }
-        for a in &access.auditors {
-            if !partners.contains_key(a) {
-                problems.push(format!("access.auditors: {a:?} is not a partner in [partners]"));
+        let mut role = |holders: &[String], key: &str, into: &mut BTreeSet<String>| {
+            for a in holders {
+                if !partners.contains_key(a) {
+                    problems.push(format!("{key}: {a:?} is not a partner in [partners]"));
+                }
+                into.insert(a.clone());
             }
-            policy.auditors.insert(a.clone());
-        }
+        };
+        role(&access.auditors, "access.auditors", &mut policy.auditors);
+        role(&roles.exporters, "export.partners", &mut policy.exporters);
+        role(&roles.quality_readers, "quality.readers", &mut policy.quality_readers);
 
         for (id, partner) in partners {
-            if !valid_id(id) {
+            if id.parse::<PartnerId>().is_err() {
                 problems.push(format!("partners.{id}: a partner id is 1 to 32 lowercase letters, digits or '-'"));
             }
             let identity = partner.identity.clone().unwrap_or_else(|| id.clone());
@@ -162,8 +191,44 @@ impl Policy {
         self.partners.iter().filter(|(_, g)| g.subscribe.contains_key(event_type)).map(|(p, _)| p.clone()).collect()
     }
 
+    /// Reads every partner's recorded denials.
     pub fn is_auditor(&self, partner: &str) -> bool {
         self.auditors.contains(partner)
+    }
+
+    /// May export the message log.
+    pub fn may_export(&self, partner: &str) -> bool {
+        self.exporters.contains(partner)
+    }
+
+    /// Reads every partner's quality figures; the others read their own.
+    pub fn reads_all_quality(&self, partner: &str) -> bool {
+        self.quality_readers.contains(partner)
+    }
+
+    /// A quality digest is about one partner (its subject): only that partner and the
+    /// quality readers receive it, whatever their subscriptions grant.
+    pub fn may_read_digest(&self, partner: &str, subject: &str) -> bool {
+        partner == subject || self.reads_all_quality(partner)
+    }
+
+    /// Whether `partner` may subscribe to `types` (none: everything it may receive). The
+    /// digest type needs no grant: a partner's own digests are about itself.
+    pub fn check_subscription(&self, partner: &str, types: &[String]) -> Result<(), SubscribeRefusal> {
+        let granted = self.partners.get(partner).map(|g| &g.subscribe);
+        if types.is_empty() && granted.is_none_or(BTreeMap::is_empty) {
+            return Err(SubscribeRefusal::NoGrants);
+        }
+        let refused: Vec<String> = types
+            .iter()
+            .filter(|t| t.as_str() != DIGEST_TYPE && !granted.is_some_and(|g| g.contains_key(t.as_str())))
+            .cloned()
+            .collect();
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(SubscribeRefusal::NotGranted(refused))
+        }
     }
 
     /// Whether events of `event_type` may carry medical data (so their consent state
@@ -198,10 +263,6 @@ impl Policy {
         }
         Verdict::Deliver { data, redacted }
     }
-}
-
-fn valid_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 #[cfg(test)]

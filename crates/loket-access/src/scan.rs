@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
+use loket_domain::Envelope;
 use serde_json::Value;
 
 use crate::consent::{ConsentBook, Uncovered, CONSENT_TYPE};
@@ -26,6 +27,19 @@ pub struct EventFacts<'a> {
     /// When the gateway received it, Unix µs.
     pub received_at_micros: i64,
     pub data: &'a Value,
+}
+
+impl<'a> EventFacts<'a> {
+    /// The facts of a stored event whose payload reads as `data`.
+    pub fn of(event: &'a impl Envelope, data: &'a Value) -> Self {
+        EventFacts {
+            sequence: event.sequence(),
+            event_type: event.event_type(),
+            subject: event.subject(),
+            received_at_micros: event.received_at_micros(),
+            data,
+        }
+    }
 }
 
 /// What to do with the event just scanned.

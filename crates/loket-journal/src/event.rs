@@ -85,6 +85,21 @@ pub struct StoredEvent {
     pub hash: Vec<u8>,
 }
 
+impl loket_domain::Envelope for StoredEvent {
+    fn sequence(&self) -> u64 {
+        self.sequence
+    }
+    fn event_type(&self) -> &str {
+        &self.event_type
+    }
+    fn subject(&self) -> &str {
+        &self.subject
+    }
+    fn received_at_micros(&self) -> i64 {
+        self.received_at_micros
+    }
+}
+
 impl StoredEvent {
     pub(crate) fn from_new(event: NewEvent, sequence: u64, received_at_micros: i64) -> Self {
         StoredEvent {

@@ -3,8 +3,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use loket_domain::time::now_micros;
 use prost::Message;
 use tokio::sync::oneshot;
 
@@ -12,6 +13,11 @@ use crate::chain::{event_record_len, Tip};
 use crate::event::{decode_u64, id_key_into, seq_key, Appended, NewEvent, NewRejection, StoredEvent, StoredRejection};
 use crate::store::{FaultHook, Store, StoreConfig, FLUSHED_MARK};
 use crate::{Error, Shared};
+
+mod idempotency;
+mod repair;
+
+use idempotency::{conflict_rejection, verify};
 
 /// A batch's events are stored in chunks of consecutive events, one sled value each,
 /// rather than one value per event: sled 0.34 spends most of its time per insert (node
@@ -357,170 +363,4 @@ impl Writer {
         Ok(())
     }
 
-    fn fail_batch(&mut self, error: &Error) {
-        self.events.clear();
-        self.outcomes.clear();
-        self.written.clear();
-        for reply in self.replies.drain(..) {
-            let _ = reply.send(Err(clone_storage_error(error)));
-        }
-        // Rejections never reached the write loop if it failed early; those that did are in
-        // `written_rejections`.
-        for q in self.rejections.drain(..) {
-            if let Some(reply) = q.reply {
-                let _ = reply.send(Err(clone_storage_error(error)));
-            }
-        }
-        for (_, reply) in self.written_rejections.drain(..) {
-            if let Some(reply) = reply {
-                let _ = reply.send(Err(clone_storage_error(error)));
-            }
-        }
-    }
-
-    /// Removes whatever a failed batch left above `committed`. sled keeps an IO error
-    /// sticky (`Config::set_global_error`, reset only when a `Db` is started), so if the
-    /// in-place cleanup fails the database is reopened, which also drops sled's unflushed
-    /// in-memory state; anything of the batch that did reach the disk is then truncated.
-    fn repair(&mut self) -> Result<(), Error> {
-        let in_place = self.shared.store().and_then(|store| self.clean_up(&store));
-        let result = match in_place {
-            Ok(()) => Ok(()),
-            // While the disk stays full every batch fails here; reopening (which replays
-            // sled's log) at most once a second keeps that from becoming a busy loop.
-            Err(e) if self.last_reopen.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) => Err(e),
-            Err(e) => {
-                tracing::warn!(error = %e, "journal: in-place repair failed, reopening storage");
-                self.last_reopen = Some(Instant::now());
-                self.reopen()
-            }
-        };
-        if result.is_ok() {
-            self.needs_repair = false;
-        }
-        result
-    }
-
-    fn reopen(&mut self) -> Result<(), Error> {
-        self.shared.reopens.fetch_add(1, Ordering::Relaxed);
-        let mut slot = self.shared.store.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(mut old) = slot.take() {
-            // Readers hold a clone only for the duration of one call, and cannot take a new
-            // one while we hold the slot, so this converges quickly. sled's file lock is
-            // released only when the last handle is gone.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                match Arc::try_unwrap(old) {
-                    Ok(store) => {
-                        drop(store);
-                        break;
-                    }
-                    Err(still_shared) if Instant::now() < deadline => {
-                        old = still_shared;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err(still_shared) => {
-                        *slot = Some(still_shared);
-                        return Err(Error::Storage(sled::Error::Io(std::io::Error::other(
-                            "journal storage still in use, cannot reopen it",
-                        ))));
-                    }
-                }
-            }
-        }
-        let store = Arc::new(Store::open_retrying(&self.store_config)?);
-        // Readers may use it right away: they never look above `committed`.
-        *slot = Some(store.clone());
-        drop(slot);
-        self.faults.before_write()?;
-        store.meta.insert(FLUSHED_MARK, &seq_key(self.committed))?;
-        self.mark_written = self.committed;
-        self.clean_up(&store)
-    }
-
-    /// Removes a failed batch's events and index entries, then flushes so that a crash
-    /// cannot bring them back.
-    fn clean_up(&mut self, store: &Store) -> Result<(), Error> {
-        store.truncate_above(self.committed, &*self.faults)?;
-        store.truncate_rejections_above(self.rejections_committed, &*self.faults)?;
-        for (key, sequence) in &self.orphan_claims {
-            if store.ids.get(key)?.as_deref() == Some(&seq_key(*sequence)[..]) {
-                self.faults.before_write()?;
-                store.ids.remove(key)?;
-            }
-        }
-        self.faults.before_write()?;
-        store.db.flush()?;
-        self.orphan_claims.clear();
-        Ok(())
-    }
-}
-
-/// Decides whether the index hit `sequence` for `event` is the original of it. The id index
-/// is only a hint: a hit counts only if the event at that sequence is committed (or earlier
-/// in this batch) and really has this (source, id). A stale entry (its event lost in a
-/// crash, truncated after a failed batch, or a claim whose event was never written)
-/// therefore never yields `duplicate = true`; the caller simply takes it over.
-fn verify(
-    store: &Store,
-    sequence: u64,
-    event: &NewEvent,
-    base: u64,
-    next: u64,
-    written: &[StoredEvent],
-) -> Result<Option<Outcome>, Error> {
-    let verdict = |original: &StoredEvent, in_batch: Option<usize>| {
-        if original.source != event.source || original.id != event.id {
-            None
-        } else if !original.same_content(event) {
-            Some(Outcome::Conflict { publisher: event.source.clone(), id: event.id.clone(), sequence })
-        } else if let Some(i) = in_batch {
-            Some(Outcome::DuplicateInBatch(i))
-        } else {
-            Some(Outcome::Duplicate(original.appended(true)))
-        }
-    };
-    if sequence >= base && sequence < next {
-        let i = (sequence - base) as usize;
-        return Ok(verdict(&written[i], Some(i)));
-    }
-    if sequence >= 1 && sequence < base {
-        if let Some(original) = store.read_event(sequence)? {
-            return Ok(verdict(&original, None));
-        }
-    }
-    Ok(None)
-}
-
-fn conflict_rejection(event: NewEvent, sequence: u64) -> NewRejection {
-    NewRejection {
-        message: format!(
-            "event id {:?} was already used by {:?} for different content (sequence {sequence})",
-            event.id, event.source
-        ),
-        caller: event.source.clone(),
-        source: event.source,
-        id: event.id,
-        event_type: event.event_type,
-        subject: event.subject,
-        time_micros: event.time_micros,
-        dataschema: event.dataschema,
-        datacontenttype: event.datacontenttype,
-        data: event.data,
-        reason: "ID_CONFLICT".to_owned(),
-        violations: Vec::new(),
-    }
-}
-
-fn clone_storage_error(error: &Error) -> Error {
-    match error {
-        Error::Storage(e) => Error::Storage(e.clone()),
-        Error::Corrupt { sequence, reason } => Error::Corrupt { sequence: *sequence, reason: reason.clone() },
-        Error::Closed => Error::Closed,
-        other => Error::Storage(sled::Error::Io(std::io::Error::other(other.to_string()))),
-    }
-}
-
-fn now_micros() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }

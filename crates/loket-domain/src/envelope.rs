@@ -1,0 +1,26 @@
+//! The names and values of the event envelope that every crate agrees on.
+
+/// The CloudEvents version loket speaks.
+pub const SPEC_VERSION: &str = "1.0";
+
+/// The one `datacontenttype` of event payloads.
+pub const JSON_CONTENT_TYPE: &str = "application/json";
+
+/// The `source` of the events the gateway publishes itself.
+pub const GATEWAY_SOURCE: &str = "loket";
+
+/// The event type of the gateway's quality digests; partners may not publish it.
+pub const DIGEST_TYPE: &str = "quality-digest";
+
+/// What a subscriber's view needs of a stored event besides its payload: where it is in
+/// the journal, what it is, which case, and when the gateway took it.
+pub trait Envelope {
+    /// Gateway-wide sequence.
+    fn sequence(&self) -> u64;
+    /// Event type.
+    fn event_type(&self) -> &str;
+    /// The case (V-number).
+    fn subject(&self) -> &str;
+    /// When the gateway received it, Unix µs.
+    fn received_at_micros(&self) -> i64;
+}
