@@ -17,10 +17,6 @@ pub use aggregate::{Accepted, Filter, Report};
 pub use rules::{RuleFailure, RuleSet, Severity};
 pub use store::QualityStore;
 
-/// The CloudEvents source of events the gateway publishes itself (quality digests); they
-/// are not partners' events and are never counted in the figures.
-pub const GATEWAY_SOURCE: &str = "loket";
-
 /// The crate's one error type.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

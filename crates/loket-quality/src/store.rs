@@ -169,7 +169,7 @@ impl QualityStore {
         while next <= last {
             let chunk = journal.read_from(next, REBUILD_CHUNK)?;
             let Some(end) = chunk.last().map(|e| e.sequence) else { break };
-            for event in chunk.iter().filter(|e| e.source != crate::GATEWAY_SOURCE) {
+            for event in chunk.iter().filter(|e| e.source != loket_domain::GATEWAY_SOURCE) {
                 // Events of a schema the registry no longer has keep no field figures.
                 let expected = registry
                     .resolve(&event.event_type, Some(&event.dataschema))

@@ -80,6 +80,9 @@ pub enum Error {
     /// Kafka failed while serving a request (subscribe in Kafka mode). Details stay in the log.
     #[error("kafka failure: {0}")]
     Kafka(#[from] loket_kafka::Error),
+    /// A task serving a request ended abnormally. Details stay in the log.
+    #[error("a request task failed: {0}")]
+    TaskFailed(String),
 
     #[error("invalid configuration:\n  {}", .0.join("\n  "))]
     Config(Vec<String>),
@@ -93,17 +96,211 @@ pub enum Error {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// What a refusal tells its caller and the logs: a code, a stable reason and every failing
+/// field. Refusals travel as [`Error`] values (to the rejection log, the quality counters,
+/// the metrics) and become a `tonic::Status` only at the edge, in `From<Error>`.
 impl Error {
-    /// A stable code for the denial log, for refusals that are recorded.
-    pub(crate) fn denial_code(&self) -> Option<&'static str> {
-        Some(match self {
-            Error::UnknownIdentity { .. } => "UNKNOWN_PARTNER",
+    /// The stable reason (google.rpc.ErrorInfo `reason`), one per kind of error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidEnvelope(_) => "INVALID_ENVELOPE",
+            Error::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            Error::MalformedJson(_) | Error::NotAnObject(_) => "MALFORMED_JSON",
+            Error::UnknownSchema(loket_schema::Error::UnknownType { .. }) => "UNKNOWN_TYPE",
+            Error::UnknownSchema(loket_schema::Error::UnknownSchema { .. }) => "UNKNOWN_SCHEMA",
+            Error::UnknownSchema(loket_schema::Error::Load { .. }) => "SCHEMA_SET_INVALID",
+            Error::SchemaViolation { .. } => "SCHEMA_VIOLATION",
+            Error::RuleViolation { .. } => "RULE_VIOLATION",
+            Error::ReservedType(_) => "RESERVED_TYPE",
+            Error::QualityAccessDenied { .. } => "QUALITY_ACCESS_DENIED",
+            Error::InvalidReportRequest(_) => "INVALID_REPORT_REQUEST",
+            Error::Quality(_) => "QUALITY_UNAVAILABLE",
+            Error::Unauthenticated(_) => "UNAUTHENTICATED",
             Error::SourceMismatch { .. } => "SOURCE_MISMATCH",
+            Error::UnknownIdentity { .. } => "UNKNOWN_PARTNER",
             Error::PublishNotGranted { .. } | Error::SubscribeNotGranted { .. } => "TYPE_NOT_GRANTED",
             Error::NoGrants { .. } => "NO_GRANTS",
+            Error::EventNotFound { .. } => "EVENT_NOT_FOUND",
             Error::AuditNotPermitted { .. } => "AUDIT_NOT_PERMITTED",
+            Error::Access(_) => "ACCESS_STORE_UNAVAILABLE",
+            Error::IdConflict { .. } => "ID_CONFLICT",
+            Error::InvalidSubscription(_) => "INVALID_SUBSCRIPTION",
+            Error::SubscriptionNotFound { .. } => "SUBSCRIPTION_NOT_FOUND",
+            Error::AckBeyondEnd { .. } => "ACK_BEYOND_END",
+            Error::Journal(_) => "JOURNAL_UNAVAILABLE",
+            Error::ShuttingDown => "SHUTTING_DOWN",
+            Error::ExportNotAllowed { .. } => "EXPORT_NOT_ALLOWED",
+            Error::InvalidExport(_) => "INVALID_EXPORT",
+            Error::NotOnKafka { .. } => "KAFKA_NOT_CONFIRMED",
+            Error::SubscriptionNotOpen { .. } => "SUBSCRIPTION_NOT_OPEN",
+            Error::AckNotDelivered { .. } => "ACK_NOT_DELIVERED",
+            Error::Kafka(_) => "KAFKA_UNAVAILABLE",
+            Error::TaskFailed(_)
+            | Error::Config(_)
+            | Error::Tls(_)
+            | Error::Certificates(_)
+            | Error::Io { .. }
+            | Error::Transport(_) => "INTERNAL",
+        }
+    }
+
+    /// The gRPC status code.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::InvalidEnvelope(_)
+            | Error::PayloadTooLarge { .. }
+            | Error::MalformedJson(_)
+            | Error::NotAnObject(_)
+            | Error::UnknownSchema(_)
+            | Error::SchemaViolation { .. }
+            | Error::RuleViolation { .. }
+            | Error::InvalidReportRequest(_)
+            | Error::InvalidSubscription(_)
+            | Error::InvalidExport(_)
+            | Error::AckNotDelivered { .. } => Code::InvalidArgument,
+            Error::ReservedType(_)
+            | Error::QualityAccessDenied { .. }
+            | Error::SourceMismatch { .. }
+            | Error::UnknownIdentity { .. }
+            | Error::PublishNotGranted { .. }
+            | Error::SubscribeNotGranted { .. }
+            | Error::NoGrants { .. }
+            | Error::AuditNotPermitted { .. }
+            | Error::ExportNotAllowed { .. } => Code::PermissionDenied,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::EventNotFound { .. } | Error::SubscriptionNotFound { .. } => Code::NotFound,
+            Error::IdConflict { .. } => Code::AlreadyExists,
+            Error::AckBeyondEnd { .. } => Code::OutOfRange,
+            Error::SubscriptionNotOpen { .. } => Code::FailedPrecondition,
+            Error::Quality(_)
+            | Error::Access(_)
+            | Error::Journal(_)
+            | Error::ShuttingDown
+            | Error::NotOnKafka { .. }
+            | Error::Kafka(_) => Code::Unavailable,
+            Error::TaskFailed(_)
+            | Error::Config(_)
+            | Error::Tls(_)
+            | Error::Certificates(_)
+            | Error::Io { .. }
+            | Error::Transport(_) => Code::Internal,
+        }
+    }
+
+    /// Every failing field (google.rpc.BadRequest), named by JSON pointer or `@attribute`.
+    pub fn violations(&self) -> Vec<FieldViolation> {
+        match self {
+            Error::InvalidEnvelope(v)
+            | Error::InvalidReportRequest(v)
+            | Error::InvalidSubscription(v)
+            | Error::InvalidExport(v)
+            | Error::SchemaViolation { violations: v, .. } => v.clone(),
+            Error::PayloadTooLarge { size, limit } => {
+                vec![FieldViolation::attribute("data", format!("{size} bytes exceeds the limit of {limit}"))]
+            }
+            Error::MalformedJson(why) => vec![FieldViolation::attribute("data", why.clone())],
+            Error::NotAnObject(kind) => vec![FieldViolation::attribute("data", format!("must be a JSON object, not {kind}"))],
+            Error::UnknownSchema(e) => {
+                let field = if matches!(e, loket_schema::Error::UnknownSchema { .. }) { "dataschema" } else { "type" };
+                vec![FieldViolation::attribute(field, e.to_string())]
+            }
+            // One violation per failed rule, named `rule:<name>` (a rule relates fields, so
+            // no single field path fits).
+            Error::RuleViolation { rules, .. } => {
+                rules.iter().map(|r| FieldViolation::new(format!("rule:{}", r.name), r.description.clone())).collect()
+            }
+            Error::ReservedType(t) => vec![FieldViolation::attribute("type", format!("{t} is published by the gateway"))],
+            Error::SourceMismatch { identity, .. } => vec![FieldViolation::attribute(
+                "source",
+                format!("must be {identity:?}, the caller's certificate identity"),
+            )],
+            Error::PublishNotGranted { partner, event_type } => {
+                vec![FieldViolation::attribute("type", format!("{partner} may not publish {event_type}"))]
+            }
+            Error::SubscribeNotGranted { partner, types } => {
+                types.iter().map(|t| FieldViolation::new("types", format!("{partner} may not receive {t}"))).collect()
+            }
+            Error::EventNotFound { id, .. } => {
+                vec![FieldViolation::new("id", format!("no event {id:?} published by the caller"))]
+            }
+            Error::AuditNotPermitted { .. } => {
+                vec![FieldViolation::new("partner", "only auditors read other partners' denials")]
+            }
+            Error::AckNotDelivered { sequence, .. } => {
+                vec![FieldViolation::new("sequence", format!("{sequence} was not delivered on this stream"))]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The names of the quality rules a refused event failed.
+    pub fn failed_rules(&self) -> Vec<String> {
+        match self {
+            Error::RuleViolation { rules, .. } => rules.iter().map(|r| r.name.clone()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// google.rpc.ErrorInfo metadata.
+    fn metadata(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Error::PayloadTooLarge { size, limit } => vec![("size", size.to_string()), ("limit", limit.to_string())],
+            Error::SchemaViolation { dataschema, .. } => vec![("dataschema", dataschema.clone())],
+            Error::RuleViolation { dataschema, .. } => {
+                vec![("dataschema", dataschema.clone()), ("rules", self.failed_rules().join(","))]
+            }
+            Error::QualityAccessDenied { requested, .. } => vec![("partner", requested.clone())],
+            Error::SourceMismatch { identity, claimed } => vec![("identity", identity.clone()), ("source", claimed.clone())],
+            Error::UnknownIdentity { identity } => vec![("identity", identity.clone())],
+            Error::PublishNotGranted { partner, event_type } => {
+                vec![("partner", partner.clone()), ("type", event_type.clone())]
+            }
+            Error::SubscribeNotGranted { partner, types } => vec![("partner", partner.clone()), ("types", types.join(","))],
+            Error::NoGrants { partner } => vec![("partner", partner.clone())],
+            Error::AuditNotPermitted { asked, .. } => vec![("partner", asked.clone())],
+            Error::IdConflict { sequence, .. } | Error::NotOnKafka { sequence } => vec![("sequence", sequence.to_string())],
+            Error::AckBeyondEnd { last, .. } => vec![("last", last.to_string())],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The message the client reads: the error itself, except for failures inside the
+    /// gateway, whose details stay in the log.
+    fn public_message(&self) -> Option<&'static str> {
+        Some(match self {
+            Error::Quality(_) => "the quality figures cannot be read now; retry later",
+            Error::Access(_) => "the access store could not be read or written; retry later",
+            Error::Journal(_) => "the journal could not store or read the event; nothing was stored, retry later",
+            Error::Kafka(_) => "kafka is not reachable from this gateway; retry later",
+            Error::TaskFailed(_)
+            | Error::Config(_)
+            | Error::Tls(_)
+            | Error::Certificates(_)
+            | Error::Io { .. }
+            | Error::Transport(_) => "internal error",
             _ => return None,
         })
+    }
+
+    /// Whether this is a verdict on the event itself (invalid, not permitted), as the
+    /// rejection log keeps them: not an unauthenticated caller or an unavailable journal.
+    pub fn is_verdict(&self) -> bool {
+        matches!(self.code(), Code::InvalidArgument | Code::PermissionDenied | Code::FailedPrecondition)
+    }
+
+    /// A stable code for the denial log, for refusals that are recorded there (permission,
+    /// not malformed input).
+    pub(crate) fn denial_code(&self) -> Option<&'static str> {
+        matches!(
+            self,
+            Error::UnknownIdentity { .. }
+                | Error::SourceMismatch { .. }
+                | Error::PublishNotGranted { .. }
+                | Error::SubscribeNotGranted { .. }
+                | Error::NoGrants { .. }
+                | Error::AuditNotPermitted { .. }
+        )
+        .then(|| self.reason())
     }
 
     pub(crate) fn io(context: impl Into<String>, reason: std::io::Error) -> Self {
@@ -129,192 +326,28 @@ fn join_rules(rules: &[loket_quality::RuleFailure]) -> String {
     rules.iter().map(|r| format!("{}: {}", r.name, r.description)).collect::<Vec<_>>().join("; ")
 }
 
-fn details(reason: &str, metadata: &[(&str, String)], violations: &[FieldViolation]) -> ErrorDetails {
-    let mut details = ErrorDetails::new();
-    let metadata: HashMap<String, String> = metadata.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
-    details.set_error_info(reason, ERROR_DOMAIN, metadata);
-    for v in violations {
-        details.add_bad_request_violation(v.field.clone(), v.description.clone());
-    }
-    details
-}
-
+/// The edge: the one place an error becomes a gRPC status.
 impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
-        let message = error.to_string();
-        let (code, details) = match &error {
-            Error::InvalidEnvelope(v) => (Code::InvalidArgument, details("INVALID_ENVELOPE", &[], v)),
-            Error::PayloadTooLarge { size, limit } => (
-                Code::InvalidArgument,
-                details(
-                    "PAYLOAD_TOO_LARGE",
-                    &[("size", size.to_string()), ("limit", limit.to_string())],
-                    &[FieldViolation::attribute("data", format!("{size} bytes exceeds the limit of {limit}"))],
-                ),
-            ),
-            Error::MalformedJson(why) => (
-                Code::InvalidArgument,
-                details("MALFORMED_JSON", &[], &[FieldViolation::attribute("data", why.clone())]),
-            ),
-            Error::NotAnObject(kind) => (
-                Code::InvalidArgument,
-                details(
-                    "MALFORMED_JSON",
-                    &[],
-                    &[FieldViolation::attribute("data", format!("must be a JSON object, not {kind}"))],
-                ),
-            ),
-            Error::UnknownSchema(e) => {
-                let (reason, field) = match e {
-                    loket_schema::Error::UnknownType { .. } => ("UNKNOWN_TYPE", "type"),
-                    loket_schema::Error::UnknownSchema { .. } => ("UNKNOWN_SCHEMA", "dataschema"),
-                    loket_schema::Error::Load { .. } => ("SCHEMA_SET_INVALID", "type"),
-                };
-                (Code::InvalidArgument, details(reason, &[], &[FieldViolation::attribute(field, e.to_string())]))
+        if let Some(message) = error.public_message() {
+            tracing::error!(%error, reason = error.reason(), "failure while serving a request");
+            if error.code() == Code::Internal {
+                return tonic::Status::internal(message);
             }
-            Error::SchemaViolation { dataschema, violations } => {
-                (Code::InvalidArgument, details("SCHEMA_VIOLATION", &[("dataschema", dataschema.clone())], violations))
-            }
-            Error::RuleViolation { dataschema, rules } => {
-                let names = rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(",");
-                // One BadRequest violation per failed rule, named `rule:<name>` (a rule
-                // relates fields, so no single field path fits).
-                let violations: Vec<FieldViolation> = rules
-                    .iter()
-                    .map(|r| FieldViolation::new(format!("rule:{}", r.name), r.description.clone()))
-                    .collect();
-                (
-                    Code::InvalidArgument,
-                    details("RULE_VIOLATION", &[("dataschema", dataschema.clone()), ("rules", names)], &violations),
-                )
-            }
-            Error::ReservedType(t) => (
-                Code::PermissionDenied,
-                details(
-                    "RESERVED_TYPE",
-                    &[],
-                    &[FieldViolation::attribute("type", format!("{t} is published by the gateway"))],
-                ),
-            ),
-            Error::QualityAccessDenied { requested, .. } => {
-                (Code::PermissionDenied, details("QUALITY_ACCESS_DENIED", &[("partner", requested.clone())], &[]))
-            }
-            Error::InvalidReportRequest(v) => (Code::InvalidArgument, details("INVALID_REPORT_REQUEST", &[], v)),
-            Error::Quality(inner) => {
-                tracing::error!(error = %inner, "quality store failure");
-                return tonic::Status::with_error_details(
-                    Code::Unavailable,
-                    "the quality figures cannot be read now; retry later",
-                    details("QUALITY_UNAVAILABLE", &[], &[]),
-                );
-            }
-            Error::Unauthenticated(_) => (Code::Unauthenticated, details("UNAUTHENTICATED", &[], &[])),
-            Error::SourceMismatch { identity, claimed } => (
-                Code::PermissionDenied,
-                details(
-                    "SOURCE_MISMATCH",
-                    &[("identity", identity.clone()), ("source", claimed.clone())],
-                    &[FieldViolation::attribute(
-                        "source",
-                        format!("must be {identity:?}, the caller's certificate identity"),
-                    )],
-                ),
-            ),
-            Error::UnknownIdentity { identity } => {
-                (Code::PermissionDenied, details("UNKNOWN_PARTNER", &[("identity", identity.clone())], &[]))
-            }
-            Error::PublishNotGranted { partner, event_type } => (
-                Code::PermissionDenied,
-                details(
-                    "TYPE_NOT_GRANTED",
-                    &[("partner", partner.clone()), ("type", event_type.clone())],
-                    &[FieldViolation::attribute("type", format!("{partner} may not publish {event_type}"))],
-                ),
-            ),
-            Error::SubscribeNotGranted { partner, types } => (
-                Code::PermissionDenied,
-                details(
-                    "TYPE_NOT_GRANTED",
-                    &[("partner", partner.clone()), ("types", types.join(","))],
-                    &types
-                        .iter()
-                        .map(|t| FieldViolation::new("types", format!("{partner} may not receive {t}")))
-                        .collect::<Vec<_>>(),
-                ),
-            ),
-            Error::NoGrants { partner } => {
-                (Code::PermissionDenied, details("NO_GRANTS", &[("partner", partner.clone())], &[]))
-            }
-            Error::EventNotFound { id, .. } => (
-                Code::NotFound,
-                details(
-                    "EVENT_NOT_FOUND",
-                    &[],
-                    &[FieldViolation::new("id", format!("no event {id:?} published by the caller"))],
-                ),
-            ),
-            Error::AuditNotPermitted { asked, .. } => (
-                Code::PermissionDenied,
-                details(
-                    "AUDIT_NOT_PERMITTED",
-                    &[("partner", asked.clone())],
-                    &[FieldViolation::new("partner", "only auditors read other partners' denials")],
-                ),
-            ),
-            Error::Access(inner) => {
-                tracing::error!(error = %inner, "access store failure");
-                return tonic::Status::with_error_details(
-                    Code::Unavailable,
-                    "the access store could not be read or written; retry later",
-                    details("ACCESS_STORE_UNAVAILABLE", &[], &[]),
-                );
-            }
-            Error::IdConflict { sequence, .. } => {
-                (Code::AlreadyExists, details("ID_CONFLICT", &[("sequence", sequence.to_string())], &[]))
-            }
-            Error::InvalidSubscription(v) => (Code::InvalidArgument, details("INVALID_SUBSCRIPTION", &[], v)),
-            Error::SubscriptionNotFound { .. } => (Code::NotFound, details("SUBSCRIPTION_NOT_FOUND", &[], &[])),
-            Error::AckBeyondEnd { last, .. } => {
-                (Code::OutOfRange, details("ACK_BEYOND_END", &[("last", last.to_string())], &[]))
-            }
-            Error::Journal(inner) => {
-                tracing::error!(error = %inner, "journal failure");
-                return tonic::Status::with_error_details(
-                    Code::Unavailable,
-                    "the journal could not store or read the event; nothing was stored, retry later",
-                    details("JOURNAL_UNAVAILABLE", &[], &[]),
-                );
-            }
-            Error::ShuttingDown => (Code::Unavailable, details("SHUTTING_DOWN", &[], &[])),
-            Error::ExportNotAllowed { .. } => (Code::PermissionDenied, details("EXPORT_NOT_ALLOWED", &[], &[])),
-            Error::InvalidExport(v) => (Code::InvalidArgument, details("INVALID_EXPORT", &[], v)),
-            Error::NotOnKafka { sequence } => {
-                (Code::Unavailable, details("KAFKA_NOT_CONFIRMED", &[("sequence", sequence.to_string())], &[]))
-            }
-            Error::SubscriptionNotOpen { .. } => (Code::FailedPrecondition, details("SUBSCRIPTION_NOT_OPEN", &[], &[])),
-            Error::AckNotDelivered { sequence, .. } => (
-                Code::InvalidArgument,
-                details(
-                    "ACK_NOT_DELIVERED",
-                    &[],
-                    &[FieldViolation::new("sequence", format!("{sequence} was not delivered on this stream"))],
-                ),
-            ),
-            Error::Kafka(inner) => {
-                tracing::error!(error = %inner, "kafka failure");
-                return tonic::Status::with_error_details(
-                    Code::Unavailable,
-                    "kafka is not reachable from this gateway; retry later",
-                    details("KAFKA_UNAVAILABLE", &[], &[]),
-                );
-            }
-            Error::Config(_) | Error::Tls(_) | Error::Certificates(_) | Error::Io { .. } | Error::Transport(_) => {
-                tracing::error!(%error, "internal error while serving a request");
-                return tonic::Status::internal("internal error");
-            }
-        };
-        tonic::Status::with_error_details(code, message, details)
+            return tonic::Status::with_error_details(error.code(), message, details(&error));
+        }
+        tonic::Status::with_error_details(error.code(), error.to_string(), details(&error))
     }
+}
+
+fn details(error: &Error) -> ErrorDetails {
+    let mut details = ErrorDetails::new();
+    let metadata: HashMap<String, String> = error.metadata().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    details.set_error_info(error.reason(), ERROR_DOMAIN, metadata);
+    for v in error.violations() {
+        details.add_bad_request_violation(v.field, v.description);
+    }
+    details
 }
 
 /// The google.rpc.Status a unary call would have failed with, for stream replies.

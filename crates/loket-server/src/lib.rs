@@ -1,37 +1,33 @@
 //! loket's gRPC gateway. [`run`] serves it on a listener until a shutdown future completes;
 //! [`client`] connects to one as a partner.
+//!
+//! One folder per concern (see ARCHITECTURE.md): `publish/` (intake and the publish
+//! pipeline), `subscribe/` (subscriptions, cursors, acks), `view/` (what a subscriber gets
+//! of a stored event, on gRPC and Kafka alike), `access/` (who is calling, the policy's
+//! index, the denial log), `messagelog/` (rejections, export), `quality/` (counting,
+//! report, digests, dashboard), `kafka/` (Kafka mode), `http/` (metrics listener), `tls/`
+//! (certificates and the partner client), `proto/` (the wire), `config/`. `service.rs` is
+//! the thin gRPC adapter, `error.rs` the one place errors become statuses, `server.rs`
+//! starts and stops it all.
 
 mod access;
-pub mod certs;
-pub mod client;
 pub mod config;
-mod dashboard;
-mod delivery;
-mod digest;
 mod error;
 mod http;
-mod identity;
-mod intake;
-mod kafka_mode;
-pub mod log;
-mod metrics;
+mod kafka;
+pub mod messagelog;
+pub mod proto;
+mod publish;
 mod quality;
 mod server;
 mod service;
-mod subscription;
-pub mod timestamp;
+mod subscribe;
 mod tls;
+mod view;
 
+pub use access::PARTNER_HEADER;
 pub use config::Config;
 pub use error::{Error, ERROR_DOMAIN};
-pub use identity::PARTNER_HEADER;
+pub use proto::timestamp;
 pub use server::{rebuild_quality, run, run_with};
-
-/// The generated `loket.v1` messages, client and server.
-pub mod proto {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("loket.v1");
-
-    /// Descriptor set of `proto/`, for server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("loket_descriptor");
-}
+pub use tls::{certs, client};

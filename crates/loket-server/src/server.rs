@@ -4,7 +4,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use loket_access::Policy;
 use loket_journal::{Journal, JournalConfig};
 use loket_kafka::Relay;
 use loket_quality::{QualityStore, RuleSet};
@@ -16,14 +15,15 @@ use tonic::transport::Server;
 
 use crate::access::Access;
 use crate::config::Config;
-use crate::delivery::PartnerViews;
-use crate::identity::IdentityMode;
-use crate::intake::Intake;
-use crate::kafka_mode::KafkaMode;
+use crate::http::metrics;
+use crate::kafka::KafkaMode;
 use crate::proto::gateway_server::GatewayServer;
-use crate::quality::Quality;
+use crate::publish::{Intake, Publisher};
+use crate::quality::{run_digests, Quality};
 use crate::service::GatewayService;
-use crate::{digest, http, metrics, proto, tls, Error};
+use crate::subscribe::Subscriptions;
+use crate::view::{PartnerViews, Viewer};
+use crate::{http, proto, tls, Error};
 
 /// Room for the envelope around the largest payload in one gRPC message.
 const ENVELOPE_ALLOWANCE: usize = 64 * 1024;
@@ -53,15 +53,11 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let (registry, rules) = load_schemas_and_rules(&config)?;
-    let partners = config.partner_policies()?;
-    let policy = Policy::compile(&config.access, &partners, &|t: &str| {
-        registry.schemas().filter(|s| s.event_type() == t).map(|s| s.document().clone()).collect()
-    })
-    .map_err(|problems| Error::Config(problems.into_iter().map(|p| format!("policy: {p}")).collect()))?;
+    let policy = config.policy(&registry)?;
     let tls = tls::server_tls(&config)?;
     let journal = open_journal(&config)?;
     let store = Arc::new(open_quality(&config, &journal, &registry, &rules)?);
-    let quality = Quality { store: store.clone(), readers: Arc::new(config.quality.readers.clone()) };
+    let quality = Quality { store: store.clone() };
     let registry = Arc::new(registry);
 
     let access = Access::open(&config, policy)?;
@@ -89,21 +85,33 @@ pub async fn run_with(
         None => (None, None),
     };
     let relay_handle = kafka.as_ref().map(|k| k.relay.clone());
-    let service = GatewayService {
+    let publisher = Publisher {
         intake: Intake {
             registry: registry.clone(),
             policy: access.policy.clone(),
             rules,
             max_event_bytes: config.grpc.max_event_bytes,
         },
+        journal: journal.clone(),
+        quality: quality.clone(),
+        access: access.clone(),
+        kafka: kafka.clone(),
+    };
+    let subscriptions = Subscriptions {
+        viewer: Viewer { access: access.clone(), journal: journal.clone() },
+        registry: registry.clone(),
+        kafka,
+        shutdown: stopping.clone(),
+    };
+    let service = GatewayService {
+        publisher,
+        subscriptions,
         access: access.clone(),
         journal: journal.clone(),
         quality: quality.clone(),
-        identity: if tls.is_some() { IdentityMode::ClientCertificate } else { IdentityMode::InsecureHeader },
+        registry: registry.clone(),
         stream_in_flight: config.grpc.stream_in_flight,
         shutdown: stopping.clone(),
-        exporters: config.export.partners.iter().cloned().collect(),
-        kafka,
     };
     let gateway =
         GatewayServer::new(service).max_decoding_message_size(config.grpc.max_event_bytes + ENVELOPE_ALLOWANCE);
@@ -137,7 +145,7 @@ pub async fn run_with(
     }
     if config.quality.digest_interval_secs > 0 {
         let every = std::time::Duration::from_secs(config.quality.digest_interval_secs);
-        background.push(tokio::spawn(digest::run(
+        background.push(tokio::spawn(run_digests(
             every,
             journal.clone(),
             registry.clone(),

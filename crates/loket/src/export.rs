@@ -1,6 +1,6 @@
 //! `loket export`: the message log as NDJSON, from a running gateway (Export RPC) or from a
 //! stopped gateway's data directory. Both paths build the same `ExportRequest`, the same
-//! journal filter and the same entries (`loket_server::log`), so their output is identical.
+//! journal filter and the same entries (`loket_server::messagelog`), so their output is identical.
 
 use std::io::Write;
 use std::path::Path;
@@ -102,13 +102,13 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
 pub fn export_offline(data: &Path, request: ExportRequest, out: &mut dyn Write) -> anyhow::Result<u64> {
     let dir = data.join("journal");
     anyhow::ensure!(dir.is_dir(), "{} holds no journal (expected {})", data.display(), dir.display());
-    let filter = loket_server::log::filter(&request)?;
+    let filter = loket_server::messagelog::filter(&request)?;
     let journal = Journal::open(&JournalConfig { dir: dir.clone(), cache_capacity_bytes: 64 << 20, max_batch: 1 })
         .with_context(|| format!("cannot open the journal in {} (is the gateway still running?)", dir.display()))?;
     let mut count = 0;
     for entry in journal.entries(filter)? {
         let entry = entry?;
-        writeln!(out, "{}", LogLine::from_export(loket_server::log::export_entry(entry)).to_json())
+        writeln!(out, "{}", LogLine::from_export(loket_server::messagelog::export_entry(entry)).to_json())
             .context("cannot write the export")?;
         count += 1;
     }

@@ -32,6 +32,39 @@ pub(crate) struct IndexedEvent {
     pub data: Value,
 }
 
+impl loket_domain::Envelope for IndexedEvent {
+    fn sequence(&self) -> u64 {
+        self.sequence
+    }
+    fn event_type(&self) -> &str {
+        &self.event_type
+    }
+    fn subject(&self) -> &str {
+        &self.subject
+    }
+    fn received_at_micros(&self) -> i64 {
+        self.received_at_micros
+    }
+}
+
+impl IndexedEvent {
+    /// What a scan reads of this entry.
+    pub fn facts(&self) -> loket_access::EventFacts<'_> {
+        loket_access::EventFacts::of(self, &self.data)
+    }
+
+    /// The entry of a stored event whose payload reads as `data`.
+    pub fn of(event: &loket_journal::StoredEvent, data: Value) -> Self {
+        IndexedEvent {
+            sequence: event.sequence,
+            event_type: event.event_type.clone(),
+            subject: event.subject.clone(),
+            received_at_micros: event.received_at_micros,
+            data,
+        }
+    }
+}
+
 /// One recorded denial.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct DenialRecord {

@@ -1,5 +1,10 @@
 //! The gateway's side of quality measurement: counting accepted and refused publishes into
-//! the quality store, and who may read which figures.
+//! the quality store (here), the quality report (`report.rs`), the daily digests
+//! (`digest.rs`) and the dashboard page (`dashboard.rs`).
+
+pub(crate) mod dashboard;
+mod digest;
+mod report;
 
 use std::sync::Arc;
 
@@ -7,22 +12,18 @@ use loket_domain::PartnerId;
 use loket_journal::Appended;
 use loket_quality::aggregate::{day_of, BucketKey};
 use loket_quality::{Accepted, QualityStore};
-use tonic_types::StatusExt;
 
-use crate::intake::Admitted;
+pub(crate) use digest::{is_digest, run as run_digests};
+
+use crate::publish::Admitted;
+use crate::Error;
 
 #[derive(Clone)]
 pub(crate) struct Quality {
     pub store: Arc<QualityStore>,
-    /// Partners that read every partner's figures (config `quality.readers`).
-    pub readers: Arc<Vec<String>>,
 }
 
 impl Quality {
-    pub fn is_reader(&self, partner: &PartnerId) -> bool {
-        self.readers.iter().any(|r| r == partner.as_str())
-    }
-
     /// Counts an event the journal acknowledged; a duplicate was counted the first time.
     pub fn accepted(&self, admitted: &AdmittedFacts, appended: &Appended) {
         if appended.duplicate {
@@ -44,17 +45,11 @@ impl Quality {
         }
     }
 
-    /// Counts a refused publish of a known event type, by the refusal's ErrorInfo reason.
-    pub fn rejected(&self, partner: &PartnerId, event_type: &str, status: &tonic::Status, now_micros: i64) {
-        let Some(info) = status.get_details_error_info() else { return };
-        let rules: Vec<String> = if info.reason == "RULE_VIOLATION" {
-            info.metadata.get("rules").map(|r| r.split(',').map(str::to_owned).collect()).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+    /// Counts a refused publish of a known event type, by the refusal's reason.
+    pub fn rejected(&self, partner: &PartnerId, event_type: &str, refusal: &Error, now_micros: i64) {
         let key =
             BucketKey { day: day_of(now_micros), partner: partner.to_string(), event_type: event_type.to_owned() };
-        if let Err(e) = self.store.record_rejected(&key, &info.reason, &rules) {
+        if let Err(e) = self.store.record_rejected(&key, refusal.reason(), &refusal.failed_rules()) {
             tracing::error!(error = %e, "cannot count a refused publish in the quality figures");
         }
     }

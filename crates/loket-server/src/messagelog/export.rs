@@ -1,61 +1,45 @@
-//! The message log as partners see it: rejected publishes journaled with their reasons,
-//! and the Export view of accepted and rejected entries.
+//! Export: the message log's accepted and rejected entries in chain order, as the Export
+//! RPC streams them and `loket export --data` writes them from a stopped gateway's journal.
 
-use loket_domain::{FieldViolation, PartnerId};
+use loket_domain::{FieldViolation, PartnerId, SPEC_VERSION};
 use loket_journal::export::{Entry, Filter};
-use loket_journal::{Journal, NewRejection, Violation};
-use tonic::Code;
-use tonic_types::StatusExt;
+use loket_journal::Journal;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
 
-use crate::intake::SPEC_VERSION;
+use crate::access::Access;
+use crate::proto::timestamp::{from_micros, to_micros};
 use crate::proto::{export_request, CloudEvent, ExportEntry, ExportRequest, ExportViolation, Outcome, Outcomes};
-use crate::timestamp::{from_micros, to_micros};
 use crate::Error;
 
-/// Journals a refused publish with the status its publisher got (reason and violations as
-/// `error.rs` mapped them, so the log says exactly what the publisher heard). The future is
-/// not awaited: the refusal is answered at once and becomes durable with the next group
-/// commit. Only verdicts on the event are recorded (invalid, not permitted): not an
-/// unauthenticated caller or an unavailable journal; conflicts (`ALREADY_EXISTS`) are
-/// journaled by the journal's writer, which detects them.
-pub(crate) fn record_rejection(
+/// Entries buffered per export stream.
+const STREAM_BUFFER: usize = 256;
+
+/// The Export RPC: the log entries `request` selects, if `partner` may export.
+pub(crate) fn export(
+    access: &Access,
     journal: &Journal,
-    caller: &PartnerId,
-    event: Option<&CloudEvent>,
-    status: &tonic::Status,
-) {
-    if !matches!(status.code(), Code::InvalidArgument | Code::PermissionDenied | Code::FailedPrecondition) {
-        return;
+    partner: &PartnerId,
+    request: &ExportRequest,
+) -> Result<ReceiverStream<Result<ExportEntry, Status>>, Error> {
+    if !access.policy.may_export(partner.as_str()) {
+        return Err(Error::ExportNotAllowed { partner: partner.to_string() });
     }
-    let details = status.get_error_details();
-    let violations = details
-        .bad_request()
-        .map(|b| {
-            b.field_violations
-                .iter()
-                .map(|v| Violation { field: v.field.clone(), description: v.description.clone() })
-                .collect()
-        })
-        .unwrap_or_default();
-    let reason = details.error_info().map(|i| i.reason.clone()).unwrap_or_default();
-    let empty = CloudEvent::default();
-    let event = event.unwrap_or(&empty);
-    let rejection = NewRejection {
-        source: event.source.clone(),
-        caller: caller.to_string(),
-        id: event.id.clone(),
-        event_type: event.r#type.clone(),
-        subject: event.subject.clone(),
-        time_micros: event.time.as_ref().and_then(to_micros),
-        dataschema: event.dataschema.clone(),
-        datacontenttype: event.datacontenttype.clone(),
-        // An oversized payload is not kept: the log would take what the limit refused.
-        data: if reason == "PAYLOAD_TOO_LARGE" { Vec::new() } else { event.data.clone() },
-        reason,
-        message: status.message().to_owned(),
-        violations,
-    };
-    drop(journal.reject(rejection));
+    let entries = journal.entries(filter(request)?)?;
+    tracing::info!(partner = %partner, "message log export started");
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    // Reading is blocking sled work: off the async threads, throttled by the channel.
+    tokio::task::spawn_blocking(move || {
+        for entry in entries {
+            let item = entry.map(export_entry).map_err(|e| Status::from(Error::from(e)));
+            let failed = item.is_err();
+            if tx.blocking_send(item).is_err() || failed {
+                return;
+            }
+        }
+    });
+    Ok(ReceiverStream::new(rx))
 }
 
 /// The journal filter of an Export request; every problem at once.
@@ -100,27 +84,20 @@ pub fn filter(request: &ExportRequest) -> Result<Filter, Error> {
 /// stopped gateway's journal produces exactly what the RPC would.
 pub fn export_entry(entry: Entry) -> ExportEntry {
     match entry {
-        Entry::Accepted(e) => ExportEntry {
-            event: Some(CloudEvent {
-                id: e.id,
-                source: e.source,
-                r#type: e.event_type,
-                subject: e.subject,
-                time: e.time_micros.map(from_micros),
-                dataschema: e.dataschema,
-                datacontenttype: e.datacontenttype,
-                data: e.data,
-                specversion: SPEC_VERSION.to_owned(),
-            }),
+        Entry::Accepted(mut e) => ExportEntry {
             outcome: Outcome::Accepted as i32,
             sequence: e.sequence,
             received_at: Some(from_micros(e.received_at_micros)),
             completeness: e.completeness,
-            missing_expected: e.missing_expected,
+            missing_expected: std::mem::take(&mut e.missing_expected),
             schema_version: e.schema_version,
             chain: e.chain,
-            prev_hash: e.prev_hash,
-            hash: e.hash,
+            prev_hash: std::mem::take(&mut e.prev_hash),
+            hash: std::mem::take(&mut e.hash),
+            event: Some({
+                let data = std::mem::take(&mut e.data);
+                CloudEvent::stored(e, data)
+            }),
             ..ExportEntry::default()
         },
         Entry::Rejected(r) => ExportEntry {

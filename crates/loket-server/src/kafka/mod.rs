@@ -5,13 +5,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use loket_kafka::{KafkaSettings, KafkaSubscription, RelayHandle, StartAt};
+use loket_kafka::{AckMode, KafkaSettings, KafkaSubscription, RelayHandle, StartAt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::config::AckMode;
-use crate::delivery::from_kafka;
+use crate::view::from_kafka;
 use crate::proto::Delivery;
 use crate::Error;
 

@@ -1,7 +1,7 @@
 //! Publisher feedback: every `quality.digest_interval_secs` the gateway journals one
 //! `quality-digest` event per partner that published that UTC day, with that day's figures
-//! so far. Source "loket", subject the partner's id; `subscription.rs` delivers a digest
-//! only to its partner and to the quality readers. Digests are never counted in the figures.
+//! so far. Source "loket", subject the partner's id; the view (`crate::view`) delivers a
+//! digest only to its partner and to the quality readers. Digests are never counted in the figures.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use loket_journal::{Journal, NewEvent, StoredEvent};
 use loket_quality::aggregate::{day_label, day_of};
-use loket_quality::{Filter, QualityStore, GATEWAY_SOURCE};
+use loket_domain::time::{now_micros, rfc3339};
+use loket_domain::{DIGEST_TYPE, GATEWAY_SOURCE, JSON_CONTENT_TYPE};
+use loket_quality::{Filter, QualityStore};
 use loket_schema::Registry;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::intake::{DIGEST_TYPE, JSON};
-use crate::timestamp::now_micros;
 
 pub(crate) fn is_digest(event: &StoredEvent) -> bool {
     event.source == GATEWAY_SOURCE && event.event_type == DIGEST_TYPE
@@ -77,10 +77,7 @@ fn digests(registry: &Registry, store: &QualityStore, now: i64) -> Result<Vec<Ne
             "fields": fields,
         }));
     }
-    let generated_at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default();
+    let generated_at = rfc3339(now).unwrap_or_default();
     let mut events = Vec::new();
     for (partner, types) in per_partner {
         let data = json!({"partner": partner, "day": day_label(day), "generatedAt": generated_at, "types": types});
@@ -95,7 +92,7 @@ fn digests(registry: &Registry, store: &QualityStore, now: i64) -> Result<Vec<Ne
             dataschema: schema.id().to_owned(),
             subject: partner.to_owned(),
             time_micros: Some(now),
-            datacontenttype: JSON.to_owned(),
+            datacontenttype: JSON_CONTENT_TYPE.to_owned(),
             data: serde_json::to_vec(&data).map_err(|e| e.to_string())?,
             completeness: completeness.score,
             missing_expected: completeness.missing,

@@ -1,12 +1,16 @@
-//! Server-side TLS material: configured files, or development certificates generated into
-//! the data directory on first start.
+//! TLS: the server's material (configured files, or development certificates generated into
+//! the data directory on first start), the development PKI (`certs.rs`) and the partner
+//! client (`client.rs`).
+
+pub mod certs;
+pub mod client;
 
 use std::path::Path;
 
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::config::{Config, TlsSource};
-use crate::{certs, Error};
+use crate::Error;
 
 pub(crate) fn server_tls(config: &Config) -> Result<Option<ServerTlsConfig>, Error> {
     match config.tls_source() {

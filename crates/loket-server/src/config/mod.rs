@@ -3,14 +3,21 @@
 //! Environment overrides are passed in by the caller (the binary hands over the process
 //! environment), so tests never depend on globals.
 
+mod sections;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use loket_access::{AccessConfig, PartnerConfig};
-pub use loket_kafka::{AckMode, KafkaConfig};
+use loket_access::{AccessConfig, PartnerConfig, Policy, Roles};
 use loket_domain::PartnerId;
+pub use loket_kafka::{AckMode, KafkaConfig};
+use loket_schema::Registry;
 use serde::Deserialize;
+
+pub use sections::{
+    ExportConfig, GrpcConfig, JournalSettings, MetricsConfig, QualityConfig, SchemasConfig, TlsConfig,
+};
 
 use crate::Error;
 
@@ -62,173 +69,11 @@ pub struct Config {
     pub kafka: Option<KafkaConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExportConfig {
-    /// Partners allowed to call Export (the whole message log, accepted and rejected,
-    /// every partner's events): by default only the chain's quality team.
-    #[serde(default = "default_export_partners")]
-    pub partners: Vec<String>,
-}
-
-fn default_export_partners() -> Vec<String> {
-    vec!["quality".to_owned()]
-}
-
-impl Default for ExportConfig {
-    fn default() -> Self {
-        Self { partners: default_export_partners() }
-    }
-}
-
 /// The shipped configuration, whose `[partners]` are the built-in policy.
-const SHIPPED: &str = include_str!("../../../config/loket.toml");
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrpcConfig {
-    /// Address to listen on, e.g. "127.0.0.1:7443" or "0.0.0.0:7443". Override: LOKET_LISTEN.
-    #[serde(default = "default_listen")]
-    pub listen: String,
-    /// Largest accepted event payload (`data`) in bytes.
-    #[serde(default = "default_max_event_bytes")]
-    pub max_event_bytes: usize,
-    /// Serve plain TCP without TLS. Callers then identify with the `x-loket-partner` request
-    /// header, which anybody can set: only for local experiments. Override: LOKET_INSECURE=true.
-    #[serde(default)]
-    pub insecure: bool,
-    /// Most events of one publish stream being validated or stored at once; more requests
-    /// wait (back-pressure through HTTP/2 flow control).
-    #[serde(default = "default_stream_in_flight")]
-    pub stream_in_flight: usize,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file with the CA certificate(s) that sign partner client certificates.
-    pub client_ca: Option<PathBuf>,
-    /// PEM file with the server certificate chain.
-    pub server_cert: Option<PathBuf>,
-    /// PEM file with the server's private key.
-    pub server_key: Option<PathBuf>,
-    /// Partners to make development client certificates for when the gateway generates
-    /// its own (no files set); defaults to every chain partner.
-    #[serde(default)]
-    pub dev_partners: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JournalSettings {
-    /// Page-cache cap for the journal in MiB (sled's default of 1 GiB is too much for a
-    /// small gateway).
-    #[serde(default = "default_cache_mib")]
-    pub cache_mib: u64,
-    /// Most events written and flushed together in one group commit.
-    #[serde(default = "default_max_batch")]
-    pub max_batch: usize,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SchemasConfig {
-    /// A directory of `<type>.v<N>.json` schemas to use instead of the ones built into
-    /// the binary.
-    pub dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QualityConfig {
-    /// A directory of `<type>.toml` quality rule files to use instead of the ones built
-    /// into the binary (schemas/rules/). A missing directory means no rules.
-    pub rules_dir: Option<PathBuf>,
-    /// Partners that may read every partner's quality figures (GetQualityReport); every
-    /// other partner reads its own only.
-    #[serde(default = "default_quality_readers")]
-    pub readers: Vec<String>,
-    /// Seconds between quality digests: the gateway journals one `quality-digest` event
-    /// per publishing partner each period (source "loket"). 0 turns digests off.
-    #[serde(default = "default_digest_interval_secs")]
-    pub digest_interval_secs: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MetricsConfig {
-    /// Serve `/metrics` (Prometheus text format) and `/quality` (the dashboard).
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-    /// Address of the HTTP listener, separate from gRPC. Plain HTTP: keep it on a
-    /// loopback or management network.
-    #[serde(default = "default_metrics_listen")]
-    pub listen: String,
-}
-
-fn default_quality_readers() -> Vec<String> {
-    vec!["quality".to_owned()]
-}
-fn default_digest_interval_secs() -> u64 {
-    86_400
-}
-fn default_true() -> bool {
-    true
-}
-fn default_metrics_listen() -> String {
-    "127.0.0.1:9464".to_owned()
-}
-
-impl Default for QualityConfig {
-    fn default() -> Self {
-        Self {
-            rules_dir: None,
-            readers: default_quality_readers(),
-            digest_interval_secs: default_digest_interval_secs(),
-        }
-    }
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        Self { enabled: true, listen: default_metrics_listen() }
-    }
-}
+const SHIPPED: &str = include_str!("../../../../config/loket.toml");
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./data")
-}
-fn default_listen() -> String {
-    "127.0.0.1:7443".to_owned()
-}
-fn default_max_event_bytes() -> usize {
-    256 * 1024
-}
-fn default_stream_in_flight() -> usize {
-    1024
-}
-fn default_cache_mib() -> u64 {
-    64
-}
-fn default_max_batch() -> usize {
-    4096
-}
-
-impl Default for GrpcConfig {
-    fn default() -> Self {
-        Self {
-            listen: default_listen(),
-            max_event_bytes: default_max_event_bytes(),
-            insecure: false,
-            stream_in_flight: default_stream_in_flight(),
-        }
-    }
-}
-
-impl Default for JournalSettings {
-    fn default() -> Self {
-        Self { cache_mib: default_cache_mib(), max_batch: default_max_batch() }
-    }
 }
 
 impl Default for Config {
@@ -423,6 +268,16 @@ impl Config {
         Ok(shipped.partners)
     }
 
+    /// The access policy in force, checked against the schemas of `registry`: the partner
+    /// grants, `[access]`, and the roles `[export]` and `[quality]` grant.
+    pub fn policy(&self, registry: &Registry) -> Result<Policy, Error> {
+        let roles = Roles { exporters: self.export.partners.clone(), quality_readers: self.quality.readers.clone() };
+        Policy::compile_with_roles(&self.access, &self.partner_policies()?, &roles, &|t: &str| {
+            registry.schemas().filter(|s| s.event_type() == t).map(|s| s.document().clone()).collect()
+        })
+        .map_err(|problems| Error::Config(problems.into_iter().map(|p| format!("policy: {p}")).collect()))
+    }
+
     /// The quality figures' own store.
     pub fn quality_dir(&self) -> PathBuf {
         self.data_dir.join("quality")
@@ -439,123 +294,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn no_env() -> HashMap<String, String> {
-        HashMap::new()
-    }
-
-    #[test]
-    fn quality_and_metrics_keys_are_checked_together() {
-        let c = Config::parse("", "t", &no_env()).unwrap();
-        assert_eq!(c.quality.readers, ["quality"]);
-        assert_eq!(c.metrics_addr(), Some("127.0.0.1:9464".parse().unwrap()));
-        let off = Config::parse("[metrics]\nenabled = false\nlisten = \"nowhere\"\n", "t", &no_env()).unwrap();
-        assert_eq!(off.metrics_addr(), None);
-        let text =
-            "[metrics]\nlisten = \"nowhere\"\n[quality]\nreaders = [\"Not A Partner\"]\nrules_dir = \"/no/such/dir\"\n";
-        let Err(Error::Config(problems)) = Config::parse(text, "t", &no_env()) else { panic!("accepted") };
-        assert_eq!(problems.len(), 3, "{problems:?}");
-        assert!(problems[0].contains("metrics.listen") && problems[1].contains("quality.readers"));
-        assert!(problems[2].contains("quality.rules_dir"));
-    }
-
-    #[test]
-    fn defaults_are_the_embedded_secure_gateway() {
-        let c = Config::parse("", "t", &no_env()).unwrap();
-        assert_eq!(c.data_dir, PathBuf::from("./data"));
-        assert!(!c.grpc.insecure);
-        assert!(matches!(c.tls_source(), TlsSource::Generated { .. }));
-    }
-
-    #[test]
-    fn shipped_config_parses() {
-        let text = include_str!("../../../config/loket.toml");
-        let c = Config::parse(text, "config/loket.toml", &no_env()).unwrap();
-        assert!(!c.grpc.insecure);
-    }
-
-    #[test]
-    fn the_built_in_policy_is_the_shipped_one() {
-        let shipped = Config::parse(SHIPPED, "config/loket.toml", &no_env()).unwrap();
-        let default = Config::parse("", "t", &no_env()).unwrap();
-        assert!(default.partners.is_none());
-        assert_eq!(default.partner_policies().unwrap(), shipped.partner_policies().unwrap());
-        assert_eq!(default.access, shipped.access);
-        let partners = default.partner_policies().unwrap();
-        let names: Vec<&str> = partners.keys().map(String::as_str).collect();
-        let mut chain = CHAIN_PARTNERS.to_vec();
-        chain.sort();
-        assert_eq!(names, chain);
-        assert!(partners["quality"].publish.is_empty(), "the quality team publishes nothing");
-    }
-
-    #[test]
-    fn unknown_keys_are_named() {
-        let err = Config::parse("[grpc]\nlisten = \"127.0.0.1:1\"\nlsten = 3\n", "x.toml", &no_env()).unwrap_err();
-        let text = err.to_string();
-        assert!(text.contains("lsten"), "{text}");
-        assert!(text.contains("x.toml"), "{text}");
-    }
-
-    #[test]
-    fn all_problems_are_reported_at_once() {
-        let text = "[grpc]\nlisten = \"nowhere\"\nmax_event_bytes = 0\n[journal]\nmax_batch = 0\n[tls]\nserver_cert = \"/nonexistent.pem\"\n";
-        let Error::Config(problems) = Config::parse(text, "x.toml", &no_env()).unwrap_err() else {
-            panic!("expected a config error")
-        };
-        let all = problems.join("\n");
-        for needle in [
-            "grpc.listen",
-            "grpc.max_event_bytes",
-            "journal.max_batch",
-            "tls.client_ca",
-            "tls.server_key",
-            "tls.server_cert: /nonexistent.pem",
-        ] {
-            assert!(all.contains(needle), "{needle} missing from:\n{all}");
-        }
-    }
-
-    #[test]
-    fn exporters_default_to_quality_and_are_checked() {
-        let c = Config::parse("", "t", &no_env()).unwrap();
-        assert_eq!(c.export.partners, vec!["quality".to_owned()]);
-        let err = Config::parse("[export]\npartners = [\"Quality\"]\n", "x.toml", &no_env()).unwrap_err();
-        assert!(err.to_string().contains("export.partners"), "{err}");
-    }
-
-    #[test]
-    fn kafka_section_defaults_and_problems() {
-        let c = Config::parse("[kafka]\nbrokers = \"127.0.0.1:9092\"\n", "t", &no_env()).unwrap();
-        let k = c.kafka.as_ref().unwrap();
-        assert_eq!((k.topic_prefix.as_str(), k.partitions, k.replication, k.ack), ("loket.", 3, 1, AckMode::Journal));
-        let text = "[kafka]\nbrokers = \"nohost\"\npartitions = 0\nack = \"kafka\"\ntopic_prefix = \"a b\"\n";
-        let Error::Config(problems) = Config::parse(text, "x.toml", &no_env()).unwrap_err() else {
-            panic!("expected a config error")
-        };
-        let all = problems.join("\n");
-        for needle in ["kafka.brokers", "kafka.partitions", "kafka.topic_prefix"] {
-            assert!(all.contains(needle), "{needle} missing from:\n{all}");
-        }
-        let err = Config::parse("[kafka]\nbrokers = \"a:1\"\nack = \"never\"\n", "x.toml", &no_env()).unwrap_err();
-        assert!(err.to_string().contains("never"), "{err}");
-    }
-
-    #[test]
-    fn environment_overrides_the_file() {
-        let env: HashMap<String, String> = [
-            (ENV_DATA_DIR.to_owned(), "/tmp/elsewhere".to_owned()),
-            (ENV_LISTEN.to_owned(), "127.0.0.1:9999".to_owned()),
-            (ENV_INSECURE.to_owned(), "true".to_owned()),
-        ]
-        .into();
-        let c = Config::parse("data_dir = \"x\"\n", "t", &env).unwrap();
-        assert_eq!(c.data_dir, PathBuf::from("/tmp/elsewhere"));
-        assert_eq!(c.listen_addr().port(), 9999);
-        assert_eq!(c.tls_source(), TlsSource::Insecure);
-        let bad: HashMap<String, String> = [(ENV_INSECURE.to_owned(), "yes".to_owned())].into();
-        assert!(Config::parse("", "t", &bad).unwrap_err().to_string().contains(ENV_INSECURE));
-    }
-}
+mod tests;

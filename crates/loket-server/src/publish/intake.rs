@@ -5,24 +5,18 @@
 use std::sync::Arc;
 
 use loket_access::Policy;
-use loket_domain::{CaseId, FieldViolation, PartnerId};
+use loket_domain::{CaseId, FieldViolation, PartnerId, DIGEST_TYPE, JSON_CONTENT_TYPE as JSON, SPEC_VERSION};
 use loket_journal::NewEvent;
 use loket_quality::{RuleSet, Severity};
 use loket_schema::Registry;
 use serde_json::Value;
 
 use crate::proto::CloudEvent;
-use crate::timestamp::to_micros;
+use crate::proto::timestamp::to_micros;
 use crate::Error;
-
-pub const SPEC_VERSION: &str = "1.0";
-pub const JSON: &str = "application/json";
 
 /// Longest accepted `id`; CloudEvents sets no limit, but an id is a key, not a document.
 const MAX_ID_LEN: usize = 256;
-
-/// The event type the gateway itself publishes (see `digest.rs`); partners may not.
-pub const DIGEST_TYPE: &str = "quality-digest";
 
 #[derive(Clone)]
 pub(crate) struct Intake {

@@ -1,9 +1,11 @@
-//! Who is calling: the partner named in the client certificate (the subject common name),
-//! or, on an explicitly insecure gateway, the `x-loket-partner` header.
+//! Who is calling: the identity the transport vouches for (the client certificate's subject
+//! common name, or on an explicitly insecure gateway the `x-loket-partner` header), mapped
+//! to a partner through the policy. Every RPC resolves its caller here, once.
 
 use loket_domain::PartnerId;
 use tonic::Request;
 
+use super::{denials, Access};
 use crate::Error;
 
 /// The request header that names the caller on an insecure (plain TCP) gateway.
@@ -15,7 +17,24 @@ pub(crate) enum IdentityMode {
     InsecureHeader,
 }
 
-pub(crate) fn caller<T>(request: &Request<T>, mode: IdentityMode) -> Result<PartnerId, Error> {
+impl Access {
+    /// The calling partner: the presented identity mapped through the policy. An identity
+    /// the policy does not know is refused, and recorded as a refusal of `action`.
+    pub async fn caller<T>(&self, request: &Request<T>, action: &str) -> Result<PartnerId, Error> {
+        let identity = presented_identity(request, self.identity)?;
+        match self.policy.partner_for_identity(identity.as_str()).map(str::parse::<PartnerId>) {
+            Some(Ok(partner)) => Ok(partner),
+            _ => {
+                let e = Error::UnknownIdentity { identity: identity.to_string() };
+                denials::record_refusal(self, &format!("{action}-refused"), &identity, &e, "", "").await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The identity the transport vouches for, before the policy maps it to a partner.
+fn presented_identity<T>(request: &Request<T>, mode: IdentityMode) -> Result<PartnerId, Error> {
     match mode {
         IdentityMode::ClientCertificate => {
             let certs = request.peer_certs().ok_or(Error::Unauthenticated("no client certificate"))?;
@@ -34,7 +53,7 @@ pub(crate) fn caller<T>(request: &Request<T>, mode: IdentityMode) -> Result<Part
 }
 
 /// The partner id in a DER certificate's subject common name.
-pub(crate) fn partner_from_certificate(der: &[u8]) -> Result<PartnerId, Error> {
+fn partner_from_certificate(der: &[u8]) -> Result<PartnerId, Error> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|_| Error::Unauthenticated("the client certificate cannot be parsed"))?;
     let cn = cert

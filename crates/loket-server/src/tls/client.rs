@@ -8,9 +8,10 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::identity::PARTNER_HEADER;
+use crate::access::PARTNER_HEADER;
 use crate::proto::gateway_client::GatewayClient;
-use crate::{certs, Error};
+use super::certs;
+use crate::Error;
 
 /// How a client reaches the gateway.
 #[derive(Debug, Clone)]

@@ -2,6 +2,8 @@
 //! dashboard). Plain HTTP without identities: it shows every partner's figures, so it
 //! belongs on a loopback or management network.
 
+pub(crate) mod metrics;
+
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -13,9 +15,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::dashboard;
-use crate::metrics as m;
-use crate::quality::Quality;
+use self::metrics as m;
+use crate::quality::{dashboard, Quality};
 
 #[derive(Clone)]
 struct AppState {
@@ -55,38 +56,38 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     // Gauges of state owned elsewhere are read at scrape time.
     match state.journal.size_on_disk() {
-        Ok(size) => metrics::gauge!(m::JOURNAL_SIZE).set(size as f64),
+        Ok(size) => ::metrics::gauge!(m::JOURNAL_SIZE).set(size as f64),
         Err(e) => return unavailable("cannot read the journal size", e),
     }
     if let Some(relay) = &state.relay {
         match relay.status() {
             Ok(status) => {
-                metrics::gauge!(m::RELAY_BACKLOG).set(status.backlog as f64);
-                metrics::gauge!(m::RELAY_OLDEST_AGE).set(status.oldest_age().as_secs_f64());
+                ::metrics::gauge!(m::RELAY_BACKLOG).set(status.backlog as f64);
+                ::metrics::gauge!(m::RELAY_OLDEST_AGE).set(status.oldest_age().as_secs_f64());
             }
             Err(e) => return unavailable("cannot read the kafka relay's backlog", e),
         }
     }
-    metrics::gauge!(m::JOURNAL_LAST_SEQUENCE).set(state.journal.last_sequence() as f64);
+    ::metrics::gauge!(m::JOURNAL_LAST_SEQUENCE).set(state.journal.last_sequence() as f64);
     let report = match state.quality.store.report(&Filter::default()) {
         Ok(r) => r,
         Err(e) => return unavailable("cannot read the quality figures", e),
     };
     for f in &report.fields {
         let labels = [("partner", f.partner.clone()), ("type", f.event_type.clone()), ("field", f.field.clone())];
-        metrics::gauge!(m::FILL_RATE, &labels).set(f.fill_rate);
+        ::metrics::gauge!(m::FILL_RATE, &labels).set(f.fill_rate);
     }
     for t in &report.types {
         let labels = [("partner", t.partner.clone()), ("type", t.event_type.clone())];
-        metrics::gauge!(m::MEAN_COMPLETENESS, &labels).set(t.mean_completeness);
-        metrics::gauge!(m::QUALITY_EVENTS, &labels).set(t.events as f64);
+        ::metrics::gauge!(m::MEAN_COMPLETENESS, &labels).set(t.mean_completeness);
+        ::metrics::gauge!(m::QUALITY_EVENTS, &labels).set(t.events as f64);
         for (kind, n) in &t.rejections {
             let labels = [("partner", t.partner.clone()), ("type", t.event_type.clone()), ("kind", kind.clone())];
-            metrics::gauge!(m::QUALITY_REJECTED, &labels).set(*n as f64);
+            ::metrics::gauge!(m::QUALITY_REJECTED, &labels).set(*n as f64);
         }
         for (rule, n) in &t.rules_failed {
             let labels = [("partner", t.partner.clone()), ("type", t.event_type.clone()), ("rule", rule.clone())];
-            metrics::gauge!(m::RULE_FAILURES, &labels).set(*n as f64);
+            ::metrics::gauge!(m::RULE_FAILURES, &labels).set(*n as f64);
         }
     }
     state.prometheus.run_upkeep();

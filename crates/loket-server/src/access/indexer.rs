@@ -1,0 +1,98 @@
+//! The indexer: follows the journal, keeps the index of consent and possibly-medical events
+//! by case, and records once per event and recipient that medical data is withheld.
+
+use std::time::Duration;
+
+use loket_access::{ConsentBook, Verdict, CONSENT_TYPE};
+use loket_journal::{Journal, StoredEvent};
+use tokio_util::sync::CancellationToken;
+
+use super::{parse, Access, DenialRecord, IndexedEvent};
+use crate::Error;
+
+/// Journal events the indexer reads per step.
+const INDEX_CHUNK: usize = 1024;
+
+impl Access {
+    /// Follows the journal, indexing consents and possibly-medical events by case and
+    /// recording, once per event and recipient, that medical data is withheld.
+    pub async fn run_indexer(self, journal: Journal, shutdown: CancellationToken) {
+        let mut book = ConsentBook::default();
+        for entry in self.store.all() {
+            match entry {
+                Ok(e) if e.event_type == CONSENT_TYPE => book.record(&e.subject, &e.data),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "access index unreadable; consent state may be incomplete"),
+            }
+        }
+        let mut durable = journal.watch();
+        loop {
+            durable.borrow_and_update();
+            let next = *self.indexed.borrow() + 1;
+            let step = journal.read_from(next, INDEX_CHUNK).map_err(Error::from).and_then(|batch| {
+                if batch.is_empty() {
+                    return Ok(false);
+                }
+                self.index_batch(&batch, &mut book)?;
+                Ok(true)
+            });
+            match step {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, rules = %self.rules, "access indexer failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            }
+            tokio::select! {
+                changed = durable.changed() => if changed.is_err() { return },
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    fn index_batch(&self, batch: &[StoredEvent], book: &mut ConsentBook) -> Result<(), Error> {
+        let mut entries = Vec::new();
+        let mut withholdings = Vec::new();
+        for event in batch {
+            let consent = event.event_type == CONSENT_TYPE;
+            let medical = self.policy.may_be_medical(&event.event_type);
+            if !consent && !medical {
+                continue;
+            }
+            let entry = IndexedEvent::of(event, parse(event)?);
+            if medical {
+                for partner in self.policy.recipients_of(&event.event_type) {
+                    let verdict = self.policy.view(
+                        &partner,
+                        &entry.event_type,
+                        &entry.subject,
+                        &entry.data,
+                        book,
+                        entry.received_at_micros,
+                    );
+                    if let Verdict::Withhold(reason) = verdict {
+                        withholdings.push(DenialRecord {
+                            at_micros: event.received_at_micros,
+                            kind: "withheld".into(),
+                            reason_code: reason.code().into(),
+                            reason: reason.to_string(),
+                            ..DenialRecord::about(&partner, event)
+                        });
+                    }
+                }
+            }
+            if consent {
+                book.record(&entry.subject, &entry.data);
+            }
+            entries.push(entry);
+        }
+        let last = batch.last().map_or(0, |e| e.sequence);
+        self.store.index(&entries, &withholdings, last)?;
+        self.indexed.send_replace(last);
+        Ok(())
+    }
+}

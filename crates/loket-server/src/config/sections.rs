@@ -1,0 +1,170 @@
+//! The sections of the gateway configuration besides the top level, each with its
+//! defaults.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Partners allowed to call Export (the whole message log, accepted and rejected,
+    /// every partner's events): by default only the chain's quality team.
+    #[serde(default = "default_export_partners")]
+    pub partners: Vec<String>,
+}
+
+fn default_export_partners() -> Vec<String> {
+    vec!["quality".to_owned()]
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        Self { partners: default_export_partners() }
+    }
+}
+
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Address to listen on, e.g. "127.0.0.1:7443" or "0.0.0.0:7443". Override: LOKET_LISTEN.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Largest accepted event payload (`data`) in bytes.
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
+    /// Serve plain TCP without TLS. Callers then identify with the `x-loket-partner` request
+    /// header, which anybody can set: only for local experiments. Override: LOKET_INSECURE=true.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Most events of one publish stream being validated or stored at once; more requests
+    /// wait (back-pressure through HTTP/2 flow control).
+    #[serde(default = "default_stream_in_flight")]
+    pub stream_in_flight: usize,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the CA certificate(s) that sign partner client certificates.
+    pub client_ca: Option<PathBuf>,
+    /// PEM file with the server certificate chain.
+    pub server_cert: Option<PathBuf>,
+    /// PEM file with the server's private key.
+    pub server_key: Option<PathBuf>,
+    /// Partners to make development client certificates for when the gateway generates
+    /// its own (no files set); defaults to every chain partner.
+    #[serde(default)]
+    pub dev_partners: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalSettings {
+    /// Page-cache cap for the journal in MiB (sled's default of 1 GiB is too much for a
+    /// small gateway).
+    #[serde(default = "default_cache_mib")]
+    pub cache_mib: u64,
+    /// Most events written and flushed together in one group commit.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemasConfig {
+    /// A directory of `<type>.v<N>.json` schemas to use instead of the ones built into
+    /// the binary.
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityConfig {
+    /// A directory of `<type>.toml` quality rule files to use instead of the ones built
+    /// into the binary (schemas/rules/). A missing directory means no rules.
+    pub rules_dir: Option<PathBuf>,
+    /// Partners that may read every partner's quality figures (GetQualityReport); every
+    /// other partner reads its own only.
+    #[serde(default = "default_quality_readers")]
+    pub readers: Vec<String>,
+    /// Seconds between quality digests: the gateway journals one `quality-digest` event
+    /// per publishing partner each period (source "loket"). 0 turns digests off.
+    #[serde(default = "default_digest_interval_secs")]
+    pub digest_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` (Prometheus text format) and `/quality` (the dashboard).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Address of the HTTP listener, separate from gRPC. Plain HTTP: keep it on a
+    /// loopback or management network.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+fn default_quality_readers() -> Vec<String> {
+    vec!["quality".to_owned()]
+}
+fn default_digest_interval_secs() -> u64 {
+    86_400
+}
+fn default_true() -> bool {
+    true
+}
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9464".to_owned()
+}
+
+impl Default for QualityConfig {
+    fn default() -> Self {
+        Self {
+            rules_dir: None,
+            readers: default_quality_readers(),
+            digest_interval_secs: default_digest_interval_secs(),
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true, listen: default_metrics_listen() }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:7443".to_owned()
+}
+fn default_max_event_bytes() -> usize {
+    256 * 1024
+}
+fn default_stream_in_flight() -> usize {
+    1024
+}
+fn default_cache_mib() -> u64 {
+    64
+}
+fn default_max_batch() -> usize {
+    4096
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            max_event_bytes: default_max_event_bytes(),
+            insecure: false,
+            stream_in_flight: default_stream_in_flight(),
+        }
+    }
+}
+
+impl Default for JournalSettings {
+    fn default() -> Self {
+        Self { cache_mib: default_cache_mib(), max_batch: default_max_batch() }
+    }
+}

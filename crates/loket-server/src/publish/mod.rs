@@ -1,0 +1,136 @@
+//! The publish path, for unary calls and streams alike: intake checks the event
+//! (`intake.rs`), the journal makes it durable, then it is counted in the quality figures
+//! and the metrics and, with `ack = "kafka"`, confirmed by the relay. A refusal travels as
+//! an [`Error`] value to the denial log, the rejection log, the quality figures and the
+//! metrics, and becomes a gRPC status only in the service adapter.
+
+mod intake;
+mod stream;
+
+use std::future::Future;
+use std::time::Instant;
+
+use loket_domain::time::now_micros;
+use loket_domain::PartnerId;
+use loket_journal::{Appended, Journal};
+
+pub(crate) use intake::{Admitted, Intake};
+pub(crate) use stream::publish_stream;
+
+use crate::access::{denials, Access};
+use crate::http::metrics as m;
+use crate::kafka::KafkaMode;
+use crate::messagelog::record_rejection;
+use crate::proto::timestamp::from_micros;
+use crate::proto::{PublishReply, PublishRequest};
+use crate::quality::{AdmittedFacts, Quality};
+use crate::Error;
+
+/// What the publish path needs.
+#[derive(Clone)]
+pub(crate) struct Publisher {
+    pub intake: Intake,
+    pub journal: Journal,
+    pub quality: Quality,
+    pub access: Access,
+    /// With `ack = "kafka"`, replies wait for the relay's confirmation.
+    pub kafka: Option<KafkaMode>,
+}
+
+/// How a publish ended, as the metrics label it.
+fn outcome(result: &Result<PublishReply, Error>) -> &'static str {
+    match result {
+        Ok(reply) if reply.duplicate => "duplicate",
+        Ok(_) => "accepted",
+        Err(_) => "rejected",
+    }
+}
+
+impl Publisher {
+    /// Checks the event and enqueues it for the journal *now* (so a stream's events keep
+    /// their order); the future resolves with the reply once it is durable. Counts the
+    /// outcome in the metrics and the quality figures.
+    pub fn start(
+        &self,
+        partner: &PartnerId,
+        req: PublishRequest,
+    ) -> impl Future<Output = Result<PublishReply, Error>> + Send + 'static {
+        let started = Instant::now();
+        let claimed_type = req.event.as_ref().map(|e| e.r#type.clone()).unwrap_or_default();
+        // Only known types become labels and buckets: a client cannot invent series.
+        let event_type = self.intake.registry.resolve(&claimed_type, None).is_ok().then_some(claimed_type);
+        let publisher = self.clone();
+        let partner = partner.clone();
+        let stored = match self.intake.admit(&partner, req.event.as_ref()) {
+            Ok(admitted) => {
+                let dataschema = admitted.event.dataschema.clone();
+                let facts = AdmittedFacts::of(&admitted);
+                Ok((self.journal.submit(admitted.event), dataschema, facts))
+            }
+            Err(refusal) => {
+                // Enqueued now, so the rejection log keeps the stream's order.
+                record_rejection(&self.journal, &partner, req.event.as_ref(), &refusal);
+                let id = req.event.as_ref().map(|e| e.id.clone()).unwrap_or_default();
+                Err((refusal, id))
+            }
+        };
+        // Spawned so that the figures and metrics count the event even when the caller
+        // hangs up (dropping the reply future) after it was submitted to the journal.
+        let counted = tokio::spawn(async move {
+            let result = match stored {
+                Ok((future, dataschema, facts)) => match future.await {
+                    Ok(appended) => {
+                        publisher.quality.accepted(&facts, &appended);
+                        publisher.confirmed(appended, dataschema, facts.flagged).await
+                    }
+                    Err(e) => Err(Error::from(e)),
+                },
+                Err((refusal, id)) => {
+                    let kind = "publish-refused";
+                    let event_type = event_type.as_deref().unwrap_or_default();
+                    denials::record_refusal(&publisher.access, kind, &partner, &refusal, &id, event_type).await;
+                    if !event_type.is_empty() {
+                        publisher.quality.rejected(&partner, event_type, &refusal, now_micros());
+                    }
+                    Err(refusal)
+                }
+            };
+            let outcome = outcome(&result);
+            let labels = [
+                ("partner", partner.to_string()),
+                ("type", event_type.unwrap_or_else(|| "unknown".to_owned())),
+                ("outcome", outcome.to_owned()),
+            ];
+            metrics::counter!(m::PUBLISH_TOTAL, &labels).increment(1);
+            metrics::histogram!(m::PUBLISH_DURATION, "outcome" => outcome).record(started.elapsed().as_secs_f64());
+            result
+        });
+        async move {
+            counted.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "publish task failed");
+                Err(Error::TaskFailed(e.to_string()))
+            })
+        }
+    }
+
+    /// The reply to an event the journal holds, once Kafka confirmed it where that is asked.
+    async fn confirmed(
+        &self,
+        appended: Appended,
+        dataschema: String,
+        flagged_rules: Vec<String>,
+    ) -> Result<PublishReply, Error> {
+        if let Some(kafka) = &self.kafka {
+            kafka.confirm(appended.sequence).await?;
+        }
+        Ok(PublishReply {
+            flagged_rules,
+            sequence: appended.sequence,
+            duplicate: appended.duplicate,
+            completeness: appended.completeness,
+            missing_expected: appended.missing_expected,
+            dataschema,
+            received_at: Some(from_micros(appended.received_at_micros)),
+        })
+    }
+}

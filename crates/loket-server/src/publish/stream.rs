@@ -1,0 +1,78 @@
+//! A publish stream: up to `in_flight` events of one stream are checked and in the journal
+//! queue at once; replies leave in request order, and a refused event gets its
+//! `google.rpc.Status` in its reply while the stream goes on.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use futures::stream::{FuturesOrdered, StreamExt};
+use loket_domain::PartnerId;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, Streaming};
+
+use super::Publisher;
+use crate::error::to_rpc_status;
+use crate::proto::{publish_stream_reply, PublishRequest, PublishStreamReply};
+use crate::Error;
+
+type PendingReply = Pin<Box<dyn Future<Output = PublishStreamReply> + Send>>;
+
+/// Serves one publish stream from `partner` until the client ends it or the gateway stops.
+pub(crate) fn publish_stream(
+    publisher: Publisher,
+    partner: PartnerId,
+    mut inbound: Streaming<PublishRequest>,
+    in_flight: usize,
+    stopping: CancellationToken,
+) -> ReceiverStream<Result<PublishStreamReply, Status>> {
+    let (tx, rx) = mpsc::channel(in_flight);
+    tokio::spawn(async move {
+        // Replies leave in request order; the journal sequences events in submit order,
+        // so one stream's events keep their order too.
+        let mut pending: FuturesOrdered<PendingReply> = FuturesOrdered::new();
+        let mut reading = true;
+        let mut interrupted = false;
+        while reading || !pending.is_empty() {
+            tokio::select! {
+                biased;
+                Some(reply) = pending.next(), if !pending.is_empty() => {
+                    if tx.send(Ok(reply)).await.is_err() {
+                        return;
+                    }
+                }
+                // On shutdown, stop taking new events but answer every one already taken.
+                () = stopping.cancelled(), if reading => {
+                    reading = false;
+                    interrupted = true;
+                }
+                message = inbound.message(), if reading && pending.len() < in_flight => match message {
+                    Ok(Some(req)) => pending.push_back(publish_one(&publisher, &partner, req)),
+                    Ok(None) => reading = false,
+                    Err(status) => {
+                        tracing::debug!(%status, partner = %partner, "publish stream ended by the client");
+                        reading = false;
+                    }
+                },
+            }
+        }
+        if interrupted {
+            // Tell the publisher to reconnect and resend what got no reply.
+            let _ = tx.send(Err(Error::ShuttingDown.into())).await;
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+fn publish_one(publisher: &Publisher, partner: &PartnerId, req: PublishRequest) -> PendingReply {
+    let id = req.event.as_ref().map(|e| e.id.clone()).unwrap_or_default();
+    let reply = publisher.start(partner, req);
+    Box::pin(async move {
+        let outcome = match reply.await {
+            Ok(reply) => publish_stream_reply::Outcome::Accepted(reply),
+            Err(refusal) => publish_stream_reply::Outcome::Rejected(to_rpc_status(&refusal.into())),
+        };
+        PublishStreamReply { id, outcome: Some(outcome) }
+    })
+}
