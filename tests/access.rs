@@ -493,7 +493,8 @@ async fn randomised_policies_and_journals_never_leak() {
     for seed in [0x9e37_79b9_7f4a_7c15u64, 0x2545_f491_4f6c_dd1d, 0xdead_beef_cafe_f00d] {
         let mut rng = Rng(seed);
         // A random policy: everyone may publish everything; random subscriptions and rules.
-        let mut toml = String::from("[access]\nauditors = []\n");
+        // No partner holds a gateway-wide role: the defaults name `quality`, absent here.
+        let mut toml = String::from("[access]\nauditors = []\n[export]\npartners = []\n[quality]\nreaders = []\n");
         let mut partners: BTreeMap<String, PartnerConfig> = BTreeMap::new();
         for p in RANDOM_PARTNERS {
             let mut grant = PartnerConfig {

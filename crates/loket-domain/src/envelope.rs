@@ -24,3 +24,25 @@ pub trait Envelope {
     /// When the gateway received it, Unix µs.
     fn received_at_micros(&self) -> i64;
 }
+
+/// Implements [`Envelope`] for a struct with the fields `sequence: u64`, `event_type:
+/// String`, `subject: String` and `received_at_micros: i64`.
+#[macro_export]
+macro_rules! impl_envelope {
+    ($t:ty) => {
+        impl $crate::Envelope for $t {
+            fn sequence(&self) -> u64 {
+                self.sequence
+            }
+            fn event_type(&self) -> &str {
+                &self.event_type
+            }
+            fn subject(&self) -> &str {
+                &self.subject
+            }
+            fn received_at_micros(&self) -> i64 {
+                self.received_at_micros
+            }
+        }
+    };
+}

@@ -1,7 +1,7 @@
 //! The journal's record types and the on-disk key encodings.
 
 /// An event accepted by the gateway, not yet sequenced.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct NewEvent {
     /// CloudEvents `source`: the publishing partner.
     pub source: String,
@@ -85,20 +85,7 @@ pub struct StoredEvent {
     pub hash: Vec<u8>,
 }
 
-impl loket_domain::Envelope for StoredEvent {
-    fn sequence(&self) -> u64 {
-        self.sequence
-    }
-    fn event_type(&self) -> &str {
-        &self.event_type
-    }
-    fn subject(&self) -> &str {
-        &self.subject
-    }
-    fn received_at_micros(&self) -> i64 {
-        self.received_at_micros
-    }
-}
+loket_domain::impl_envelope!(StoredEvent);
 
 impl StoredEvent {
     pub(crate) fn from_new(event: NewEvent, sequence: u64, received_at_micros: i64) -> Self {

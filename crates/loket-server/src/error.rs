@@ -199,7 +199,9 @@ impl Error {
                 vec![FieldViolation::attribute("data", format!("{size} bytes exceeds the limit of {limit}"))]
             }
             Error::MalformedJson(why) => vec![FieldViolation::attribute("data", why.clone())],
-            Error::NotAnObject(kind) => vec![FieldViolation::attribute("data", format!("must be a JSON object, not {kind}"))],
+            Error::NotAnObject(kind) => {
+                vec![FieldViolation::attribute("data", format!("must be a JSON object, not {kind}"))]
+            }
             Error::UnknownSchema(e) => {
                 let field = if matches!(e, loket_schema::Error::UnknownSchema { .. }) { "dataschema" } else { "type" };
                 vec![FieldViolation::attribute(field, e.to_string())]
@@ -209,7 +211,9 @@ impl Error {
             Error::RuleViolation { rules, .. } => {
                 rules.iter().map(|r| FieldViolation::new(format!("rule:{}", r.name), r.description.clone())).collect()
             }
-            Error::ReservedType(t) => vec![FieldViolation::attribute("type", format!("{t} is published by the gateway"))],
+            Error::ReservedType(t) => {
+                vec![FieldViolation::attribute("type", format!("{t} is published by the gateway"))]
+            }
             Error::SourceMismatch { identity, .. } => vec![FieldViolation::attribute(
                 "source",
                 format!("must be {identity:?}, the caller's certificate identity"),
@@ -250,15 +254,21 @@ impl Error {
                 vec![("dataschema", dataschema.clone()), ("rules", self.failed_rules().join(","))]
             }
             Error::QualityAccessDenied { requested, .. } => vec![("partner", requested.clone())],
-            Error::SourceMismatch { identity, claimed } => vec![("identity", identity.clone()), ("source", claimed.clone())],
+            Error::SourceMismatch { identity, claimed } => {
+                vec![("identity", identity.clone()), ("source", claimed.clone())]
+            }
             Error::UnknownIdentity { identity } => vec![("identity", identity.clone())],
             Error::PublishNotGranted { partner, event_type } => {
                 vec![("partner", partner.clone()), ("type", event_type.clone())]
             }
-            Error::SubscribeNotGranted { partner, types } => vec![("partner", partner.clone()), ("types", types.join(","))],
+            Error::SubscribeNotGranted { partner, types } => {
+                vec![("partner", partner.clone()), ("types", types.join(","))]
+            }
             Error::NoGrants { partner } => vec![("partner", partner.clone())],
             Error::AuditNotPermitted { asked, .. } => vec![("partner", asked.clone())],
-            Error::IdConflict { sequence, .. } | Error::NotOnKafka { sequence } => vec![("sequence", sequence.to_string())],
+            Error::IdConflict { sequence, .. } | Error::NotOnKafka { sequence } => {
+                vec![("sequence", sequence.to_string())]
+            }
             Error::AckBeyondEnd { last, .. } => vec![("last", last.to_string())],
             _ => Vec::new(),
         }

@@ -362,5 +362,4 @@ impl Writer {
         self.staged_rejections = number;
         Ok(())
     }
-
 }

@@ -32,20 +32,7 @@ pub(crate) struct IndexedEvent {
     pub data: Value,
 }
 
-impl loket_domain::Envelope for IndexedEvent {
-    fn sequence(&self) -> u64 {
-        self.sequence
-    }
-    fn event_type(&self) -> &str {
-        &self.event_type
-    }
-    fn subject(&self) -> &str {
-        &self.subject
-    }
-    fn received_at_micros(&self) -> i64 {
-        self.received_at_micros
-    }
-}
+loket_domain::impl_envelope!(IndexedEvent);
 
 impl IndexedEvent {
     /// What a scan reads of this entry.

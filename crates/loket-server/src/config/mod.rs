@@ -15,9 +15,7 @@ pub use loket_kafka::{AckMode, KafkaConfig};
 use loket_schema::Registry;
 use serde::Deserialize;
 
-pub use sections::{
-    ExportConfig, GrpcConfig, JournalSettings, MetricsConfig, QualityConfig, SchemasConfig, TlsConfig,
-};
+pub use sections::{ExportConfig, GrpcConfig, JournalSettings, MetricsConfig, QualityConfig, SchemasConfig, TlsConfig};
 
 use crate::Error;
 

@@ -24,7 +24,6 @@ impl Default for ExportConfig {
     }
 }
 
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrpcConfig {

@@ -10,8 +10,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::view::from_kafka;
 use crate::proto::Delivery;
+use crate::view::from_kafka;
 use crate::Error;
 
 /// After a stream ends (limit reached or the client left), its consumer stays in the

@@ -11,8 +11,8 @@ use loket_quality::{RuleSet, Severity};
 use loket_schema::Registry;
 use serde_json::Value;
 
-use crate::proto::CloudEvent;
 use crate::proto::timestamp::to_micros;
+use crate::proto::CloudEvent;
 use crate::Error;
 
 /// Longest accepted `id`; CloudEvents sets no limit, but an id is a key, not a document.
@@ -27,6 +27,7 @@ pub(crate) struct Intake {
 }
 
 /// An event that passed every check, ready for the journal.
+#[derive(Debug)]
 pub(crate) struct Admitted {
     pub event: NewEvent,
     /// The schema's expected fields, for the quality figures.

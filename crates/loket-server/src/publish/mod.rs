@@ -134,3 +134,6 @@ impl Publisher {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

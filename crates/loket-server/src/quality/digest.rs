@@ -7,15 +7,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use loket_journal::{Journal, NewEvent, StoredEvent};
-use loket_quality::aggregate::{day_label, day_of};
 use loket_domain::time::{now_micros, rfc3339};
 use loket_domain::{DIGEST_TYPE, GATEWAY_SOURCE, JSON_CONTENT_TYPE};
+use loket_journal::{Journal, NewEvent, StoredEvent};
+use loket_quality::aggregate::{day_label, day_of};
 use loket_quality::{Filter, QualityStore};
 use loket_schema::Registry;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
-
 
 pub(crate) fn is_digest(event: &StoredEvent) -> bool {
     event.source == GATEWAY_SOURCE && event.event_type == DIGEST_TYPE

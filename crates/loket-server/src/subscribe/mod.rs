@@ -51,7 +51,9 @@ impl Subscriptions {
         if let Err(refusal) = self.viewer.access.policy.check_subscription(partner.as_str(), &req.types) {
             let e = match refusal {
                 SubscribeRefusal::NoGrants => Error::NoGrants { partner: partner.to_string() },
-                SubscribeRefusal::NotGranted(types) => Error::SubscribeNotGranted { partner: partner.to_string(), types },
+                SubscribeRefusal::NotGranted(types) => {
+                    Error::SubscribeNotGranted { partner: partner.to_string(), types }
+                }
             };
             let types = req.types.join(",");
             denials::record_refusal(&self.viewer.access, "subscribe-refused", partner, &e, "", &types).await;

@@ -8,9 +8,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use super::certs;
 use crate::access::PARTNER_HEADER;
 use crate::proto::gateway_client::GatewayClient;
-use super::certs;
 use crate::Error;
 
 /// How a client reaches the gateway.

@@ -108,7 +108,12 @@ impl Viewer {
     /// (unless skipped or withheld), then the withheld events it releases. All but the last
     /// carry the position before it, so a client that acks a delivery's position never
     /// skips one of the group.
-    pub fn view(&self, scan: &mut SubscriberScan, digests: Digests, reading: &mut Reading) -> Result<Vec<Viewed>, Error> {
+    pub fn view(
+        &self,
+        scan: &mut SubscriberScan,
+        digests: Digests,
+        reading: &mut Reading,
+    ) -> Result<Vec<Viewed>, Error> {
         let event = reading.event;
         let policy = &self.access.policy;
         if is_digest(event) {
@@ -173,3 +178,6 @@ impl Viewer {
 fn whole(event: &StoredEvent) -> Viewed {
     Viewed { event: event.clone(), redacted: Vec::new(), released: false, position: event.sequence }
 }
+
+#[cfg(test)]
+mod tests;
