@@ -7,7 +7,6 @@ mod cli;
 mod demo;
 mod export;
 mod gen;
-mod logfile;
 mod output;
 mod publish;
 mod quality;

@@ -4,10 +4,9 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use loket_messagelog::timestamp::parse_rfc3339;
 use loket_server::proto::{CloudEvent, PublishRequest};
 use serde_json::Value;
-
-use crate::output::parse_rfc3339;
 
 /// One corpus event and the partner that publishes it.
 #[derive(Clone)]

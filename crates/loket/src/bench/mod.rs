@@ -196,9 +196,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 fn generated_corpus(dir: &Path, cases: u32) -> anyhow::Result<PathBuf> {
     let path = dir.join("corpus.ndjson");
     let options =
-        crate::gen::GenOptions { seed: 1, cases, missing_rate: 0.2, invalid_rate: 0.05, start: 1_767_600_000 };
+        loket_messagelog::GenOptions { seed: 1, cases, missing_rate: 0.2, invalid_rate: 0.05, start: 1_767_600_000 };
     let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
-    crate::gen::generate(&options, &mut out)?;
+    loket_messagelog::generate(&options, &mut out)?;
     std::io::Write::flush(&mut out)?;
     Ok(path)
 }
