@@ -2,7 +2,12 @@
 //! its baselines (the bare gRPC transport, validation alone, the journal alone, a plain
 //! Kafka producer) in one run on one corpus. Figures are reported, never asserted: the
 //! smoke run in the test suite only checks that every arm ran and produced them.
+//!
+//! The `loket` binary runs it ([`run`] for `loket bench`). The servers under test are that
+//! binary again, as child processes (`loket serve`, and `loket bench-transport` for
+//! [`serve_null_gateway`]), so their CPU time and memory are their own.
 
+mod args;
 mod broker;
 mod consumer;
 mod corpus;
@@ -27,14 +32,18 @@ use loket_server::client::{connect, ClientOptions};
 use loket_server::proto::{subscribe_request::Start, Earliest, SubscribeRequest};
 use serde_json::Value;
 
-use crate::cli::BenchArgs;
 use broker::Broker;
 use corpus::Item;
 use load::Clients;
 use procs::{disk_usage, own_cpu, own_peak_rss, ServerProcess};
 use stats::{histogram, record, table, ArmResult};
 
+pub use args::BenchArgs;
 pub use null::serve as serve_null_gateway;
+
+/// The hidden subcommand of the `loket` binary that runs [`serve_null_gateway`]: the
+/// benchmark starts the transport baseline with it.
+pub const TRANSPORT_SUBCOMMAND: &str = "bench-transport";
 
 /// The partner that reads the log back in the replay arm, and the types it receives whole
 /// under the shipped need-to-know policy (so the arm measures reading, not redaction).
@@ -136,7 +145,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         results.push(journal_arm(&items, plan.events, work.path()).await?);
     }
     if selection.runs("transport-") {
-        let server = ServerProcess::spawn(&["bench-transport", "--certs", &certs_dir.display().to_string()], &[])?;
+        let server = ServerProcess::spawn(&[TRANSPORT_SUBCOMMAND, "--certs", &certs_dir.display().to_string()], &[])?;
         results.extend(publish_arms("transport", &server, &certs_dir, &items, &plan, &selection, false).await?);
         server.stop()?;
     }
@@ -503,12 +512,16 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::cli::{Cli, Command};
+
+    /// `loket bench` as the binary declares it.
+    #[derive(Parser)]
+    struct Bench {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
 
     fn selection(arms: &str) -> anyhow::Result<Selection> {
-        let Command::Bench(args) = Cli::parse_from(["loket", "bench", "--arms", arms]).command else {
-            unreachable!("a bench command line")
-        };
+        let args = Bench::parse_from(["bench", "--arms", arms]).args;
         let plan = Plan {
             events: 1,
             kafka_events: 1,
