@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use loket_messagelog::timestamp::{parse_rfc3339, rfc3339};
 use loket_server::client::connect;
 use loket_server::proto::{EventStatusRequest, ListDenialsRequest};
 use serde_json::json;
@@ -44,7 +45,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 pub async fn denials(args: AuditDenialsArgs) -> anyhow::Result<ExitCode> {
     let since = match &args.since {
         None => None,
-        Some(t) => Some(output::parse_rfc3339(t).with_context(|| format!("--since {t:?} is not an RFC 3339 time"))?),
+        Some(t) => Some(parse_rfc3339(t).with_context(|| format!("--since {t:?} is not an RFC 3339 time"))?),
     };
     let mut client =
         connect(&options(&args.client)).await.with_context(|| format!("cannot connect to {}", args.client.server))?;
@@ -60,7 +61,7 @@ pub async fn denials(args: AuditDenialsArgs) -> anyhow::Result<ExitCode> {
     for d in &reply.denials {
         println!(
             "{}",
-            json!({"at": d.at.as_ref().map(output::rfc3339), "partner": d.partner, "kind": d.kind,
+            json!({"at": d.at.as_ref().map(rfc3339), "partner": d.partner, "kind": d.kind,
                    "type": d.event_type, "id": d.event_id, "source": d.source, "subject": d.subject,
                    "sequence": d.sequence, "reasonCode": d.reason_code, "reason": d.reason, "fields": d.fields})
         );

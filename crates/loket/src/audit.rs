@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use loket_journal::audit::{verify_dir, ChainWalk, Link, Problem};
+use loket_messagelog::LogLine;
 
 use crate::cli::AuditVerifyArgs;
-use crate::logfile::LogLine;
 
 /// Exit status when the chain is broken.
 const EXIT_TAMPERED: u8 = 3;

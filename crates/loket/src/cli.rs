@@ -49,9 +49,9 @@ pub enum Command {
     },
     /// Measure throughput, latency, replay and memory against the baselines (build with
     /// --release). See BENCHMARKS.md.
-    Bench(BenchArgs),
+    Bench(loket_bench::BenchArgs),
     /// The benchmark's transport baseline: the gRPC service acking without work.
-    #[command(hide = true)]
+    #[command(name = loket_bench::TRANSPORT_SUBCOMMAND, hide = true)]
     BenchTransport {
         /// Directory with ca.pem, server.pem and server.key.
         #[arg(long)]
@@ -291,56 +291,6 @@ pub struct SchemasListArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// The message log to publish (NDJSON CloudEvents in structured mode, as `loket gen`
-    /// and `loket export` write). Without it, a log generated like `loket gen --seed 1
-    /// --cases 2000` (realistic defect rates).
-    #[arg(long)]
-    pub corpus: Option<PathBuf>,
-    /// Events per throughput arm.
-    #[arg(long, default_value_t = 200_000)]
-    pub events: u64,
-    /// Events of the gateway-kafka and rdkafka-raw arms. Tansu, the development broker,
-    /// takes hundreds to a few thousand records a second (BENCHMARKS.md), so these arms
-    /// get fewer events than the others; give a real Kafka cluster more.
-    #[arg(long, default_value_t = 5_000)]
-    pub kafka_events: u64,
-    /// Events stored for the replay and memory arms.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub replay_events: u64,
-    /// Seconds of each fixed-rate latency run.
-    #[arg(long, default_value_t = 10)]
-    pub latency_seconds: u64,
-    /// Offered loads (events/s) of the latency runs.
-    #[arg(long, value_delimiter = ',', default_value = "1000,5000,20000")]
-    pub rates: Vec<u64>,
-    /// Concurrent callers of the unary arms.
-    #[arg(long, default_value_t = 64)]
-    pub concurrency: usize,
-    /// Only these arms, by name or prefix (validate, journal, transport-unary,
-    /// transport-stream, gateway-unary, gateway-stream, gateway-at-N/s, gateway-kafka,
-    /// rdkafka-raw, replay, memory; `transport` or `gateway` for all of theirs).
-    #[arg(long, value_delimiter = ',')]
-    pub arms: Vec<String>,
-    /// Kafka bootstrap servers (host:port[,host:port…]) for the gateway-kafka and
-    /// rdkafka-raw arms. Without it the benchmark starts its own Tansu broker (`tansu` on
-    /// PATH or in ~/.cargo/bin) with SQLite storage in its work directory.
-    #[arg(long, value_name = "BROKERS")]
-    pub kafka: Option<String>,
-    /// Run gateway-kafka without its publish→consume consumer, so that the broker serves
-    /// the relay alone (a consumer's reads can cost a development broker far more than the
-    /// writes; see BENCHMARKS.md). The arm then reports no end-to-end latency.
-    #[arg(long)]
-    pub no_e2e: bool,
-    /// A run of seconds with tiny numbers, to check that every arm works.
-    #[arg(long)]
-    pub smoke: bool,
-    /// Also write the results as JSON to this file.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use loket_messagelog::{generate, GenOptions};
 use loket_server::certs;
 use loket_server::client::{connect, ClientOptions};
 use loket_server::config::CHAIN_PARTNERS;
@@ -18,7 +19,6 @@ use serde_json::Value;
 use tokio_stream::StreamExt;
 
 use crate::cli::DemoArgs;
-use crate::gen::{generate, GenOptions};
 use crate::replay::{replay, Rate, ReplayOptions};
 
 /// The two subscribers and the event types each asks for.

@@ -8,19 +8,20 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use loket_journal::{Journal, JournalConfig};
+use loket_messagelog::timestamp::parse_rfc3339;
+use loket_messagelog::LogLine;
 use loket_server::client::{connect, ClientOptions};
 use loket_server::proto::{export_request, ExportRequest, Outcomes};
 use tokio_stream::StreamExt;
 
 use crate::cli::ExportArgs;
-use crate::logfile::LogLine;
 use crate::output;
 
 fn bound_sequence_or_time(text: &str, flag: &str) -> anyhow::Result<Result<u64, prost_types::Timestamp>> {
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(Ok(text.parse().with_context(|| format!("{flag} {text}: sequence too large"))?));
     }
-    output::parse_rfc3339(text)
+    parse_rfc3339(text)
         .map(Err)
         .with_context(|| format!("{flag} {text:?}: expected a sequence number or an RFC 3339 time"))
 }

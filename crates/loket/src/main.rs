@@ -2,12 +2,10 @@
 
 mod access;
 mod audit;
-mod bench;
 mod cli;
 mod demo;
 mod export;
 mod gen;
-mod logfile;
 mod output;
 mod publish;
 mod quality;
@@ -71,8 +69,10 @@ fn main() -> ExitCode {
             Command::Quality { command: Some(QualityCommand::Rebuild(args)), .. } => quality::rebuild(args),
             Command::Quality { command: None, report } => quality::report(report).await,
             Command::Schemas { command: SchemasCommand::List(args) } => schemas::list(args).await,
-            Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
-            Command::BenchTransport { certs } => bench::serve_null_gateway(certs).await.map(|()| ExitCode::SUCCESS),
+            Command::Bench(args) => loket_bench::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::BenchTransport { certs } => {
+                loket_bench::serve_null_gateway(certs).await.map(|()| ExitCode::SUCCESS)
+            }
             Command::Export(args) => export::run(args).await,
             Command::Replay(args) => replay::run(args).await,
             Command::Gen(args) => gen::run(args),

@@ -2,25 +2,13 @@
 
 use std::process::ExitCode;
 
+use loket_messagelog::timestamp::rfc3339;
 use loket_server::proto::{Delivery, PublishReply};
-use prost_types::Timestamp;
 use serde_json::{json, Map, Value};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 use crate::EXIT_REJECTED;
-
-pub fn rfc3339(ts: &Timestamp) -> String {
-    let nanos = i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos);
-    OffsetDateTime::from_unix_timestamp_nanos(nanos).ok().and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_default()
-}
-
-pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
-    let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
-    Some(Timestamp { seconds: t.unix_timestamp(), nanos: t.nanosecond() as i32 })
-}
 
 pub fn publish_reply(id: &str, reply: &PublishReply) -> Value {
     json!({

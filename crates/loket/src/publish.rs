@@ -4,6 +4,7 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use loket_messagelog::timestamp::parse_rfc3339;
 use loket_server::client::{connect, ClientOptions};
 use loket_server::proto::{CloudEvent, PublishRequest};
 
@@ -24,7 +25,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
     };
     let time = match &args.time {
         None => None,
-        Some(t) => Some(output::parse_rfc3339(t).with_context(|| format!("--time {t:?} is not an RFC 3339 time"))?),
+        Some(t) => Some(parse_rfc3339(t).with_context(|| format!("--time {t:?} is not an RFC 3339 time"))?),
     };
     let id = args.id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let event = CloudEvent {

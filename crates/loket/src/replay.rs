@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use loket_messagelog::LogLine;
 use loket_server::client::{connect, ClientOptions};
 use loket_server::proto::{publish_stream_reply, PublishRequest, PublishStreamReply};
 use prost::Message;
@@ -20,7 +21,6 @@ use tokio_stream::StreamExt;
 use tonic_types::StatusExt;
 
 use crate::cli::ReplayArgs;
-use crate::logfile::LogLine;
 use crate::EXIT_REJECTED;
 
 /// Requests per partner stream waiting to be sent.
@@ -352,7 +352,7 @@ pub async fn replay(path: &Path, options: &ReplayOptions) -> anyhow::Result<Summ
             continue;
         }
         lines += 1;
-        let parsed = LogLine::parse(&text).and_then(|line| {
+        let parsed = LogLine::parse(&text).map_err(anyhow::Error::from).and_then(|line| {
             let event = line.cloud_event()?;
             let recorded = Recorded::of(&line)?;
             Ok((line, event, recorded))

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use loket_messagelog::timestamp::parse_rfc3339;
 use loket_server::client::{connect, Client};
 use loket_server::proto::{subscribe_request::Start, AckRequest, Earliest, Latest, SubscribeRequest};
 use tokio_stream::StreamExt;
@@ -25,7 +26,7 @@ fn start(from: &str) -> anyhow::Result<Start> {
         s if s.bytes().all(|b| b.is_ascii_digit()) => {
             Start::Sequence(s.parse().with_context(|| format!("--from {s}: sequence too large"))?)
         }
-        s => Start::Time(output::parse_rfc3339(s).with_context(|| {
+        s => Start::Time(parse_rfc3339(s).with_context(|| {
             format!("--from {s:?}: expected earliest, latest, a sequence number or an RFC 3339 time")
         })?),
     })

@@ -1,12 +1,17 @@
-//! Servers under test run as child processes, so their CPU time and memory are their own.
+//! Servers under test run as child processes, so their CPU time and memory are their own:
+//! the running executable (the `loket` binary) started as `loket serve` or as the
+//! transport baseline.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use loket_server::certs;
+
+use crate::TRANSPORT_SUBCOMMAND;
 
 pub struct ServerProcess {
     child: Child,
@@ -14,14 +19,24 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// `loket serve` on a gateway of its own: data in `work/name`, mutual TLS with the
+    /// certificates in `certs_dir`, `extra_config` (further sections) at the end of its
+    /// config.
+    pub fn gateway(work: &Path, name: &str, certs_dir: &Path, extra_config: &str) -> anyhow::Result<Self> {
+        let config = gateway_config(work, name, certs_dir, extra_config)?;
+        Self::spawn(&["serve", "--config", &config.display().to_string()])
+    }
+
+    /// The transport baseline: the null gateway with the certificates in `certs_dir`.
+    pub fn transport(certs_dir: &Path) -> anyhow::Result<Self> {
+        Self::spawn(&[TRANSPORT_SUBCOMMAND, "--certs", &certs_dir.display().to_string()])
+    }
+
     /// Runs this executable with `args` and waits for the log line that names the address.
-    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+    fn spawn(args: &[&str]) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the loket executable")?;
         let mut cmd = Command::new(exe);
         cmd.args(args).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
         let mut child = cmd.spawn().context("cannot start the server under test")?;
         let stderr = child.stderr.take().context("no stderr")?;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -95,6 +110,21 @@ impl Drop for ServerProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The config of a gateway under test, with `extra` (further sections) at its end.
+fn gateway_config(work: &Path, name: &str, certs_dir: &Path, extra: &str) -> anyhow::Result<PathBuf> {
+    let data_dir = work.join(name);
+    let path = work.join(format!("{name}.toml"));
+    let text = format!(
+        "data_dir = {:?}\n[grpc]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[tls]\nclient_ca = {:?}\nserver_cert = {:?}\nserver_key = {:?}\n{extra}",
+        data_dir.display().to_string(),
+        certs_dir.join(certs::CA_CERT).display().to_string(),
+        certs_dir.join(certs::SERVER_CERT).display().to_string(),
+        certs_dir.join(certs::SERVER_KEY).display().to_string(),
+    );
+    std::fs::write(&path, text)?;
+    Ok(path)
 }
 
 /// User plus system CPU time of process `pid` so far.

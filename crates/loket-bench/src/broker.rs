@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
-use super::procs::process_cpu;
+use crate::procs::process_cpu;
 
 const TANSU_INSTALL: &str = "cargo install tansu --version 0.6.0 --locked --features libsql";
 

@@ -15,8 +15,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use super::load::SendLog;
-use super::stats::{long_histogram, record};
+use crate::load::SendLog;
+use crate::stats::{long_histogram, record};
 
 /// How long the topics may take to appear, and the consumer to catch up once the
 /// producing side is done.

@@ -19,12 +19,12 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
 use time::format_description::well_known::Rfc3339;
 
-use super::broker::Broker;
-use super::corpus::Item;
-use super::kafka::PARTITIONS;
-use super::load::SendLog;
-use super::procs::own_cpu;
-use super::stats::{histogram, record, ArmResult};
+use super::gateway_kafka::PARTITIONS;
+use crate::broker::Broker;
+use crate::corpus::Item;
+use crate::load::SendLog;
+use crate::procs::own_cpu;
+use crate::stats::{histogram, record, ArmResult};
 
 /// The relay's `linger.ms` (crates/loket-kafka/src/relay.rs), so both batch alike.
 const LINGER_MS: &str = "5";

@@ -15,8 +15,8 @@ use loket_server::client::{connect, Client, ClientOptions};
 use loket_server::proto::publish_stream_reply::Outcome;
 use tonic::Code;
 
-use super::corpus::{sources, Item};
-use super::stats::{histogram, record};
+use crate::corpus::{sources, Item};
+use crate::stats::{histogram, record};
 
 /// What one load run saw.
 pub struct RunOutcome {

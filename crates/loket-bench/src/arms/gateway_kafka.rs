@@ -16,13 +16,13 @@ use loket_server::proto::StatusRequest;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
-use super::broker::Broker;
-use super::consumer::E2eConsumer;
-use super::corpus::{self, Item};
-use super::load::{self, Clients, SendLog};
-use super::procs::ServerProcess;
-use super::stats::ArmResult;
-use super::{gateway_config, READER};
+use super::replay::READER;
+use crate::broker::Broker;
+use crate::consumer::E2eConsumer;
+use crate::corpus::{self, Item};
+use crate::load::{self, Clients, SendLog};
+use crate::procs::ServerProcess;
+use crate::stats::ArmResult;
 
 /// Partitions of every topic of both Kafka arms.
 pub const PARTITIONS: i32 = 3;
@@ -52,9 +52,8 @@ pub async fn gateway_kafka_arm(
     prefix: &str,
     e2e: bool,
 ) -> anyhow::Result<ArmResult> {
-    let config = gateway_config(work, "gateway-kafka", certs_dir, &gateway_section(broker, prefix))?;
     // Dropped on an error, the server process is killed; here it is stopped cleanly.
-    let server = ServerProcess::spawn(&["serve", "--config", &config.display().to_string()], &[])?;
+    let server = ServerProcess::gateway(work, "gateway-kafka", certs_dir, &gateway_section(broker, prefix))?;
     let topics = Topics { prefix: prefix.to_owned() };
     let sent = Arc::new(SendLog::new(events));
     let consumer = if e2e {

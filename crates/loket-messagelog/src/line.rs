@@ -4,7 +4,6 @@
 //! booleans there, so lists travel as strings). Field order is fixed, so equal logs are
 //! byte-identical.
 
-use anyhow::{anyhow, bail, Context};
 use base64::Engine;
 use loket_journal::{StoredEvent, StoredRejection, Violation};
 use loket_server::proto::{CloudEvent, ExportEntry, Outcome};
@@ -12,7 +11,8 @@ use loket_server::timestamp::to_micros;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::output::{parse_rfc3339, rfc3339};
+use crate::timestamp::{parse_rfc3339, rfc3339};
+use crate::Error;
 
 pub const ACCEPTED: &str = "accepted";
 pub const REJECTED: &str = "rejected";
@@ -144,20 +144,20 @@ impl LogLine {
         serde_json::to_string(self).expect("a log line always serialises")
     }
 
-    pub fn parse(text: &str) -> anyhow::Result<LogLine> {
-        let line: LogLine = serde_json::from_str(text).map_err(|e| anyhow!("not a message-log line: {e}"))?;
+    pub fn parse(text: &str) -> Result<LogLine, Error> {
+        let line: LogLine = serde_json::from_str(text).map_err(Error::Malformed)?;
         if line.outcome != ACCEPTED && line.outcome != REJECTED {
-            bail!("outcome must be \"accepted\" or \"rejected\", not {:?}", line.outcome);
+            return Err(Error::Outcome(line.outcome));
         }
         if line.data.is_some() && line.data_base64.is_some() {
-            bail!("data and data_base64 are both present");
+            return Err(Error::DataTwice);
         }
         if line.id.is_empty() || line.source.is_empty() {
-            bail!("id and source are required");
+            return Err(Error::NoIdOrSource);
         }
         line.received_micros()?;
         if let Some(t) = &line.time {
-            parse_rfc3339(t).with_context(|| format!("time {t:?} is not an RFC 3339 time"))?;
+            parse_rfc3339(t).ok_or_else(|| Error::NotRfc3339 { attribute: "time", value: t.clone() })?;
         }
         Ok(line)
     }
@@ -166,28 +166,26 @@ impl LogLine {
         self.outcome == ACCEPTED
     }
 
-    pub fn data_bytes(&self) -> anyhow::Result<Vec<u8>> {
+    pub fn data_bytes(&self) -> Result<Vec<u8>, Error> {
         match (&self.data, &self.data_base64) {
             (Some(raw), _) => Ok(raw.get().as_bytes().to_vec()),
-            (None, Some(b64)) => {
-                base64::engine::general_purpose::STANDARD.decode(b64).context("data_base64 is not base64")
-            }
+            (None, Some(b64)) => base64::engine::general_purpose::STANDARD.decode(b64).map_err(Error::Base64),
             (None, None) => Ok(Vec::new()),
         }
     }
 
-    pub fn received_micros(&self) -> anyhow::Result<i64> {
+    pub fn received_micros(&self) -> Result<i64, Error> {
         parse_rfc3339(&self.receivedat)
             .and_then(|t| to_micros(&t))
-            .with_context(|| format!("receivedat {:?} is not an RFC 3339 time", self.receivedat))
+            .ok_or_else(|| Error::NotRfc3339 { attribute: "receivedat", value: self.receivedat.clone() })
     }
 
-    fn time_micros(&self) -> anyhow::Result<Option<i64>> {
+    fn time_micros(&self) -> Result<Option<i64>, Error> {
         match &self.time {
             None => Ok(None),
-            Some(t) => Ok(Some(
-                parse_rfc3339(t).and_then(|t| to_micros(&t)).with_context(|| format!("time {t:?} is not valid"))?,
-            )),
+            Some(t) => {
+                Ok(Some(parse_rfc3339(t).and_then(|t| to_micros(&t)).ok_or_else(|| Error::TimeOutOfRange(t.clone()))?))
+            }
         }
     }
 
@@ -196,7 +194,7 @@ impl LogLine {
         self.caller.as_deref().filter(|c| !c.is_empty()).unwrap_or(&self.source)
     }
 
-    pub fn cloud_event(&self) -> anyhow::Result<CloudEvent> {
+    pub fn cloud_event(&self) -> Result<CloudEvent, Error> {
         Ok(CloudEvent {
             id: self.id.clone(),
             source: self.source.clone(),
@@ -217,31 +215,31 @@ impl LogLine {
         }
     }
 
-    pub fn completeness_value(&self) -> anyhow::Result<Option<f64>> {
+    pub fn completeness_value(&self) -> Result<Option<f64>, Error> {
         self.completeness
             .as_deref()
-            .map(|c| c.parse::<f64>().with_context(|| format!("completeness {c:?} is not a number")))
+            .map(|c| c.parse::<f64>().map_err(|source| Error::Completeness { value: c.to_owned(), source }))
             .transpose()
     }
 
-    pub fn violation_list(&self) -> anyhow::Result<Vec<ViolationJson>> {
+    pub fn violation_list(&self) -> Result<Vec<ViolationJson>, Error> {
         match self.violations.as_deref() {
             None | Some("") => Ok(Vec::new()),
-            Some(v) => serde_json::from_str(v).context("violations is not a JSON array of {field, description}"),
+            Some(v) => serde_json::from_str(v).map_err(Error::Violations),
         }
     }
 
-    fn hash_bytes(value: &Option<String>, name: &str) -> anyhow::Result<Vec<u8>> {
+    fn hash_bytes(value: &Option<String>, attribute: &'static str) -> Result<Vec<u8>, Error> {
         match value {
             None => Ok(Vec::new()),
-            Some(h) => hex::decode(h).with_context(|| format!("{name} is not hexadecimal")),
+            Some(h) => hex::decode(h).map_err(|source| Error::Hex { attribute, source }),
         }
     }
 
     /// The journal record this line was exported from, for checking its hash.
-    pub fn stored_event(&self) -> anyhow::Result<StoredEvent> {
+    pub fn stored_event(&self) -> Result<StoredEvent, Error> {
         Ok(StoredEvent {
-            sequence: self.sequence.context("an accepted entry needs a sequence")?,
+            sequence: self.sequence.ok_or(Error::NoSequence)?,
             received_at_micros: self.received_micros()?,
             source: self.source.clone(),
             id: self.id.clone(),
@@ -261,9 +259,9 @@ impl LogLine {
     }
 
     /// The rejection record this line was exported from, for checking its hash.
-    pub fn stored_rejection(&self) -> anyhow::Result<StoredRejection> {
+    pub fn stored_rejection(&self) -> Result<StoredRejection, Error> {
         Ok(StoredRejection {
-            number: self.rejection.context("a rejected entry needs a rejection number")?,
+            number: self.rejection.ok_or(Error::NoRejectionNumber)?,
             received_at_micros: self.received_micros()?,
             source: self.source.clone(),
             caller: self.caller.clone().unwrap_or_default(),
@@ -285,5 +283,46 @@ impl LogLine {
             prev_hash: Self::hash_bytes(&self.prevhash, "prevhash")?,
             hash: Self::hash_bytes(&self.hash, "hash")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{generate, GenOptions};
+
+    #[test]
+    fn a_generated_log_reads_back_line_by_line() {
+        let options = GenOptions { seed: 3, cases: 4, missing_rate: 0.3, invalid_rate: 0.3, start: 1_767_600_000 };
+        let mut out = Vec::new();
+        let count = generate(&options, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count() as u64, count);
+        for line in text.lines() {
+            let parsed = LogLine::parse(line).unwrap();
+            assert_eq!(parsed.to_json(), line, "a line writes back byte for byte");
+            parsed.cloud_event().unwrap();
+            if parsed.accepted() {
+                assert!(parsed.completeness_value().unwrap().is_some());
+            } else {
+                assert!(!parsed.violation_list().unwrap().is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn a_refused_line_says_which_attribute_is_wrong() {
+        let line = |extra: &str| {
+            format!(r#"{{"specversion":"1.0","id":"a","source":"dvo","type":"t","outcome":"accepted",{extra}}}"#)
+        };
+        let err = |extra: &str| LogLine::parse(&line(extra)).unwrap_err().to_string();
+        assert_eq!(err(r#""receivedat":"yesterday""#), r#"receivedat "yesterday" is not an RFC 3339 time"#);
+        assert_eq!(
+            err(r#""receivedat":"2026-01-05T08:00:00Z","time":"noon""#),
+            r#"time "noon" is not an RFC 3339 time"#
+        );
+        assert!(err(r#""receivedat":"2026-01-05T08:00:00Z","colour":"red""#).starts_with("not a message-log line: "));
+        let parsed = LogLine::parse(&line(r#""receivedat":"2026-01-05T08:00:00Z","hash":"xyz""#)).unwrap();
+        assert_eq!(parsed.stored_event().unwrap_err().to_string(), "an accepted entry needs a sequence");
     }
 }

@@ -1,13 +1,12 @@
 //! The benchmark's events: a message log in the NDJSON form `loket gen` and `loket export`
 //! write (structured CloudEvents, one per line), turned into publish requests.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use loket_messagelog::timestamp::parse_rfc3339;
 use loket_server::proto::{CloudEvent, PublishRequest};
 use serde_json::Value;
-
-use crate::output::parse_rfc3339;
 
 /// One corpus event and the partner that publishes it.
 #[derive(Clone)]
@@ -39,6 +38,18 @@ impl Item {
     pub fn data_len(&self) -> usize {
         self.event.data.len()
     }
+}
+
+/// The default corpus, written to `dir`: the synthetic chain log of `loket gen` with its
+/// default defect rates.
+pub fn generated(dir: &Path, cases: u32) -> anyhow::Result<PathBuf> {
+    let path = dir.join("corpus.ndjson");
+    let options =
+        loket_messagelog::GenOptions { seed: 1, cases, missing_rate: 0.2, invalid_rate: 0.05, start: 1_767_600_000 };
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    loket_messagelog::generate(&options, &mut out)?;
+    std::io::Write::flush(&mut out)?;
+    Ok(path)
 }
 
 pub fn load(path: &Path) -> anyhow::Result<Vec<Item>> {

@@ -1,0 +1,90 @@
+//! `replay` and `memory`: a gateway that stores many events, one subscriber reading them
+//! all back from the start, and the gateway's memory and journal size after both.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use loket_schema::Registry;
+use loket_server::client::{connect, ClientOptions};
+use loket_server::proto::{subscribe_request::Start, Earliest, SubscribeRequest};
+use serde_json::Value;
+
+use crate::corpus::Item;
+use crate::load::{self, Clients};
+use crate::procs::{disk_usage, ServerProcess};
+use crate::stats::ArmResult;
+
+/// The partner that reads the log back in the replay arm, and the types it receives whole
+/// under the shipped need-to-know policy (so the arm measures reading, not redaction).
+pub const READER: &str = "dtv";
+const READER_TYPES: &[&str] = &["physical-features", "baggage", "transport-status"];
+
+/// Stores `events` events through publish streams, then reads them all back through one
+/// subscriber, and reports the gateway's memory and the journal's size on disk.
+pub async fn replay_and_memory(
+    work: &Path,
+    certs_dir: &Path,
+    items: &Arc<Vec<Item>>,
+    events: u64,
+) -> anyhow::Result<Vec<ArmResult>> {
+    let valid: Vec<Item> = {
+        let registry = Registry::embedded()?;
+        items
+            .iter()
+            .filter(|i| {
+                // The recorded outcome also covers quality rules and grants; a log without
+                // outcomes is judged by its schemas.
+                i.recorded_accepted.unwrap_or_else(|| {
+                    registry.resolve(&i.event.r#type, Some(&i.event.dataschema)).is_ok_and(|s| {
+                        serde_json::from_slice::<Value>(&i.event.data).is_ok_and(|d| s.check(&d).is_ok())
+                    })
+                })
+            })
+            .cloned()
+            .collect()
+    };
+    anyhow::ensure!(!valid.is_empty(), "the corpus holds no valid event");
+    let valid = Arc::new(valid);
+    let server = ServerProcess::gateway(work, "replay", certs_dir, "")?;
+    let clients = Clients::connect(&server.url(), certs_dir, &valid).await?;
+    let fill = load::streams(&clients, &valid, events).await?;
+    anyhow::ensure!(fill.rejected == 0, "valid events were refused while filling");
+    drop(clients);
+
+    let options = ClientOptions { server: server.url(), certs: certs_dir.to_owned(), partner: READER.to_owned() };
+    let mut reader = connect(&options).await?.max_decoding_message_size(64 * 1024 * 1024);
+    let cpu0 = server.cpu()?;
+    let start = Instant::now();
+    let expected = (0..events)
+        .filter(|i| READER_TYPES.contains(&valid[(i % valid.len() as u64) as usize].event.r#type.as_str()))
+        .count() as u64;
+    anyhow::ensure!(expected > 0, "the corpus holds none of {READER_TYPES:?}");
+    let request = SubscribeRequest {
+        types: READER_TYPES.iter().map(|t| (*t).to_owned()).collect(),
+        start: Some(Start::Earliest(Earliest {})),
+        name: String::new(),
+        limit: expected,
+    };
+    let mut stream = reader.subscribe(request).await?.into_inner();
+    let mut received = 0u64;
+    while stream.message().await?.is_some() {
+        received += 1;
+    }
+    let elapsed = start.elapsed();
+    anyhow::ensure!(received == expected, "replay delivered {received} of {expected} events");
+    let cpu = server.cpu()? - cpu0;
+    let (rss, peak) = server.memory()?;
+    let disk = disk_usage(&work.join("replay"));
+    server.stop()?;
+    Ok(vec![
+        ArmResult::new("replay", received, 0, elapsed).cpu(cpu).rss(Some(peak)).note(format!(
+            "{READER} from earliest: {expected} of {events} stored events are its types; filled at {:.0}/s",
+            fill.done as f64 / fill.elapsed.as_secs_f64()
+        )),
+        ArmResult::new("memory", events, 0, Duration::ZERO).rss(Some(rss)).note(format!(
+            "gateway RSS after storing and replaying; journal {:.0} MiB on disk",
+            disk as f64 / 1048576.0
+        )),
+    ])
+}

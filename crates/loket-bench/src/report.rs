@@ -1,0 +1,43 @@
+//! The end of a run: the table and the ratios on standard output, and with `--json` the
+//! same as a document.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::stats::{table, ArmResult};
+
+/// What the corpus was, for the JSON document.
+pub struct CorpusFacts<'a> {
+    pub path: &'a Path,
+    pub events: usize,
+    pub mean_payload_bytes: usize,
+}
+
+pub fn print(results: &[ArmResult]) {
+    println!("{}", table(results));
+    for line in ratios(results) {
+        println!("{line}");
+    }
+}
+
+pub fn write_json(path: &Path, results: &[ArmResult], corpus: &CorpusFacts) -> anyhow::Result<()> {
+    let doc = serde_json::json!({ "results": results, "ratios": ratios(results), "corpus_events": corpus.events,
+                                  "corpus": corpus.path.display().to_string(),
+                                  "mean_payload_bytes": corpus.mean_payload_bytes });
+    std::fs::write(path, serde_json::to_vec_pretty(&doc)?).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The gateway's throughput over its baseline's, for each pair that ran.
+fn ratios(results: &[ArmResult]) -> Vec<String> {
+    let rate = |arm: &str| results.iter().find(|r| r.arm == arm).map(|r| r.events_per_second);
+    let mut out = Vec::new();
+    for (a, b) in
+        [("gateway-stream", "transport-stream"), ("gateway-kafka", "rdkafka-raw"), ("gateway-unary", "transport-unary")]
+    {
+        if let (Some(x), Some(y)) = (rate(a), rate(b)) {
+            out.push(format!("ratio {a} / {b}: {:.2}", x / y));
+        }
+    }
+    out
+}
