@@ -20,12 +20,26 @@ pub struct AccessConfig {
     /// subscriber would see one of them is consent-gated like a medical type.
     #[serde(default)]
     pub medical_fields: BTreeMap<String, Vec<String>>,
+    /// Partners that register consent forms: only they may publish
+    /// `medical-transfer-consent`, and a form (its `consentId`) belongs to the registrar
+    /// that published it first: only that registrar may amend or withdraw it.
+    #[serde(default = "default_consent_registrars")]
+    pub consent_registrars: Vec<String>,
 }
 
 impl Default for AccessConfig {
     fn default() -> Self {
-        Self { auditors: default_auditors(), medical_types: default_medical_types(), medical_fields: BTreeMap::new() }
+        Self {
+            auditors: default_auditors(),
+            medical_types: default_medical_types(),
+            medical_fields: BTreeMap::new(),
+            consent_registrars: default_consent_registrars(),
+        }
     }
+}
+
+fn default_consent_registrars() -> Vec<String> {
+    vec!["dji".to_owned(), "gza".to_owned()]
 }
 
 fn default_auditors() -> Vec<String> {
@@ -40,9 +54,13 @@ fn default_medical_types() -> Vec<String> {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PartnerConfig {
-    /// The subject common name of the partner's client certificate; the partner id when
-    /// absent.
+    /// The subject common name of the partner's client certificate (with `[tls] identity
+    /// = "cn"`); the partner id when absent.
     pub identity: Option<String>,
+    /// The partner's OIN (Organisatie-identificatienummer, 20 digits): with `[tls]
+    /// identity = "oin"` the partner is the one whose OIN is in the certificate subject's
+    /// serialNumber, whatever its common name.
+    pub oin: Option<String>,
     /// Event types the partner may publish.
     #[serde(default)]
     pub publish: Vec<String>,
@@ -66,8 +84,10 @@ pub struct FieldsConfig {
 /// checked against `[partners]` with the rest of the policy.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Roles {
-    /// May export the message log (`[export] partners`).
+    /// May export the whole message log (`[export] auditors`).
     pub exporters: Vec<String>,
     /// Read every partner's quality figures and digests (`[quality] readers`).
     pub quality_readers: Vec<String>,
+    /// Export the message log pseudonymised (`[export] testers`).
+    pub testers: Vec<String>,
 }

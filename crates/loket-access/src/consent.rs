@@ -19,6 +19,8 @@ pub const CONSENT_TYPE: &str = "medical-transfer-consent";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Consent {
     pub consent_id: String,
+    /// The consent registrar that published the form first: only it may amend it.
+    pub registrar: String,
     pub given: bool,
     /// Partner ids of the recipients, sorted (a few per form: a list costs a fraction of
     /// a set, and a book holds a form per case).
@@ -34,6 +36,8 @@ pub struct Consent {
 pub enum Uncovered {
     /// No consent form for the case.
     NoConsent,
+    /// The medical file names a consent that is not on record for the case.
+    NamedConsentMissing,
     /// The forms of the case do not name the recipient.
     RecipientNotListed,
     /// The form names the recipient but was not signed (yet) at that moment.
@@ -51,6 +55,7 @@ impl Uncovered {
     pub fn code(self) -> &'static str {
         match self {
             Uncovered::NoConsent => "NO_CONSENT",
+            Uncovered::NamedConsentMissing => "NAMED_CONSENT_MISSING",
             Uncovered::RecipientNotListed => "RECIPIENT_NOT_IN_CONSENT",
             Uncovered::NotSigned => "CONSENT_NOT_SIGNED",
             Uncovered::NotGiven => "CONSENT_REFUSED",
@@ -64,6 +69,7 @@ impl fmt::Display for Uncovered {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Uncovered::NoConsent => "no medical-transfer-consent for the case",
+            Uncovered::NamedConsentMissing => "the consent the medical file names is not on record for the case",
             Uncovered::RecipientNotListed => "the case's consent does not name this recipient",
             Uncovered::NotSigned => "the consent was not signed",
             Uncovered::NotGiven => "consent was refused",
@@ -78,8 +84,9 @@ fn micros(v: Option<&Value>) -> Option<i64> {
 }
 
 impl Consent {
-    /// Reads a (schema-valid) `medical-transfer-consent` payload; `None` without an id.
-    pub fn from_data(data: &Value) -> Option<Consent> {
+    /// Reads a (schema-valid) `medical-transfer-consent` payload published by `registrar`;
+    /// `None` without an id.
+    pub fn from_data(registrar: &str, data: &Value) -> Option<Consent> {
         let consent_id = data.get("consentId")?.as_str()?.to_owned();
         let mut recipients: Vec<String> = data
             .get("recipients")
@@ -91,6 +98,7 @@ impl Consent {
         recipients.shrink_to_fit();
         Some(Consent {
             consent_id,
+            registrar: registrar.to_owned(),
             given: data.get("given").and_then(Value::as_bool).unwrap_or(false),
             recipients,
             signed_at: micros(data.get("signedAt")),
@@ -128,23 +136,46 @@ pub struct ConsentBook {
 }
 
 impl ConsentBook {
-    /// Records a consent event of `case`; a later event for the same form replaces it.
-    pub fn record(&mut self, case: &str, data: &Value) {
-        if let Some(consent) = Consent::from_data(data) {
-            let forms = self.cases.entry(case.to_owned()).or_default();
-            match forms.iter_mut().find(|f| f.consent_id == consent.consent_id) {
-                Some(form) => *form = consent,
-                None => {
-                    // Most cases have one form: no room for more until one comes.
-                    forms.reserve_exact(1);
-                    forms.push(consent);
-                }
+    /// Records a consent event of `case` published by `registrar`; a later event for the
+    /// same form replaces it, but only when its registrar published it: a form belongs to
+    /// (registrar, `consentId`), so another partner reusing the id changes nothing. Returns
+    /// whether the event was taken. (The gateway refuses such a reuse at intake; the book
+    /// holds the same line so that the journal alone decides, whatever got into it.)
+    pub fn record(&mut self, case: &str, registrar: &str, data: &Value) -> bool {
+        let Some(consent) = Consent::from_data(registrar, data) else { return false };
+        let forms = self.cases.entry(case.to_owned()).or_default();
+        match forms.iter_mut().find(|f| f.consent_id == consent.consent_id) {
+            Some(form) if form.registrar != consent.registrar => return false,
+            Some(form) => *form = consent,
+            None => {
+                // Most cases have one form: no room for more until one comes.
+                forms.reserve_exact(1);
+                forms.push(consent);
             }
         }
+        true
     }
 
-    /// Whether some form of `case` lets `partner` receive medical data at `at`.
-    pub fn coverage(&self, case: &str, partner: &str, at: i64) -> Result<(), Uncovered> {
+    /// The registrar of form `consent_id` of `case`, when on record.
+    pub fn registrar(&self, case: &str, consent_id: &str) -> Option<&str> {
+        self.form(case, consent_id).map(|f| f.registrar.as_str())
+    }
+
+    fn form(&self, case: &str, consent_id: &str) -> Option<&Consent> {
+        self.cases.get(case)?.iter().find(|f| f.consent_id == consent_id)
+    }
+
+    /// Whether `partner` may receive medical data of `case` at `at`: under the form
+    /// `named` when the data names one (a medical file names its consent), else under any
+    /// form of the case.
+    pub fn coverage(&self, case: &str, named: Option<&str>, partner: &str, at: i64) -> Result<(), Uncovered> {
+        if let Some(id) = named {
+            return match self.form(case, id) {
+                Some(form) => form.covers(partner, at),
+                None if self.cases.contains_key(case) => Err(Uncovered::NamedConsentMissing),
+                None => Err(Uncovered::NoConsent),
+            };
+        }
         let Some(forms) = self.cases.get(case) else { return Err(Uncovered::NoConsent) };
         let mut worst = Uncovered::NoConsent;
         for form in forms {
@@ -173,29 +204,49 @@ mod tests {
     #[test]
     fn covers_listed_recipients_while_valid() {
         let mut book = ConsentBook::default();
-        assert_eq!(book.coverage("c", "dji", T0), Err(Uncovered::NoConsent));
-        book.record("c", &form("f1", &["dji"]));
-        assert_eq!(book.coverage("c", "dji", T0), Ok(()));
-        assert_eq!(book.coverage("c", "dji", T0 - 1), Err(Uncovered::NotSigned));
-        assert_eq!(book.coverage("c", "kmar", T0), Err(Uncovered::RecipientNotListed));
-        assert_eq!(book.coverage("other", "dji", T0), Err(Uncovered::NoConsent));
+        assert_eq!(book.coverage("c", None, "dji", T0), Err(Uncovered::NoConsent));
+        book.record("c", "gza", &form("f1", &["dji"]));
+        assert_eq!(book.coverage("c", None, "dji", T0), Ok(()));
+        assert_eq!(book.coverage("c", None, "dji", T0 - 1), Err(Uncovered::NotSigned));
+        assert_eq!(book.coverage("c", None, "kmar", T0), Err(Uncovered::RecipientNotListed));
+        assert_eq!(book.coverage("other", None, "dji", T0), Err(Uncovered::NoConsent));
         let month = 31 * 24 * 3600 * 1_000_000;
-        assert_eq!(book.coverage("c", "dji", T0 + month), Err(Uncovered::Expired));
+        assert_eq!(book.coverage("c", None, "dji", T0 + month), Err(Uncovered::Expired));
     }
 
     #[test]
     fn withdrawal_and_refusal_stop_coverage() {
         let mut book = ConsentBook::default();
-        book.record("c", &form("f1", &["dji"]));
+        book.record("c", "gza", &form("f1", &["dji"]));
         let mut withdrawn = form("f1", &["dji"]);
         withdrawn["withdrawnAt"] = json!("2024-03-10T16:00:00Z");
-        book.record("c", &withdrawn);
-        assert_eq!(book.coverage("c", "dji", T0), Ok(()), "before the withdrawal took effect");
-        assert_eq!(book.coverage("c", "dji", T0 + 24 * 3600 * 1_000_000), Err(Uncovered::Withdrawn));
+        book.record("c", "gza", &withdrawn);
+        assert_eq!(book.coverage("c", None, "dji", T0), Ok(()), "before the withdrawal took effect");
+        assert_eq!(book.coverage("c", None, "dji", T0 + 24 * 3600 * 1_000_000), Err(Uncovered::Withdrawn));
         let mut refused = form("f2", &[]);
         refused["given"] = json!(false);
         let mut other = ConsentBook::default();
-        other.record("c", &refused);
-        assert_eq!(other.coverage("c", "dji", T0), Err(Uncovered::NotGiven));
+        other.record("c", "gza", &refused);
+        assert_eq!(other.coverage("c", None, "dji", T0), Err(Uncovered::NotGiven));
+    }
+
+    #[test]
+    fn a_form_belongs_to_its_registrar_and_a_named_form_is_the_only_one_that_counts() {
+        let mut book = ConsentBook::default();
+        let mut withdrawn = form("c-77", &["kmar"]);
+        withdrawn["withdrawnAt"] = json!("2024-03-09T17:00:00Z");
+        assert!(book.record("c", "gza", &form("c-77", &["kmar"])));
+        assert!(book.record("c", "gza", &withdrawn));
+        // Another partner publishing the same consentId without withdrawnAt revives nothing.
+        assert!(!book.record("c", "dji", &form("c-77", &["kmar"])));
+        assert_eq!(book.registrar("c", "c-77"), Some("gza"));
+        let later = T0 + 2 * 3600 * 1_000_000;
+        assert_eq!(book.coverage("c", Some("c-77"), "kmar", later), Err(Uncovered::Withdrawn));
+        // A second form naming dji covers dji for files that name it, not for files under c-77.
+        assert!(book.record("c", "dji", &form("c-78", &["dji"])));
+        assert_eq!(book.coverage("c", Some("c-78"), "dji", later), Ok(()));
+        assert_eq!(book.coverage("c", Some("c-77"), "dji", later), Err(Uncovered::RecipientNotListed));
+        assert_eq!(book.coverage("c", Some("c-79"), "dji", later), Err(Uncovered::NamedConsentMissing));
+        assert_eq!(book.coverage("d", Some("c-78"), "dji", later), Err(Uncovered::NoConsent));
     }
 }

@@ -22,6 +22,8 @@ use crate::policy::{FieldRule, Policy, Verdict};
 pub struct EventFacts<'a> {
     pub sequence: u64,
     pub event_type: &'a str,
+    /// The publishing partner.
+    pub source: &'a str,
     /// The case (V-number).
     pub subject: &'a str,
     /// When the gateway received it, Unix µs.
@@ -35,6 +37,7 @@ impl<'a> EventFacts<'a> {
         EventFacts {
             sequence: event.sequence(),
             event_type: event.event_type(),
+            source: event.source(),
             subject: event.subject(),
             received_at_micros: event.received_at_micros(),
             data,
@@ -51,6 +54,8 @@ pub enum Step {
     },
     /// Withheld for lack of consent; delivered later if a covering consent arrives.
     Withheld(Uncovered),
+    /// Medical data addressed to another partner: never for this subscriber.
+    NotAddressed,
     /// Not for this subscriber (type not requested or not entitled).
     Skip,
 }
@@ -73,7 +78,9 @@ pub struct SubscriberScan {
     /// Requested types; empty means every type the partner may receive.
     types: BTreeSet<String>,
     book: ConsentBook,
-    pending: BTreeMap<String, BTreeSet<u64>>,
+    /// Per case, the withheld events and the consent form each names (if any): only that
+    /// form can release it.
+    pending: BTreeMap<String, BTreeMap<u64, Option<String>>>,
     /// Whether the subscriber receives a type that may carry medical data, so that
     /// consents matter to it (worked out on first use; the policy does not change).
     gated: OnceLock<bool>,
@@ -131,20 +138,15 @@ impl SubscriberScan {
     /// earlier withheld events that it releases (when it is a covering consent), in order;
     /// deliver those with [`SubscriberScan::release`] right after it.
     pub fn step(&mut self, policy: &Policy, event: &EventFacts<'_>) -> (Step, Vec<u64>) {
-        let step = if self.types.is_empty() || self.types.contains(event.event_type) {
-            match policy.view(
-                &self.partner,
-                event.event_type,
-                event.subject,
-                event.data,
-                &self.book,
-                event.received_at_micros,
-            ) {
+        let step = if self.wants(event.event_type) {
+            match policy.view(&self.partner, event, &self.book, event.received_at_micros) {
                 Verdict::Deliver { data, redacted } => Step::Deliver { data, redacted },
                 Verdict::Withhold(reason) => {
-                    self.pending.entry(event.subject.to_owned()).or_default().insert(event.sequence);
+                    let named = event.data.get("consentId").and_then(Value::as_str).map(str::to_owned);
+                    self.pending.entry(event.subject.to_owned()).or_default().insert(event.sequence, named);
                     Step::Withheld(reason)
                 }
+                Verdict::NotAddressed => Step::NotAddressed,
                 Verdict::NotEntitled => Step::Skip,
             }
         } else {
@@ -152,12 +154,24 @@ impl SubscriberScan {
         };
         let mut released = Vec::new();
         // A subscriber without medical types needs no consents: its book stays empty.
-        if event.event_type == CONSENT_TYPE && self.gated(policy) {
-            self.book.record(event.subject, event.data);
-            if self.pending.contains_key(event.subject)
-                && self.book.coverage(event.subject, &self.partner, event.received_at_micros).is_ok()
-            {
-                released = self.pending.remove(event.subject).unwrap_or_default().into_iter().collect();
+        if event.event_type == CONSENT_TYPE && self.gated(policy) && policy.record_consent(&mut self.book, event) {
+            let form = event.data.get("consentId").and_then(Value::as_str);
+            if let Some(waiting) = self.pending.get_mut(event.subject) {
+                // The consent releases the withheld events that name it (or name none) and
+                // that it now covers; the others keep waiting for their own form.
+                let book = &self.book;
+                let at = event.received_at_micros;
+                waiting.retain(|sequence, named| {
+                    let freed = (named.is_none() || named.as_deref() == form)
+                        && book.coverage(event.subject, named.as_deref(), &self.partner, at).is_ok();
+                    if freed {
+                        released.push(*sequence);
+                    }
+                    !freed
+                });
+                if waiting.is_empty() {
+                    self.pending.remove(event.subject);
+                }
             }
         }
         (step, released)
@@ -166,17 +180,17 @@ impl SubscriberScan {
     /// A released event as the subscriber sees it, judged at the releasing consent's
     /// receive time `at`.
     pub fn release(&self, policy: &Policy, event: &EventFacts<'_>, at: i64) -> Verdict {
-        policy.view(&self.partner, event.event_type, event.subject, event.data, &self.book, at)
+        policy.view(&self.partner, event, &self.book, at)
     }
 
     /// Whether the event `sequence` of `case` is withheld now.
     pub fn is_withheld(&self, case: &str, sequence: u64) -> bool {
-        self.pending.get(case).is_some_and(|s| s.contains(&sequence))
+        self.pending.get(case).is_some_and(|s| s.contains_key(&sequence))
     }
 
     /// Every withheld (case, sequence).
     pub fn withheld(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.pending.iter().flat_map(|(case, seqs)| seqs.iter().map(move |s| (case.as_str(), *s)))
+        self.pending.iter().flat_map(|(case, seqs)| seqs.keys().map(move |s| (case.as_str(), *s)))
     }
 }
 
@@ -196,7 +210,9 @@ mod tests {
             "medical-file-transfer" | "medical-transfer-consent" => vec![json!({"properties": {}})],
             _ => vec![],
         };
-        Policy::compile(&AccessConfig { auditors: vec![], ..AccessConfig::default() }, &partners, &schemas).unwrap()
+        let access =
+            AccessConfig { auditors: vec![], consent_registrars: vec!["dji".into()], ..AccessConfig::default() };
+        Policy::compile(&access, &partners, &schemas).unwrap()
     }
 
     const DAY: i64 = 24 * 3600 * 1_000_000;
@@ -216,10 +232,12 @@ mod tests {
     fn withheld_then_released_by_a_covering_consent_only() {
         let policy = policy();
         let mut scan = SubscriberScan::new("dji", BTreeSet::new());
-        let med = json!({"vNumber": "c1"});
+        let med = json!({"vNumber": "c1", "consentId": "g", "toCareProfessional": {"partner": "dji", "role": "r"}});
+        // Medical files come from kmar (dji would get its own at once), consents from dji.
         let ev = |seq, t, subject, at, data| EventFacts {
             sequence: seq,
             event_type: t,
+            source: if t == CONSENT_TYPE { "dji" } else { "kmar" },
             subject,
             received_at_micros: at,
             data,
@@ -254,7 +272,7 @@ mod tests {
         }))
         .unwrap();
         let schemas = |_: &str| vec![json!({"properties": {"x": {}}})];
-        let access = AccessConfig { auditors: vec![], ..AccessConfig::default() };
+        let access = AccessConfig { auditors: vec![], consent_registrars: vec![], ..AccessConfig::default() };
         let policy = Policy::compile(&access, &partners, &schemas).unwrap();
         let all = SubscriberScan::new("dji", BTreeSet::new());
         assert_eq!(all.need(&policy, "baggage"), Need::Verbatim);
@@ -274,9 +292,15 @@ mod tests {
     fn withdrawal_and_expiry_stop_later_deliveries() {
         let policy = policy();
         let mut scan = SubscriberScan::new("kmar", BTreeSet::new());
-        let med = json!({"vNumber": "c1"});
-        let ev =
-            |seq, t, at, data| EventFacts { sequence: seq, event_type: t, subject: "c1", received_at_micros: at, data };
+        let med = json!({"vNumber": "c1", "consentId": "f", "toCareProfessional": {"partner": "kmar", "role": "r"}});
+        let ev = |seq, t, at, data| EventFacts {
+            sequence: seq,
+            event_type: t,
+            source: "dji",
+            subject: "c1",
+            received_at_micros: at,
+            data,
+        };
         let given = consent(&["kmar"], false);
         let withdrawn = consent(&["kmar"], true);
         scan.step(&policy, &ev(1, "medical-transfer-consent", T0, &given));
@@ -296,5 +320,42 @@ mod tests {
         );
         assert_eq!(scan.withheld().collect::<Vec<_>>(), vec![("c1", 4)]);
         assert_eq!(fresh.withheld().collect::<Vec<_>>(), vec![("c1", 2)]);
+    }
+
+    #[test]
+    fn a_withheld_file_waits_for_the_form_it_names_and_goes_only_to_its_addressee() {
+        let policy = policy();
+        let ev = |seq, t, source, at, data| EventFacts {
+            sequence: seq,
+            event_type: t,
+            source,
+            subject: "c1",
+            received_at_micros: at,
+            data,
+        };
+        let to_kmar =
+            json!({"vNumber": "c1", "consentId": "x", "toCareProfessional": {"partner": "kmar", "role": "r"}});
+        let mut kmar = SubscriberScan::new("kmar", BTreeSet::new());
+        let mut dji = SubscriberScan::new("dji", BTreeSet::new());
+        let file = ev(1, "medical-file-transfer", "dji", T0, &to_kmar);
+        assert_eq!(kmar.step(&policy, &file).0, Step::Withheld(Uncovered::NoConsent));
+        assert_eq!(
+            dji.step(&policy, &file).0,
+            Step::Deliver { data: to_kmar.clone(), redacted: vec![] },
+            "its publisher"
+        );
+        // Another form covering kmar does not release a file that names "x".
+        let mut other = consent(&["kmar"], false);
+        other["consentId"] = json!("y");
+        assert!(kmar.step(&policy, &ev(2, CONSENT_TYPE, "dji", T0 + DAY, &other)).1.is_empty());
+        let mut x = consent(&["kmar", "dji"], false);
+        x["consentId"] = json!("x");
+        assert_eq!(kmar.step(&policy, &ev(3, CONSENT_TYPE, "dji", T0 + DAY, &x)).1, vec![1]);
+        // dji is covered by x too, but a file for kmar is never dji's (published by another).
+        let mut dji_other = SubscriberScan::new("dji", BTreeSet::new());
+        dji_other.step(&policy, &ev(3, CONSENT_TYPE, "dji", T0 + DAY, &x));
+        let file = ev(4, "medical-file-transfer", "gza", T0 + DAY, &to_kmar);
+        assert_eq!(dji_other.step(&policy, &file).0, Step::NotAddressed);
+        assert!(!dji_other.is_withheld("c1", 4));
     }
 }

@@ -1,13 +1,19 @@
-//! Property: over randomly generated policies and journals, no subscriber ever receives a
-//! type it is not granted, a field its rule does not let through, or medical data without
-//! a consent that covers it at that moment; and nothing it is entitled to is dropped
-//! (every such event is delivered once, or is still withheld at the end).
+//! Property: over randomly generated policies (with consent registrars) and journals (with
+//! publishers, addressees and named consents), no subscriber ever receives a type it is
+//! not granted, a field its rule does not let through, or medical data that is not its
+//! own, not addressed to it, or not covered at that moment by the consent it names (a form
+//! counting only from a registrar, and only as its first registrar left it); nothing it is
+//! entitled to is dropped (every such event is delivered once, or is still withheld at the
+//! end), and a publisher is never withheld from its own event. A tester's export of every
+//! event carries no case id and no medical text, and keeps every payload's shape.
 //!
 //! The checks use their own, naive reading of the rules (an oracle), not the crate's code.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use loket_access::{AccessConfig, EventFacts, FieldsConfig, PartnerConfig, Policy, Step, SubscriberScan, Verdict};
+use loket_access::{
+    AccessConfig, EventFacts, FieldsConfig, PartnerConfig, Policy, Pseudonymiser, Step, SubscriberScan, Verdict,
+};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use time::format_description::well_known::Rfc3339;
@@ -15,7 +21,8 @@ use time::OffsetDateTime;
 
 const PARTNERS: &[&str] = &["p0", "p1", "p2", "p3"];
 const TYPES: &[&str] = &["plain", "mixed", "med", "medical-transfer-consent"];
-const CASES: &[&str] = &["c0", "c1"];
+/// V-numbers, so that the export check can look for them.
+const CASES: &[&str] = &["9999000000", "9999000001"];
 /// Fields of the plain, mixed and med types (one schema for all three).
 const POINTERS: &[&str] = &["/a", "/b", "/n", "/n/x", "/n/y", "/items", "/items/k", "/items/v"];
 /// The medical field of `mixed`.
@@ -28,7 +35,8 @@ fn schema() -> Value {
         "vNumber": {}, "a": {}, "b": {},
         "n": {"properties": {"x": {}, "y": {}}},
         "items": {"type": "array", "items": {"properties": {"k": {}, "v": {}}}},
-        "consentId": {}, "given": {}, "recipients": {}, "signedAt": {}, "validUntil": {}, "withdrawnAt": {}
+        "consentId": {}, "given": {}, "recipients": {}, "signedAt": {}, "validUntil": {}, "withdrawnAt": {},
+        "toCareProfessional": {"properties": {"partner": {"type": "string", "pattern": "^p[0-9]$"}}}
     }})
 }
 
@@ -57,10 +65,16 @@ fn grants() -> impl Strategy<Value = BTreeMap<String, Rule>> {
 enum Ev {
     Data {
         event_type: &'static str,
+        source: &'static str,
         case: &'static str,
+        /// `toCareProfessional.partner`.
+        addressee: Option<&'static str>,
+        /// `consentId`: the form it travels under.
+        named: Option<u8>,
         data: Value,
     },
     Consent {
+        source: &'static str,
         case: &'static str,
         id: u8,
         given: bool,
@@ -100,10 +114,24 @@ fn payload() -> impl Strategy<Value = Value> {
 }
 
 fn event() -> impl Strategy<Value = Ev> {
-    let data =
-        (proptest::sample::select(vec!["plain", "mixed", "med"]), proptest::sample::select(CASES.to_vec()), payload())
-            .prop_map(|(event_type, case, data)| Ev::Data { event_type, case, data });
+    let data = (
+        proptest::sample::select(vec!["plain", "mixed", "med"]),
+        proptest::sample::select(PARTNERS.to_vec()),
+        proptest::sample::select(CASES.to_vec()),
+        proptest::option::weighted(0.8, proptest::sample::select(PARTNERS.to_vec())),
+        proptest::option::weighted(0.8, 0u8..2),
+        payload(),
+    )
+        .prop_map(|(event_type, source, case, addressee, named, data)| Ev::Data {
+            event_type,
+            source,
+            case,
+            addressee,
+            named,
+            data,
+        });
     let consent = (
+        proptest::sample::select(PARTNERS.to_vec()),
         proptest::sample::select(CASES.to_vec()),
         0u8..2,
         proptest::bool::weighted(0.8),
@@ -112,7 +140,8 @@ fn event() -> impl Strategy<Value = Ev> {
         proptest::option::of(-10i64..40),
         proptest::option::of(-10i64..40),
     )
-        .prop_map(|(case, id, given, recipients, signed, valid, withdrawn)| Ev::Consent {
+        .prop_map(|(source, case, id, given, recipients, signed, valid, withdrawn)| Ev::Consent {
+            source,
             case,
             id,
             given,
@@ -124,8 +153,8 @@ fn event() -> impl Strategy<Value = Ev> {
     prop_oneof![3 => data, 2 => consent]
 }
 
-/// A stored event: (sequence, type, case, received at µs, payload).
-type Stored = (u64, String, String, i64, Value);
+/// A stored event: (sequence, type, case, received at µs, payload, source).
+type Stored = (u64, String, String, i64, Value, &'static str);
 
 fn materialise(events: &[(Ev, i64)]) -> Vec<Stored> {
     let mut at = BASE * SECOND;
@@ -133,9 +162,18 @@ fn materialise(events: &[(Ev, i64)]) -> Vec<Stored> {
     for (i, (ev, step)) in events.iter().enumerate() {
         at += step * SECOND;
         let now = at / SECOND;
-        let (t, case, mut data) = match ev {
-            Ev::Data { event_type, case, data } => ((*event_type).to_owned(), *case, data.clone()),
-            Ev::Consent { case, id, given, recipients, signed, valid, withdrawn } => {
+        let (t, source, case, mut data) = match ev {
+            Ev::Data { event_type, source, case, addressee, named, data } => {
+                let mut data = data.clone();
+                if let Some(to) = addressee {
+                    data["toCareProfessional"] = json!({"partner": to, "role": "r"});
+                }
+                if let Some(id) = named {
+                    data["consentId"] = json!(format!("f{id}"));
+                }
+                ((*event_type).to_owned(), *source, *case, data)
+            }
+            Ev::Consent { source, case, id, given, recipients, signed, valid, withdrawn } => {
                 let mut c = json!({"consentId": format!("f{id}"), "given": given,
                     "recipients": recipients.iter().map(|p| json!({"partner": p, "role": "r"})).collect::<Vec<_>>(),
                     "signedAt": rfc3339(now + signed)});
@@ -145,11 +183,11 @@ fn materialise(events: &[(Ev, i64)]) -> Vec<Stored> {
                 if let Some(w) = withdrawn {
                     c["withdrawnAt"] = json!(rfc3339(now + w));
                 }
-                ("medical-transfer-consent".to_owned(), *case, c)
+                ("medical-transfer-consent".to_owned(), *source, *case, c)
             }
         };
         data["vNumber"] = json!(case);
-        out.push((i as u64 + 1, t, case.to_owned(), at, data));
+        out.push((i as u64 + 1, t, case.to_owned(), at, data, source));
     }
     out
 }
@@ -159,21 +197,38 @@ fn secs(v: &Value, key: &str) -> Option<i64> {
     Some(t.unix_timestamp() * SECOND)
 }
 
-/// Oracle: does some consent of `case` among `prefix` (latest per form) cover `partner` at `at`?
-fn covered(prefix: &[Stored], case: &str, partner: &str, at: i64) -> bool {
-    let mut forms: BTreeMap<String, &Value> = BTreeMap::new();
-    for (_, t, c, _, data) in prefix {
-        if t == "medical-transfer-consent" && c == case {
-            forms.insert(data["consentId"].as_str().unwrap().to_owned(), data);
+/// Oracle: does the consent `named` of `case` (any form when `None`) among `prefix` cover
+/// `partner` at `at`? A form counts only from a registrar; its first registrar owns it and
+/// only that registrar's later events change it.
+fn covered(prefix: &[Stored], registrars: &[&str], case: &str, named: Option<&str>, partner: &str, at: i64) -> bool {
+    let mut forms: BTreeMap<String, (&str, &Value)> = BTreeMap::new();
+    for (_, t, c, _, data, source) in prefix {
+        if t == "medical-transfer-consent" && c == case && registrars.contains(source) {
+            let id = data["consentId"].as_str().unwrap().to_owned();
+            match forms.get(&id) {
+                Some((owner, _)) if owner != source => {}
+                _ => {
+                    forms.insert(id, (source, data));
+                }
+            }
         }
     }
-    forms.values().any(|f| {
+    forms.iter().filter(|(id, _)| named.is_none_or(|n| n == id.as_str())).any(|(_, (_, f))| {
         f["given"] == json!(true)
             && f["recipients"].as_array().unwrap().iter().any(|r| r["partner"] == json!(partner))
             && secs(f, "signedAt").is_some_and(|s| s <= at)
             && secs(f, "validUntil").is_none_or(|v| v > at)
             && secs(f, "withdrawnAt").is_none_or(|w| w > at)
     })
+}
+
+/// Oracle: is medical data of `data` (type `t`) addressed to `partner`? A `med` event must
+/// name its addressee; `mixed` binds only when it names one.
+fn addressed(t: &str, data: &Value, partner: &str) -> bool {
+    match data.pointer("/toCareProfessional/partner").and_then(Value::as_str) {
+        Some(a) => a == partner,
+        None => t != "med",
+    }
 }
 
 fn leaves(v: &Value, path: &str, out: &mut Vec<String>) {
@@ -205,6 +260,8 @@ proptest! {
         policy_grants in proptest::collection::vec(grants(), PARTNERS.len()),
         filters in proptest::collection::vec(proptest::sample::subsequence(TYPES.to_vec(), 0..3), PARTNERS.len()),
         events in proptest::collection::vec((event(), 0i64..15), 1..40),
+        registrars in proptest::sample::subsequence(PARTNERS.to_vec(), 0..4),
+        export_key in any::<[u8; 16]>(),
     ) {
         let partners: BTreeMap<String, PartnerConfig> = PARTNERS.iter().zip(&policy_grants).map(|(p, g)| {
             let subscribe = g.iter().map(|(t, r)| (t.clone(), match r {
@@ -212,12 +269,13 @@ proptest! {
                 Rule::Allow(l) => FieldsConfig { allow: Some(l.clone()), deny: None },
                 Rule::Deny(l) => FieldsConfig { allow: None, deny: Some(l.clone()) },
             })).collect();
-            ((*p).to_owned(), PartnerConfig { identity: None, publish: vec![], subscribe })
+            ((*p).to_owned(), PartnerConfig { identity: None, oin: None, publish: vec![], subscribe })
         }).collect();
         let access = AccessConfig {
             auditors: vec![],
             medical_types: vec!["med".into()],
             medical_fields: [("mixed".to_owned(), vec![MEDICAL_FIELD.to_owned()])].into(),
+            consent_registrars: registrars.iter().map(|r| (*r).to_owned()).collect(),
         };
         let policy = Policy::compile(&access, &partners, &|t: &str| {
             if TYPES.contains(&t) { vec![schema()] } else { vec![] }
@@ -229,17 +287,17 @@ proptest! {
             let mut scan = SubscriberScan::new(*partner, filter.clone());
             // (sequence, judged at, data)
             let mut delivered: Vec<(u64, i64, Value)> = Vec::new();
-            for (pos, (seq, t, case, at, data)) in journal.iter().enumerate() {
-                let facts = EventFacts { sequence: *seq, event_type: t, subject: case, received_at_micros: *at, data };
+            for (pos, (seq, t, case, at, data, source)) in journal.iter().enumerate() {
+                let facts = EventFacts { sequence: *seq, event_type: t, source, subject: case, received_at_micros: *at, data };
                 let new = delivered.len();
                 let (step, released) = scan.step(&policy, &facts);
                 if let Step::Deliver { data, .. } = step {
                     delivered.push((*seq, *at, data));
                 }
                 for r in released {
-                    let (rs, rt, rc, rat, rd) = &journal[(r - 1) as usize];
+                    let (rs, rt, rc, rat, rd, rsrc) = &journal[(r - 1) as usize];
                     prop_assert!(r < *seq);
-                    let facts = EventFacts { sequence: *rs, event_type: rt, subject: rc, received_at_micros: *rat, data: rd };
+                    let facts = EventFacts { sequence: *rs, event_type: rt, source: rsrc, subject: rc, received_at_micros: *rat, data: rd };
                     match scan.release(&policy, &facts, *at) {
                         Verdict::Deliver { data, .. } => delivered.push((r, *at, data)),
                         other => prop_assert!(false, "released but not deliverable: {:?}", other),
@@ -247,7 +305,7 @@ proptest! {
                 }
                 // What this step delivered, judged against the journal prefix up to here.
                 for (dseq, judged_at, data) in &delivered[new..] {
-                    let (_, dt, dcase, _, _) = &journal[(*dseq - 1) as usize];
+                    let (_, dt, dcase, _, stored, dsource) = &journal[(*dseq - 1) as usize];
                     let rule = &policy_grants[i].get(dt);
                     prop_assert!(rule.is_some(), "{} got {} without a grant", partner, dt);
                     prop_assert!(filter.is_empty() || filter.contains(dt), "{} got unrequested {}", partner, dt);
@@ -258,9 +316,12 @@ proptest! {
                         prop_assert!(p.is_empty() || passes(rule, p), "{} / {}: field {} leaked under {:?}", partner, dt, p, rule);
                     }
                     let medical = dt == "med" || (dt == "mixed" && paths.iter().any(|p| under(p, MEDICAL_FIELD)));
-                    if medical {
-                        prop_assert!(covered(&journal[..=pos], dcase, partner, *judged_at),
-                            "{} got medical {} (seq {}) without covering consent", partner, dt, dseq);
+                    if medical && dsource != partner {
+                        prop_assert!(addressed(dt, stored, partner),
+                            "{} got medical {} (seq {}) addressed to another", partner, dt, dseq);
+                        let named = stored.get("consentId").and_then(Value::as_str);
+                        prop_assert!(covered(&journal[..=pos], &registrars, dcase, named, partner, *judged_at),
+                            "{} got medical {} (seq {}) without the covering consent it names", partner, dt, dseq);
                     }
                 }
             }
@@ -269,16 +330,54 @@ proptest! {
             for (s, _, _) in &delivered {
                 *counts.entry(*s).or_default() += 1;
             }
-            for (seq, t, case, _, _) in &journal {
-                let entitled = policy_grants[i].contains_key(t) && (filter.is_empty() || filter.contains(t));
+            for (seq, t, case, _, data, source) in &journal {
+                let granted = policy_grants[i].get(t.as_str()).filter(|_| filter.is_empty() || filter.contains(t));
+                // Medical data as this subscriber would see it (a `mixed` event only when its
+                // rule lets the medical field through), addressed to another: never its.
+                let seen_medical = granted.is_some_and(|rule| {
+                    t == "med" || (t == "mixed" && data.pointer(MEDICAL_FIELD).is_some() && passes(rule, MEDICAL_FIELD))
+                });
+                let foreign = seen_medical && source != partner && !addressed(t, data, partner);
+                let entitled = granted.is_some() && !foreign;
                 let n = counts.get(seq).copied().unwrap_or(0);
+                if granted.is_some() && source == partner {
+                    prop_assert_eq!(n, 1, "{} was withheld from its own event {}", partner, seq);
+                }
                 if entitled {
                     prop_assert!(n == 1 || (n == 0 && scan.is_withheld(case, *seq)),
                         "{} event {} ({}) delivered {} times, withheld: {}", partner, seq, t, n, scan.is_withheld(case, *seq));
                 } else {
                     prop_assert_eq!(n, 0);
+                    prop_assert!(!scan.is_withheld(case, *seq), "{} keeps {} that is never its", partner, seq);
                 }
             }
         }
+
+        // A tester's export: every event pseudonymised under one key.
+        let pseudonyms = Pseudonymiser::new(&export_key);
+        let mut seen = BTreeMap::new();
+        for (_, _, case, _, data, _) in &journal {
+            let out = pseudonyms.payload(case, data, &schema());
+            let text = out.data.to_string();
+            for original in CASES {
+                prop_assert!(!text.contains(original), "case {} in {}", original, text);
+            }
+            prop_assert!(!text.contains("diagnosis"), "medical text in {}", text);
+            prop_assert_eq!(shape(&out.data), shape(data), "the shape outcomes depend on");
+            let v = out.data["vNumber"].as_str().unwrap().to_owned();
+            prop_assert!(v.len() == 10 && v.bytes().all(|b| b.is_ascii_digit()));
+            prop_assert_eq!(seen.entry(case.clone()).or_insert_with(|| v.clone()), &v, "one case, one pseudonym");
+        }
+    }
+}
+
+/// What validation and completeness read of a payload: members, string lengths and
+/// blankness, every other value.
+fn shape(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.iter().map(|(k, c)| (k.clone(), shape(c))).collect()),
+        Value::Array(items) => Value::Array(items.iter().map(shape).collect()),
+        Value::String(s) => json!({"chars": s.chars().count(), "blank": s.trim().is_empty()}),
+        other => other.clone(),
     }
 }

@@ -19,6 +19,8 @@ pub trait Envelope {
     fn sequence(&self) -> u64;
     /// Event type.
     fn event_type(&self) -> &str;
+    /// The publishing partner.
+    fn source(&self) -> &str;
     /// The case (V-number).
     fn subject(&self) -> &str;
     /// When the gateway received it, Unix µs.
@@ -26,7 +28,7 @@ pub trait Envelope {
 }
 
 /// Implements [`Envelope`] for a struct with the fields `sequence: u64`, `event_type:
-/// String`, `subject: String` and `received_at_micros: i64`.
+/// String`, `source: String`, `subject: String` and `received_at_micros: i64`.
 #[macro_export]
 macro_rules! impl_envelope {
     ($t:ty) => {
@@ -36,6 +38,9 @@ macro_rules! impl_envelope {
             }
             fn event_type(&self) -> &str {
                 &self.event_type
+            }
+            fn source(&self) -> &str {
+                &self.source
             }
             fn subject(&self) -> &str {
                 &self.subject
