@@ -653,3 +653,127 @@ async fn randomised_policies_and_journals_never_leak() {
     }
     assert!(exercised.0 > 0 && exercised.1 > 0 && exercised.2 > 0 && exercised.3 > 0, "{exercised:?}");
 }
+
+/// A consent form of `case` with `withdrawnAt` set.
+fn withdrawn(case: &str, id: &str, recipients: &[&str]) -> Value {
+    let mut c = consent(case, id, recipients);
+    c["withdrawnAt"] = json!("2024-03-13T11:00:00+01:00");
+    c
+}
+
+/// A medical file of `case` for `to`, under consent `consent_id`.
+fn medical_file(case: &str, consent_id: &str, to: &str) -> Value {
+    let mut f = example_for("medical-file-transfer", case);
+    f["consentId"] = json!(consent_id);
+    f["toCareProfessional"] = json!({"partner": to, "role": "medical-service"});
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_revived_consent_is_refused_and_releases_nothing() {
+    let gw = Gateway::start().await;
+    let case = "2345678901";
+    let mut gza = gw.client("gza").await;
+    let mut dji = gw.client("dji").await;
+    let mut kmar = gw.client("kmar").await;
+
+    // 1. gza registers c-77 for kmar and withdraws it; dji publishes c-77 again without
+    //    withdrawnAt: refused, and gza's next file under c-77 stays withheld from kmar.
+    publish(&mut gza, event("gza", "medical-transfer-consent", "c77-1", &consent(case, "c-77", &["kmar"])))
+        .await
+        .unwrap();
+    publish(&mut gza, event("gza", "medical-transfer-consent", "c77-2", &withdrawn(case, "c-77", &["kmar"])))
+        .await
+        .unwrap();
+    let s =
+        publish(&mut dji, event("dji", "medical-transfer-consent", "c77-revive", &consent(case, "c-77", &["kmar"])))
+            .await
+            .unwrap_err();
+    assert_eq!((s.code(), reason(&s).as_str()), (Code::PermissionDenied, "CONSENT_NOT_OWNED"));
+    assert_eq!(violation_fields(&s), vec!["/consentId"]);
+    publish(&mut gza, event("gza", "medical-file-transfer", "mft-77", &medical_file(case, "c-77", "kmar")))
+        .await
+        .unwrap();
+
+    // 2. gza sends a file to kmar under c-88; dji registers c-88 (gza's id) naming itself:
+    //    refused; with an id of its own it is a form of dji's, yet the file is never dji's.
+    publish(&mut gza, event("gza", "medical-transfer-consent", "c88", &consent(case, "c-88", &["kmar"])))
+        .await
+        .unwrap();
+    publish(&mut gza, event("gza", "medical-file-transfer", "mft-88", &medical_file(case, "c-88", "kmar")))
+        .await
+        .unwrap();
+    let s = publish(&mut dji, event("dji", "medical-transfer-consent", "c88-dji", &consent(case, "c-88", &["dji"])))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&s), "CONSENT_NOT_OWNED");
+    publish(&mut dji, event("dji", "medical-transfer-consent", "c99-dji", &consent(case, "c-99", &["dji"])))
+        .await
+        .unwrap();
+    marker(&gw, "forged-end").await;
+
+    let status = gza.event_status(EventStatusRequest { id: "mft-77".into() }).await.unwrap().into_inner();
+    let kmar_state = status.recipients.iter().find(|r| r.partner == "kmar").unwrap();
+    assert_eq!((kmar_state.state.as_str(), kmar_state.reason_code.as_str()), ("withheld", "CONSENT_WITHDRAWN"));
+    let status = gza.event_status(EventStatusRequest { id: "mft-88".into() }).await.unwrap().into_inner();
+    let state = |p: &str| status.recipients.iter().find(|r| r.partner == p).unwrap().clone();
+    assert_eq!(state("dji").state, "not-addressed", "{:?}", state("dji"));
+    assert!(state("dji").checks.iter().any(|c| c.check == "addressee" && !c.held), "{:?}", state("dji"));
+    assert_eq!(state("kmar").state, "deliverable");
+    assert_eq!(state("gza").state, "publisher", "never withheld from its own file");
+
+    // dji receives neither file; kmar only the one under c-88.
+    let mut req = all_from_start("");
+    req.types = vec!["medical-file-transfer".into(), "baggage".into()];
+    let got = deliveries(&mut dji, req.clone(), "forged-end").await;
+    assert_eq!(ids(&got), ["forged-end"], "no medical file reached dji");
+    let got = deliveries(&mut kmar, req, "forged-end").await;
+    assert_eq!(ids(&got), ["mft-88", "forged-end"]);
+
+    // Both refusals are in the denial log, and the rejection log has them too.
+    let mut quality = gw.client("quality").await;
+    let all = quality.list_denials(ListDenialsRequest::default()).await.unwrap().into_inner().denials;
+    let refused: Vec<&str> = all
+        .iter()
+        .filter(|d| d.partner == "dji" && d.reason_code == "CONSENT_NOT_OWNED")
+        .map(|d| d.event_id.as_str())
+        .collect();
+    assert_eq!(refused, ["c77-revive", "c88-dji"]);
+    // kmar reads its own refusals only: not that mft-77 is withheld from it.
+    let own = kmar.list_denials(ListDenialsRequest::default()).await.unwrap().into_inner().denials;
+    assert!(own.iter().all(|d| d.kind.ends_with("-refused")), "{own:?}");
+    assert!(all.iter().any(|d| d.partner == "kmar" && d.kind == "withheld"), "the auditor sees the withholding");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_medical_file_reaches_only_its_addressee_while_the_named_consent_covers_it() {
+    let gw = Gateway::start().await;
+    let case = "3456789012";
+    let mut gza = gw.client("gza").await;
+    let mut dji = gw.client("dji").await;
+    let mut kmar = gw.client("kmar").await;
+    publish(&mut gza, event("gza", "medical-transfer-consent", "cx", &consent(case, "x", &["kmar"]))).await.unwrap();
+    publish(&mut dji, event("dji", "medical-transfer-consent", "cy", &consent(case, "y", &["dji"]))).await.unwrap();
+    publish(&mut gza, event("gza", "medical-file-transfer", "file-1", &medical_file(case, "x", "kmar"))).await.unwrap();
+    // The registrar withdraws x: the next file under it is withheld from kmar.
+    publish(&mut gza, event("gza", "medical-transfer-consent", "cx-w", &withdrawn(case, "x", &["kmar"])))
+        .await
+        .unwrap();
+    publish(&mut gza, event("gza", "medical-file-transfer", "file-2", &medical_file(case, "x", "kmar"))).await.unwrap();
+    marker(&gw, "addressed-end").await;
+
+    let mut req = all_from_start("");
+    req.types = vec!["medical-file-transfer".into(), "baggage".into()];
+    assert_eq!(ids(&deliveries(&mut kmar, req.clone(), "addressed-end").await), ["file-1", "addressed-end"]);
+    assert_eq!(ids(&deliveries(&mut dji, req.clone(), "addressed-end").await), ["addressed-end"]);
+    // The publisher gets both of its own files.
+    req.types = vec!["medical-file-transfer".into()];
+    assert_eq!(ids(&deliveries(&mut gza, req, "file-2").await), ["file-1", "file-2"]);
+    let status = gza.event_status(EventStatusRequest { id: "file-2".into() }).await.unwrap().into_inner();
+    let kmar_state = status.recipients.iter().find(|r| r.partner == "kmar").unwrap();
+    assert_eq!((kmar_state.state.as_str(), kmar_state.reason_code.as_str()), ("withheld", "CONSENT_WITHDRAWN"));
+    let checks: Vec<(&str, bool)> = kmar_state.checks.iter().map(|c| (c.check.as_str(), c.held)).collect();
+    assert_eq!(checks, [("addressee", true), ("named-consent", true), ("coverage", false)]);
+    gw.stop().await;
+}

@@ -447,3 +447,93 @@ async fn demo_runs_end_to_end() {
     assert!(out.contains("== kmar subscribed to") && out.contains("== dvo subscribed to"), "{out}");
     assert!(out.contains("completeness per type:"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_testers_export_is_pseudonymised_replays_without_mismatches_and_every_export_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw =
+        Gateway::start_in(&dir.path().join("a"), "[export]\nauditors = [\"quality\"]\ntesters = [\"dvo\"]\n").await;
+    let log = gen(dir.path(), 13, 6).await;
+    let o = replay(&gw, &log, &["--expect-recorded"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // A medical file no recipient was given (the consent it names does not exist).
+    let mut gza = gw.client("gza").await;
+    let mut file = example_for("medical-file-transfer", "9999000077");
+    file["consentId"] = "no-such-consent".into();
+    file["attentionPoints"] = serde_json::json!(["withheld secret diagnosis"]);
+    publish(&mut gza, event("gza", "medical-file-transfer", "mft-withheld", &file)).await.unwrap();
+
+    let tester = dir.path().join("tester.ndjson");
+    let o = export_online(&gw, &tester, &["--all", "--as", "dvo"]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let auditor = dir.path().join("auditor.ndjson");
+    let o = export_online(&gw, &auditor, &["--all"]).await;
+    assert!(o.status.success(), "{}", text(&o));
+
+    // The tester's bytes hold no original V-number and no medical free text.
+    let bytes = std::fs::read_to_string(&tester).unwrap();
+    let full = std::fs::read_to_string(&auditor).unwrap();
+    let cases: BTreeSet<String> = lines(&log).iter().map(|l| l["subject"].as_str().unwrap().to_owned()).collect();
+    for case in cases.iter().map(String::as_str).chain(["9999000077"]) {
+        assert!(full.contains(case), "the auditor's export is complete: {case}");
+        assert!(!bytes.contains(case), "V-number {case} in the tester's export");
+    }
+    for text in
+        ["needs glasses for reading", "afraid of flying", "prefers a female doctor", "withheld secret diagnosis"]
+    {
+        assert!(!bytes.contains(text), "medical text {text:?} in the tester's export");
+    }
+    assert!(full.contains("withheld secret diagnosis"));
+    let tester_lines = lines(&tester);
+    let auditor_lines = lines(&auditor);
+    assert_eq!(tester_lines.len(), auditor_lines.len(), "every entry, pseudonymised");
+    assert!(auditor_lines.iter().all(|l| l["hash"].as_str().is_some()));
+    assert!(tester_lines.iter().all(|l| l["pseudonymised"] == true && l.get("hash").is_none()));
+    let omitted: Vec<&Value> = tester_lines.iter().filter(|l| l["omitted"] == true).collect();
+    assert_eq!(omitted.len(), 1, "only the file no one was given is left out");
+    assert!(omitted[0]["id"] == "mft-withheld" && omitted[0].get("data").is_none());
+
+    // Replayed against a fresh gateway: every outcome as recorded.
+    let fresh = Gateway::start_in(&dir.path().join("b"), "").await;
+    let o = replay(&fresh, &tester, &["--expect-recorded"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let s = summary(&o);
+    assert_eq!((s["mismatches"].as_u64(), s["omitted"].as_u64()), (Some(0), Some(1)), "{s}");
+    assert_eq!(s["sent"].as_u64(), Some(tester_lines.len() as u64 - 1));
+
+    // Both exports are recorded: the auditor lists them all, the tester its own.
+    let audit = |partner: &str| {
+        args(&["audit", "exports", "--server", &gw.url(), "--certs", &p(&gw.certs_dir()), "--as", partner])
+    };
+    let o = loket(audit("quality")).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let records: Vec<Value> =
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let summary: Vec<(String, String, u64, String)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["partner"].as_str().unwrap().to_owned(),
+                r["mode"].as_str().unwrap().to_owned(),
+                r["entries"].as_u64().unwrap(),
+                r["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let n = tester_lines.len() as u64;
+    assert_eq!(
+        summary,
+        [
+            ("dvo".into(), "pseudonymised".into(), n, "completed".into()),
+            ("quality".into(), "full".into(), n, "completed".into())
+        ]
+    );
+    assert!(records.iter().all(|r| r["filters"] == "outcomes=ALL"), "{records:?}");
+    let o = loket(audit("dvo")).await;
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1, "{}", text(&o));
+    // Someone who may not export is refused, and that is in the denial log.
+    let o = export_online(&gw, &dir.path().join("no.ndjson"), &["--as", "kmar"]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    gw.stop().await;
+    fresh.stop().await;
+}

@@ -130,3 +130,74 @@ async fn schemas_are_listed_with_their_expected_fields() {
     }
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_oin_identity_the_certificate_oin_decides_and_revoked_certificates_are_refused() {
+    use loket_server::certs;
+    let dir = tempfile::tempdir().unwrap();
+    let certs_dir = dir.path().join("certs");
+    let partners: Vec<_> = ["dtv", "kmar", "quality"].iter().map(|p| p.parse().unwrap()).collect();
+    certs::init_with_oins(&certs_dir, &partners, false).unwrap();
+    // DT&V's OIN under a service name; CN "dtv" with another (unknown) OIN; CN "dtv" with
+    // KMar's OIN; CN "dtv" without OIN; DT&V's OIN, revoked.
+    certs::issue(&certs_dir, "dtv-service", "koppelvlak-7", Some(&certs::dev_oin("dtv"))).unwrap();
+    certs::issue(&certs_dir, "spoof", "dtv", Some("00000099999999999999")).unwrap();
+    certs::issue(&certs_dir, "kmar-named-dtv", "dtv", Some(&certs::dev_oin("kmar"))).unwrap();
+    certs::issue(&certs_dir, "no-oin", "dtv", None).unwrap();
+    certs::issue(&certs_dir, "revoked", "koppelvlak-8", Some(&certs::dev_oin("dtv"))).unwrap();
+    let crl = certs::revoke(&certs_dir, &["revoked"]).unwrap();
+    let oins = std::fs::read_to_string(certs_dir.join(certs::OINS)).unwrap();
+    let config = format!(
+        "[tls]\nidentity = \"oin\"\ncrl = [{:?}]\n[access]\nauditors = [\"quality\"]\nconsent_registrars = []\n\
+         [export]\nauditors = []\n[quality]\nreaders = []\n{oins}\
+         publish = []\n[partners.quality.subscribe]\n\
+         [partners.dtv.subscribe]\nbaggage = {{}}\n[partners.kmar.subscribe]\nbaggage = {{}}\n",
+        crl.display().to_string()
+    );
+    // oins.toml ends with the [partners.quality] table: its publish line is added above;
+    // dtv and kmar publish baggage.
+    let config = config
+        .replace(
+            &format!("[partners.dtv]\noin = \"{}\"\n", certs::dev_oin("dtv")),
+            &format!("[partners.dtv]\noin = \"{}\"\npublish = [\"baggage\"]\n", certs::dev_oin("dtv")),
+        )
+        .replace(
+            &format!("[partners.kmar]\noin = \"{}\"\n", certs::dev_oin("kmar")),
+            &format!("[partners.kmar]\noin = \"{}\"\npublish = [\"baggage\"]\n", certs::dev_oin("kmar")),
+        );
+    let gw = Gateway::start_in(dir.path(), &config).await;
+    let client = |name: &str| {
+        let options = ClientOptions { server: gw.url(), certs: certs_dir.clone(), partner: name.to_owned() };
+        async move { connect(&options).await.unwrap() }
+    };
+
+    // The OIN decides, whatever the common name says.
+    let mut dtv = client("dtv-service").await;
+    publish(&mut dtv, event("dtv", "baggage", "oin-1", &example("baggage"))).await.unwrap();
+    let mut kmar = client("kmar-named-dtv").await;
+    let s = publish(&mut kmar, event("dtv", "baggage", "oin-2", &example("baggage"))).await.unwrap_err();
+    assert_eq!(reason(&s), "SOURCE_MISMATCH", "CN dtv with KMar's OIN is KMar: {s:?}");
+    publish(&mut kmar, event("kmar", "baggage", "oin-3", &example("baggage"))).await.unwrap();
+
+    // Unknown OIN, no OIN: refused at the first call, named in the denial log.
+    let s = client("spoof").await.list_schemas(ListSchemasRequest {}).await.unwrap_err();
+    assert_eq!((s.code(), reason(&s).as_str()), (Code::Unauthenticated, "UNKNOWN_OIN"));
+    let s = client("no-oin").await.list_schemas(ListSchemasRequest {}).await.unwrap_err();
+    assert_eq!((s.code(), reason(&s).as_str()), (Code::Unauthenticated, "OIN_MISSING"));
+    let denials = client("quality")
+        .await
+        .list_denials(loket_server::proto::ListDenialsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .denials;
+    let found: Vec<(&str, &str)> = denials.iter().map(|d| (d.partner.as_str(), d.reason_code.as_str())).collect();
+    assert!(found.contains(&("00000099999999999999", "UNKNOWN_OIN")), "{found:?}");
+    assert!(found.contains(&("dtv", "OIN_MISSING")), "the common name names the caller without OIN: {found:?}");
+
+    // A revoked certificate does not get past the handshake, though its OIN is DT&V's.
+    let options = ClientOptions { server: gw.url(), certs: certs_dir.clone(), partner: "revoked".into() };
+    let (endpoint, _) = loket_server::client::endpoint(&options).unwrap();
+    refused(endpoint).await;
+    gw.stop().await;
+}

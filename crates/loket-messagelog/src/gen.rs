@@ -318,6 +318,8 @@ pub fn generate(options: &GenOptions, out: &mut dyn Write) -> Result<u64, Error>
             chain: None,
             prevhash: None,
             hash: None,
+            pseudonymised: None,
+            omitted: None,
         };
         match schema.check(&p.data) {
             Ok(c) => {

@@ -72,6 +72,13 @@ pub struct LogLine {
     pub prevhash: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
+    /// A tester's export: V-numbers and free text are keyed pseudonyms (and the line
+    /// carries no hashes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pseudonymised: Option<bool>,
+    /// The payload was left out (medical data no recipient was given); replay skips it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub omitted: Option<bool>,
 }
 
 #[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -137,6 +144,8 @@ impl LogLine {
             chain: (entry.chain != 0).then_some(entry.chain),
             prevhash: hex_opt(&entry.prev_hash),
             hash: hex_opt(&entry.hash),
+            pseudonymised: entry.pseudonymised.then_some(true),
+            omitted: entry.omitted.then_some(true),
         }
     }
 
@@ -164,6 +173,11 @@ impl LogLine {
 
     pub fn accepted(&self) -> bool {
         self.outcome == ACCEPTED
+    }
+
+    /// Whether the payload was left out of the export (nothing to replay).
+    pub fn is_omitted(&self) -> bool {
+        self.omitted == Some(true)
     }
 
     pub fn data_bytes(&self) -> Result<Vec<u8>, Error> {

@@ -40,6 +40,16 @@ pub enum Error {
     SourceMismatch { identity: String, claimed: String },
     #[error("certificate identity {identity:?} belongs to no partner in the policy")]
     UnknownIdentity { identity: String },
+    /// `[tls] identity = "oin"`: the certificate carries no usable OIN.
+    #[error("the client certificate (common name {common_name:?}) carries no OIN: {problem}")]
+    NoOin { common_name: String, problem: &'static str },
+    /// `[tls] identity = "oin"`: a well-formed OIN that no partner has.
+    #[error("the client certificate's OIN {oin} belongs to no partner in the policy")]
+    UnknownOin { oin: String },
+    #[error("partner {partner:?} is not a consent registrar: only [access] consent_registrars publish consent forms")]
+    NotAConsentRegistrar { partner: String },
+    #[error("consent form {consent_id:?} belongs to registrar {owner:?}; {partner:?} may not amend or withdraw it")]
+    ConsentNotOwned { partner: String, consent_id: String, owner: String },
     #[error("partner {partner:?} may not publish events of type {event_type:?}")]
     PublishNotGranted { partner: String, event_type: String },
     #[error("partner {partner:?} may not receive events of type {}", .types.join(", "))]
@@ -118,6 +128,10 @@ impl Error {
             Error::Unauthenticated(_) => "UNAUTHENTICATED",
             Error::SourceMismatch { .. } => "SOURCE_MISMATCH",
             Error::UnknownIdentity { .. } => "UNKNOWN_PARTNER",
+            Error::NoOin { .. } => "OIN_MISSING",
+            Error::UnknownOin { .. } => "UNKNOWN_OIN",
+            Error::NotAConsentRegistrar { .. } => "NOT_A_CONSENT_REGISTRAR",
+            Error::ConsentNotOwned { .. } => "CONSENT_NOT_OWNED",
             Error::PublishNotGranted { .. } | Error::SubscribeNotGranted { .. } => "TYPE_NOT_GRANTED",
             Error::NoGrants { .. } => "NO_GRANTS",
             Error::EventNotFound { .. } => "EVENT_NOT_FOUND",
@@ -166,8 +180,10 @@ impl Error {
             | Error::SubscribeNotGranted { .. }
             | Error::NoGrants { .. }
             | Error::AuditNotPermitted { .. }
+            | Error::NotAConsentRegistrar { .. }
+            | Error::ConsentNotOwned { .. }
             | Error::ExportNotAllowed { .. } => Code::PermissionDenied,
-            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::Unauthenticated(_) | Error::NoOin { .. } | Error::UnknownOin { .. } => Code::Unauthenticated,
             Error::EventNotFound { .. } | Error::SubscriptionNotFound { .. } => Code::NotFound,
             Error::IdConflict { .. } => Code::AlreadyExists,
             Error::AckBeyondEnd { .. } => Code::OutOfRange,
@@ -233,6 +249,12 @@ impl Error {
             Error::AckNotDelivered { sequence, .. } => {
                 vec![FieldViolation::new("sequence", format!("{sequence} was not delivered on this stream"))]
             }
+            Error::NotAConsentRegistrar { partner } => {
+                vec![FieldViolation::attribute("type", format!("{partner} is not a consent registrar"))]
+            }
+            Error::ConsentNotOwned { owner, .. } => {
+                vec![FieldViolation::new("/consentId", format!("the form belongs to registrar {owner}"))]
+            }
             _ => Vec::new(),
         }
     }
@@ -258,6 +280,12 @@ impl Error {
                 vec![("identity", identity.clone()), ("source", claimed.clone())]
             }
             Error::UnknownIdentity { identity } => vec![("identity", identity.clone())],
+            Error::NoOin { common_name, .. } => vec![("common_name", common_name.clone())],
+            Error::UnknownOin { oin } => vec![("oin", oin.clone())],
+            Error::NotAConsentRegistrar { partner } => vec![("partner", partner.clone())],
+            Error::ConsentNotOwned { consent_id, owner, .. } => {
+                vec![("consent_id", consent_id.clone()), ("owner", owner.clone())]
+            }
             Error::PublishNotGranted { partner, event_type } => {
                 vec![("partner", partner.clone()), ("type", event_type.clone())]
             }
@@ -304,6 +332,10 @@ impl Error {
         matches!(
             self,
             Error::UnknownIdentity { .. }
+                | Error::NoOin { .. }
+                | Error::UnknownOin { .. }
+                | Error::NotAConsentRegistrar { .. }
+                | Error::ConsentNotOwned { .. }
                 | Error::SourceMismatch { .. }
                 | Error::PublishNotGranted { .. }
                 | Error::SubscribeNotGranted { .. }

@@ -61,6 +61,8 @@ pub async fn run_with(
     let registry = Arc::new(registry);
 
     let access = Access::open(&config, policy)?;
+    access.load_consent_claims(&journal)?;
+    let viewer = Viewer { access: access.clone(), journal: journal.clone(), registry: registry.clone() };
 
     let stopping = CancellationToken::new();
     let indexer = tokio::spawn(access.clone().run_indexer(journal.clone(), stopping.clone()));
@@ -75,7 +77,7 @@ pub async fn run_with(
             let relay = Relay {
                 journal: journal.clone(),
                 settings: settings.clone(),
-                policy: Box::new(PartnerViews::new(access.clone(), journal.clone(), &event_types, relay_stop.clone())),
+                policy: Box::new(PartnerViews::new(viewer.clone(), &event_types, relay_stop.clone())),
                 event_types,
             };
             let (handle, task) = relay.start(relay_stop.clone())?;
@@ -91,18 +93,14 @@ pub async fn run_with(
             policy: access.policy.clone(),
             rules,
             max_event_bytes: config.grpc.max_event_bytes,
+            claims: access.claims.clone(),
         },
         journal: journal.clone(),
         quality: quality.clone(),
         access: access.clone(),
         kafka: kafka.clone(),
     };
-    let subscriptions = Subscriptions {
-        viewer: Viewer { access: access.clone(), journal: journal.clone() },
-        registry: registry.clone(),
-        kafka,
-        shutdown: stopping.clone(),
-    };
+    let subscriptions = Subscriptions { viewer, registry: registry.clone(), kafka, shutdown: stopping.clone() };
     let service = GatewayService {
         publisher,
         subscriptions,
@@ -124,9 +122,6 @@ pub async fn run_with(
         .map_err(|e| Error::Config(vec![format!("reflection service: {e}")]))?;
 
     let mut builder = Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls).map_err(|e| Error::Tls(e.to_string()))?;
-    }
     let local = listener.local_addr().map_err(|e| Error::io("cannot read the listener address", e))?;
 
     // Tasks that hold the journal and the quality store: awaited before both are closed,
@@ -164,12 +159,14 @@ pub async fn run_with(
             stopping.cancel();
         }
     };
-    let served = builder
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(gateway)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown)
-        .await;
+    let router = builder.add_service(health).add_service(reflection).add_service(gateway);
+    let served = match tls {
+        Some(tls) => {
+            let connections = tls::incoming(listener, tls, stopping.clone());
+            router.serve_with_incoming_shutdown(connections, on_shutdown).await
+        }
+        None => router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown).await,
+    };
     stopping.cancel();
     if let Err(e) = indexer.await {
         tracing::error!(error = %e, "access indexer ended abnormally");

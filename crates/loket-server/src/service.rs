@@ -16,8 +16,9 @@ use crate::proto::gateway_server::Gateway;
 use crate::proto::timestamp::from_micros;
 use crate::proto::{
     AckReply, AckRequest, Delivery, EventStatusReply, EventStatusRequest, ExportEntry, ExportRequest, KafkaRelayStatus,
-    ListDenialsReply, ListDenialsRequest, ListSchemasReply, ListSchemasRequest, PublishReply, PublishRequest,
-    PublishStreamReply, QualityReport, QualityReportRequest, SchemaInfo, StatusReply, StatusRequest, SubscribeRequest,
+    ListDenialsReply, ListDenialsRequest, ListExportsReply, ListExportsRequest, ListSchemasReply, ListSchemasRequest,
+    PublishReply, PublishRequest, PublishStreamReply, QualityReport, QualityReportRequest, SchemaInfo, StatusReply,
+    StatusRequest, SubscribeRequest,
 };
 use crate::publish::{publish_stream, Publisher};
 use crate::quality::Quality;
@@ -118,8 +119,21 @@ impl Gateway for GatewayService {
 
     async fn export(&self, request: Request<ExportRequest>) -> Result<Response<Self::ExportStream>, Status> {
         let partner = self.access.caller(&request, "export").await?;
-        let entries = messagelog::export(&self.access, &self.journal, &partner, request.get_ref())?;
+        let entries = messagelog::export(
+            &self.access,
+            &self.journal,
+            &self.registry,
+            &partner,
+            request.get_ref(),
+            &self.shutdown,
+        )
+        .await?;
         Ok(Response::new(Box::pin(entries)))
+    }
+
+    async fn list_exports(&self, request: Request<ListExportsRequest>) -> Result<Response<ListExportsReply>, Status> {
+        let partner = self.access.caller(&request, "audit").await?;
+        Ok(Response::new(messagelog::list_exports(&self.access, &partner, request.get_ref())?))
     }
 
     async fn get_quality_report(

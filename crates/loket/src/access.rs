@@ -1,14 +1,14 @@
-//! `loket status` and `loket audit denials`.
+//! `loket status`, `loket audit denials` and `loket audit exports`.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use loket_messagelog::timestamp::{parse_rfc3339, rfc3339};
 use loket_server::client::connect;
-use loket_server::proto::{EventStatusRequest, ListDenialsRequest};
+use loket_server::proto::{EventStatusRequest, ListDenialsRequest, ListExportsRequest};
 use serde_json::json;
 
-use crate::cli::{AuditDenialsArgs, StatusArgs};
+use crate::cli::{AuditDenialsArgs, AuditExportsArgs, StatusArgs};
 use crate::output;
 use crate::publish::options;
 
@@ -31,6 +31,10 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             if r.released_by != 0 {
                 v["releasedBy"] = json!(r.released_by);
             }
+            if !r.checks.is_empty() {
+                v["checks"] =
+                    r.checks.iter().map(|c| json!({"check": c.check, "held": c.held, "detail": c.detail})).collect();
+            }
             v
         })
         .collect();
@@ -42,11 +46,31 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn denials(args: AuditDenialsArgs) -> anyhow::Result<ExitCode> {
-    let since = match &args.since {
-        None => None,
-        Some(t) => Some(parse_rfc3339(t).with_context(|| format!("--since {t:?} is not an RFC 3339 time"))?),
+fn since(text: Option<&str>) -> anyhow::Result<Option<prost_types::Timestamp>> {
+    text.map(|t| parse_rfc3339(t).with_context(|| format!("--since {t:?} is not an RFC 3339 time"))).transpose()
+}
+
+pub async fn exports(args: AuditExportsArgs) -> anyhow::Result<ExitCode> {
+    let since = since(args.since.as_deref())?;
+    let mut client =
+        connect(&options(&args.client)).await.with_context(|| format!("cannot connect to {}", args.client.server))?;
+    let reply = match client.list_exports(ListExportsRequest { since }).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => return Ok(output::report_failure("audit exports", &status)),
     };
+    for e in &reply.exports {
+        println!(
+            "{}",
+            json!({"startedAt": e.started_at.as_ref().map(rfc3339), "partner": e.partner, "mode": e.mode,
+                   "filters": e.filters, "entries": e.entries, "state": e.state,
+                   "finishedAt": e.finished_at.as_ref().map(rfc3339)})
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn denials(args: AuditDenialsArgs) -> anyhow::Result<ExitCode> {
+    let since = since(args.since.as_deref())?;
     let mut client =
         connect(&options(&args.client)).await.with_context(|| format!("cannot connect to {}", args.client.server))?;
     let request = ListDenialsRequest {

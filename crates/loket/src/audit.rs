@@ -57,6 +57,10 @@ fn verify_log(path: &Path, partial: bool) -> anyhow::Result<(ChainWalk, Option<P
             continue;
         }
         let parsed = LogLine::parse(&line).with_context(|| format!("line {number}"))?;
+        anyhow::ensure!(
+            parsed.pseudonymised != Some(true),
+            "line {number}: a pseudonymised (tester's) export carries no hashes; verify an auditor's export"
+        );
         anyhow::ensure!(parsed.hash.is_some(), "line {number}: no hash (not an export of a gateway's journal)");
         let checked = if parsed.accepted() {
             let record = parsed.stored_event().with_context(|| format!("line {number}"))?;

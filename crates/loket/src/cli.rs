@@ -83,7 +83,8 @@ pub struct ExportArgs {
     /// Directory with ca.pem and <partner>.pem/.key.
     #[arg(long, env = "LOKET_CERTS", default_value = "./data/certs")]
     pub certs: PathBuf,
-    /// The partner to export as (must be allowed by the gateway's [export] partners).
+    /// The partner to export as: an export auditor gets the log as stored, a tester
+    /// pseudonymised (the gateway's [export] auditors and testers).
     #[arg(long = "as", env = "LOKET_PARTNER", value_name = "PARTNER", default_value = "quality")]
     pub partner: String,
     /// First entry: an accepted sequence number or an RFC 3339 time (inclusive).
@@ -159,8 +160,12 @@ pub struct GenArgs {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Refused publishes and subscribes, redactions and withholdings, as JSON lines, oldest
-    /// first. A partner sees its own; an auditor (the quality team) sees everyone's.
+    /// first. A partner sees its own refusals; an auditor (the quality team) sees
+    /// everything, everyone's.
     Denials(AuditDenialsArgs),
+    /// Every export of the message log (who, when, full or pseudonymised, filters, entries
+    /// sent), as JSON lines, oldest first. An auditor sees every export, a partner its own.
+    Exports(AuditExportsArgs),
     /// Walk the hash chain and report the first entry that was altered, removed or
     /// reordered. Exit status 3 when the chain is broken.
     Verify(AuditVerifyArgs),
@@ -218,6 +223,11 @@ pub struct CertsInitArgs {
     /// Replace files that already exist.
     #[arg(long)]
     pub force: bool,
+    /// Put a development OIN (20 digits) in each client certificate's subject
+    /// serialNumber, as PKIoverheid certificates carry the organisation's OIN, and write
+    /// the matching `[partners.<id>] oin` lines to oins.toml: for `[tls] identity = "oin"`.
+    #[arg(long)]
+    pub oin: bool,
 }
 
 /// How to reach the gateway and as whom.
@@ -300,6 +310,15 @@ pub struct StatusArgs {
     /// The id the event was published with (by the partner given with --as).
     #[arg(long)]
     pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditExportsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Only exports started at or after this RFC 3339 time.
+    #[arg(long, value_name = "RFC3339")]
+    pub since: Option<String>,
 }
 
 #[derive(Debug, Args)]

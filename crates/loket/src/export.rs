@@ -72,7 +72,13 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let mut out = open_output(args.output.as_deref())?;
     let mut count = 0u64;
     if let Some(data) = &args.data {
-        count = export_offline(data, request, &mut out)?;
+        // Recorded like every export, in the data directory's own access store.
+        let record = loket_server::messagelog::OfflineExport::start(data, &request).await.with_context(|| {
+            format!("cannot record the export in {} (is the gateway still running?)", data.display())
+        })?;
+        let written = export_offline(data, request, &mut out);
+        record.finish(*written.as_ref().unwrap_or(&0), written.is_ok())?;
+        count = written?;
     } else {
         let options =
             ClientOptions { server: args.server.clone(), certs: args.certs.clone(), partner: args.partner.clone() };

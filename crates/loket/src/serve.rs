@@ -53,12 +53,23 @@ pub fn certs_init(args: CertsInitArgs) -> anyhow::Result<()> {
     if !bad.is_empty() {
         anyhow::bail!("--partners: {}", bad.join("; "));
     }
-    certs::init(&args.out, &partners, args.force)?;
+    if args.oin {
+        certs::init_with_oins(&args.out, &partners, args.force)?;
+    } else {
+        certs::init(&args.out, &partners, args.force)?;
+    }
     let names: Vec<&str> = partners.iter().map(PartnerId::as_str).collect();
     println!(
         "wrote a development CA, a server certificate for localhost/127.0.0.1 and client certificates for {} into {}",
         names.join(", "),
         args.out.display()
     );
+    if args.oin {
+        println!(
+            "each client certificate carries a development OIN in its subject serialNumber; with [tls] identity = \"oin\" \
+             add the [partners.<id>] oin lines of {} to the configuration",
+            args.out.join(certs::OINS).display()
+        );
+    }
     Ok(())
 }

@@ -29,11 +29,12 @@ impl DenialRecord {
 }
 
 /// Records a refusal in the denial log when it is one that is recorded (permission, not
-/// malformed input). A failure to record is logged; the caller still gets its refusal.
+/// malformed input). `partner` is the caller, or what it presented when it is no partner.
+/// A failure to record is logged; the caller still gets its refusal.
 pub(crate) async fn record_refusal(
     access: &Access,
     kind: &str,
-    partner: &PartnerId,
+    partner: &str,
     error: &Error,
     id: &str,
     event_type: &str,
@@ -41,11 +42,11 @@ pub(crate) async fn record_refusal(
     let Some(code) = error.denial_code() else { return };
     let record = DenialRecord {
         at_micros: now_micros(),
-        partner: partner.to_string(),
+        partner: partner.to_owned(),
         kind: kind.to_owned(),
         event_type: event_type.to_owned(),
         event_id: id.to_owned(),
-        source: partner.to_string(),
+        source: partner.to_owned(),
         reason_code: code.to_owned(),
         reason: error.to_string(),
         fields: match error {
@@ -61,12 +62,13 @@ pub(crate) async fn record_refusal(
 
 impl Access {
     /// `ListDenials`: an auditor reads everyone's denials (or one partner's), any other
-    /// partner only its own.
+    /// partner only its own refusals: not the redactions and withholdings recorded about
+    /// it, which would tell it of events it may not see.
     pub async fn list_denials(&self, caller: &PartnerId, req: ListDenialsRequest) -> Result<Vec<Denial>, Error> {
         let auditor = self.policy.is_auditor(caller.as_str());
         if !auditor && !req.partner.is_empty() && req.partner != caller.as_str() {
             let e = Error::AuditNotPermitted { partner: caller.to_string(), asked: req.partner };
-            record_refusal(self, "audit-refused", caller, &e, "", "").await;
+            record_refusal(self, "audit-refused", caller.as_str(), &e, "", "").await;
             return Err(e);
         }
         let since = match &req.since {
@@ -84,7 +86,7 @@ impl Access {
             (false, _) => Some(caller.as_str()),
         };
         let limit = if req.limit == 0 { DEFAULT_DENIALS } else { req.limit as usize };
-        let denials = self.store.denials(since, filter, limit)?;
+        let denials = self.store.denials(since, filter, !auditor, limit)?;
         Ok(denials
             .into_iter()
             .map(|d| Denial {

@@ -1,9 +1,17 @@
-//! Who is calling: the identity the transport vouches for (the client certificate's subject
-//! common name, or on an explicitly insecure gateway the `x-loket-partner` header), mapped
-//! to a partner through the policy. Every RPC resolves its caller here, once.
+//! Who is calling: the identity the transport vouches for, mapped to a partner through the
+//! policy. Every RPC resolves its caller here, once:
+//! - `[tls] identity = "cn"`: the client certificate's subject common name (development
+//!   certificates), matched against `[partners.<id>] identity`;
+//! - `[tls] identity = "oin"`: the OIN in the certificate subject's serialNumber
+//!   (PKIoverheid), matched against `[partners.<id>] oin`; the common name is then only a
+//!   service name and decides nothing;
+//! - on an explicitly insecure gateway, the `x-loket-partner` header.
 
+use loket_access::is_oin;
 use loket_domain::PartnerId;
 use tonic::Request;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::oid_registry::OID_X509_SERIALNUMBER;
 
 use super::{denials, Access};
 use crate::Error;
@@ -13,54 +21,98 @@ pub const PARTNER_HEADER: &str = "x-loket-partner";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IdentityMode {
-    ClientCertificate,
+    CommonName,
+    Oin,
     InsecureHeader,
 }
 
 impl Access {
-    /// The calling partner: the presented identity mapped through the policy. An identity
-    /// the policy does not know is refused, and recorded as a refusal of `action`.
+    /// The calling partner. An identity the policy does not know is refused, and recorded
+    /// as a refusal of `action` under what the caller presented (its common name or OIN).
     pub async fn caller<T>(&self, request: &Request<T>, action: &str) -> Result<PartnerId, Error> {
-        let identity = presented_identity(request, self.identity)?;
-        match self.policy.partner_for_identity(identity.as_str()).map(str::parse::<PartnerId>) {
-            Some(Ok(partner)) => Ok(partner),
-            _ => {
-                let e = Error::UnknownIdentity { identity: identity.to_string() };
-                denials::record_refusal(self, &format!("{action}-refused"), &identity, &e, "", "").await;
-                Err(e)
+        let presented = match self.identity {
+            IdentityMode::InsecureHeader => Presented::Name(header_identity(request)?),
+            IdentityMode::CommonName | IdentityMode::Oin => {
+                let certs = request.peer_certs().ok_or(Error::Unauthenticated("no client certificate"))?;
+                let leaf = certs.first().ok_or(Error::Unauthenticated("no client certificate"))?;
+                let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+                    .map_err(|_| Error::Unauthenticated("the client certificate cannot be parsed"))?;
+                if self.identity == IdentityMode::Oin {
+                    oin_identity(&cert)
+                } else {
+                    Presented::Name(common_name(&cert)?)
+                }
             }
+        };
+        let found = match &presented {
+            Presented::Name(name) => self.policy.partner_for_identity(name),
+            Presented::Oin(oin) => self.policy.partner_for_oin(oin),
+            Presented::NoOin { .. } => None,
+        };
+        if let Some(Ok(partner)) = found.map(str::parse::<PartnerId>) {
+            return Ok(partner);
         }
+        let (who, e) = match presented {
+            Presented::Name(name) => (name.clone(), Error::UnknownIdentity { identity: name }),
+            Presented::Oin(oin) => (oin.clone(), Error::UnknownOin { oin }),
+            Presented::NoOin { common_name, problem } => (common_name.clone(), Error::NoOin { common_name, problem }),
+        };
+        denials::record_refusal(self, &format!("{action}-refused"), &who, &e, "", "").await;
+        Err(e)
     }
 }
 
-/// The identity the transport vouches for, before the policy maps it to a partner.
-fn presented_identity<T>(request: &Request<T>, mode: IdentityMode) -> Result<PartnerId, Error> {
-    match mode {
-        IdentityMode::ClientCertificate => {
-            let certs = request.peer_certs().ok_or(Error::Unauthenticated("no client certificate"))?;
-            let leaf = certs.first().ok_or(Error::Unauthenticated("no client certificate"))?;
-            partner_from_certificate(leaf.as_ref())
-        }
-        IdentityMode::InsecureHeader => {
-            let value = request
-                .metadata()
-                .get(PARTNER_HEADER)
-                .ok_or(Error::Unauthenticated("this insecure gateway needs the x-loket-partner header"))?;
-            let name = value.to_str().map_err(|_| Error::Unauthenticated("x-loket-partner is not text"))?;
-            name.parse().map_err(|_| Error::Unauthenticated("x-loket-partner is not a valid partner id"))
-        }
-    }
+/// What a caller presented, before the policy maps it to a partner.
+enum Presented {
+    /// A common name or header value.
+    Name(String),
+    /// A well-formed OIN.
+    Oin(String),
+    /// A certificate without a well-formed OIN.
+    NoOin { common_name: String, problem: &'static str },
 }
 
-/// The partner id in a DER certificate's subject common name.
-fn partner_from_certificate(der: &[u8]) -> Result<PartnerId, Error> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|_| Error::Unauthenticated("the client certificate cannot be parsed"))?;
+fn header_identity<T>(request: &Request<T>) -> Result<String, Error> {
+    let value = request
+        .metadata()
+        .get(PARTNER_HEADER)
+        .ok_or(Error::Unauthenticated("this insecure gateway needs the x-loket-partner header"))?;
+    let name = value.to_str().map_err(|_| Error::Unauthenticated("x-loket-partner is not text"))?;
+    let id: PartnerId =
+        name.parse().map_err(|_| Error::Unauthenticated("x-loket-partner is not a valid partner id"))?;
+    Ok(id.to_string())
+}
+
+/// The subject common name, when it can be a partner identity.
+fn common_name(cert: &X509Certificate<'_>) -> Result<String, Error> {
     let cn = cert
         .subject()
         .iter_common_name()
         .next()
         .and_then(|cn| cn.as_str().ok())
         .ok_or(Error::Unauthenticated("the client certificate has no subject common name"))?;
-    cn.parse().map_err(|_| Error::Unauthenticated("the client certificate's common name is not a partner id"))
+    let id: PartnerId =
+        cn.parse().map_err(|_| Error::Unauthenticated("the client certificate's common name is not a partner id"))?;
+    Ok(id.to_string())
+}
+
+/// The OIN in the subject serialNumber (exactly one, 20 digits).
+fn oin_identity(cert: &X509Certificate<'_>) -> Presented {
+    // Shown in the refusal and the denial log: the common name says which system called.
+    let common_name: String = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(|cn| cn.chars().filter(|c| !c.is_control()).take(64).collect())
+        .unwrap_or_else(|| "(none)".to_owned());
+    let mut serials = cert.subject().iter_by_oid(&OID_X509_SERIALNUMBER);
+    let problem = match (serials.next().map(|a| a.as_str()), serials.next()) {
+        (None, _) => "the subject has no serialNumber",
+        (Some(_), Some(_)) => "the subject has more than one serialNumber",
+        (Some(Err(_)), None) => "the subject serialNumber is not text",
+        (Some(Ok(oin)), None) if is_oin(oin) => return Presented::Oin(oin.to_owned()),
+        (Some(Ok(_)), None) => "the subject serialNumber is not an OIN (20 digits)",
+    };
+    Presented::NoOin { common_name, problem }
 }

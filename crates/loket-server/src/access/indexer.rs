@@ -20,8 +20,9 @@ impl Access {
         let mut book = ConsentBook::default();
         for entry in self.store.all() {
             match entry {
-                Ok(e) if e.event_type == CONSENT_TYPE => book.record(&e.subject, &e.data),
-                Ok(_) => {}
+                Ok(e) => {
+                    self.policy.record_consent(&mut book, &e.facts());
+                }
                 Err(e) => tracing::error!(error = %e, "access index unreadable; consent state may be incomplete"),
             }
         }
@@ -66,14 +67,9 @@ impl Access {
             let entry = IndexedEvent::of(event, parse(event)?);
             if medical {
                 for partner in self.policy.recipients_of(&event.event_type) {
-                    let verdict = self.policy.view(
-                        &partner,
-                        &entry.event_type,
-                        &entry.subject,
-                        &entry.data,
-                        book,
-                        entry.received_at_micros,
-                    );
+                    // Withholdings are recorded for the addressee only: the others are
+                    // never to receive the event, so nothing is kept from them.
+                    let verdict = self.policy.view(&partner, &entry.facts(), book, entry.received_at_micros);
                     if let Verdict::Withhold(reason) = verdict {
                         withholdings.push(DenialRecord {
                             at_micros: event.received_at_micros,
@@ -86,7 +82,7 @@ impl Access {
                 }
             }
             if consent {
-                book.record(&entry.subject, &entry.data);
+                self.policy.record_consent(book, &entry.facts());
             }
             entries.push(entry);
         }

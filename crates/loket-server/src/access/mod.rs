@@ -9,21 +9,47 @@ mod indexer;
 mod status;
 mod store;
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
-use loket_access::{Policy, SubscriberScan};
-use loket_journal::StoredEvent;
+use loket_access::{Policy, SubscriberScan, CONSENT_TYPE};
+use loket_journal::{Journal, StoredEvent};
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use identity::IdentityMode;
 pub use identity::PARTNER_HEADER;
-pub(crate) use store::{AccessStore, DenialRecord, IndexedEvent};
+pub(crate) use store::{AccessStore, DenialRecord, ExportRecord, IndexedEvent};
 
-use crate::config::{Config, TlsSource};
+use crate::config::{Config, IdentitySource, TlsSource};
 use crate::Error;
+
+/// Journal events read per step when the consent claims are brought up to date at start.
+const CLAIM_CHUNK: usize = 1024;
+
+/// Who registered each consent form (`consentId` → registrar), as intake checks it: a
+/// form belongs to the registrar that published it first. Claimed when a form passes
+/// intake, before it is journalled, so that two registrars racing for one id cannot both
+/// get it. (Consent books hold the same line in journal order, so what they decide never
+/// depends on this map; it lets intake refuse a foreign reuse with a clear error.)
+#[derive(Clone, Default)]
+pub(crate) struct ConsentClaims(Arc<Mutex<HashMap<String, String>>>);
+
+impl ConsentClaims {
+    /// Claims `consent_id` for `registrar`; the owner when another registrar has it.
+    pub fn claim(&self, consent_id: &str, registrar: &str) -> Result<(), String> {
+        let mut owners = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match owners.get(consent_id) {
+            Some(owner) if owner != registrar => Err(owner.clone()),
+            Some(_) => Ok(()),
+            None => {
+                owners.insert(consent_id.to_owned(), registrar.to_owned());
+                Ok(())
+            }
+        }
+    }
+}
 
 /// The gateway's access state; cheap to clone.
 #[derive(Clone)]
@@ -34,19 +60,67 @@ pub(crate) struct Access {
     identity: IdentityMode,
     indexed: Arc<watch::Sender<u64>>,
     rules: Arc<String>,
+    /// The registrar of every consent form.
+    pub claims: ConsentClaims,
 }
 
 impl Access {
     pub fn open(config: &Config, policy: Policy) -> Result<Self, Error> {
         let store = AccessStore::open(&config.access_dir(), 8 * 1024 * 1024)?;
-        let rules = format!("{:?}|{:?}", config.access.medical_types, config.access.medical_fields);
+        // The index and the withholdings recorded with it follow from these rules (and
+        // from index entries that name their publisher: "v2").
+        let rules = format!(
+            "v2|{:?}|{:?}|{:?}",
+            config.access.medical_types, config.access.medical_fields, config.access.consent_registrars
+        );
         let indexed = store.indexed(&rules)?;
         let (tx, _) = watch::channel(indexed);
-        let identity = match config.tls_source() {
-            TlsSource::Insecure => IdentityMode::InsecureHeader,
-            TlsSource::Files { .. } | TlsSource::Generated { .. } => IdentityMode::ClientCertificate,
+        let identity = match (config.tls_source(), config.tls.identity) {
+            (TlsSource::Insecure, _) => IdentityMode::InsecureHeader,
+            (_, IdentitySource::Cn) => IdentityMode::CommonName,
+            (_, IdentitySource::Oin) => IdentityMode::Oin,
         };
-        Ok(Self { policy: Arc::new(policy), store, identity, indexed: Arc::new(tx), rules: Arc::new(rules) })
+        Ok(Self {
+            policy: Arc::new(policy),
+            store,
+            identity,
+            indexed: Arc::new(tx),
+            rules: Arc::new(rules),
+            claims: ConsentClaims::default(),
+        })
+    }
+
+    /// Fills the consent claims from every consent form the journal holds: the indexed
+    /// ones, then the journal past the index (after a crash, a little; after a change of
+    /// the medical rules, which empties the index, all of it).
+    pub fn load_consent_claims(&self, journal: &Journal) -> Result<(), Error> {
+        let claim = |source: &str, data: &serde_json::Value| {
+            if self.policy.is_consent_registrar(source) {
+                if let Some(id) = data.get("consentId").and_then(serde_json::Value::as_str) {
+                    // The first registrar in journal order owns it; later claims lose.
+                    let _ = self.claims.claim(id, source);
+                }
+            }
+        };
+        // The index is kept by case: order its consents by sequence before claiming.
+        let mut indexed: Vec<IndexedEvent> = self
+            .store
+            .all()
+            .filter(|e| e.as_ref().map_or(true, |e| e.event_type == CONSENT_TYPE))
+            .collect::<Result<_, _>>()?;
+        indexed.sort_by_key(|e| e.sequence);
+        for e in &indexed {
+            claim(&e.source, &e.data);
+        }
+        let mut next = *self.indexed.borrow() + 1;
+        loop {
+            let batch = journal.read_from(next, CLAIM_CHUNK)?;
+            let Some(last) = batch.last() else { return Ok(()) };
+            next = last.sequence + 1;
+            for event in batch.iter().filter(|e| e.event_type == CONSENT_TYPE) {
+                claim(&event.source, &parse(event)?);
+            }
+        }
     }
 
     /// Waits until the index covers the journal up to `sequence`; false on shutdown.

@@ -1,14 +1,15 @@
-//! `EventStatus`: who receives an event and, for consent-gated data, whether it is withheld
-//! from each recipient or was released, replayed from the access index.
+//! `EventStatus`: who receives an event and, for consent-gated data, per recipient which of
+//! the medical rules held (addressee, named consent, coverage) and whether the event is
+//! withheld from it, was released, or is never its; replayed from the access index.
 
 use std::collections::BTreeSet;
 
-use loket_access::{redact, Step, SubscriberScan};
+use loket_access::{redact, MedicalChecks, Step, SubscriberScan};
 use loket_domain::time::now_micros;
 use loket_journal::StoredEvent;
 
 use super::{parse, Access, IndexedEvent};
-use crate::proto::{EventStatusReply, RecipientStatus};
+use crate::proto::{EventStatusReply, MedicalCheck, RecipientStatus};
 use crate::Error;
 
 impl Access {
@@ -22,18 +23,27 @@ impl Access {
             let at = entries.partition_point(|e| e.sequence < event.sequence);
             entries.insert(at, this.clone());
         }
+        let policy = &self.policy;
         let mut gated = false;
         let mut recipients = Vec::new();
-        for partner in self.policy.recipients_of(&event.event_type) {
+        for partner in policy.recipients_of(&event.event_type) {
             let mut scan = SubscriberScan::new(&partner, BTreeSet::from([event.event_type.clone()]));
             let mut status = RecipientStatus { partner: partner.clone(), ..Default::default() };
-            if let Some(rule) = self.policy.subscription(&partner, &event.event_type) {
+            let mut medical = false;
+            if let Some(rule) = policy.subscription(&partner, &event.event_type) {
                 let (seen, redacted) = redact(&this.data, rule);
-                gated |= self.policy.is_medical(&event.event_type, &seen);
+                medical = policy.is_medical(&event.event_type, &seen);
                 status.redacted = redacted;
             }
+            gated |= medical;
+            let mut checks = None;
             for entry in &entries {
-                let (step, released) = scan.step(&self.policy, &entry.facts());
+                if entry.sequence == event.sequence && medical {
+                    // As the rules stood when the gateway received the event.
+                    checks =
+                        Some(policy.medical_checks(&partner, &this.facts(), scan.book(), entry.received_at_micros));
+                }
+                let (step, released) = scan.step(policy, &entry.facts());
                 if entry.sequence == event.sequence {
                     match step {
                         Step::Deliver { .. } | Step::Skip => status.state = "deliverable".into(),
@@ -42,20 +52,35 @@ impl Access {
                             status.reason_code = reason.code().into();
                             status.reason = reason.to_string();
                         }
+                        Step::NotAddressed => {
+                            status.state = "not-addressed".into();
+                            status.reason_code = "NOT_ADDRESSEE".into();
+                            status.reason = "the medical data is addressed to another partner".into();
+                        }
                     }
                 }
                 if released.contains(&event.sequence) {
                     status.state = "released".into();
                     status.released_by = entry.sequence;
+                    checks =
+                        Some(policy.medical_checks(&partner, &this.facts(), scan.book(), entry.received_at_micros));
                 }
             }
             if status.state == "withheld" {
                 // Still withheld: say why as of now (later consents may name others).
-                if let Err(reason) = scan.book().coverage(&event.subject, &partner, now_micros()) {
+                let now = policy.medical_checks(&partner, &this.facts(), scan.book(), now_micros());
+                if let Err(reason) = now.coverage {
                     status.reason_code = reason.code().into();
                     status.reason = reason.to_string();
                 }
+                checks = Some(now);
             }
+            if medical && partner == event.source {
+                status.state = "publisher".into();
+                status.reason_code.clear();
+                status.reason = "the publisher always receives its own event".into();
+            }
+            status.checks = checks.map(|c| report(&c)).unwrap_or_default();
             recipients.push(status);
         }
         Ok(EventStatusReply {
@@ -66,4 +91,34 @@ impl Access {
             recipients,
         })
     }
+}
+
+/// The checks as `EventStatus` reports them.
+fn report(checks: &MedicalChecks) -> Vec<MedicalCheck> {
+    let check = |check: &str, held: bool, detail: String| MedicalCheck { check: check.to_owned(), held, detail };
+    let named =
+        checks.consent_id.as_deref().map_or_else(|| "any consent of the case".to_owned(), |id| format!("consent {id}"));
+    vec![
+        check(
+            "addressee",
+            checks.addressed,
+            match &checks.addressee {
+                Some(a) => format!("addressed to {a}"),
+                None => "no addressee named".to_owned(),
+            },
+        ),
+        check(
+            "named-consent",
+            checks.consent_on_record,
+            format!("{named} {}", if checks.consent_on_record { "is on record" } else { "is not on record" }),
+        ),
+        check(
+            "coverage",
+            checks.coverage.is_ok(),
+            match checks.coverage {
+                Ok(()) => format!("{named} covers the recipient"),
+                Err(reason) => format!("{named}: {} ({reason})", reason.code()),
+            },
+        ),
+    ]
 }

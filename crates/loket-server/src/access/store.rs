@@ -5,6 +5,8 @@
 //!   journal. Derived data: rebuilt from the journal when lost or when the medical rules
 //!   change; `meta/indexed` says how far it got.
 //! - `denials`: the audit log of refusals, redactions and withholdings.
+//! - `exports`: the record of every export of the message log (who, when, which filters,
+//!   how many entries), written before the first entry leaves.
 
 use std::path::Path;
 
@@ -27,6 +29,9 @@ const WITHHOLDING: u8 = 3;
 pub(crate) struct IndexedEvent {
     pub sequence: u64,
     pub event_type: String,
+    /// The publisher: a consent counts only from a registrar, and a publisher is never
+    /// withheld from its own event.
+    pub source: String,
     pub subject: String,
     pub received_at_micros: i64,
     pub data: Value,
@@ -45,6 +50,7 @@ impl IndexedEvent {
         IndexedEvent {
             sequence: event.sequence,
             event_type: event.event_type.clone(),
+            source: event.source.clone(),
             subject: event.subject.clone(),
             received_at_micros: event.received_at_micros,
             data,
@@ -68,11 +74,27 @@ pub(crate) struct DenialRecord {
     pub fields: Vec<String>,
 }
 
+/// One export of the message log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct ExportRecord {
+    /// The exporting partner, or "operator" for an offline export.
+    pub partner: String,
+    pub started_at_micros: i64,
+    /// "full" or "pseudonymised".
+    pub mode: String,
+    pub filters: String,
+    pub entries: u64,
+    /// "started", "completed" or "interrupted".
+    pub state: String,
+    pub finished_at_micros: Option<i64>,
+}
+
 #[derive(Clone)]
 pub(crate) struct AccessStore {
     db: sled::Db,
     gated: sled::Tree,
     denials: sled::Tree,
+    exports: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -127,6 +149,7 @@ impl AccessStore {
         Ok(Self {
             gated: db.open_tree("gated").map_err(storage)?,
             denials: db.open_tree("denials").map_err(storage)?,
+            exports: db.open_tree("exports").map_err(storage)?,
             meta: db.open_tree("meta").map_err(storage)?,
             db,
         })
@@ -219,11 +242,20 @@ impl AccessStore {
         Ok(())
     }
 
-    /// Denials at or after `since` (µs), of `partner` when given, oldest first, at most
-    /// the `limit` most recent.
-    pub fn denials(&self, since: i64, partner: Option<&str>, limit: usize) -> Result<Vec<DenialRecord>, Error> {
+    /// Denials at or after `since` (µs), of `partner` when given, only refusals when
+    /// `refusals_only`, oldest first, at most the `limit` most recent.
+    pub fn denials(
+        &self,
+        since: i64,
+        partner: Option<&str>,
+        refusals_only: bool,
+        limit: usize,
+    ) -> Result<Vec<DenialRecord>, Error> {
         let mut out = Vec::new();
-        for item in self.denials.iter() {
+        // Refusals sort first (their kind byte is the lowest): with `refusals_only` the
+        // redactions and withholdings are not even read.
+        let records = if refusals_only { self.denials.scan_prefix([REFUSAL]) } else { self.denials.iter() };
+        for item in records {
             let (_, v) = item.map_err(storage)?;
             let record: DenialRecord = serde_json::from_slice(&v).map_err(|e| corrupt("denial", e))?;
             if record.at_micros >= since && partner.is_none_or(|p| p == record.partner) {
@@ -233,6 +265,46 @@ impl AccessStore {
         out.sort_by_key(|d| (d.at_micros, d.sequence));
         let skip = out.len().saturating_sub(limit);
         Ok(out.split_off(skip))
+    }
+
+    /// Records an export as started and makes it durable before returning, so that no
+    /// entry leaves unrecorded; returns the key to finish it with.
+    pub async fn export_started(&self, record: &ExportRecord) -> Result<Vec<u8>, Error> {
+        let id = self.db.generate_id().map_err(storage)?;
+        let mut key = record.started_at_micros.to_be_bytes().to_vec();
+        key.extend_from_slice(&id.to_be_bytes());
+        let value = serde_json::to_vec(record).map_err(|e| corrupt("export record", e))?;
+        self.exports.insert(&key, value).map_err(storage)?;
+        self.db.flush_async().await.map_err(storage)?;
+        Ok(key)
+    }
+
+    /// Completes the export record under `key` with what was sent, durably.
+    pub fn export_finished(&self, key: &[u8], entries: u64, completed: bool, at_micros: i64) -> Result<(), Error> {
+        let Some(value) = self.exports.get(key).map_err(storage)? else {
+            return Err(Error::Access("an export record disappeared".to_owned()));
+        };
+        let mut record: ExportRecord = serde_json::from_slice(&value).map_err(|e| corrupt("export record", e))?;
+        record.entries = entries;
+        record.state = if completed { "completed" } else { "interrupted" }.to_owned();
+        record.finished_at_micros = Some(at_micros);
+        let value = serde_json::to_vec(&record).map_err(|e| corrupt("export record", e))?;
+        self.exports.insert(key, value).map_err(storage)?;
+        self.exports.flush().map_err(storage)?;
+        Ok(())
+    }
+
+    /// The exports started at or after `since` (µs), by `partner` when given, oldest first.
+    pub fn exports(&self, since: i64, partner: Option<&str>) -> Result<Vec<ExportRecord>, Error> {
+        let mut out = Vec::new();
+        for item in self.exports.range(since.to_be_bytes().to_vec()..) {
+            let (_, v) = item.map_err(storage)?;
+            let record: ExportRecord = serde_json::from_slice(&v).map_err(|e| corrupt("export record", e))?;
+            if partner.is_none_or(|p| p == record.partner) {
+                out.push(record);
+            }
+        }
+        Ok(out)
     }
 
     pub fn flush(&self) -> Result<(), Error> {

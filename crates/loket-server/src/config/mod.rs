@@ -15,7 +15,9 @@ pub use loket_kafka::{AckMode, KafkaConfig};
 use loket_schema::Registry;
 use serde::Deserialize;
 
-pub use sections::{ExportConfig, GrpcConfig, JournalSettings, MetricsConfig, QualityConfig, SchemasConfig, TlsConfig};
+pub use sections::{
+    ExportConfig, GrpcConfig, IdentitySource, JournalSettings, MetricsConfig, QualityConfig, SchemasConfig, TlsConfig,
+};
 
 use crate::Error;
 
@@ -188,10 +190,21 @@ impl Config {
                 problems.push(format!("tls.dev_partners: {e}"));
             }
         }
-        for p in &self.export.partners {
-            if let Err(e) = p.parse::<PartnerId>() {
-                problems.push(format!("export.partners: {e}"));
+        for (key, list) in [("export.auditors", &self.export.auditors), ("export.testers", &self.export.testers)] {
+            for p in list {
+                if let Err(e) = p.parse::<PartnerId>() {
+                    problems.push(format!("{key}: {e}"));
+                }
             }
+        }
+        for path in &tls.crl {
+            if !path.is_file() {
+                problems.push(format!("tls.crl: {} is not a readable file", path.display()));
+            }
+        }
+        if self.grpc.insecure && tls.identity == IdentitySource::Oin {
+            problems
+                .push("tls.identity: \"oin\" reads client certificates, which an insecure gateway has not".to_owned());
         }
         if self.metrics.enabled && self.metrics.listen.parse::<SocketAddr>().is_err() {
             problems.push(format!("metrics.listen: {:?} is not an address like 127.0.0.1:9464", self.metrics.listen));
@@ -269,7 +282,11 @@ impl Config {
     /// The access policy in force, checked against the schemas of `registry`: the partner
     /// grants, `[access]`, and the roles `[export]` and `[quality]` grant.
     pub fn policy(&self, registry: &Registry) -> Result<Policy, Error> {
-        let roles = Roles { exporters: self.export.partners.clone(), quality_readers: self.quality.readers.clone() };
+        let roles = Roles {
+            exporters: self.export.auditors.clone(),
+            quality_readers: self.quality.readers.clone(),
+            testers: self.export.testers.clone(),
+        };
         Policy::compile_with_roles(&self.access, &self.partner_policies()?, &roles, &|t: &str| {
             registry.schemas().filter(|s| s.event_type() == t).map(|s| s.document().clone()).collect()
         })

@@ -8,10 +8,16 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportConfig {
-    /// Partners allowed to call Export (the whole message log, accepted and rejected,
-    /// every partner's events): by default only the chain's quality team.
-    #[serde(default = "default_export_partners")]
-    pub partners: Vec<String>,
+    /// Export auditors: may export the whole message log as stored (accepted and
+    /// rejected, every partner's events, payloads in full): by default only the chain's
+    /// quality team. (`partners`, the key's former name, is still read.)
+    #[serde(default = "default_export_partners", alias = "partners")]
+    pub auditors: Vec<String>,
+    /// Integration testers: may export the message log pseudonymised (V-numbers and free
+    /// text replaced by keyed pseudonyms, the payloads of medical events no recipient was
+    /// given left out), which still replays with the recorded outcomes.
+    #[serde(default)]
+    pub testers: Vec<String>,
 }
 
 fn default_export_partners() -> Vec<String> {
@@ -20,7 +26,7 @@ fn default_export_partners() -> Vec<String> {
 
 impl Default for ExportConfig {
     fn default() -> Self {
-        Self { partners: default_export_partners() }
+        Self { auditors: default_export_partners(), testers: Vec::new() }
     }
 }
 
@@ -43,9 +49,31 @@ pub struct GrpcConfig {
     pub stream_in_flight: usize,
 }
 
+/// What in a client certificate names the partner.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentitySource {
+    /// The subject common name, matched against `[partners.<id>] identity` (or the id):
+    /// for development certificates.
+    #[default]
+    Cn,
+    /// The OIN in the subject serialNumber (PKIoverheid), matched against
+    /// `[partners.<id>] oin`; the common name is then only a service name.
+    Oin,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
+    /// What in a client certificate identifies the partner: "cn" (the subject common
+    /// name; development) or "oin" (the OIN in the subject serialNumber; PKIoverheid).
+    #[serde(default)]
+    pub identity: IdentitySource,
+    /// Certificate revocation lists (PEM or DER files) checked at every handshake: a
+    /// client certificate they revoke is refused. With lists given, every CA that signs
+    /// client certificates needs a current one. Read at start-up.
+    #[serde(default)]
+    pub crl: Vec<PathBuf>,
     /// PEM file with the CA certificate(s) that sign partner client certificates.
     pub client_ca: Option<PathBuf>,
     /// PEM file with the server certificate chain.

@@ -79,9 +79,28 @@ fn all_problems_are_reported_at_once() {
 #[test]
 fn exporters_default_to_quality_and_are_checked() {
     let c = Config::parse("", "t", &no_env()).unwrap();
-    assert_eq!(c.export.partners, vec!["quality".to_owned()]);
+    assert_eq!(c.export.auditors, vec!["quality".to_owned()]);
+    assert!(c.export.testers.is_empty());
     let err = Config::parse("[export]\npartners = [\"Quality\"]\n", "x.toml", &no_env()).unwrap_err();
-    assert!(err.to_string().contains("export.partners"), "{err}");
+    assert!(err.to_string().contains("export.auditors"), "the former key is still read: {err}");
+    let err = Config::parse("[export]\ntesters = [\"T T\"]\n", "x.toml", &no_env()).unwrap_err();
+    assert!(err.to_string().contains("export.testers"), "{err}");
+}
+
+#[test]
+fn identity_and_revocation_settings_are_checked() {
+    let c = Config::parse("[tls]\nidentity = \"oin\"\n", "t", &no_env()).unwrap();
+    assert_eq!(c.tls.identity, IdentitySource::Oin);
+    let text = "[grpc]\ninsecure = true\n[tls]\nidentity = \"oin\"\ncrl = [\"/nonexistent.crl\"]\n";
+    let Error::Config(problems) = Config::parse(text, "x.toml", &no_env()).unwrap_err() else {
+        panic!("expected a config error")
+    };
+    let all = problems.join("\n");
+    for needle in ["tls.crl: /nonexistent.crl", "tls.identity"] {
+        assert!(all.contains(needle), "{needle} missing from:\n{all}");
+    }
+    let err = Config::parse("[tls]\nidentity = \"dn\"\n", "x.toml", &no_env()).unwrap_err();
+    assert!(err.to_string().contains("dn"), "{err}");
 }
 
 #[test]

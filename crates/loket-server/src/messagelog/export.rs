@@ -1,45 +1,281 @@
 //! Export: the message log's accepted and rejected entries in chain order, as the Export
 //! RPC streams them and `loket export --data` writes them from a stopped gateway's journal.
+//!
+//! Who exports decides what: an export auditor (`[export] auditors`) gets the log as
+//! stored; an integration tester (`[export] testers`) gets it pseudonymised
+//! (`loket_access::Pseudonymiser`, a fresh key per export) without the payloads of medical
+//! events that no recipient was given. Every export is recorded before its first entry
+//! leaves and completed with the number of entries sent (`loket audit exports`).
 
+use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use loket_access::{Pseudonymiser, Step, SubscriberScan};
+use loket_domain::time::now_micros;
 use loket_domain::{FieldViolation, PartnerId, SPEC_VERSION};
 use loket_journal::export::{Entry, Filter};
 use loket_journal::Journal;
+use loket_schema::Registry;
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::access::Access;
+use crate::access::{denials, Access, AccessStore, ExportRecord};
 use crate::proto::timestamp::{from_micros, to_micros};
-use crate::proto::{export_request, CloudEvent, ExportEntry, ExportRequest, ExportViolation, Outcome, Outcomes};
+use crate::proto::{
+    export_request, CloudEvent, ExportEntry, ExportRequest, ExportViolation, ListExportsReply, ListExportsRequest,
+    Outcome, Outcomes,
+};
 use crate::Error;
 
 /// Entries buffered per export stream.
 const STREAM_BUFFER: usize = 256;
+/// The exporter named in the record of an offline export.
+pub const OFFLINE_EXPORTER: &str = "operator";
 
-/// The Export RPC: the log entries `request` selects, if `partner` may export.
-pub(crate) fn export(
+/// How an exporter sees the log.
+enum Mode {
+    Full,
+    Pseudonymised { pseudonyms: Pseudonymiser, registry: Arc<Registry>, omitted: HashSet<u64> },
+}
+
+impl Mode {
+    fn name(&self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Pseudonymised { .. } => "pseudonymised",
+        }
+    }
+
+    fn entry(&self, entry: Entry) -> ExportEntry {
+        match self {
+            Mode::Full => export_entry(entry),
+            Mode::Pseudonymised { pseudonyms, registry, omitted } => {
+                let omit = matches!(&entry, Entry::Accepted(e) if omitted.contains(&e.sequence));
+                pseudonymise(export_entry(entry), pseudonyms, registry, omit)
+            }
+        }
+    }
+}
+
+/// The Export RPC: the log entries `request` selects, as `partner` may see them.
+pub(crate) async fn export(
     access: &Access,
     journal: &Journal,
+    registry: &Arc<Registry>,
     partner: &PartnerId,
     request: &ExportRequest,
+    shutdown: &CancellationToken,
 ) -> Result<ReceiverStream<Result<ExportEntry, Status>>, Error> {
-    if !access.policy.may_export(partner.as_str()) {
-        return Err(Error::ExportNotAllowed { partner: partner.to_string() });
+    let policy = &access.policy;
+    let tester = !policy.may_export(partner.as_str()) && policy.may_export_pseudonymised(partner.as_str());
+    if !policy.may_export(partner.as_str()) && !tester {
+        let e = Error::ExportNotAllowed { partner: partner.to_string() };
+        denials::record_refusal(access, "export-refused", partner.as_str(), &e, "", "").await;
+        return Err(e);
     }
     let entries = journal.entries(filter(request)?)?;
-    tracing::info!(partner = %partner, "message log export started");
+    let mode = if tester {
+        // Which medical events some recipient was given is known once the index covers
+        // everything this export can contain.
+        if !access.indexed_up_to(journal.last_sequence(), shutdown).await {
+            return Err(Error::ShuttingDown);
+        }
+        let mut key = [0u8; 32];
+        rustls::crypto::ring::default_provider()
+            .secure_random
+            .fill(&mut key)
+            .map_err(|_| Error::Access("no randomness for the export key".to_owned()))?;
+        Mode::Pseudonymised {
+            pseudonyms: Pseudonymiser::new(&key),
+            registry: registry.clone(),
+            omitted: undelivered_medical(access, registry)?,
+        }
+    } else {
+        Mode::Full
+    };
+    let record = ExportRecord {
+        partner: partner.to_string(),
+        started_at_micros: now_micros(),
+        mode: mode.name().to_owned(),
+        filters: describe(request),
+        state: "started".to_owned(),
+        ..ExportRecord::default()
+    };
+    let key = access.store.export_started(&record).await?;
+    tracing::info!(partner = %partner, mode = mode.name(), filters = %record.filters, "message log export started");
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    let store = access.store.clone();
     // Reading is blocking sled work: off the async threads, throttled by the channel.
     tokio::task::spawn_blocking(move || {
+        let mut sent = 0u64;
+        let mut completed = true;
         for entry in entries {
-            let item = entry.map(export_entry).map_err(|e| Status::from(Error::from(e)));
+            let item = entry.map(|e| mode.entry(e)).map_err(|e| Status::from(Error::from(e)));
             let failed = item.is_err();
             if tx.blocking_send(item).is_err() || failed {
-                return;
+                completed = false;
+                break;
             }
+            sent += 1;
+        }
+        if let Err(e) = store.export_finished(&key, sent, completed, now_micros()) {
+            tracing::error!(error = %e, "could not complete the record of an export");
         }
     });
     Ok(ReceiverStream::new(rx))
+}
+
+/// `ListExports`: an auditor (`[access] auditors`) lists every export, any other partner
+/// its own.
+pub(crate) fn list_exports(
+    access: &Access,
+    partner: &PartnerId,
+    request: &ListExportsRequest,
+) -> Result<ListExportsReply, Error> {
+    let since = match &request.since {
+        None => i64::MIN,
+        Some(ts) => to_micros(ts).ok_or_else(|| {
+            Error::InvalidExport(vec![FieldViolation::new("since", "must be a valid instant between years 1 and 9999")])
+        })?,
+    };
+    let own = (!access.policy.is_auditor(partner.as_str())).then_some(partner.as_str());
+    let exports = access.store.exports(since.max(0), own)?;
+    Ok(ListExportsReply {
+        exports: exports
+            .into_iter()
+            .map(|r| crate::proto::ExportRecord {
+                partner: r.partner,
+                started_at: Some(from_micros(r.started_at_micros)),
+                mode: r.mode,
+                filters: r.filters,
+                entries: r.entries,
+                state: r.state,
+                finished_at: r.finished_at_micros.map(from_micros),
+            })
+            .collect(),
+    })
+}
+
+/// The record of an offline export (`loket export --data`, by whoever can read a stopped
+/// gateway's data directory): kept in that directory's access store like any other.
+pub struct OfflineExport {
+    store: AccessStore,
+    key: Vec<u8>,
+}
+
+impl OfflineExport {
+    /// Records the start of an offline export of `data_dir`, durably.
+    pub async fn start(data_dir: &Path, request: &ExportRequest) -> Result<Self, Error> {
+        let store = AccessStore::open(&data_dir.join("access"), 1 << 20)?;
+        let record = ExportRecord {
+            partner: OFFLINE_EXPORTER.to_owned(),
+            started_at_micros: now_micros(),
+            mode: "full".to_owned(),
+            filters: describe(request),
+            state: "started".to_owned(),
+            ..ExportRecord::default()
+        };
+        let key = store.export_started(&record).await?;
+        Ok(Self { store, key })
+    }
+
+    /// Completes the record with the entries written.
+    pub fn finish(self, entries: u64, completed: bool) -> Result<(), Error> {
+        self.store.export_finished(&self.key, entries, completed, now_micros())?;
+        self.store.flush()
+    }
+}
+
+/// The filters of a request, as the export record keeps them.
+fn describe(request: &ExportRequest) -> String {
+    let mut parts = vec![format!(
+        "outcomes={}",
+        Outcomes::try_from(request.outcomes).map_or("?", |o| o.as_str_name()).trim_start_matches("OUTCOMES_")
+    )];
+    match &request.from {
+        Some(export_request::From::FromSequence(s)) => parts.push(format!("from={s}")),
+        Some(export_request::From::FromTime(t)) => parts.push(format!("from={}s", t.seconds)),
+        None => {}
+    }
+    match &request.to {
+        Some(export_request::To::ToSequence(s)) => parts.push(format!("to={s}")),
+        Some(export_request::To::ToTime(t)) => parts.push(format!("to={}s", t.seconds)),
+        None => {}
+    }
+    for (name, list) in [("types", &request.types), ("sources", &request.sources), ("cases", &request.subjects)] {
+        if !list.is_empty() {
+            parts.push(format!("{name}={}", list.join(",")));
+        }
+    }
+    parts.join(" ")
+}
+
+/// The accepted medical events no recipient other than their publisher was given (still
+/// withheld, or never addressed to a subscriber): their payloads stay out of a tester's
+/// export. Replays every medical recipient's scan over the access index.
+fn undelivered_medical(access: &Access, registry: &Registry) -> Result<HashSet<u64>, Error> {
+    let policy = &access.policy;
+    let mut medical = HashSet::new();
+    let mut given = HashSet::new();
+    let partners: BTreeSet<String> =
+        registry.event_types().filter(|t| policy.may_be_medical(t)).flat_map(|t| policy.recipients_of(t)).collect();
+    let mut scans: Vec<SubscriberScan> =
+        partners.into_iter().map(|p| SubscriberScan::new(p, BTreeSet::new())).collect();
+    for entry in access.store.all() {
+        let entry = entry?;
+        let facts = entry.facts();
+        if policy.may_be_medical(&entry.event_type) && policy.is_medical(&entry.event_type, &entry.data) {
+            medical.insert(entry.sequence);
+        }
+        for scan in &mut scans {
+            let (step, released) = scan.step(policy, &facts);
+            if matches!(step, Step::Deliver { .. }) && scan.partner() != entry.source {
+                given.insert(entry.sequence);
+            }
+            given.extend(released);
+        }
+    }
+    Ok(medical.difference(&given).copied().collect())
+}
+
+/// An entry as a tester sees it: the case and free text pseudonymised in the payload and
+/// wherever they are repeated (id, subject, message, violations); the chain hashes left
+/// out (they no longer match); the payload left out when `omit`.
+fn pseudonymise(mut entry: ExportEntry, pseudonyms: &Pseudonymiser, registry: &Registry, omit: bool) -> ExportEntry {
+    let mut event = entry.event.take().unwrap_or_default();
+    let dataschema = Some(event.dataschema.as_str()).filter(|d| !d.is_empty());
+    let schema = registry.resolve(&event.r#type, dataschema).map(|s| s.document().clone()).unwrap_or(Value::Null);
+    let mut replaced = vec![(event.subject.clone(), pseudonyms.case(&event.subject))];
+    if omit {
+        event.data.clear();
+    } else {
+        match serde_json::from_slice::<Value>(&event.data) {
+            Ok(data) => {
+                let out = pseudonyms.payload(&event.subject, &data, &schema);
+                event.data = serde_json::to_vec(&out.data).unwrap_or_default();
+                replaced.extend(out.replaced);
+            }
+            // Not JSON (a refused payload): letters of the same length, still not JSON.
+            Err(_) => event.data = pseudonyms.text(&String::from_utf8_lossy(&event.data)).into_bytes(),
+        }
+    }
+    replaced.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    event.subject = pseudonyms.case(&event.subject);
+    event.id = Pseudonymiser::scrub(&event.id, &replaced);
+    entry.message = Pseudonymiser::scrub(&entry.message, &replaced);
+    for v in &mut entry.violations {
+        v.description = Pseudonymiser::scrub(&v.description, &replaced);
+    }
+    entry.event = Some(event);
+    entry.prev_hash.clear();
+    entry.hash.clear();
+    entry.pseudonymised = true;
+    entry.omitted = omit;
+    entry
 }
 
 /// The journal filter of an Export request; every problem at once.

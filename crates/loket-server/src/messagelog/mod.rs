@@ -5,6 +5,6 @@
 mod export;
 mod rejections;
 
-pub(crate) use export::export;
-pub use export::{export_entry, filter};
+pub(crate) use export::{export, list_exports};
+pub use export::{export_entry, filter, OfflineExport, OFFLINE_EXPORTER};
 pub(crate) use rejections::record_rejection;

@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 
-use loket_access::Policy;
+use loket_access::{Policy, CONSENT_TYPE};
 use loket_domain::{CaseId, FieldViolation, PartnerId, DIGEST_TYPE, JSON_CONTENT_TYPE as JSON, SPEC_VERSION};
 use loket_journal::NewEvent;
 use loket_quality::{RuleSet, Severity};
 use loket_schema::Registry;
 use serde_json::Value;
 
+use crate::access::ConsentClaims;
 use crate::proto::timestamp::to_micros;
 use crate::proto::CloudEvent;
 use crate::Error;
@@ -24,6 +25,8 @@ pub(crate) struct Intake {
     pub policy: Arc<Policy>,
     pub rules: Arc<RuleSet>,
     pub max_event_bytes: usize,
+    /// Who registered each consent form.
+    pub claims: ConsentClaims,
 }
 
 /// An event that passed every check, ready for the journal.
@@ -54,6 +57,10 @@ impl Intake {
         }
         if !self.policy.may_publish(caller.as_str(), &event.r#type) {
             return Err(Error::PublishNotGranted { partner: caller.to_string(), event_type: event.r#type.clone() });
+        }
+        let consent = event.r#type == CONSENT_TYPE;
+        if consent && !self.policy.is_consent_registrar(caller.as_str()) {
+            return Err(Error::NotAConsentRegistrar { partner: caller.to_string() });
         }
         if event.data.len() > self.max_event_bytes {
             return Err(Error::PayloadTooLarge { size: event.data.len(), limit: self.max_event_bytes });
@@ -93,6 +100,14 @@ impl Intake {
             self.rules.evaluate(&event.r#type, &data).into_iter().partition(|f| f.severity == Severity::Reject);
         if !rejected.is_empty() {
             return Err(Error::RuleViolation { dataschema: schema.id().to_owned(), rules: rejected });
+        }
+        // Last, so that only a form about to be journalled claims its id.
+        if let Some(id) = data.get("consentId").and_then(Value::as_str).filter(|_| consent) {
+            self.claims.claim(id, caller.as_str()).map_err(|owner| Error::ConsentNotOwned {
+                partner: caller.to_string(),
+                consent_id: id.to_owned(),
+                owner,
+            })?;
         }
         let event = NewEvent {
             source: event.source.clone(),

@@ -88,7 +88,7 @@ impl Publisher {
                 Err((refusal, id)) => {
                     let kind = "publish-refused";
                     let event_type = event_type.as_deref().unwrap_or_default();
-                    denials::record_refusal(&publisher.access, kind, &partner, &refusal, &id, event_type).await;
+                    denials::record_refusal(&publisher.access, kind, partner.as_str(), &refusal, &id, event_type).await;
                     if !event_type.is_empty() {
                         publisher.quality.rejected(&partner, event_type, &refusal, now_micros());
                     }

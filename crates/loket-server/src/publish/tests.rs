@@ -14,11 +14,22 @@ use crate::proto::CloudEvent;
 use crate::{Config, Error};
 
 fn intake() -> Intake {
+    intake_with("")
+}
+
+/// Intake under the configuration `toml`.
+fn intake_with(toml: &str) -> Intake {
     let registry = Registry::embedded().unwrap();
-    let policy = Config::parse("", "t", &HashMap::new()).unwrap().policy(&registry).unwrap();
+    let policy = Config::parse(toml, "t", &HashMap::new()).unwrap().policy(&registry).unwrap();
     let types: Vec<&str> = registry.event_types().collect();
     let rules = RuleSet::embedded(&types).unwrap();
-    Intake { registry: Arc::new(registry), policy: Arc::new(policy), rules, max_event_bytes: 4096 }
+    Intake {
+        registry: Arc::new(registry),
+        policy: Arc::new(policy),
+        rules,
+        max_event_bytes: 4096,
+        claims: Default::default(),
+    }
 }
 
 fn example(event_type: &str, source: &str) -> CloudEvent {
@@ -87,6 +98,24 @@ fn refusals_keep_their_kind_until_the_edge() {
     let sent: Vec<String> = details.bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
     assert_eq!(sent, fields);
     assert!(sent.iter().any(|f| f == "/status"), "{sent:?}");
+}
+
+#[test]
+fn only_registrars_publish_consent_and_only_its_registrar_amends_a_form() {
+    let intake = intake();
+    intake.admit(&partner("gza"), Some(&example("medical-transfer-consent", "gza"))).unwrap();
+    // The same form again from its registrar (an amendment or withdrawal) is fine.
+    intake.admit(&partner("gza"), Some(&example("medical-transfer-consent", "gza"))).unwrap();
+    let forged = intake.admit(&partner("dji"), Some(&example("medical-transfer-consent", "dji"))).unwrap_err();
+    assert_eq!((forged.reason(), forged.code()), ("CONSENT_NOT_OWNED", Code::PermissionDenied));
+    assert_eq!(forged.denial_code(), Some("CONSENT_NOT_OWNED"));
+    assert!(forged.is_verdict(), "journalled as a rejection");
+    assert_eq!(forged.violations()[0].field, "/consentId");
+    // dji may publish the type, but is no registrar under this configuration.
+    let only_gza = intake_with("[access]\nconsent_registrars = [\"gza\"]\n");
+    let refused = only_gza.admit(&partner("dji"), Some(&example("medical-transfer-consent", "dji"))).unwrap_err();
+    assert_eq!((refused.reason(), refused.code()), ("NOT_A_CONSENT_REGISTRAR", Code::PermissionDenied));
+    assert_eq!(refused.denial_code(), Some("NOT_A_CONSENT_REGISTRAR"));
 }
 
 #[test]

@@ -56,7 +56,7 @@ impl Subscriptions {
                 }
             };
             let types = req.types.join(",");
-            denials::record_refusal(&self.viewer.access, "subscribe-refused", partner, &e, "", &types).await;
+            denials::record_refusal(&self.viewer.access, "subscribe-refused", partner.as_str(), &e, "", &types).await;
             return Err(e);
         }
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);

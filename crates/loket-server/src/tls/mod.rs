@@ -1,25 +1,50 @@
 //! TLS: the server's material (configured files, or development certificates generated into
 //! the data directory on first start), the development PKI (`certs.rs`) and the partner
 //! client (`client.rs`).
+//!
+//! The server's TLS is rustls configured here rather than through tonic's `tls_config`,
+//! because tonic cannot check client certificates against revocation lists: the client
+//! verifier is webpki's with the `[tls] crl` lists, so a revoked certificate fails the
+//! handshake. Handshakes run in their own tasks (a slow or hostile client holds up no
+//! other), and tonic gets the finished streams with the peer certificates it hands to
+//! `Request::peer_certs`.
 
 pub mod certs;
 pub mod client;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, TlsSource};
 use crate::Error;
 
-pub(crate) fn server_tls(config: &Config) -> Result<Option<ServerTlsConfig>, Error> {
+/// Longest a client may take over its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Finished handshakes waiting for the server to take them.
+const ACCEPTED_BUFFER: usize = 64;
+
+/// The server's rustls configuration, `None` on an insecure gateway.
+pub(crate) fn server_tls(config: &Config) -> Result<Option<Arc<ServerConfig>>, Error> {
+    let crls = &config.tls.crl;
     match config.tls_source() {
         TlsSource::Insecure => {
             tracing::warn!("serving plain TCP without TLS (insecure = true): callers are not authenticated");
             Ok(None)
         }
         TlsSource::Files { client_ca, server_cert, server_key } => {
-            load(&client_ca, &server_cert, &server_key).map(Some)
+            load(&client_ca, &server_cert, &server_key, crls).map(Some)
         }
         TlsSource::Generated { dir, partners } => {
             if certs::exists(&dir) {
@@ -35,23 +60,104 @@ pub(crate) fn server_tls(config: &Config) -> Result<Option<ServerTlsConfig>, Err
                     dir.display()
                 );
             }
-            load(&dir.join(certs::CA_CERT), &dir.join(certs::SERVER_CERT), &dir.join(certs::SERVER_KEY)).map(Some)
+            load(&dir.join(certs::CA_CERT), &dir.join(certs::SERVER_CERT), &dir.join(certs::SERVER_KEY), crls).map(Some)
         }
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))
+fn pem_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Tls(format!("{}: cannot read {what}: {e}", path.display()))
 }
 
-fn load(client_ca: &Path, server_cert: &Path, server_key: &Path) -> Result<ServerTlsConfig, Error> {
-    for (path, marker) in [(client_ca, "CERTIFICATE"), (server_cert, "CERTIFICATE"), (server_key, "PRIVATE KEY")] {
-        let text = read(path)?;
-        if !String::from_utf8_lossy(&text).contains(marker) {
-            return Err(Error::Tls(format!("{} holds no PEM {marker}", path.display())));
-        }
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_error(path, "PEM certificates", e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, "PEM certificates", e))?;
+    if certs.is_empty() {
+        return Err(Error::Tls(format!("{} holds no PEM CERTIFICATE", path.display())));
     }
-    Ok(ServerTlsConfig::new()
-        .identity(Identity::from_pem(read(server_cert)?, read(server_key)?))
-        .client_ca_root(Certificate::from_pem(read(client_ca)?)))
+    Ok(certs)
+}
+
+/// The revocation lists of one file: PEM (`X509 CRL` blocks) or a single DER list.
+fn revocation_lists(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+    if !bytes.starts_with(b"-----") {
+        return Ok(vec![CertificateRevocationListDer::from(bytes)]);
+    }
+    let lists = CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, "a PEM X509 CRL", e))?;
+    if lists.is_empty() {
+        return Err(Error::Tls(format!("{} holds no X509 CRL", path.display())));
+    }
+    Ok(lists)
+}
+
+fn load(client_ca: &Path, server_cert: &Path, server_key: &Path, crls: &[PathBuf]) -> Result<Arc<ServerConfig>, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for ca in certificates(client_ca)? {
+        roots.add(ca).map_err(|e| pem_error(client_ca, "a CA certificate", e))?;
+    }
+    let mut lists = Vec::new();
+    for path in crls {
+        lists.extend(revocation_lists(path)?);
+    }
+    // With lists, a certificate whose issuer has none is refused too (webpki's default):
+    // a CA named in client_ca without a list would otherwise slip past revocation.
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .with_crls(lists)
+        .build()
+        .map_err(|e| Error::Tls(format!("client certificate verifier: {e}")))?;
+    let key = PrivateKeyDer::from_pem_file(server_key).map_err(|e| pem_error(server_key, "a PEM PRIVATE KEY", e))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certificates(server_cert)?, key)
+        .map_err(|e| Error::Tls(format!("server certificate and key: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The connections of `listener` after a successful handshake, each handshake in its own
+/// task. A refused handshake (an unknown CA, a revoked or expired certificate) is logged
+/// with the peer's address and the reason, and the connection closed.
+pub(crate) fn incoming(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    shutdown: CancellationToken,
+) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(ACCEPTED_BUFFER);
+    let acceptor = TlsAcceptor::from(tls);
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of descriptors and the like: wait a moment rather than spin.
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = shutdown.cancelled() => return,
+            };
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::warn!(peer = %peer, error = %e, "tls handshake refused"),
+                    Err(_) => tracing::warn!(peer = %peer, "tls handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
 }

@@ -5,12 +5,11 @@ use std::future::Future;
 use std::pin::Pin;
 
 use loket_access::SubscriberScan;
-use loket_journal::{Journal, StoredEvent};
+use loket_journal::StoredEvent;
 use loket_kafka::{CloudEventRecord, DeliveryPolicy, PartnerRecord, ViewError};
 use tokio_util::sync::CancellationToken;
 
 use super::{Digests, Reading, Viewed, Viewer};
-use crate::access::Access;
 use crate::proto::Delivery;
 use crate::Error;
 
@@ -54,10 +53,11 @@ pub(crate) struct PartnerViews {
 }
 
 impl PartnerViews {
-    pub fn new(access: Access, journal: Journal, event_types: &[String], shutdown: CancellationToken) -> Self {
+    pub fn new(viewer: Viewer, event_types: &[String], shutdown: CancellationToken) -> Self {
+        let access = &viewer.access;
         let partners: BTreeSet<String> = event_types.iter().flat_map(|t| access.policy.recipients_of(t)).collect();
         let scans = partners.into_iter().map(|p| SubscriberScan::new(p, BTreeSet::new())).collect();
-        Self { viewer: Viewer { access, journal }, scans, shutdown }
+        Self { viewer, scans, shutdown }
     }
 }
 

@@ -3,15 +3,18 @@
 //! two cannot drift. It applies the subscriber's `SubscriberScan` (entitlement, redaction,
 //! consent; `loket-access`), records redactions in the denial log, fetches the withheld
 //! events a consent releases, and shows a quality digest only to its partner and the
-//! quality readers.
+//! quality readers. A delivery's completeness and missing expected fields describe what
+//! the subscriber may see (`Policy::visible_completeness`), never the fields hidden from it.
 
 mod kafka;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use loket_access::{EventFacts, Need, Step, SubscriberScan, Verdict};
 use loket_domain::time::now_micros;
 use loket_journal::{Journal, StoredEvent};
+use loket_schema::Registry;
 use serde_json::Value;
 
 pub(crate) use kafka::{from_kafka, PartnerViews};
@@ -95,12 +98,13 @@ impl<'e> Reading<'e> {
     }
 }
 
-/// What the view reads besides the event: the policy and denial log, and the journal for
-/// released originals.
+/// What the view reads besides the event: the policy and denial log, the journal for
+/// released originals, and the schemas for the expected fields a subscriber sees.
 #[derive(Clone)]
 pub(crate) struct Viewer {
     pub access: Access,
     pub journal: Journal,
+    pub registry: Arc<Registry>,
 }
 
 impl Viewer {
@@ -170,7 +174,19 @@ impl Viewer {
             })?;
         }
         let data = serde_json::to_vec(data).map_err(|e| Error::Access(e.to_string()))?;
-        Ok(Viewed { event: StoredEvent { data, ..event.clone() }, redacted, released, position: 0 })
+        let (completeness, missing_expected) = match self.registry.resolve(&event.event_type, Some(&event.dataschema)) {
+            Ok(schema) => self.access.policy.visible_completeness(
+                partner,
+                &event.event_type,
+                schema.expected(),
+                &event.missing_expected,
+            ),
+            // A schema no longer loaded: its expected fields are unknown, so nothing is
+            // said about them (0 and none, rather than figures about hidden fields).
+            Err(_) => (0.0, Vec::new()),
+        };
+        let event = StoredEvent { data, completeness, missing_expected, ..event.clone() };
+        Ok(Viewed { event, redacted, released, position: 0 })
     }
 }
 

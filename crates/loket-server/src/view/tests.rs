@@ -33,9 +33,15 @@ fn fixture() -> Fixture {
     let journal =
         Journal::open(&JournalConfig { dir: config.journal_dir(), cache_capacity_bytes: 1 << 20, max_batch: 64 })
             .unwrap();
-    let intake =
-        Intake { registry: Arc::new(registry), policy: access.policy.clone(), rules, max_event_bytes: 1 << 20 };
-    Fixture { viewer: Viewer { access, journal }, intake, _dir: dir }
+    let registry = Arc::new(registry);
+    let intake = Intake {
+        registry: registry.clone(),
+        policy: access.policy.clone(),
+        rules,
+        max_event_bytes: 1 << 20,
+        claims: access.claims.clone(),
+    };
+    Fixture { viewer: Viewer { access, journal, registry }, intake, _dir: dir }
 }
 
 impl Fixture {
@@ -113,7 +119,7 @@ async fn a_redacted_view_is_recorded_once_in_the_denial_log() {
     let seen: serde_json::Value = serde_json::from_slice(&viewed[0].event.data).unwrap();
     assert!(seen.get("handedOverTo").is_none() && seen.get("pieces").is_some());
     f.view(&mut scan("coa"), Digests::Skip, &baggage);
-    let denials = f.viewer.access.store.denials(i64::MIN, Some("coa"), 10).unwrap();
+    let denials = f.viewer.access.store.denials(i64::MIN, Some("coa"), false, 10).unwrap();
     assert_eq!(denials.len(), 1, "{denials:?}");
     assert_eq!((denials[0].kind.as_str(), denials[0].sequence), ("redacted", baggage.sequence));
     let whole = f.view(&mut scan("dtv"), Digests::Skip, &baggage);
@@ -139,4 +145,47 @@ async fn a_withheld_file_is_released_right_after_the_consent_that_covers_it() {
     let mut dji = scan("dji");
     let group = f.view(&mut dji, Digests::Skip, &consent);
     assert_eq!(group.iter().map(|v| v.event.id.as_str()).collect::<Vec<_>>(), ["c-1"]);
+}
+
+#[tokio::test]
+async fn completeness_and_missing_fields_describe_only_what_the_subscriber_sees() {
+    let f = fixture();
+    // Expected fields left out: the escort (not among coa's fields) and the planned time.
+    let transport = f
+        .store("t-2", "transport-status", "dvo", |d| {
+            let obj = d.as_object_mut().unwrap();
+            obj.remove("escort");
+            obj.remove("plannedAt");
+        })
+        .await;
+    assert_eq!(transport.missing_expected, ["/escort", "/plannedAt"]);
+    let coa = f.view(&mut scan("coa"), Digests::Skip, &transport);
+    assert_eq!(coa[0].event.missing_expected, ["/plannedAt"], "whether the escort was filled is not coa's to know");
+    assert_eq!(coa[0].event.completeness, 0.5, "of coa's two expected fields, one is missing");
+    let dtv = f.view(&mut scan("dtv"), Digests::Skip, &transport);
+    assert_eq!(dtv[0].event.missing_expected, transport.missing_expected, "dtv sees every field");
+    assert_eq!(dtv[0].event.completeness, transport.completeness);
+}
+
+#[tokio::test]
+async fn a_file_addressed_to_kmar_never_reaches_another_covered_subscriber() {
+    let f = fixture();
+    let consent = |id: &'static str, to: &'static str| {
+        move |d: &mut serde_json::Value| {
+            d["consentId"] = id.into();
+            d["recipients"] = serde_json::json!([{"partner": to, "role": "medical-service"}]);
+            d["validUntil"] = "2999-01-01T00:00:00Z".into();
+        }
+    };
+    let x = f.store("c-x", "medical-transfer-consent", "gza", consent("x", "kmar")).await;
+    let y = f.store("c-y", "medical-transfer-consent", "gza", consent("y", "dji")).await;
+    let file = f.store("m-x", "medical-file-transfer", "gza", |d| d["consentId"] = "x".into()).await;
+    let (mut kmar, mut dji) = (scan("kmar"), scan("dji"));
+    for event in [&x, &y] {
+        f.view(&mut kmar, Digests::Skip, event);
+        f.view(&mut dji, Digests::Skip, event);
+    }
+    assert_eq!(f.view(&mut kmar, Digests::Skip, &file).len(), 1, "kmar is the addressee under x");
+    assert!(f.view(&mut dji, Digests::Skip, &file).is_empty(), "dji is covered by y, but not the addressee");
+    assert!(!dji.is_withheld(&file.subject, file.sequence), "and nothing is kept for dji");
 }
