@@ -464,15 +464,22 @@ fn rfc_micros(v: &Value, key: &str) -> Option<i64> {
     Some((t.unix_timestamp_nanos() / 1000) as i64)
 }
 
-/// Oracle: a consent among `prefix` (latest per form) covers `partner` for `case` at `at`.
-fn covered(prefix: &[(u64, String, String, i64, Value)], case: &str, partner: &str, at: i64) -> bool {
+/// Oracle: the consent `named` of `case` among `prefix` (its latest version) covers
+/// `partner` at `at`. (Only registrars' forms are journalled, each id by one registrar.)
+fn covered(
+    prefix: &[(u64, String, String, i64, Value, &str)],
+    case: &str,
+    named: &str,
+    partner: &str,
+    at: i64,
+) -> bool {
     let mut forms: BTreeMap<String, &Value> = BTreeMap::new();
-    for (_, t, c, _, data) in prefix {
+    for (_, t, c, _, data, _) in prefix {
         if t == "medical-transfer-consent" && c == case {
             forms.insert(data["consentId"].as_str().unwrap().to_owned(), data);
         }
     }
-    forms.values().any(|f| {
+    forms.get(named).is_some_and(|f| {
         f["given"] == json!(true)
             && f["recipients"].as_array().is_some_and(|rs| rs.iter().any(|r| r["partner"] == json!(partner)))
             && rfc_micros(f, "signedAt").is_some_and(|s| s <= at)
@@ -494,11 +501,16 @@ async fn randomised_policies_and_journals_never_leak() {
         let mut rng = Rng(seed);
         // A random policy: everyone may publish everything; random subscriptions and rules.
         // No partner holds a gateway-wide role: the defaults name `quality`, absent here.
-        let mut toml = String::from("[access]\nauditors = []\n[export]\npartners = []\n[quality]\nreaders = []\n");
+        // The first two partners register consent; the others' forms are refused.
+        let registrars = &RANDOM_PARTNERS[..2];
+        let mut toml = format!(
+            "[access]\nauditors = []\nconsent_registrars = {registrars:?}\n[export]\nauditors = []\n[quality]\nreaders = []\n"
+        );
         let mut partners: BTreeMap<String, PartnerConfig> = BTreeMap::new();
         for p in RANDOM_PARTNERS {
             let mut grant = PartnerConfig {
                 identity: None,
+                oin: None,
                 publish: TYPES.iter().map(|t| (*t).to_owned()).collect(),
                 subscribe: BTreeMap::new(),
             };
@@ -521,8 +533,8 @@ async fn randomised_policies_and_journals_never_leak() {
         let dir = tempfile::tempdir().unwrap();
         let gw = Gateway::start_in(dir.path(), &toml).await;
 
-        // A random journal, as stored: (sequence, type, case, received at, data).
-        let mut journal: Vec<(u64, String, String, i64, Value)> = Vec::new();
+        // A random journal, as stored: (sequence, type, case, received at, data, source).
+        let mut journal: Vec<(u64, String, String, i64, Value, &str)> = Vec::new();
         for i in 0..40 {
             let t = *rng.pick(TYPES);
             let case = *rng.pick(&["4000000001", "4000000002"]);
@@ -542,12 +554,31 @@ async fn randomised_policies_and_journals_never_leak() {
                     data["withdrawnAt"] = json!("2025-01-01T00:00:00Z");
                 }
             }
+            if t == "medical-file-transfer" {
+                data["consentId"] = json!(["f-a", "f-b"][rng.below(2)]);
+                data["toCareProfessional"]["partner"] = json!(*rng.pick(RANDOM_PARTNERS));
+            }
             let mut client = gw.client(by).await;
-            let reply = publish(&mut client, event(by, t, &format!("r{i}"), &data)).await.unwrap();
-            journal.push((reply.sequence, t.to_owned(), case.to_owned(), micros(&reply.received_at.unwrap()), data));
+            let reply = match publish(&mut client, event(by, t, &format!("r{i}"), &data)).await {
+                Ok(reply) => reply,
+                // A form from a non-registrar, or another registrar's form id: refused,
+                // never journalled.
+                Err(s) if t == "medical-transfer-consent" => {
+                    let expected = if registrars.contains(&by) { "CONSENT_NOT_OWNED" } else { "NOT_A_CONSENT_REGISTRAR" };
+                    assert_eq!(reason(&s), expected, "{s:?}");
+                    continue;
+                }
+                Err(s) => panic!("{s:?}"),
+            };
+            let at = micros(&reply.received_at.unwrap());
+            journal.push((reply.sequence, t.to_owned(), case.to_owned(), at, data, by));
         }
 
-        let access = loket_access::AccessConfig { auditors: vec![], ..Default::default() };
+        let access = loket_access::AccessConfig {
+            auditors: vec![],
+            consent_registrars: registrars.iter().map(|r| (*r).to_owned()).collect(),
+            ..Default::default()
+        };
         let registry = loket_schema::Registry::embedded().unwrap();
         let policy = loket_access::Policy::compile(&access, &partners, &|t: &str| {
             registry.schemas().filter(|s| s.event_type() == t).map(|s| s.document().clone()).collect()
@@ -557,10 +588,11 @@ async fn randomised_policies_and_journals_never_leak() {
             // The reference stream: (emitted at step, sequence, released, data).
             let mut scan = loket_access::SubscriberScan::new(partner.clone(), BTreeSet::new());
             let mut reference: Vec<(u64, u64, bool, Value)> = Vec::new();
-            for (seq, t, case, at, data) in &journal {
+            for (seq, t, case, at, data, source) in &journal {
                 let facts = loket_access::EventFacts {
                     sequence: *seq,
                     event_type: t,
+                    source,
                     subject: case,
                     received_at_micros: *at,
                     data,
@@ -570,10 +602,11 @@ async fn randomised_policies_and_journals_never_leak() {
                     reference.push((*seq, *seq, false, data));
                 }
                 for r in released {
-                    let (rs, rt, rc, rat, rd) = journal.iter().find(|e| e.0 == r).unwrap();
+                    let (rs, rt, rc, rat, rd, rsrc) = journal.iter().find(|e| e.0 == r).unwrap();
                     let facts = loket_access::EventFacts {
                         sequence: *rs,
                         event_type: rt,
+                        source: rsrc,
                         subject: rc,
                         received_at_micros: *rat,
                         data: rd,
@@ -640,11 +673,16 @@ async fn randomised_policies_and_journals_never_leak() {
                         // Judged when the scan reached the delivering event: the transfer
                         // itself, or the consent that released it.
                         let upto = journal.iter().position(|j| j.0 == reference.0).unwrap();
-                        assert!(
-                            covered(&journal[..=upto], &e.subject, partner, journal[upto].3),
-                            "seed {seed:x}: {partner} got medical event {} without covering consent",
-                            d.sequence
-                        );
+                        let (_, _, _, _, stored, source) = journal.iter().find(|j| j.0 == d.sequence).unwrap();
+                        if source != partner {
+                            assert_eq!(stored["toCareProfessional"]["partner"], json!(partner), "seed {seed:x}");
+                            let named = stored["consentId"].as_str().unwrap();
+                            assert!(
+                                covered(&journal[..=upto], &e.subject, named, partner, journal[upto].3),
+                                "seed {seed:x}: {partner} got medical event {} without the consent it names",
+                                d.sequence
+                            );
+                        }
                     }
                 }
             }

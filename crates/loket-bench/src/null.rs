@@ -63,6 +63,13 @@ impl Gateway for NullGateway {
         Err(Status::unimplemented("the transport baseline only acknowledges publishes"))
     }
 
+    async fn list_exports(
+        &self,
+        _request: Request<loket_server::proto::ListExportsRequest>,
+    ) -> Result<Response<loket_server::proto::ListExportsReply>, Status> {
+        Err(Status::unimplemented("the transport baseline only acknowledges publishes"))
+    }
+
     type ExportStream = Pin<Box<dyn Stream<Item = Result<loket_server::proto::ExportEntry, Status>> + Send>>;
 
     async fn export(
