@@ -564,7 +564,8 @@ async fn randomised_policies_and_journals_never_leak() {
                 // A form from a non-registrar, or another registrar's form id: refused,
                 // never journalled.
                 Err(s) if t == "medical-transfer-consent" => {
-                    let expected = if registrars.contains(&by) { "CONSENT_NOT_OWNED" } else { "NOT_A_CONSENT_REGISTRAR" };
+                    let expected =
+                        if registrars.contains(&by) { "CONSENT_NOT_OWNED" } else { "NOT_A_CONSENT_REGISTRAR" };
                     assert_eq!(reason(&s), expected, "{s:?}");
                     continue;
                 }
