@@ -3,14 +3,13 @@
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
 
+use crate::client::Observed;
 use crate::{Error, KafkaSettings};
 
-/// Topic names: `<prefix>events.<type>` (canonical: the validated event as published) and
-/// `<prefix>delivery.<partner>` (one partner's view).
+/// Topic names: `<prefix>events.<type>` (canonical: the configured canonical reader's view,
+/// see [`crate::Target`]) and `<prefix>delivery.<partner>` (one partner's view).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
     /// Prepended to every topic name, e.g. `loket.`.
@@ -35,13 +34,19 @@ impl Topics {
 }
 
 /// Creates the topics that do not exist yet (Tansu, like many managed clusters, does not
-/// create topics on first use).
+/// create topics on first use). A failure names what the client last reported, e.g. why
+/// it could not connect.
 pub async fn ensure_topics(settings: &KafkaSettings, names: &[String]) -> Result<(), Error> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
+    let context = Observed::default();
+    let admin: AdminClient<Observed> = settings
+        .client_config()
         .set("socket.timeout.ms", "10000")
-        .create()
+        .create_with_context(context.clone())
         .map_err(Error::Client)?;
+    let reason = |what: String| match context.last_error() {
+        Some(client) => format!("{what}; the client reported: {client}"),
+        None => what,
+    };
     let new: Vec<NewTopic<'_>> = names
         .iter()
         .map(|n| NewTopic::new(n, settings.partitions, TopicReplication::Fixed(settings.replication)))
@@ -50,11 +55,11 @@ pub async fn ensure_topics(settings: &KafkaSettings, names: &[String]) -> Result
     let results = admin
         .create_topics(&new, &options)
         .await
-        .map_err(|e| Error::CreateTopic { topic: names.join(","), reason: e.to_string() })?;
+        .map_err(|e| Error::CreateTopic { topic: names.join(","), reason: reason(e.to_string()) })?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(Error::CreateTopic { topic, reason: code.to_string() }),
+            Err((topic, code)) => return Err(Error::CreateTopic { topic, reason: reason(code.to_string()) }),
         }
     }
     Ok(())

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use loket_access::{AccessConfig, PartnerConfig};
-pub use loket_kafka::{AckMode, KafkaConfig};
 use loket_domain::PartnerId;
+pub use loket_kafka::{AckMode, KafkaConfig};
 use serde::Deserialize;
 
 use crate::Error;
@@ -284,6 +284,9 @@ impl Config {
         if let Some(listen) = env.get(ENV_LISTEN) {
             config.grpc.listen = listen.clone();
         }
+        if let Some(kafka) = &mut config.kafka {
+            kafka.apply_env(env);
+        }
         if let Some(flag) = env.get(ENV_INSECURE) {
             match flag.as_str() {
                 "true" | "1" => config.grpc.insecure = true,
@@ -528,7 +531,12 @@ mod tests {
 
     #[test]
     fn kafka_section_defaults_and_problems() {
-        let c = Config::parse("[kafka]\nbrokers = \"127.0.0.1:9092\"\n", "t", &no_env()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("record.key");
+        std::fs::write(&key, [7u8; 32]).unwrap();
+        let text =
+            format!("[kafka]\nbrokers = \"127.0.0.1:9092\"\nrecord_key_file = {:?}\n", key.display().to_string());
+        let c = Config::parse(&text, "t", &no_env()).unwrap();
         let k = c.kafka.as_ref().unwrap();
         assert_eq!((k.topic_prefix.as_str(), k.partitions, k.replication, k.ack), ("loket.", 3, 1, AckMode::Journal));
         let text = "[kafka]\nbrokers = \"nohost\"\npartitions = 0\nack = \"kafka\"\ntopic_prefix = \"a b\"\n";
@@ -536,7 +544,7 @@ mod tests {
             panic!("expected a config error")
         };
         let all = problems.join("\n");
-        for needle in ["kafka.brokers", "kafka.partitions", "kafka.topic_prefix"] {
+        for needle in ["kafka.brokers", "kafka.partitions", "kafka.topic_prefix", "kafka.record_key_file"] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
         let err = Config::parse("[kafka]\nbrokers = \"a:1\"\nack = \"never\"\n", "x.toml", &no_env()).unwrap_err();

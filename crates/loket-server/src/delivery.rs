@@ -11,7 +11,7 @@ use std::pin::Pin;
 
 use loket_access::{EventFacts, Need, Step, SubscriberScan, Verdict};
 use loket_journal::{Journal, StoredEvent};
-use loket_kafka::{CloudEventRecord, DeliveryPolicy, PartnerRecord, ViewError};
+use loket_kafka::{CloudEventRecord, DeliveryPolicy, Target, ViewError, ViewRecord};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -86,22 +86,33 @@ pub(crate) fn from_kafka(record: CloudEventRecord) -> Delivery {
 /// would: redacted, and with consent-gated (medical) events withheld until a consent covers
 /// the partner, then produced right after that consent, marked released.
 ///
-/// Each partner has a [`SubscriberScan`] that the relay moves along the journal; on a
+/// The canonical topics carry the view of one configured partner (`[kafka]
+/// canonical_view`) in the same way: a scan of that partner; without one there are none.
+///
+/// Each view has a [`SubscriberScan`] that the relay moves along the journal; on a
 /// rewind it is rebuilt from the access index, so records re-produced after a crash or a
 /// failed batch are the same ones.
 pub(crate) struct PartnerViews {
     access: Access,
     journal: Journal,
-    /// One per partner with a delivery topic.
-    scans: Vec<SubscriberScan>,
+    /// One per partner with a delivery topic, and one for the canonical view.
+    scans: Vec<(Target, SubscriberScan)>,
     /// Ends a rewind that waits for the access index.
     shutdown: CancellationToken,
 }
 
 impl PartnerViews {
-    pub fn new(access: Access, journal: Journal, event_types: &[String], shutdown: CancellationToken) -> Self {
+    pub fn new(
+        access: Access,
+        journal: Journal,
+        event_types: &[String],
+        canonical_view: Option<&str>,
+        shutdown: CancellationToken,
+    ) -> Self {
         let partners: BTreeSet<String> = event_types.iter().flat_map(|t| access.policy.recipients_of(t)).collect();
-        let scans = partners.into_iter().map(|p| SubscriberScan::new(p, BTreeSet::new())).collect();
+        let views = partners.into_iter().map(|p| (Target::Delivery(p.clone()), p));
+        let canonical = canonical_view.map(|p| (Target::Canonical, p.to_owned()));
+        let scans = views.chain(canonical).map(|(t, p)| (t, SubscriberScan::new(p, BTreeSet::new()))).collect();
         Self { access, journal, scans, shutdown }
     }
 
@@ -112,8 +123,8 @@ impl PartnerViews {
 }
 
 impl DeliveryPolicy for PartnerViews {
-    fn subscribers(&self) -> Vec<String> {
-        self.scans.iter().map(|s| s.partner().to_owned()).collect()
+    fn targets(&self) -> Vec<Target> {
+        self.scans.iter().map(|(t, _)| t.clone()).collect()
     }
 
     fn rewind(&mut self, next: u64) -> Pin<Box<dyn Future<Output = Result<(), ViewError>> + Send + '_>> {
@@ -121,26 +132,26 @@ impl DeliveryPolicy for PartnerViews {
             if !self.access.indexed_up_to(next.saturating_sub(1), &self.shutdown).await {
                 return Err(Error::ShuttingDown.into());
             }
-            let fresh = self.scans.iter().map(|s| SubscriberScan::new(s.partner(), BTreeSet::new())).collect();
-            self.scans = self.access.scans_before(fresh, next)?;
+            let fresh = self.scans.iter().map(|(_, s)| SubscriberScan::new(s.partner(), BTreeSet::new())).collect();
+            let rebuilt = self.access.scans_before(fresh, next)?;
+            self.scans = self.scans.drain(..).map(|(t, _)| t).zip(rebuilt).collect();
             Ok(())
         })
     }
 
-    fn records(&mut self, event: &StoredEvent) -> Result<Vec<PartnerRecord>, ViewError> {
+    fn records(&mut self, event: &StoredEvent) -> Result<Vec<ViewRecord>, ViewError> {
         let policy = self.access.policy.clone();
         let mut out = Vec::new();
         // Parsed once for all partners, and only when a partner's scan must look inside.
         let mut data: Option<Value> = None;
         // Released originals, read once however many partners they are released to.
         let mut originals: HashMap<u64, (StoredEvent, Value)> = HashMap::new();
-        for scan in &mut self.scans {
-            let partner = scan.partner().to_owned();
+        for (target, scan) in &mut self.scans {
             match scan.need(&policy, &event.event_type) {
                 Need::Skip => continue,
                 Need::Verbatim => {
                     let record = CloudEventRecord::new(event, event.data.clone(), Vec::new());
-                    out.push(PartnerRecord { partner, record });
+                    out.push(ViewRecord { target: target.clone(), record });
                     continue;
                 }
                 Need::Inspect => {}
@@ -158,7 +169,7 @@ impl DeliveryPolicy for PartnerViews {
             };
             let (step, released) = scan.step(&policy, &facts);
             if let Step::Deliver { data, redacted } = step {
-                out.push(PartnerRecord { partner: partner.clone(), record: Self::record(event, &data, redacted)? });
+                out.push(ViewRecord { target: target.clone(), record: Self::record(event, &data, redacted)? });
             }
             for sequence in released {
                 if let std::collections::hash_map::Entry::Vacant(slot) = originals.entry(sequence) {
@@ -178,7 +189,7 @@ impl DeliveryPolicy for PartnerViews {
                 };
                 if let Verdict::Deliver { data, redacted } = scan.release(&policy, &facts, event.received_at_micros) {
                     let record = Self::record(original, &data, redacted)?.released();
-                    out.push(PartnerRecord { partner: partner.clone(), record });
+                    out.push(ViewRecord { target: target.clone(), record });
                 }
             }
         }

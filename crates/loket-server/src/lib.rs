@@ -25,7 +25,7 @@ mod tls;
 pub use config::Config;
 pub use error::{Error, ERROR_DOMAIN};
 pub use identity::PARTNER_HEADER;
-pub use server::{rebuild_quality, run, run_with};
+pub use server::{check_config, rebuild_quality, run, run_with};
 
 /// The generated `loket.v1` messages, client and server.
 pub mod proto {

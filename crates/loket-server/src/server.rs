@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use loket_access::Policy;
 use loket_journal::{Journal, JournalConfig};
-use loket_kafka::Relay;
+use loket_kafka::{RecordChecks, Relay};
 use loket_quality::{QualityStore, RuleSet};
 use loket_schema::Registry;
 use tokio::net::TcpListener;
@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::delivery::PartnerViews;
 use crate::identity::IdentityMode;
 use crate::intake::Intake;
-use crate::kafka_mode::KafkaMode;
+use crate::kafka_mode::{denial_hook, KafkaMode};
 use crate::proto::gateway_server::GatewayServer;
 use crate::quality::Quality;
 use crate::service::GatewayService;
@@ -52,12 +52,7 @@ pub async fn run_with(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let (registry, rules) = load_schemas_and_rules(&config)?;
-    let partners = config.partner_policies()?;
-    let policy = Policy::compile(&config.access, &partners, &|t: &str| {
-        registry.schemas().filter(|s| s.event_type() == t).map(|s| s.document().clone()).collect()
-    })
-    .map_err(|problems| Error::Config(problems.into_iter().map(|p| format!("policy: {p}")).collect()))?;
+    let (registry, rules, policy) = compile(&config)?;
     let tls = tls::server_tls(&config)?;
     let journal = open_journal(&config)?;
     let store = Arc::new(open_quality(&config, &journal, &registry, &rules)?);
@@ -73,18 +68,27 @@ pub async fn run_with(
     let relay_stop = CancellationToken::new();
     let (kafka, relay_task) = match &config.kafka {
         Some(kafka) => {
-            let settings = kafka.settings();
+            let settings = kafka.settings()?;
+            let record_key = kafka.record_key()?;
             let mut event_types: Vec<String> = registry.schemas().map(|s| s.event_type().to_owned()).collect();
             event_types.dedup();
+            let canonical = kafka.canonical_view.as_deref();
+            let views = PartnerViews::new(access.clone(), journal.clone(), &event_types, canonical, relay_stop.clone());
             let relay = Relay {
                 journal: journal.clone(),
                 settings: settings.clone(),
-                policy: Box::new(PartnerViews::new(access.clone(), journal.clone(), &event_types, relay_stop.clone())),
+                policy: Box::new(views),
                 event_types,
+                record_key: record_key.clone(),
             };
             let (handle, task) = relay.start(relay_stop.clone())?;
             let timeout = Duration::from_millis(kafka.ack_timeout_ms);
-            (Some(KafkaMode::new(settings, handle, kafka.ack, timeout)), Some(task))
+            let checks = RecordChecks {
+                key: record_key,
+                dedup_window: kafka.dedup_window.0,
+                on_refused: denial_hook(access.clone()),
+            };
+            (Some(KafkaMode::new(settings, handle, kafka.ack, timeout, checks)), Some(task))
         }
         None => (None, None),
     };
@@ -186,6 +190,30 @@ pub async fn run_with(
     store.close_clean(journal.last_sequence())?;
     tracing::info!("loket gateway stopped");
     Ok(())
+}
+
+/// `loket serve --check-config`: what the gateway checks at start before it opens
+/// anything (schemas, quality rules, the access policy and the settings that depend on
+/// it), with no file written and nothing started.
+pub fn check_config(config: &Config) -> Result<(), Error> {
+    compile(config).map(drop)
+}
+
+/// The schemas, quality rules and compiled access policy of `config`, every problem of the
+/// policy at once.
+fn compile(config: &Config) -> Result<(Registry, Arc<RuleSet>, Policy), Error> {
+    let (registry, rules) = load_schemas_and_rules(config)?;
+    let partners = config.partner_policies()?;
+    let policy = Policy::compile(&config.access, &partners, &|t: &str| {
+        registry.schemas().filter(|s| s.event_type() == t).map(|s| s.document().clone()).collect()
+    })
+    .map_err(|problems| Error::Config(problems.into_iter().map(|p| format!("policy: {p}")).collect()))?;
+    if let Some(view) = config.kafka.as_ref().and_then(|k| k.canonical_view.as_deref()) {
+        if !policy.is_partner(view) {
+            return Err(Error::Config(vec![format!("kafka.canonical_view: {view:?} is not a partner of the policy")]));
+        }
+    }
+    Ok((registry, rules, policy))
 }
 
 fn load_schemas_and_rules(config: &Config) -> Result<(Registry, Arc<RuleSet>), Error> {
