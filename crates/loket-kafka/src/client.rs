@@ -9,10 +9,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
@@ -182,11 +185,48 @@ impl Observed {
 impl ClientContext for Observed {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(%error, reason, "kafka client error");
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{reason} ({error})"));
+        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        // "All brokers are down" follows the error that brought them down, which says more.
+        let consequence = matches!(error, KafkaError::Global(RDKafkaErrorCode::AllBrokersDown));
+        if !(consequence && last.is_some()) {
+            *last = Some(format!("{reason} ({error})"));
+        }
+    }
+}
+
+/// Why a client of `settings` cannot work with the cluster, as librdkafka reports it while
+/// it connects (within `wait`), or `None` when it reports nothing. For clients whose own
+/// error events nobody reads: rdkafka's admin client never polls them.
+pub(crate) fn diagnose(settings: &KafkaSettings, wait: Duration) -> Option<String> {
+    let context = Observed::default();
+    let probe: BaseProducer<Observed> = match settings.client_config().create_with_context(context.clone()) {
+        Ok(probe) => probe,
+        Err(e) => return Some(e.to_string()),
+    };
+    let deadline = Instant::now() + wait;
+    // Asking for metadata makes it connect; what went wrong arrives as error events.
+    if let Err(e) = probe.client().fetch_metadata(None, wait) {
+        tracing::debug!(error = %e, "kafka metadata probe failed");
+    }
+    loop {
+        probe.poll(Duration::from_millis(100));
+        if let Some(error) = context.last_error() {
+            return Some(error);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
     }
 }
 
 impl ConsumerContext for Observed {}
+
+/// For [`diagnose`]'s probe, which produces nothing.
+impl ProducerContext for Observed {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
+}
 
 #[cfg(test)]
 mod tests {
