@@ -110,7 +110,7 @@ fn compose_file_runs_kafka_on_sasl_ssl_with_acls_and_two_gateways() {
         let ports = strings(&gateway["ports"]);
         assert!(ports.iter().all(|p| p.starts_with("127.0.0.1:")), "{name}: {ports:?}");
         assert!(ports.iter().any(|p| p.ends_with(":7443")) && ports.iter().any(|p| p.ends_with(":9464")), "{name}");
-        host_ports.extend(ports.iter().map(|p| p.rsplitn(2, ':').nth(1).unwrap().to_owned()));
+        host_ports.extend(ports.iter().map(|p| p.rsplit_once(':').unwrap().0.to_owned()));
         // Health checked with gRPC health, as a client with a certificate.
         let health = strings(&field(gateway, "healthcheck")["test"]);
         assert_eq!(&health[..3], ["CMD", "loket", "health"], "{name}: {health:?}");

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::kafka::{read_topic, record_key_file, shared_broker, topic_exists, unique_prefix, Record, Tansu};
+use common::kafka::{
+    from_earliest, read_topic, record_key_file, shared_broker, topic_exists, unique_prefix, Record, Tansu,
+};
 use common::*;
 use loket_server::client::{connect, Client, ClientOptions};
 use loket_server::proto::{
@@ -230,13 +232,7 @@ async fn medical_files_reach_delivery_topics_only_when_released() {
 
     // A Kafka-mode subscription passes the release on.
     let mut kmar_client = gw.client("kmar").await;
-    let request = SubscribeRequest {
-        types: vec![],
-        start: Some(Start::Earliest(Earliest {})),
-        name: "medical".to_owned(),
-        limit: 1,
-    };
-    let mut stream = kmar_client.subscribe(request).await.unwrap().into_inner();
+    let mut stream = kmar_client.subscribe(from_earliest("medical", 1)).await.unwrap().into_inner();
     let d = tokio::time::timeout(Duration::from_secs(90), stream.message()).await.unwrap().unwrap().unwrap();
     assert_eq!((d.event.as_ref().unwrap().id.as_str(), d.released, d.sequence), ("mft-1", true, first.sequence));
     drop(stream);
@@ -641,13 +637,7 @@ async fn forged_records_on_a_delivery_topic_are_refused_logged_and_counted() {
     publish(&mut dtv, event("dtv", "baggage", "real-1", &example_for("baggage", case))).await.unwrap();
 
     let mut kmar = gw.client("kmar").await;
-    let request = SubscribeRequest {
-        types: vec![],
-        start: Some(Start::Earliest(Earliest {})),
-        name: "main".to_owned(),
-        limit: 1,
-    };
-    let mut stream = kmar.subscribe(request).await.unwrap().into_inner();
+    let mut stream = kmar.subscribe(from_earliest("main", 1)).await.unwrap().into_inner();
     let d = tokio::time::timeout(Duration::from_secs(90), stream.message()).await.unwrap().unwrap().unwrap();
     assert_eq!(d.event.unwrap().id, "real-1", "the forged records before it are not delivered");
     drop(stream);
@@ -712,13 +702,7 @@ async fn an_event_published_again_through_another_gateway_is_delivered_once() {
     assert!(!topic_exists(&brokers, &format!("{prefix}events.baggage")), "no canonical topic without a view");
 
     let mut kmar = b.client("kmar").await;
-    let request = SubscribeRequest {
-        types: vec![],
-        start: Some(Start::Earliest(Earliest {})),
-        name: "main".to_owned(),
-        limit: 2,
-    };
-    let mut stream = kmar.subscribe(request).await.unwrap().into_inner();
+    let mut stream = kmar.subscribe(from_earliest("main", 2)).await.unwrap().into_inner();
     let mut got = Vec::new();
     while let Some(d) = tokio::time::timeout(Duration::from_secs(90), stream.message()).await.unwrap().unwrap() {
         got.push(d.event.unwrap().id);

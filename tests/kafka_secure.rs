@@ -17,11 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::kafka::{record_key_file, unique_prefix, Tansu};
+use common::kafka::{from_earliest, record_key_file, unique_prefix, Tansu};
 use common::*;
 use loket_kafka::{KafkaSettings, Security, SecurityProtocol, Topics};
 use loket_server::certs;
-use loket_server::proto::{subscribe_request::Start, Earliest, StatusRequest, SubscribeRequest};
+use loket_server::proto::StatusRequest;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -139,13 +139,7 @@ async fn publish_and_receive(gw: &Gateway, id: &str) {
     let mut dtv = gw.client("dtv").await;
     publish(&mut dtv, event("dtv", "baggage", id, &example_for("baggage", "7000000001"))).await.unwrap();
     let mut kmar = gw.client("kmar").await;
-    let request = SubscribeRequest {
-        types: vec![],
-        start: Some(Start::Earliest(Earliest {})),
-        name: "secure".to_owned(),
-        limit: 1,
-    };
-    let mut stream = kmar.subscribe(request).await.unwrap().into_inner();
+    let mut stream = kmar.subscribe(from_earliest("secure", 1)).await.unwrap().into_inner();
     let delivery = tokio::time::timeout(Duration::from_secs(90), stream.message())
         .await
         .expect("a delivery through TLS within 90 s")

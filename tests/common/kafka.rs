@@ -41,6 +41,18 @@ pub fn record_key_file() -> PathBuf {
     .clone()
 }
 
+/// A named subscription from the earliest record (Kafka mode), ending after `limit`
+/// deliveries (0: never).
+pub fn from_earliest(name: &str, limit: u64) -> loket_server::proto::SubscribeRequest {
+    use loket_server::proto::{subscribe_request::Start, Earliest};
+    loket_server::proto::SubscribeRequest {
+        types: vec![],
+        start: Some(Start::Earliest(Earliest {})),
+        name: name.to_owned(),
+        limit,
+    }
+}
+
 /// A topic prefix no other test uses on the shared broker.
 pub fn unique_prefix() -> String {
     format!("t{}.", &uuid::Uuid::new_v4().simple().to_string()[..12])
