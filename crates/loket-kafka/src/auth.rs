@@ -17,7 +17,6 @@
 //! deduplication window, and otherwise an event the partner was entitled to anyway.
 
 use std::fmt;
-use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
 use rdkafka::message::{Headers, Message};
@@ -68,9 +67,10 @@ impl fmt::Display for TagProblem {
     }
 }
 
-/// The key the gateways of a cluster share to tag and verify records.
+/// The key the gateways of a cluster share to tag and verify records (kept as the keyed
+/// HMAC state, cloned for each record).
 #[derive(Clone)]
-pub struct RecordKey(Arc<[u8]>);
+pub struct RecordKey(HmacSha256);
 
 impl fmt::Debug for RecordKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -92,15 +92,8 @@ impl RecordKey {
                 key.len()
             ));
         }
-        Ok(RecordKey(key.into()))
-    }
-
-    fn mac(&self) -> HmacSha256 {
-        // HMAC takes keys of any length.
-        match HmacSha256::new_from_slice(&self.0) {
-            Ok(mac) => mac,
-            Err(_) => unreachable!("hmac accepts keys of every length"),
-        }
+        let mac = HmacSha256::new_from_slice(key).map_err(|e| format!("cannot key HMAC-SHA256 with it: {e}"))?;
+        Ok(RecordKey(mac))
     }
 
     /// The tag header's value for a record with these parts.
@@ -150,7 +143,7 @@ impl RecordKey {
         value: Option<&[u8]>,
         headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
     ) -> HmacSha256 {
-        let mut mac = self.mac();
+        let mut mac = self.0.clone();
         field(&mut mac, Some(DOMAIN));
         field(&mut mac, Some(topic.as_bytes()));
         field(&mut mac, key);

@@ -107,20 +107,25 @@ impl fmt::Debug for Secret {
 /// A SASL login.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sasl {
+    /// How the client proves who it is.
     pub mechanism: SaslMechanism,
+    /// The principal's user name.
     pub username: String,
+    /// Read from a file or the environment, never from the configuration file.
     pub password: Secret,
 }
 
 /// Encryption, authentication and any further librdkafka settings of every client.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Security {
+    /// Plaintext, TLS, SASL or SASL inside TLS.
     pub protocol: SecurityProtocol,
     /// PEM file of the CA that signs the brokers' certificates; without it (and with TLS)
     /// the system's trust store.
     pub ca: Option<PathBuf>,
-    /// PEM certificate and key the client authenticates with over TLS.
+    /// PEM certificate the client authenticates with over TLS.
     pub certificate: Option<PathBuf>,
+    /// The unencrypted PEM key of `certificate`.
     pub key: Option<PathBuf>,
     /// With a SASL protocol.
     pub sasl: Option<Sasl>,

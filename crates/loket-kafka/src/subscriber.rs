@@ -214,12 +214,6 @@ impl KafkaSubscription {
         Ok(true)
     }
 
-    /// The last error the consumer's client reported (a broker it cannot reach, a refused
-    /// certificate or login), if any.
-    pub fn client_error(&self) -> Option<String> {
-        self.consumer.context().last_error()
-    }
-
     /// Leaves the group without blocking the runtime (closing a consumer waits for the
     /// broker).
     pub fn close(self) {
