@@ -1,7 +1,9 @@
 //! Fan-out over Kafka, against a real broker (Tansu, started by tests/run): CloudEvents
 //! records on the canonical and delivery topics, store-and-forward through a broker
-//! outage and a gateway crash, `ack = "kafka"`, and Kafka-mode subscriptions that resume
-//! through another gateway.
+//! outage and a gateway crash, `ack = "kafka"`, Kafka-mode subscriptions that resume
+//! through another gateway, refuse records no gateway produced and drop an event
+//! published again through another gateway, and canonical topics that carry no more than
+//! their configured reader may see.
 
 mod common;
 
@@ -10,7 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::kafka::{read_topic, shared_broker, topic_exists, unique_prefix, Record, Tansu};
+use common::kafka::{
+    from_earliest, read_topic, record_key_file, shared_broker, topic_exists, unique_prefix, Record, Tansu,
+};
 use common::*;
 use loket_server::client::{connect, Client, ClientOptions};
 use loket_server::proto::{
@@ -19,8 +23,18 @@ use loket_server::proto::{
 use loket_server::timestamp::to_micros;
 use time::format_description::well_known::Rfc3339;
 
+/// A `[kafka]` section with the tests' shared record key and no canonical topics.
+fn kafka_section(brokers: &str, prefix: &str, extra: &str) -> String {
+    format!(
+        "[kafka]\nbrokers = {brokers:?}\ntopic_prefix = {prefix:?}\npartitions = 2\nrecord_key_file = {:?}\n{extra}",
+        record_key_file()
+    )
+}
+
+/// [`kafka_section`] with dtv's view on the canonical topics: every event but medical
+/// data, unredacted.
 fn kafka_toml(brokers: &str, prefix: &str, extra: &str) -> String {
-    format!("[kafka]\nbrokers = {brokers:?}\ntopic_prefix = {prefix:?}\npartitions = 2\n{extra}")
+    kafka_section(brokers, prefix, &format!("canonical_view = \"dtv\"\n{extra}"))
 }
 
 async fn status(client: &mut Client) -> StatusReply {
@@ -108,7 +122,8 @@ async fn records_carry_cloudevents_headers_on_canonical_and_delivery_topics() {
             }
             assert_eq!(payload, expected, "redacted payload on {topic}");
         }
-        assert_eq!(record.headers.len(), 13, "exactly the specified headers: {:?}", record.headers);
+        assert!(record.header("loket-tag").starts_with("v1="), "tagged: {:?}", record.headers);
+        assert_eq!(record.headers.len(), 14, "exactly the specified headers and the tag: {:?}", record.headers);
     };
 
     let transport = read_topic(&brokers, &format!("{prefix}events.transport-status"), 2);
@@ -203,20 +218,21 @@ async fn medical_files_reach_delivery_topics_only_when_released() {
         "one case, one partition, in journal order with the release right after its consent"
     );
     assert_eq!(dji[4].header("ce_sequence"), second.sequence.to_string());
-    // The canonical topic has every event once, as published.
-    let canonical = read_topic(&brokers, &format!("{prefix}events.medical-file-transfer"), 2);
-    assert_eq!(canonical.iter().map(|r| r.header("ce_id")).collect::<Vec<_>>(), ["mft-1", "mft-2"]);
-    assert!(canonical.iter().all(|r| !r.headers.contains_key("ce_released")));
+    // The canonical topics carry dtv's view, which holds no medical data: read every record
+    // of every canonical topic, and no medical file is there, released or not.
+    let medical_file = serde_json::to_vec(&transfer).unwrap();
+    let registry = loket_schema::Registry::embedded().unwrap();
+    for event_type in registry.event_types() {
+        for record in read_topic(&brokers, &format!("{prefix}events.{event_type}"), 0) {
+            assert_ne!(record.header("ce_type"), "medical-file-transfer", "{record:?}");
+            assert_ne!(record.header("ce_type"), "medical-transfer-consent", "{record:?}");
+            assert!(record.payload != medical_file, "a medical payload on a canonical topic: {record:?}");
+        }
+    }
 
     // A Kafka-mode subscription passes the release on.
     let mut kmar_client = gw.client("kmar").await;
-    let request = SubscribeRequest {
-        types: vec![],
-        start: Some(Start::Earliest(Earliest {})),
-        name: "medical".to_owned(),
-        limit: 1,
-    };
-    let mut stream = kmar_client.subscribe(request).await.unwrap().into_inner();
+    let mut stream = kmar_client.subscribe(from_earliest("medical", 1)).await.unwrap().into_inner();
     let d = tokio::time::timeout(Duration::from_secs(90), stream.message()).await.unwrap().unwrap().unwrap();
     assert_eq!((d.event.as_ref().unwrap().id.as_str(), d.released, d.sequence), ("mft-1", true, first.sequence));
     drop(stream);
@@ -548,4 +564,150 @@ fn cli_subscription_in_kafka_mode_acknowledges_after_its_limit() {
     assert_eq!(ids("2"), ["c-1", "c-2"]);
     assert_eq!(ids("1"), ["c-3"]);
     assert_eq!(gw.terminate(), Some(0));
+}
+
+/// A record with valid CloudEvents headers for `topic`, tagged with `key` when given.
+fn forged_record(
+    topic: &str,
+    id: &str,
+    case: &str,
+    key: Option<&loket_kafka::RecordKey>,
+) -> (Vec<(String, String)>, Vec<u8>) {
+    let payload = serde_json::to_vec(&example_for("baggage", case)).unwrap();
+    let mut headers: Vec<(String, String)> = [
+        ("ce_specversion", "1.0"),
+        ("ce_id", id),
+        ("ce_source", "dtv"),
+        ("ce_type", "baggage"),
+        ("ce_subject", case),
+        ("ce_time", "2026-01-01T00:00:00Z"),
+        ("ce_dataschema", "urn:loket:schema:baggage:v1"),
+        ("content-type", "application/json"),
+        ("ce_sequence", "1"),
+        ("ce_completeness", "1"),
+        ("ce_missingexpected", ""),
+        ("ce_redacted", ""),
+        ("ce_receivedat", "2026-01-01T00:00:00Z"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    if let Some(key) = key {
+        let signed = headers.iter().map(|(k, v)| (k.as_str(), Some(v.as_bytes())));
+        let tag = key.tag(topic, Some(case.as_bytes()), Some(&payload), signed);
+        headers.push(("loket-tag".to_owned(), tag));
+    }
+    (headers, payload)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_records_on_a_delivery_topic_are_refused_logged_and_counted() {
+    use loket_server::proto::ListDenialsRequest;
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let brokers = shared_broker();
+    let prefix = unique_prefix();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_in(dir.path(), &kafka_toml(&brokers, &prefix, "")).await;
+    let topic = format!("{prefix}delivery.kmar");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !topic_exists(&brokers, &topic) {
+        assert!(Instant::now() < deadline, "the relay did not create {topic}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Straight onto kmar's delivery topic, as anyone with write access could: one record
+    // without a tag, one tagged with a key no gateway has. Same case as the real event
+    // after them, so the same partition, read before it.
+    let case = "8000000001";
+    let other_key = loket_kafka::RecordKey::from_file_contents(b"a key that is not the gateways' key").unwrap();
+    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    for (id, key) in [("forged-1", None), ("forged-2", Some(&other_key))] {
+        let (headers, payload) = forged_record(&topic, id, case, key);
+        let headers = headers
+            .iter()
+            .fold(OwnedHeaders::new(), |h, (k, v)| h.insert(Header { key: k, value: Some(v.as_bytes()) }));
+        producer
+            .send(FutureRecord::to(&topic).key(case).payload(&payload).headers(headers), Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    let mut dtv = gw.client("dtv").await;
+    publish(&mut dtv, event("dtv", "baggage", "real-1", &example_for("baggage", case))).await.unwrap();
+
+    let mut kmar = gw.client("kmar").await;
+    let mut stream = kmar.subscribe(from_earliest("main", 1)).await.unwrap().into_inner();
+    let d = tokio::time::timeout(Duration::from_secs(90), stream.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(d.event.unwrap().id, "real-1", "the forged records before it are not delivered");
+    drop(stream);
+
+    // Written to the denial log, as kmar's, with what they claimed and where they were.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let denials = kmar
+            .list_denials(ListDenialsRequest { since: None, partner: String::new(), limit: 0 })
+            .await
+            .unwrap()
+            .into_inner()
+            .denials;
+        let refused: Vec<(String, String)> = denials
+            .into_iter()
+            .filter(|d| d.kind == "kafka-record-refused")
+            .map(|d| (d.event_id, d.reason_code))
+            .collect();
+        if refused.len() >= 2 || Instant::now() > deadline {
+            break refused;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        refused,
+        [("forged-1".to_owned(), "MISSING_TAG".to_owned()), ("forged-2".to_owned(), "WRONG_TAG".to_owned())]
+    );
+    // And counted.
+    let (code, metrics) = http_get(gw.metrics_addr.unwrap(), "/metrics");
+    assert_eq!(code, 200);
+    for reason in ["missing-tag", "wrong-tag"] {
+        let line = format!("loket_kafka_records_refused_total{{reason=\"{reason}\"}}");
+        assert!(metrics.lines().any(|l| l.starts_with(&line)), "{line} missing from:\n{metrics}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_published_again_through_another_gateway_is_delivered_once() {
+    let brokers = shared_broker();
+    let prefix = unique_prefix();
+    let dir = tempfile::tempdir().unwrap();
+    // No canonical view: no canonical topics at all.
+    let a = Gateway::start_in(&dir.path().join("a"), &kafka_section(&brokers, &prefix, "")).await;
+    let b = Gateway::start_in(&dir.path().join("b"), &kafka_section(&brokers, &prefix, "")).await;
+    let case = "8100000001";
+    let baggage = example_for("baggage", case);
+    // dtv published through A, lost A's reply and published again through B; each
+    // gateway journals and relays it. One after the other, so the copies are in this order.
+    let mut through_a = a.client("dtv").await;
+    let mut through_b = b.client("dtv").await;
+    publish(&mut through_a, event("dtv", "baggage", "again-1", &baggage)).await.unwrap();
+    wait_drained(&mut through_a).await;
+    publish(&mut through_b, event("dtv", "baggage", "again-1", &baggage)).await.unwrap();
+    wait_drained(&mut through_b).await;
+    publish(&mut through_a, event("dtv", "baggage", "next-1", &baggage)).await.unwrap();
+    wait_drained(&mut through_a).await;
+
+    let on_kafka = read_topic(&brokers, &format!("{prefix}delivery.kmar"), 3);
+    let ids: Vec<&str> = on_kafka.iter().map(|r| r.header("ce_id")).collect();
+    assert_eq!(ids, ["again-1", "again-1", "next-1"], "both copies are on the delivery topic");
+    assert!(!topic_exists(&brokers, &format!("{prefix}events.baggage")), "no canonical topic without a view");
+
+    let mut kmar = b.client("kmar").await;
+    let mut stream = kmar.subscribe(from_earliest("main", 2)).await.unwrap().into_inner();
+    let mut got = Vec::new();
+    while let Some(d) = tokio::time::timeout(Duration::from_secs(90), stream.message()).await.unwrap().unwrap() {
+        got.push(d.event.unwrap().id);
+    }
+    assert_eq!(got, ["again-1", "next-1"], "the second copy is dropped");
+    a.stop().await;
+    b.stop().await;
 }

@@ -26,6 +26,33 @@ pub fn shared_broker() -> String {
     required(BROKER_ENV)
 }
 
+/// The record key file of every test gateway: one key, so gateways of one test trust each
+/// other's records (written once per test binary, in the target's temporary directory).
+pub fn record_key_file() -> PathBuf {
+    static KEY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let path = dir.join("kafka-record.key");
+        let staged = dir.join(format!("kafka-record.key.{}", std::process::id()));
+        std::fs::write(&staged, "a record key shared by the gateways of the kafka tests\n").unwrap();
+        std::fs::rename(&staged, &path).unwrap();
+        path
+    })
+    .clone()
+}
+
+/// A named subscription from the earliest record (Kafka mode), ending after `limit`
+/// deliveries (0: never).
+pub fn from_earliest(name: &str, limit: u64) -> loket_server::proto::SubscribeRequest {
+    use loket_server::proto::{subscribe_request::Start, Earliest};
+    loket_server::proto::SubscribeRequest {
+        types: vec![],
+        start: Some(Start::Earliest(Earliest {})),
+        name: name.to_owned(),
+        limit,
+    }
+}
+
 /// A topic prefix no other test uses on the shared broker.
 pub fn unique_prefix() -> String {
     format!("t{}.", &uuid::Uuid::new_v4().simple().to_string()[..12])
@@ -37,14 +64,36 @@ pub struct Tansu {
     child: Option<Child>,
     pub port: u16,
     dir: PathBuf,
+    /// The address the broker names in its metadata (its own, or a hop's in front of it).
+    advertised: String,
+    /// Whether clients must log in with SASL (SCRAM), from the next (re)start.
+    pub authentication: bool,
 }
 
 impl Tansu {
     pub fn start(dir: &Path) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut tansu = Tansu { child: None, port, dir: dir.to_owned() };
+        Self::start_behind(dir, port, &format!("127.0.0.1:{port}"), false)
+    }
+
+    /// A broker on `port` that tells clients to connect to `advertised` (a hop in front
+    /// of it), with SASL required when `authentication`.
+    pub fn start_behind(dir: &Path, port: u16, advertised: &str, authentication: bool) -> Self {
+        let mut tansu =
+            Tansu { child: None, port, dir: dir.to_owned(), advertised: advertised.to_owned(), authentication };
         tansu.restart();
         tansu
+    }
+
+    /// Adds a SCRAM-SHA-512 user (with `tansu user create`, straight to the broker's port).
+    pub fn create_user(&self, name: &str, password: &str) {
+        let broker = format!("tcp://127.0.0.1:{}", self.port);
+        let output = Command::new(required(TANSU_ENV))
+            .args(["user", "create", "--broker", &broker, "--mechanism", "scram512", name, password])
+            .current_dir(&self.dir)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "tansu user create: {output:?}");
     }
 
     pub fn bootstrap(&self) -> String {
@@ -55,10 +104,15 @@ impl Tansu {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "tansu is already running");
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://{}", self.advertised);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("tansu.log")).unwrap();
-        let child = Command::new(required(TANSU_ENV))
-            .args(["broker", "--storage-engine", "sqlite://tansu.db", "--listener-url", &url])
-            .args(["--advertised-listener-url", &url])
+        let mut command = Command::new(required(TANSU_ENV));
+        command.args(["broker", "--storage-engine", "sqlite://tansu.db", "--listener-url", &url]);
+        command.args(["--advertised-listener-url", &advertised]);
+        if self.authentication {
+            command.arg("--authentication");
+        }
+        let child = command
             .current_dir(&self.dir)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))

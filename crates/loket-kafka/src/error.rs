@@ -3,6 +3,9 @@ use rdkafka::error::KafkaError;
 /// Everything that can go wrong between loket and Kafka.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A `[kafka]` setting could not be used (a secret file that cannot be read).
+    #[error("{0}")]
+    Config(String),
     /// A client could not be created from its configuration.
     #[error("kafka client setup failed: {0}")]
     Client(#[source] KafkaError),

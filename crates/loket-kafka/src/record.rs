@@ -14,6 +14,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::auth::{RecordKey, TAG_HEADER};
 use crate::Error;
 
 pub const SPEC_VERSION: &str = "1.0";
@@ -91,9 +92,28 @@ impl CloudEventRecord {
     }
 
     pub fn owned_headers(&self) -> OwnedHeaders {
-        self.headers().iter().fold(OwnedHeaders::new_with_capacity(14), |h, (key, value)| {
+        self.headers().iter().fold(OwnedHeaders::new_with_capacity(15), |h, (key, value)| {
             h.insert(Header { key, value: Some(value.as_bytes()) })
         })
+    }
+
+    /// The headers with the authentication tag of this record on `topic` (the key is the
+    /// subject, the value the data; see [`crate::auth`]).
+    pub fn tagged_headers(&self, topic: &str, key: &RecordKey) -> OwnedHeaders {
+        let headers = self.headers();
+        let tag = key.tag(
+            topic,
+            Some(self.subject.as_bytes()),
+            Some(&self.data),
+            headers.iter().map(|(name, value)| (*name, Some(value.as_bytes()))),
+        );
+        headers
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .chain([(TAG_HEADER, tag.as_str())])
+            .fold(OwnedHeaders::new_with_capacity(15), |h, (key, value)| {
+                h.insert(Header { key, value: Some(value.as_bytes()) })
+            })
     }
 
     /// Reads a record back; every header above must be present, except `ce_released`.
@@ -214,6 +234,29 @@ mod tests {
         let time = &headers.iter().find(|(k, _)| *k == "ce_time").unwrap().1;
         assert_eq!(time, "2023-11-14T22:13:20.123456Z");
         assert!(headers.iter().all(|(k, _)| k.starts_with("ce_") || *k == "content-type"));
+    }
+
+    #[test]
+    fn tagged_headers_verify_on_their_topic_only() {
+        let key = RecordKey::from_file_contents(&[3; 32]).unwrap();
+        let record = CloudEventRecord::new(&stored(), b"{}".to_vec(), vec![]);
+        let on = |topic: &str, headers| {
+            OwnedMessage::new(
+                Some(record.data.clone()),
+                Some(record.subject.clone().into_bytes()),
+                topic.into(),
+                Timestamp::NotAvailable,
+                0,
+                7,
+                Some(headers),
+            )
+        };
+        let produced = on("loket.delivery.kmar", record.tagged_headers("loket.delivery.kmar", &key));
+        assert_eq!(key.verify(&produced), Ok(()));
+        assert_eq!(CloudEventRecord::from_message(&produced).unwrap(), record, "the tag is no attribute");
+        let elsewhere = on("loket.delivery.dji", record.tagged_headers("loket.delivery.kmar", &key));
+        assert_eq!(key.verify(&elsewhere), Err(crate::TagProblem::Mismatch));
+        assert_eq!(key.verify(&message(&record)), Err(crate::TagProblem::Missing));
     }
 
     #[test]

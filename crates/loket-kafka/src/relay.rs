@@ -13,6 +13,10 @@
 //! whenever the relay reads from anywhere but where the policy's state is (at start, after
 //! a failure) it rewinds the policy to that position first: re-produced records are then
 //! the same records.
+//!
+//! The relay produces nothing but the policy's views: each partner's delivery records and,
+//! with a canonical view, the canonical records; the stored event as such never leaves the
+//! gateway. Every record is tagged with the cluster's record key for its topic.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -22,14 +26,15 @@ use loket_journal::{Journal, StoredEvent};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::RecordKey;
+use crate::client::Observed;
 use crate::record::CloudEventRecord;
 use crate::topics::ensure_topics;
-use crate::view::DeliveryPolicy;
+use crate::view::{DeliveryPolicy, Target};
 use crate::{Error, KafkaSettings};
 
 /// The relay's cursor in the journal's cursor table. Partner ids are lowercase letters and
@@ -55,7 +60,9 @@ pub struct RelayStatus {
     pub backlog: u64,
     /// When the oldest of them was stored (Unix µs); `None` without a backlog.
     pub oldest_received_at_micros: Option<i64>,
-    /// The last failure since the relay last made progress, if any.
+    /// The last failure since the relay last made progress, if any: the relay's own or
+    /// what the producer's client last reported (a broker it cannot reach, a refused
+    /// certificate or login), naming the broker.
     pub last_error: Option<String>,
 }
 
@@ -103,8 +110,10 @@ pub struct Relay {
     pub journal: Journal,
     pub settings: KafkaSettings,
     pub policy: Box<dyn DeliveryPolicy>,
-    /// Event types whose canonical topics are created at start.
+    /// Event types whose canonical topics are created at start (with a canonical view).
     pub event_types: Vec<String>,
+    /// The key every produced record is tagged with.
+    pub record_key: RecordKey,
 }
 
 struct Running {
@@ -114,7 +123,8 @@ struct Running {
     /// The journal position the policy's state is at: the relay rewinds it when it reads
     /// from anywhere else (at start, and after a failure left the cursor behind).
     policy_at: u64,
-    producer: FutureProducer,
+    producer: FutureProducer<Observed>,
+    record_key: RecordKey,
     relayed: watch::Sender<u64>,
     last_error: Arc<Mutex<Option<String>>>,
     /// Topics known to exist.
@@ -129,8 +139,10 @@ impl Relay {
             Some(c) => c,
             None => self.journal.create_cursor(CURSOR_OWNER, CURSOR_NAME, 0)?,
         };
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &self.settings.brokers)
+        let last_error = Arc::new(Mutex::new(None));
+        let producer: FutureProducer<Observed> = self
+            .settings
+            .client_config()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", "0")
@@ -139,10 +151,9 @@ impl Relay {
             .set("reconnect.backoff.max.ms", "5000")
             .set("retry.backoff.ms", "100")
             .set("retry.backoff.max.ms", "5000")
-            .create()
+            .create_with_context(Observed::into_slot(last_error.clone()))
             .map_err(Error::Client)?;
         let (relayed, relayed_rx) = watch::channel(cursor);
-        let last_error = Arc::new(Mutex::new(None));
         let handle = RelayHandle { journal: self.journal.clone(), relayed: relayed_rx, last_error: last_error.clone() };
         let running = Running {
             journal: self.journal,
@@ -150,6 +161,7 @@ impl Relay {
             policy: self.policy,
             policy_at: 0,
             producer,
+            record_key: self.record_key,
             relayed,
             last_error,
             topics: HashSet::new(),
@@ -162,8 +174,16 @@ impl Relay {
 
 impl Running {
     async fn run(mut self, event_types: Vec<String>, handle: RelayHandle, shutdown: CancellationToken) {
-        let mut initial: Vec<String> = event_types.iter().map(|t| self.settings.topics.canonical(t)).collect();
-        initial.extend(self.policy.subscribers().iter().map(|p| self.settings.topics.delivery(p)));
+        let topics = &self.settings.topics;
+        let initial: Vec<String> = self
+            .policy
+            .targets()
+            .into_iter()
+            .flat_map(|target| match target {
+                Target::Canonical => event_types.iter().map(|t| topics.canonical(t)).collect(),
+                Target::Delivery(partner) => vec![topics.delivery(&partner)],
+            })
+            .collect();
         let mut backoff = BACKOFF_MIN;
         // Create the topics before the first event so consumers can subscribe at once.
         while let Err(e) = self.ensure(&initial).await {
@@ -251,15 +271,10 @@ impl Running {
         Ok(())
     }
 
-    /// The records of one event: canonical first, then the partners' delivery records.
+    /// The records of one event: what the policy's views give, each with its topic.
     fn records(&mut self, event: &StoredEvent) -> Result<Vec<Outgoing>, Error> {
-        let mut records = vec![(
-            self.settings.topics.canonical(&event.event_type),
-            CloudEventRecord::new(event, event.data.clone(), Vec::new()),
-        )];
         let views = self.policy.records(event).map_err(|source| Error::View { sequence: event.sequence, source })?;
-        records.extend(views.into_iter().map(|v| (self.settings.topics.delivery(&v.partner), v.record)));
-        Ok(records)
+        Ok(views.into_iter().map(|v| (v.target.topic(&self.settings.topics, &v.record), v.record)).collect())
     }
 
     /// The records of a batch, moving the policy's state past it.
@@ -283,7 +298,7 @@ impl Running {
         let mut pending: VecDeque<(u64, DeliveryFuture)> = VecDeque::new();
         for (sequence, records) in planned {
             for (topic, record) in records {
-                let headers = record.owned_headers();
+                let headers = record.tagged_headers(&topic, &self.record_key);
                 loop {
                     let produced = self.producer.send_result(
                         FutureRecord::to(&topic).key(&record.subject).payload(&record.data).headers(headers.clone()),
@@ -309,6 +324,11 @@ impl Running {
         }
         while !pending.is_empty() {
             self.complete_front(&mut pending, handle, report).await?;
+        }
+        // Events that no view receives have no records: the batch is done all the same.
+        if let Some(last) = batch.last().map(|e| e.sequence).filter(|last| *self.relayed.borrow() < *last) {
+            self.journal.ack(CURSOR_OWNER, CURSOR_NAME, last)?;
+            self.relayed.send_replace(last);
         }
         Ok(())
     }

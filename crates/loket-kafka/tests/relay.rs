@@ -1,6 +1,7 @@
 //! The relay against a real broker (the Tansu that tests/run starts) with a delivery
 //! policy that redacts for one partner and withholds a type from another: the delivery
-//! topics carry each partner's view, the canonical topic the full event.
+//! topics carry each partner's view, the canonical topics the canonical reader's view
+//! (here coa's: never a medical file), and every record carries a tag that verifies.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,13 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use loket_journal::{Journal, JournalConfig, NewEvent, StoredEvent};
-use loket_kafka::{CloudEventRecord, DeliveryPolicy, KafkaSettings, PartnerRecord, Relay, Topics, ViewError};
+use loket_kafka::{
+    CloudEventRecord, DeliveryPolicy, KafkaSettings, RecordKey, Relay, Target, Topics, ViewError, ViewRecord,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-/// kmar sees everything but `/medical`; coa never sees `medical-file-transfer`.
+/// kmar sees everything but `/medical`; coa never sees `medical-file-transfer`, and coa's
+/// is the canonical view.
 struct Views;
 
 impl Views {
@@ -34,19 +38,25 @@ impl Views {
 }
 
 impl DeliveryPolicy for Views {
-    fn subscribers(&self) -> Vec<String> {
-        vec!["kmar".into(), "coa".into()]
+    fn targets(&self) -> Vec<Target> {
+        vec![Target::Delivery("kmar".into()), Target::Delivery("coa".into()), Target::Canonical]
     }
 
     fn rewind(&mut self, _next: u64) -> Pin<Box<dyn Future<Output = Result<(), ViewError>> + Send + '_>> {
         Box::pin(async { Ok(()) })
     }
 
-    fn records(&mut self, event: &StoredEvent) -> Result<Vec<PartnerRecord>, ViewError> {
+    fn records(&mut self, event: &StoredEvent) -> Result<Vec<ViewRecord>, ViewError> {
         Ok(self
-            .subscribers()
+            .targets()
             .into_iter()
-            .filter_map(|partner| Some(PartnerRecord { record: Self::view(&partner, event)?, partner }))
+            .filter_map(|target| {
+                let reader = match &target {
+                    Target::Delivery(partner) => partner.as_str(),
+                    Target::Canonical => "coa",
+                };
+                Some(ViewRecord { record: Self::view(reader, event)?, target })
+            })
             .collect())
     }
 }
@@ -60,8 +70,8 @@ struct Numbering {
 }
 
 impl DeliveryPolicy for Numbering {
-    fn subscribers(&self) -> Vec<String> {
-        vec!["kmar".into()]
+    fn targets(&self) -> Vec<Target> {
+        vec![Target::Delivery("kmar".into())]
     }
 
     fn rewind(&mut self, next: u64) -> Pin<Box<dyn Future<Output = Result<(), ViewError>> + Send + '_>> {
@@ -70,14 +80,15 @@ impl DeliveryPolicy for Numbering {
         Box::pin(async { Ok(()) })
     }
 
-    fn records(&mut self, event: &StoredEvent) -> Result<Vec<PartnerRecord>, ViewError> {
+    fn records(&mut self, event: &StoredEvent) -> Result<Vec<ViewRecord>, ViewError> {
         if event.sequence == 2 && !self.failed {
             self.failed = true;
             return Err("index not readable just now".into());
         }
         self.seen += 1;
         let payload = serde_json::to_vec(&json!({ "n": self.seen })).unwrap();
-        Ok(vec![PartnerRecord { partner: "kmar".into(), record: CloudEventRecord::new(event, payload, vec![]) }])
+        let record = CloudEventRecord::new(event, payload, vec![]);
+        Ok(vec![ViewRecord { target: Target::Delivery("kmar".into()), record }])
     }
 }
 
@@ -97,6 +108,21 @@ fn new_event(id: &str, event_type: &str, data: Value) -> NewEvent {
     }
 }
 
+fn key() -> RecordKey {
+    RecordKey::from_file_contents(b"relay test key, shared by no gateway").unwrap()
+}
+
+fn settings(brokers: &str, prefix: String, partitions: i32) -> KafkaSettings {
+    KafkaSettings {
+        brokers: brokers.to_owned(),
+        topics: Topics { prefix },
+        partitions,
+        replication: 1,
+        security: Default::default(),
+    }
+}
+
+/// Every record of `topic` (one partition), each checked to carry a valid tag.
 fn read(brokers: &str, topic: &str, want: usize) -> Vec<CloudEventRecord> {
     let consumer: BaseConsumer =
         ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", "relay-test-reader").create().unwrap();
@@ -108,7 +134,9 @@ fn read(brokers: &str, topic: &str, want: usize) -> Vec<CloudEventRecord> {
     while records.len() < want {
         assert!(Instant::now() < deadline, "{} of {want} records on {topic}", records.len());
         if let Some(message) = consumer.poll(Duration::from_millis(200)) {
-            records.push(CloudEventRecord::from_message(&message.unwrap()).unwrap());
+            let message = message.unwrap();
+            assert_eq!(key().verify(&message), Ok(()), "{topic}: every record carries a valid tag");
+            records.push(CloudEventRecord::from_message(&message).unwrap());
         }
     }
     // Nothing beyond: the topic ends where expected.
@@ -142,21 +170,24 @@ async fn delivery_topics_carry_each_partners_view() {
     }
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let prefix = format!("r{}-{nanos}.", std::process::id());
-    let settings = KafkaSettings { brokers: brokers.clone(), topics: Topics { prefix }, partitions: 1, replication: 1 };
+    let settings = settings(&brokers, prefix, 1);
     let shutdown = CancellationToken::new();
     let relay = Relay {
         journal: journal.clone(),
         settings: settings.clone(),
         policy: Box::new(Views),
         event_types: vec!["baggage".into(), "medical-file-transfer".into()],
+        record_key: key(),
     };
     let (handle, task) = relay.start(shutdown.clone()).unwrap();
     assert!(handle.wait_relayed(3, Duration::from_secs(60)).await, "{:?}", handle.status());
     assert_eq!(handle.status().unwrap().backlog, 0);
 
-    let canonical = read(&brokers, &settings.topics.canonical("medical-file-transfer"), 1);
-    assert_eq!(canonical[0].data, events[1].data, "the canonical topic has the full event");
-    assert!(canonical[0].redacted.is_empty());
+    // The canonical topics carry coa's view: no medical file on any of them.
+    read(&brokers, &settings.topics.canonical("medical-file-transfer"), 0);
+    let canonical: Vec<String> =
+        read(&brokers, &settings.topics.canonical("baggage"), 2).into_iter().map(|r| r.id).collect();
+    assert_eq!(canonical, ["e1", "e3"]);
 
     let kmar: HashMap<String, CloudEventRecord> =
         read(&brokers, &settings.topics.delivery("kmar"), 3).into_iter().map(|r| (r.id.clone(), r)).collect();
@@ -182,12 +213,17 @@ async fn a_failed_batch_rewinds_the_policy_to_the_cursor() {
     }
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let prefix = format!("w{}-{nanos}.", std::process::id());
-    let settings = KafkaSettings { brokers: brokers.clone(), topics: Topics { prefix }, partitions: 1, replication: 1 };
+    let settings = settings(&brokers, prefix, 1);
     let rewinds = Arc::new(Mutex::new(Vec::new()));
     let policy = Numbering { seen: 0, failed: false, rewinds: rewinds.clone() };
     let shutdown = CancellationToken::new();
-    let relay =
-        Relay { journal, settings: settings.clone(), policy: Box::new(policy), event_types: vec!["baggage".into()] };
+    let relay = Relay {
+        journal,
+        settings: settings.clone(),
+        policy: Box::new(policy),
+        event_types: vec!["baggage".into()],
+        record_key: key(),
+    };
     let (handle, task) = relay.start(shutdown.clone()).unwrap();
     assert!(handle.wait_relayed(3, Duration::from_secs(60)).await, "{:?}", handle.status());
 
@@ -221,9 +257,9 @@ async fn relay_throughput() {
         p.await.unwrap();
     }
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let settings =
-        KafkaSettings { brokers, topics: Topics { prefix: format!("bench{nanos}.") }, partitions: 3, replication: 1 };
-    let relay = Relay { journal, settings, policy: Box::new(Views), event_types: vec!["baggage".into()] };
+    let settings = settings(&brokers, format!("bench{nanos}."), 3);
+    let relay =
+        Relay { journal, settings, policy: Box::new(Views), event_types: vec!["baggage".into()], record_key: key() };
     let started = Instant::now();
     let (handle, _task) = relay.start(CancellationToken::new()).unwrap();
     assert!(handle.wait_relayed(EVENTS, Duration::from_secs(600)).await);

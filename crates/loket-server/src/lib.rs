@@ -29,5 +29,5 @@ pub use access::PARTNER_HEADER;
 pub use config::Config;
 pub use error::{Error, ERROR_DOMAIN};
 pub use proto::timestamp;
-pub use server::{rebuild_quality, run, run_with};
+pub use server::{check_config, rebuild_quality, run, run_with};
 pub use tls::{certs, client};

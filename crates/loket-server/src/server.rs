@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loket_journal::{Journal, JournalConfig};
-use loket_kafka::Relay;
+use loket_kafka::{RecordChecks, Relay};
 use loket_quality::{QualityStore, RuleSet};
 use loket_schema::Registry;
 use tokio::net::TcpListener;
@@ -16,7 +16,7 @@ use tonic::transport::Server;
 use crate::access::Access;
 use crate::config::Config;
 use crate::http::metrics;
-use crate::kafka::KafkaMode;
+use crate::kafka::{denial_hook, KafkaMode};
 use crate::proto::gateway_server::GatewayServer;
 use crate::publish::{Intake, Publisher};
 use crate::quality::{run_digests, Quality};
@@ -71,18 +71,27 @@ pub async fn run_with(
     let relay_stop = CancellationToken::new();
     let (kafka, relay_task) = match &config.kafka {
         Some(kafka) => {
-            let settings = kafka.settings();
+            let settings = kafka.settings()?;
+            let record_key = kafka.record_key()?;
             let mut event_types: Vec<String> = registry.schemas().map(|s| s.event_type().to_owned()).collect();
             event_types.dedup();
+            let canonical = kafka.canonical_view.as_deref();
+            let views = PartnerViews::new(viewer.clone(), &event_types, canonical, relay_stop.clone());
             let relay = Relay {
                 journal: journal.clone(),
                 settings: settings.clone(),
-                policy: Box::new(PartnerViews::new(viewer.clone(), &event_types, relay_stop.clone())),
+                policy: Box::new(views),
                 event_types,
+                record_key: record_key.clone(),
             };
             let (handle, task) = relay.start(relay_stop.clone())?;
             let timeout = Duration::from_millis(kafka.ack_timeout_ms);
-            (Some(KafkaMode::new(settings, handle, kafka.ack, timeout)), Some(task))
+            let checks = RecordChecks {
+                key: record_key,
+                dedup_window: kafka.dedup_window.0,
+                on_refused: denial_hook(access.clone()),
+            };
+            (Some(KafkaMode::new(settings, handle, kafka.ack, timeout, checks)), Some(task))
         }
         None => (None, None),
     };
@@ -191,6 +200,13 @@ pub async fn run_with(
     store.close_clean(journal.last_sequence())?;
     tracing::info!("loket gateway stopped");
     Ok(())
+}
+
+/// `loket serve --check-config`: everything a start checks before it opens a store or a
+/// socket (the file, the schemas, the rules, the policy), every problem at once.
+pub fn check_config(config: &Config) -> Result<(), Error> {
+    let (registry, _) = load_schemas_and_rules(config)?;
+    config.policy(&registry).map(drop)
 }
 
 fn load_schemas_and_rules(config: &Config) -> Result<(Registry, Arc<RuleSet>), Error> {

@@ -15,6 +15,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway (embedded journal, mutual TLS).
     Serve(ServeArgs),
+    /// Ask a gateway whether it is serving (gRPC health), as a partner. Exit status: 0
+    /// serving, 1 not serving or unreachable.
+    Health(HealthArgs),
     /// Development certificates.
     Certs {
         #[command(subcommand)]
@@ -203,6 +206,19 @@ pub struct ServeArgs {
     /// Configuration file (TOML); without it, the built-in defaults (see config/loket.toml).
     #[arg(long, short, env = "LOKET_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Only read and check the configuration (with the environment's overrides), print
+    /// every problem and exit: 0 valid, 1 not. Starts nothing and writes nothing.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 5)]
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@ mod cli;
 mod demo;
 mod export;
 mod gen;
+mod health;
 mod output;
 mod publish;
 mod quality;
@@ -60,7 +61,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Serve(args) => serve::run(args).await,
+            Command::Health(args) => health::run(args).await,
             Command::Certs { command: CertsCommand::Init(args) } => serve::certs_init(args).map(|()| ExitCode::SUCCESS),
             Command::Publish(args) => publish::run(args).await,
             Command::Subscribe(args) => subscribe::run(args).await,

@@ -1,6 +1,7 @@
 //! `loket serve` and `loket certs init`.
 
 use std::collections::HashMap;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use loket_domain::PartnerId;
@@ -8,13 +9,39 @@ use loket_server::{certs, Config};
 
 use crate::cli::{CertsInitArgs, ServeArgs};
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let env: HashMap<String, String> = std::env::vars().collect();
+    if args.check_config {
+        return Ok(check_config(args, &env));
+    }
     let config = Config::load(args.config.as_deref(), &env)?;
     let addr = config.listen_addr();
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     loket_server::run(listener, config, shutdown_signal()).await?;
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `serve --check-config`: the configuration as `serve` would read it, checked as far as
+/// the gateway checks it before it opens anything; every problem on its own line.
+fn check_config(args: ServeArgs, env: &HashMap<String, String>) -> ExitCode {
+    let origin = args.config.as_ref().map_or_else(|| "defaults".to_owned(), |p| p.display().to_string());
+    let checked = Config::load(args.config.as_deref(), env).and_then(|config| loket_server::check_config(&config));
+    match checked {
+        Ok(()) => {
+            println!("{origin}: valid");
+            ExitCode::SUCCESS
+        }
+        Err(loket_server::Error::Config(problems)) => {
+            for problem in &problems {
+                println!("{problem}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(other) => {
+            println!("{origin}: {other}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

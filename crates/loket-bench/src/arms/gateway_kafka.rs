@@ -33,11 +33,14 @@ const DRAIN_POLL: Duration = Duration::from_millis(50);
 const DRAIN_WAIT: Duration = Duration::from_secs(600);
 
 /// The `[kafka]` section of the gateway under test: `ack = "journal"` like the other
-/// gateway arms, so acknowledgements do not wait for the broker.
-fn gateway_section(broker: &Broker, prefix: &str) -> String {
+/// gateway arms, so acknowledgements do not wait for the broker; the canonical topics carry
+/// the reader's view, which the e2e consumer reads.
+fn gateway_section(broker: &Broker, prefix: &str, record_key: &Path) -> String {
     format!(
-        "[kafka]\nbrokers = {:?}\ntopic_prefix = {prefix:?}\npartitions = {PARTITIONS}\nack = \"journal\"\n",
-        broker.bootstrap
+        "[kafka]\nbrokers = {:?}\ntopic_prefix = {prefix:?}\npartitions = {PARTITIONS}\nack = \"journal\"\n\
+         canonical_view = {READER:?}\nrecord_key_file = {:?}\n",
+        broker.bootstrap,
+        record_key.display().to_string()
     )
 }
 
@@ -52,8 +55,11 @@ pub async fn gateway_kafka_arm(
     prefix: &str,
     e2e: bool,
 ) -> anyhow::Result<ArmResult> {
+    let record_key = work.join("record.key");
+    std::fs::write(&record_key, uuid::Uuid::new_v4().simple().to_string())?;
     // Dropped on an error, the server process is killed; here it is stopped cleanly.
-    let server = ServerProcess::gateway(work, "gateway-kafka", certs_dir, &gateway_section(broker, prefix))?;
+    let server =
+        ServerProcess::gateway(work, "gateway-kafka", certs_dir, &gateway_section(broker, prefix, &record_key))?;
     let topics = Topics { prefix: prefix.to_owned() };
     let sent = Arc::new(SendLog::new(events));
     let consumer = if e2e {

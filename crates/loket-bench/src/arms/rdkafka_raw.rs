@@ -47,7 +47,13 @@ pub async fn rdkafka_raw_arm(
             (t, topic)
         })
         .collect();
-    let settings = KafkaSettings { brokers: broker.bootstrap.clone(), topics, partitions: PARTITIONS, replication: 1 };
+    let settings = KafkaSettings {
+        brokers: broker.bootstrap.clone(),
+        topics,
+        partitions: PARTITIONS,
+        replication: 1,
+        security: Default::default(),
+    };
     let names: Vec<String> = by_type.values().cloned().collect();
     ensure_topics(&settings, &names).await.context("cannot create the rdkafka-raw topics")?;
 

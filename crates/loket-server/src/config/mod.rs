@@ -129,6 +129,9 @@ impl Config {
         if let Some(listen) = env.get(ENV_LISTEN) {
             config.grpc.listen = listen.clone();
         }
+        if let Some(kafka) = &mut config.kafka {
+            kafka.apply_env(env);
+        }
         if let Some(flag) = env.get(ENV_INSECURE) {
             match flag.as_str() {
                 "true" | "1" => config.grpc.insecure = true,
@@ -291,6 +294,12 @@ impl Config {
             registry.schemas().filter(|s| s.event_type() == t).map(|s| s.document().clone()).collect()
         })
         .map_err(|problems| Error::Config(problems.into_iter().map(|p| format!("policy: {p}")).collect()))
+        .and_then(|policy| match self.kafka.as_ref().and_then(|k| k.canonical_view.as_deref()) {
+            Some(view) if !policy.is_partner(view) => {
+                Err(Error::Config(vec![format!("kafka.canonical_view: {view:?} is not a partner in [partners]")]))
+            }
+            _ => Ok(policy),
+        })
     }
 
     /// The quality figures' own store.

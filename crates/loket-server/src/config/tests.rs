@@ -105,7 +105,11 @@ fn identity_and_revocation_settings_are_checked() {
 
 #[test]
 fn kafka_section_defaults_and_problems() {
-    let c = Config::parse("[kafka]\nbrokers = \"127.0.0.1:9092\"\n", "t", &no_env()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("record.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    let text = format!("[kafka]\nbrokers = \"127.0.0.1:9092\"\nrecord_key_file = {:?}\n", key.display().to_string());
+    let c = Config::parse(&text, "t", &no_env()).unwrap();
     let k = c.kafka.as_ref().unwrap();
     assert_eq!((k.topic_prefix.as_str(), k.partitions, k.replication, k.ack), ("loket.", 3, 1, AckMode::Journal));
     let text = "[kafka]\nbrokers = \"nohost\"\npartitions = 0\nack = \"kafka\"\ntopic_prefix = \"a b\"\n";
@@ -113,7 +117,7 @@ fn kafka_section_defaults_and_problems() {
         panic!("expected a config error")
     };
     let all = problems.join("\n");
-    for needle in ["kafka.brokers", "kafka.partitions", "kafka.topic_prefix"] {
+    for needle in ["kafka.brokers", "kafka.partitions", "kafka.topic_prefix", "kafka.record_key_file"] {
         assert!(all.contains(needle), "{needle} missing from:\n{all}");
     }
     let err = Config::parse("[kafka]\nbrokers = \"a:1\"\nack = \"never\"\n", "x.toml", &no_env()).unwrap_err();

@@ -1,15 +1,19 @@
 //! The gateway's Kafka mode: publish acks that wait for the broker (`ack = "kafka"`) and
-//! named subscriptions served from the partner's delivery topic through a consumer group.
+//! named subscriptions served from the partner's delivery topic through a consumer group,
+//! delivering only records a gateway produced (each event once within the dedup window);
+//! refused records go to the denial log ([`denial_hook`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use loket_kafka::{AckMode, KafkaSettings, KafkaSubscription, RelayHandle, StartAt};
+use loket_domain::time::now_micros;
+use loket_kafka::{AckMode, KafkaSettings, KafkaSubscription, RecordChecks, RefusalHook, RelayHandle, StartAt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use crate::access::{Access, DenialRecord};
 use crate::proto::Delivery;
 use crate::view::from_kafka;
 use crate::Error;
@@ -42,14 +46,22 @@ pub(crate) struct KafkaMode {
     pub relay: RelayHandle,
     pub ack: AckMode,
     pub ack_timeout: Duration,
+    /// Tag verification and deduplication of every subscription.
+    checks: RecordChecks,
     /// Streams open on this gateway, by (partner, name), for `Ack`.
     open: Arc<Mutex<OpenStreams>>,
     next_stream: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl KafkaMode {
-    pub fn new(settings: KafkaSettings, relay: RelayHandle, ack: AckMode, ack_timeout: Duration) -> Self {
-        KafkaMode { settings, relay, ack, ack_timeout, open: Arc::default(), next_stream: Arc::default() }
+    pub fn new(
+        settings: KafkaSettings,
+        relay: RelayHandle,
+        ack: AckMode,
+        ack_timeout: Duration,
+        checks: RecordChecks,
+    ) -> Self {
+        KafkaMode { settings, relay, ack, ack_timeout, checks, open: Arc::default(), next_stream: Arc::default() }
     }
 
     /// With `ack = "kafka"`, waits until the event is on the broker.
@@ -68,7 +80,7 @@ impl KafkaMode {
         shutdown: CancellationToken,
     ) -> Result<(), Error> {
         let KafkaStreamRequest { partner, name, start, types, limit } = request;
-        let subscription = KafkaSubscription::open(&self.settings, partner, name, start)?;
+        let subscription = KafkaSubscription::open(&self.settings, partner, name, start, self.checks.clone())?;
         let (ack_tx, acks) = mpsc::channel(16);
         let key = (partner.to_owned(), name.to_owned());
         let id = self.next_stream.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -101,6 +113,32 @@ impl KafkaMode {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Writes every record a subscription refused to the denial log (kind
+/// `kafka-record-refused`, the claimed event and where the record was as its field).
+pub(crate) fn denial_hook(access: Access) -> RefusalHook {
+    Arc::new(move |refusal| {
+        let record = DenialRecord {
+            at_micros: now_micros(),
+            partner: refusal.partner.clone(),
+            kind: "kafka-record-refused".to_owned(),
+            event_type: refusal.claimed_type.clone(),
+            event_id: refusal.claimed_id.clone(),
+            source: refusal.claimed_source.clone(),
+            subject: refusal.claimed_subject.clone(),
+            sequence: refusal.claimed_sequence,
+            reason_code: refusal.reason_code.replace('-', "_").to_uppercase(),
+            reason: refusal.reason.clone(),
+            fields: vec![format!("{}/{}@{}", refusal.topic, refusal.partition, refusal.offset)],
+        };
+        let access = access.clone();
+        tokio::spawn(async move {
+            if let Err(e) = access.store.refusal(record).await {
+                tracing::error!(error = %e, "could not record a refused kafka record in the denial log");
+            }
+        });
+    })
 }
 
 struct Stream {

@@ -6,7 +6,7 @@ use std::pin::Pin;
 
 use loket_access::SubscriberScan;
 use loket_journal::StoredEvent;
-use loket_kafka::{CloudEventRecord, DeliveryPolicy, PartnerRecord, ViewError};
+use loket_kafka::{CloudEventRecord, DeliveryPolicy, Target, ViewError, ViewRecord};
 use tokio_util::sync::CancellationToken;
 
 use super::{Digests, Reading, Viewed, Viewer};
@@ -41,29 +41,39 @@ pub(crate) fn from_kafka(record: CloudEventRecord) -> Delivery {
 /// the partner and then produced right after that consent, marked released, and its
 /// quality digests.
 ///
-/// Each partner has a [`SubscriberScan`] that the relay moves along the journal; on a
-/// rewind it is rebuilt from the access index, so records re-produced after a crash or a
-/// failed batch are the same ones.
+/// The canonical topics carry the view of one configured partner (`[kafka]
+/// canonical_view`) in the same way: a scan of that partner; without one there are none.
+///
+/// Each view has a [`SubscriberScan`] that the relay moves along the journal; on a rewind
+/// it is rebuilt from the access index, so records re-produced after a crash or a failed
+/// batch are the same ones.
 pub(crate) struct PartnerViews {
     viewer: Viewer,
-    /// One per partner with a delivery topic.
-    scans: Vec<SubscriberScan>,
+    /// One per partner with a delivery topic, and one for the canonical view.
+    scans: Vec<(Target, SubscriberScan)>,
     /// Ends a rewind that waits for the access index.
     shutdown: CancellationToken,
 }
 
 impl PartnerViews {
-    pub fn new(viewer: Viewer, event_types: &[String], shutdown: CancellationToken) -> Self {
+    pub fn new(
+        viewer: Viewer,
+        event_types: &[String],
+        canonical_view: Option<&str>,
+        shutdown: CancellationToken,
+    ) -> Self {
         let access = &viewer.access;
         let partners: BTreeSet<String> = event_types.iter().flat_map(|t| access.policy.recipients_of(t)).collect();
-        let scans = partners.into_iter().map(|p| SubscriberScan::new(p, BTreeSet::new())).collect();
+        let views = partners.into_iter().map(|p| (Target::Delivery(p.clone()), p));
+        let canonical = canonical_view.map(|p| (Target::Canonical, p.to_owned()));
+        let scans = views.chain(canonical).map(|(t, p)| (t, SubscriberScan::new(p, BTreeSet::new()))).collect();
         Self { viewer, scans, shutdown }
     }
 }
 
 impl DeliveryPolicy for PartnerViews {
-    fn subscribers(&self) -> Vec<String> {
-        self.scans.iter().map(|s| s.partner().to_owned()).collect()
+    fn targets(&self) -> Vec<Target> {
+        self.scans.iter().map(|(t, _)| t.clone()).collect()
     }
 
     fn rewind(&mut self, next: u64) -> Pin<Box<dyn Future<Output = Result<(), ViewError>> + Send + '_>> {
@@ -72,20 +82,23 @@ impl DeliveryPolicy for PartnerViews {
             if !access.indexed_up_to(next.saturating_sub(1), &self.shutdown).await {
                 return Err(Error::ShuttingDown.into());
             }
-            let fresh = self.scans.iter().map(|s| SubscriberScan::new(s.partner(), BTreeSet::new())).collect();
-            self.scans = access.scans_before(fresh, next)?;
+            let fresh = self.scans.iter().map(|(_, s)| SubscriberScan::new(s.partner(), BTreeSet::new())).collect();
+            let rebuilt = access.scans_before(fresh, next)?;
+            self.scans = self.scans.drain(..).map(|(t, _)| t).zip(rebuilt).collect();
             Ok(())
         })
     }
 
-    fn records(&mut self, event: &StoredEvent) -> Result<Vec<PartnerRecord>, ViewError> {
+    fn records(&mut self, event: &StoredEvent) -> Result<Vec<ViewRecord>, ViewError> {
         let mut out = Vec::new();
         let mut reading = Reading::new(event);
-        for scan in &mut self.scans {
-            for viewed in self.viewer.view(scan, Digests::Include, &mut reading)? {
+        for (target, scan) in &mut self.scans {
+            // A partner's quality digests are its own; the canonical view carries none.
+            let digests = if *target == Target::Canonical { Digests::Skip } else { Digests::Include };
+            for viewed in self.viewer.view(scan, digests, &mut reading)? {
                 let record = CloudEventRecord::new(&viewed.event, viewed.event.data.clone(), viewed.redacted);
                 let record = if viewed.released { record.released() } else { record };
-                out.push(PartnerRecord { partner: scan.partner().to_owned(), record });
+                out.push(ViewRecord { target: target.clone(), record });
             }
         }
         Ok(out)
