@@ -11,7 +11,8 @@ use common::*;
 use loket_access::{FieldsConfig, PartnerConfig};
 use loket_server::client::Client;
 use loket_server::proto::{
-    subscribe_request::Start, AckRequest, Delivery, Earliest, EventStatusRequest, ListDenialsRequest, SubscribeRequest,
+    subscribe_request::Start, AckRequest, Delivery, Earliest, EventStatusRequest, ListDenialsRequest, PublishReply,
+    SubscribeRequest,
 };
 use serde_json::{json, Value};
 use tonic::Code;
@@ -157,8 +158,11 @@ async fn publishing_and_subscribing_need_grants() {
 async fn each_subscriber_receives_exactly_its_allowed_fields() {
     let gw = Gateway::start().await;
     let policy = shipped_partners();
-    // Every non-medical type, complete, published by a partner that may.
-    let mut published: BTreeMap<String, Value> = BTreeMap::new();
+    let registry = loket_schema::Registry::embedded().unwrap();
+    // Every type that is not consent-gated, published by a partner that may: complete, but
+    // for a transport missing one expected field every subscriber of the type sees
+    // (/plannedAt) and one that coa, ind and gza do not (/dangerousItemsFound).
+    let mut published: BTreeMap<String, (Value, PublishReply)> = BTreeMap::new();
     for (t, by) in [
         ("physical-features", "dtv"),
         ("baggage", "dji"),
@@ -173,12 +177,20 @@ async fn each_subscriber_receives_exactly_its_allowed_fields() {
             data["handedOverTo"] = json!("kmar");
             data["handedOverAt"] = json!("2024-03-15T06:00:00+01:00");
         }
+        if t == "transport-status" {
+            let fields = data.as_object_mut().unwrap();
+            fields.remove("plannedAt");
+            fields.remove("dangerousItemsFound");
+        }
         let mut client = gw.client(by).await;
-        publish(&mut client, event(by, t, &format!("full-{t}"), &data)).await.unwrap();
-        published.insert(t.to_owned(), data);
+        let reply = publish(&mut client, event(by, t, &format!("full-{t}"), &data)).await.unwrap();
+        published.insert(t.to_owned(), (data, reply));
     }
+    assert_eq!(published["transport-status"].1.missing_expected, ["/dangerousItemsFound", "/plannedAt"]);
     marker(&gw, "end").await;
 
+    // (partner, type) → the completeness and missing expected fields delivered.
+    let mut figures: BTreeMap<(String, String), (f64, Vec<String>)> = BTreeMap::new();
     for (partner, grants) in &policy {
         let mut client = gw.client(partner).await;
         if grants.subscribe.is_empty() {
@@ -210,7 +222,7 @@ async fn each_subscriber_receives_exactly_its_allowed_fields() {
 
         for d in got.iter().filter(|d| d.event.as_ref().unwrap().id != "end") {
             let t = d.event.as_ref().unwrap().r#type.clone();
-            let original = &published[&t];
+            let (original, reply) = &published[&t];
             let rule = &grants.subscribe[&t];
             let mut all = BTreeSet::new();
             leaves(original, "", &mut all);
@@ -235,16 +247,55 @@ async fn each_subscriber_receives_exactly_its_allowed_fields() {
                 assert!(d.redacted.iter().any(|r| under(p, r)), "{partner} / {t}: {p} not named in {:?}", d.redacted);
             }
             assert_eq!(d.redacted.is_empty(), removed.is_empty(), "{partner} / {t}: {:?}", d.redacted);
+
+            // Completeness describes only the expected fields the subscriber sees whole: a
+            // field counts when it is allowed and no part of it is denied.
+            let hides_part = |p: &str| match rule {
+                FieldsConfig { deny: Some(list), .. } => list.iter().any(|x| x.starts_with(&format!("{p}/"))),
+                _ => false,
+            };
+            let schema = registry.schemas().find(|s| s.event_type() == t).unwrap();
+            let expected: Vec<&str> = schema.document()["x-loket-expected"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap())
+                .filter(|p| allowed(p) && !hides_part(p))
+                .collect();
+            let missing: Vec<String> =
+                reply.missing_expected.iter().filter(|p| expected.contains(&p.as_str())).cloned().collect();
+            let score =
+                if expected.is_empty() { 1.0 } else { (expected.len() - missing.len()) as f64 / expected.len() as f64 };
+            assert_eq!(d.missing_expected, missing, "{partner} / {t}: missing expected fields it can see");
+            assert!((d.completeness - score).abs() < 1e-9, "{partner} / {t}: {} != {score}", d.completeness);
+            figures.insert((partner.clone(), t.clone()), (d.completeness, d.missing_expected.clone()));
+            if expected.len() == schema.expected().len() {
+                // It sees every expected field: the publisher's own figures.
+                assert_eq!((d.completeness, &d.missing_expected), (reply.completeness, &reply.missing_expected));
+            }
         }
     }
+    // The figures differ by view: dtv sees the whole transport, coa two of its expected
+    // fields (/departureKind and /plannedAt), so it never learns of /dangerousItemsFound.
+    for (partner, score, missing) in
+        [("dtv", 5.0 / 7.0, &["/dangerousItemsFound", "/plannedAt"][..]), ("coa", 0.5, &["/plannedAt"])]
+    {
+        let (got, got_missing) = &figures[&(partner.to_owned(), "transport-status".to_owned())];
+        assert!((got - score).abs() < 1e-9 && got_missing == missing, "{partner}: {got} {got_missing:?}");
+    }
 
-    // Redactions are in the denial log, once per event and partner even when redelivered.
+    // Redactions are in the denial log, once per event and partner even when redelivered;
+    // the auditor reads them, coa itself only its own refusals.
     let mut coa = gw.client("coa").await;
     deliveries(&mut coa, all_from_start(""), "end").await;
-    let log = coa.list_denials(ListDenialsRequest::default()).await.unwrap().into_inner().denials;
+    let mut quality = gw.client("quality").await;
+    let about_coa = ListDenialsRequest { partner: "coa".into(), ..Default::default() };
+    let log = quality.list_denials(about_coa).await.unwrap().into_inner().denials;
     let ts: Vec<_> = log.iter().filter(|d| d.kind == "redacted" && d.event_type == "transport-status").collect();
     assert_eq!(ts.len(), 1, "{log:?}");
     assert!(ts[0].fields.contains(&"/riskAssessment".to_owned()), "{:?}", ts[0].fields);
+    let own = coa.list_denials(ListDenialsRequest::default()).await.unwrap().into_inner().denials;
+    assert!(own.iter().all(|d| d.kind != "redacted"), "{own:?}");
     gw.stop().await;
 }
 
@@ -259,49 +310,49 @@ async fn medical_files_wait_for_a_covering_consent() {
     req.types = vec!["medical-file-transfer".into(), "medical-transfer-consent".into(), "baggage".into()];
     let mut live = dji.subscribe(req.clone()).await.unwrap().into_inner();
 
-    let transfer =
-        publish(&mut gza, event("gza", "medical-file-transfer", "mft-1", &example_for("medical-file-transfer", case)))
-            .await
-            .unwrap();
-    // Status: withheld from every recipient, for lack of consent.
+    // A file for DJI under form f-2, which is not on record yet.
+    let file = medical_file(case, "f-2", "dji");
+    let transfer = publish(&mut gza, event("gza", "medical-file-transfer", "mft-1", &file)).await.unwrap();
+    // Status: withheld from its addressee for lack of consent; KMar (which receives the
+    // type) is not its addressee; the publisher is never withheld from its own file.
     let status = gza.event_status(EventStatusRequest { id: "mft-1".into() }).await.unwrap().into_inner();
     assert!(status.consent_gated);
     assert_eq!(status.sequence, transfer.sequence);
     let states: BTreeMap<String, (String, String)> =
         status.recipients.iter().map(|r| (r.partner.clone(), (r.state.clone(), r.reason_code.clone()))).collect();
-    for p in ["dji", "gza", "kmar"] {
-        assert_eq!(states[p], ("withheld".to_owned(), "NO_CONSENT".to_owned()), "{p}: {states:?}");
-    }
+    assert_eq!(states["dji"], ("withheld".to_owned(), "NO_CONSENT".to_owned()), "{states:?}");
+    assert_eq!(states["kmar"].0, "not-addressed", "{states:?}");
+    assert_eq!(states["gza"].0, "publisher", "{states:?}");
     // Only the publisher can ask; an unknown id is NOT_FOUND.
     assert_eq!(dji.event_status(EventStatusRequest { id: "mft-1".into() }).await.unwrap_err().code(), Code::NotFound);
     assert_eq!(gza.event_status(EventStatusRequest { id: "nope".into() }).await.unwrap_err().code(), Code::NotFound);
 
-    // A consent for another case, and one for this case naming only KMar, release nothing
-    // to DJI.
+    // None of these releases the file to DJI: the named form f-2 for another case, f-2 of
+    // this case naming only KMar, and another form of this case that does name DJI.
     publish(
         &mut gza,
-        event("gza", "medical-transfer-consent", "c-other-case", &consent("1111111111", "f-0", &["dji"])),
+        event("gza", "medical-transfer-consent", "c-other-case", &consent("1111111111", "f-2", &["dji"])),
     )
     .await
     .unwrap();
-    publish(&mut gza, event("gza", "medical-transfer-consent", "c-kmar", &consent(case, "f-1", &["kmar"])))
+    publish(&mut gza, event("gza", "medical-transfer-consent", "c-kmar", &consent(case, "f-2", &["kmar"])))
         .await
         .unwrap();
-    marker(&gw, "m1").await;
-    let before = read_until(&mut live, "m1").await;
-    assert_eq!(ids(&before), ["c-other-case", "c-kmar", "m1"], "the transfer is withheld, not delivered");
-
-    // KMar was named: released to it (status), not to DJI.
+    publish(&mut gza, event("gza", "medical-transfer-consent", "c-dji-other", &consent(case, "f-3", &["dji"])))
+        .await
+        .unwrap();
+    // Judged under the form the file names, whatever else covers DJI.
     let status = gza.event_status(EventStatusRequest { id: "mft-1".into() }).await.unwrap().into_inner();
-    let kmar = status.recipients.iter().find(|r| r.partner == "kmar").unwrap();
-    assert_eq!(kmar.state, "released");
     let dji_state = status.recipients.iter().find(|r| r.partner == "dji").unwrap();
     assert_eq!((dji_state.state.as_str(), dji_state.reason_code.as_str()), ("withheld", "RECIPIENT_NOT_IN_CONSENT"));
+    marker(&gw, "m1").await;
+    let before = read_until(&mut live, "m1").await;
+    assert_eq!(ids(&before), ["c-other-case", "c-kmar", "c-dji-other", "m1"], "the transfer is withheld");
 
-    // The covering consent: DJI receives it and, right after it, the released transfer
-    // with its original sequence, carrying the consent's position.
+    // The registrar amends f-2 to name DJI: DJI receives the form and, right after it, the
+    // released transfer with its original sequence, carrying the form's position.
     let covering =
-        publish(&mut gza, event("gza", "medical-transfer-consent", "c-dji", &consent(case, "f-2", &["dji"])))
+        publish(&mut gza, event("gza", "medical-transfer-consent", "c-dji", &consent(case, "f-2", &["kmar", "dji"])))
             .await
             .unwrap();
     marker(&gw, "m2").await;
@@ -310,26 +361,31 @@ async fn medical_files_wait_for_a_covering_consent() {
     assert!(after[1].released && !after[0].released);
     assert_eq!(after[1].sequence, transfer.sequence);
     assert_eq!((after[0].position, after[1].position), (covering.sequence - 1, covering.sequence));
-    assert_eq!(data(&after[1]), example_for("medical-file-transfer", case));
+    assert_eq!(data(&after[1]), file);
+    let status = gza.event_status(EventStatusRequest { id: "mft-1".into() }).await.unwrap().into_inner();
+    assert_eq!(status.recipients.iter().find(|r| r.partner == "dji").unwrap().state, "released");
 
     // A new subscription from the start sees exactly the same stream.
     let replay = deliveries(&mut dji, req.clone(), "m2").await;
     assert_eq!(ids(&replay), [ids(&before), ids(&after)].concat());
 
-    // Now covered: a new transfer goes straight through.
-    publish(&mut gza, event("gza", "medical-file-transfer", "mft-2", &example_for("medical-file-transfer", case)))
-        .await
-        .unwrap();
+    // Now covered: a new transfer under f-2 goes straight through.
+    publish(&mut gza, event("gza", "medical-file-transfer", "mft-2", &file)).await.unwrap();
     marker(&gw, "m3").await;
     let later = read_until(&mut live, "m3").await;
     assert_eq!(ids(&later), ["mft-2", "m3"]);
     assert!(!later[0].released);
 
-    // The withholdings are in DJI's denial log.
-    let log = dji.list_denials(ListDenialsRequest::default()).await.unwrap().into_inner().denials;
+    // The withholding is in the denial log, for the addressee only, as the auditor reads
+    // it; DJI itself reads only its own refusals, not what was withheld from it.
+    let mut quality = gw.client("quality").await;
+    let log = quality.list_denials(ListDenialsRequest::default()).await.unwrap().into_inner().denials;
     let withheld: Vec<_> = log.iter().filter(|d| d.kind == "withheld").collect();
     assert_eq!(withheld.len(), 1, "{log:?}");
-    assert_eq!((withheld[0].event_id.as_str(), withheld[0].reason_code.as_str()), ("mft-1", "NO_CONSENT"));
+    let w = withheld[0];
+    assert_eq!((w.partner.as_str(), w.event_id.as_str(), w.reason_code.as_str()), ("dji", "mft-1", "NO_CONSENT"));
+    let own = dji.list_denials(ListDenialsRequest::default()).await.unwrap().into_inner().denials;
+    assert!(own.iter().all(|d| d.kind != "withheld"), "{own:?}");
     gw.stop().await;
 }
 
@@ -339,31 +395,24 @@ async fn expired_and_withdrawn_consents_stop_deliveries() {
     let mut gza = gw.client("gza").await;
     let mut kmar = gw.client("kmar").await;
 
-    // Expired: valid until 2024, the transfer arrives later.
+    // Expired: valid until 2024, the transfer under it (addressed to KMar) arrives later.
     let mut expired = consent("2000000001", "f-exp", &["kmar"]);
     expired["validUntil"] = json!("2024-09-12T11:00:00+02:00");
     publish(&mut gza, event("gza", "medical-transfer-consent", "c-exp", &expired)).await.unwrap();
-    publish(
-        &mut gza,
-        event("gza", "medical-file-transfer", "mft-exp", &example_for("medical-file-transfer", "2000000001")),
-    )
-    .await
-    .unwrap();
+    let file = medical_file("2000000001", "f-exp", "kmar");
+    publish(&mut gza, event("gza", "medical-file-transfer", "mft-exp", &file)).await.unwrap();
 
-    // Withdrawn: the first transfer is delivered, the withdrawal stops the second.
+    // Withdrawn: the first transfer under f-w is delivered, its withdrawal stops the second.
     let case = "2000000002";
+    let file = medical_file(case, "f-w", "kmar");
     publish(&mut gza, event("gza", "medical-transfer-consent", "c-ok", &consent(case, "f-w", &["kmar"])))
         .await
         .unwrap();
-    publish(&mut gza, event("gza", "medical-file-transfer", "mft-before", &example_for("medical-file-transfer", case)))
-        .await
-        .unwrap();
+    publish(&mut gza, event("gza", "medical-file-transfer", "mft-before", &file)).await.unwrap();
     let mut withdrawn = consent(case, "f-w", &["kmar"]);
     withdrawn["withdrawnAt"] = json!("2025-01-01T00:00:00Z");
     publish(&mut gza, event("gza", "medical-transfer-consent", "c-withdrawn", &withdrawn)).await.unwrap();
-    publish(&mut gza, event("gza", "medical-file-transfer", "mft-after", &example_for("medical-file-transfer", case)))
-        .await
-        .unwrap();
+    publish(&mut gza, event("gza", "medical-file-transfer", "mft-after", &file)).await.unwrap();
     marker(&gw, "end").await;
 
     let got = deliveries(&mut kmar, all_from_start(""), "end").await;
@@ -382,10 +431,8 @@ async fn withheld_events_survive_a_restart() {
     let case = "3000000003";
     let gw = Gateway::start_in(dir.path(), "").await;
     let mut gza = gw.client("gza").await;
-    let transfer =
-        publish(&mut gza, event("gza", "medical-file-transfer", "mft-r", &example_for("medical-file-transfer", case)))
-            .await
-            .unwrap();
+    let file = medical_file(case, "f-r", "dji");
+    let transfer = publish(&mut gza, event("gza", "medical-file-transfer", "mft-r", &file)).await.unwrap();
     marker(&gw, "m1").await;
     // A durable DJI subscription reads (and acknowledges) everything so far: no transfer.
     let mut dji = gw.client("dji").await;
@@ -394,7 +441,8 @@ async fn withheld_events_survive_a_restart() {
     dji.ack(AckRequest { name: "dji-med".into(), sequence: first.last().unwrap().position }).await.unwrap();
     gw.stop().await;
 
-    // After a restart the consent arrives: the resumed subscription gets the transfer.
+    // After a restart the form the transfer names arrives: the resumed subscription gets
+    // the transfer.
     let gw = Gateway::start_in(dir.path(), "").await;
     let mut gza = gw.client("gza").await;
     publish(&mut gza, event("gza", "medical-transfer-consent", "c-r", &consent(case, "f-r", &["dji"]))).await.unwrap();
@@ -404,6 +452,7 @@ async fn withheld_events_survive_a_restart() {
     assert_eq!(ids(&resumed), ["c-r", "mft-r", "m2"]);
     assert!(resumed[1].released);
     assert_eq!(resumed[1].sequence, transfer.sequence);
+    assert_eq!(data(&resumed[1]), file);
 
     // Acknowledge only the consent (position before the group's end), then resume: the
     // released transfer comes again, nothing is skipped.
