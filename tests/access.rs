@@ -543,9 +543,10 @@ fn covered(
 /// and a resumed stream equals the tail of the full one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn randomised_policies_and_journals_never_leak() {
-    // (medical deliveries, released ones, redacted ones, resumed streams): the generator
-    // must exercise every path, or the test proves little.
-    let mut exercised = (0, 0, 0, 0);
+    // (medical files delivered to an addressee other than their publisher, released
+    // deliveries, redacted ones, resumed streams, refused consent forms, files covered on
+    // arrival): the generator must exercise every path, or the test proves little.
+    let mut exercised = (0, 0, 0, 0, 0, 0);
     for seed in [0x9e37_79b9_7f4a_7c15u64, 0x2545_f491_4f6c_dd1d, 0xdead_beef_cafe_f00d] {
         let mut rng = Rng(seed);
         // A random policy: everyone may publish everything; random subscriptions and rules.
@@ -582,19 +583,43 @@ async fn randomised_policies_and_journals_never_leak() {
         let dir = tempfile::tempdir().unwrap();
         let gw = Gateway::start_in(dir.path(), &toml).await;
 
-        // A random journal, as stored: (sequence, type, case, received at, data, source).
-        let mut journal: Vec<(u64, String, String, i64, Value, &str)> = Vec::new();
-        for i in 0..40 {
-            let t = *rng.pick(TYPES);
-            let case = *rng.pick(&["4000000001", "4000000002"]);
-            let by = *rng.pick(RANDOM_PARTNERS);
-            let mut data = example_for(t, case);
-            if t == "medical-transfer-consent" {
+        // Whom each form of each case is meant for: most forms and files follow this plan,
+        // so a file is often addressed to a partner its named form lists (and released when
+        // that form comes after it); the rest are random, so files also go to partners the
+        // form does not list, or that are not their addressee.
+        let cases = ["4000000001", "4000000002"];
+        let forms = ["f-a", "f-b"];
+        let mut planned: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
+        for case in cases {
+            for form in forms {
                 let mut recipients = rng.some(RANDOM_PARTNERS);
                 if recipients.is_empty() {
                     recipients.push(*rng.pick(RANDOM_PARTNERS));
                 }
-                let form = ["f-a", "f-b"][rng.below(2)];
+                planned.insert((case, form), recipients);
+            }
+        }
+
+        // A random journal, as stored: (sequence, type, case, received at, data, source).
+        let mut journal: Vec<(u64, String, String, i64, Value, &str)> = Vec::new();
+        for i in 0..60 {
+            let t = *rng.pick(TYPES);
+            let case = *rng.pick(&cases);
+            let form = *rng.pick(&forms);
+            // A form is mostly published by the registrar planned for it (f-a by the first,
+            // f-b by the second), else by anyone: a non-registrar or the other registrar.
+            let mut by = if t == "medical-transfer-consent" && rng.chance(75) {
+                registrars[forms.iter().position(|f| *f == form).unwrap()]
+            } else {
+                *rng.pick(RANDOM_PARTNERS)
+            };
+            let mut data = example_for(t, case);
+            if t == "medical-transfer-consent" {
+                let mut recipients =
+                    if rng.chance(75) { planned[&(case, form)].clone() } else { rng.some(RANDOM_PARTNERS) };
+                if recipients.is_empty() {
+                    recipients.push(*rng.pick(RANDOM_PARTNERS));
+                }
                 data = consent(case, form, &recipients);
                 if rng.chance(25) {
                     data["validUntil"] = json!("2020-01-01T00:00:00Z");
@@ -604,8 +629,14 @@ async fn randomised_policies_and_journals_never_leak() {
                 }
             }
             if t == "medical-file-transfer" {
-                data["consentId"] = json!(["f-a", "f-b"][rng.below(2)]);
-                data["toCareProfessional"]["partner"] = json!(*rng.pick(RANDOM_PARTNERS));
+                let to = if rng.chance(75) { *rng.pick(&planned[&(case, form)]) } else { *rng.pick(RANDOM_PARTNERS) };
+                data = medical_file(case, form, to);
+                // A file goes from one care professional to another: mostly not published
+                // by its addressee (which gets its own file back in any case).
+                if by == to && rng.chance(80) {
+                    let others: Vec<&str> = RANDOM_PARTNERS.iter().copied().filter(|p| *p != to).collect();
+                    by = *rng.pick(&others);
+                }
             }
             let mut client = gw.client(by).await;
             let reply = match publish(&mut client, event(by, t, &format!("r{i}"), &data)).await {
@@ -616,6 +647,7 @@ async fn randomised_policies_and_journals_never_leak() {
                     let expected =
                         if registrars.contains(&by) { "CONSENT_NOT_OWNED" } else { "NOT_A_CONSENT_REGISTRAR" };
                     assert_eq!(reason(&s), expected, "{s:?}");
+                    exercised.4 += 1;
                     continue;
                 }
                 Err(s) => panic!("{s:?}"),
@@ -697,6 +729,24 @@ async fn randomised_policies_and_journals_never_leak() {
                     got_view, want_view,
                     "seed {seed:x}, {partner} from {from}: gateway stream = reference scan"
                 );
+                // Nothing it is entitled to is dropped: every file from someone else,
+                // addressed to it and covered by its named form when it arrived, arrived.
+                if from == journal[0].0 && grant.subscribe.contains_key("medical-file-transfer") {
+                    for (i, (seq, t, case, at, stored, source)) in journal.iter().enumerate() {
+                        let named = stored["consentId"].as_str().unwrap_or_default();
+                        if t == "medical-file-transfer"
+                            && source != partner
+                            && stored["toCareProfessional"]["partner"] == json!(partner)
+                            && covered(&journal[..=i], case, named, partner, *at)
+                        {
+                            assert!(
+                                got.iter().any(|d| d.sequence == *seq && !d.released),
+                                "seed {seed:x}: {partner} did not get medical event {seq}, covered by {named}"
+                            );
+                            exercised.5 += 1;
+                        }
+                    }
+                }
                 // Independent checks of what arrived.
                 for (d, reference) in got.iter().zip(&want) {
                     let e = d.event.as_ref().unwrap();
@@ -719,12 +769,12 @@ async fn randomised_policies_and_journals_never_leak() {
                     exercised.1 += usize::from(d.released);
                     exercised.2 += usize::from(!d.redacted.is_empty());
                     if e.r#type == "medical-file-transfer" {
-                        exercised.0 += 1;
                         // Judged when the scan reached the delivering event: the transfer
                         // itself, or the consent that released it.
                         let upto = journal.iter().position(|j| j.0 == reference.0).unwrap();
                         let (_, _, _, _, stored, source) = journal.iter().find(|j| j.0 == d.sequence).unwrap();
                         if source != partner {
+                            exercised.0 += 1;
                             assert_eq!(stored["toCareProfessional"]["partner"], json!(partner), "seed {seed:x}");
                             let named = stored["consentId"].as_str().unwrap();
                             assert!(
@@ -739,7 +789,10 @@ async fn randomised_policies_and_journals_never_leak() {
         }
         gw.stop().await;
     }
-    assert!(exercised.0 > 0 && exercised.1 > 0 && exercised.2 > 0 && exercised.3 > 0, "{exercised:?}");
+    assert!(
+        exercised.0 > 0 && exercised.1 > 0 && exercised.2 > 0 && exercised.3 > 0 && exercised.4 > 0 && exercised.5 > 0,
+        "{exercised:?}"
+    );
 }
 
 /// A consent form of `case` with `withdrawnAt` set.
