@@ -18,7 +18,7 @@ use common::kafka::{
 use common::*;
 use loket_server::client::{connect, Client, ClientOptions};
 use loket_server::proto::{
-    subscribe_request::Start, AckRequest, Earliest, StatusReply, StatusRequest, SubscribeRequest,
+    subscribe_request::Start, AckRequest, Earliest, PublishReply, StatusReply, StatusRequest, SubscribeRequest,
 };
 use loket_server::timestamp::to_micros;
 use time::format_description::well_known::Rfc3339;
@@ -71,8 +71,11 @@ async fn records_carry_cloudevents_headers_on_canonical_and_delivery_topics() {
 
     let mut first = event("dvo", "transport-status", "ts-1", &example_for("transport-status", "1000000001"));
     first.time = Some(prost_types::Timestamp { seconds: 1_767_225_600, nanos: 250_000_000 });
+    // Missing an expected field coa sees (/plannedAt) and one it does not
+    // (/dangerousItemsFound).
     let mut incomplete = example_for("transport-status", "1000000002");
     incomplete.as_object_mut().unwrap().remove("plannedAt");
+    incomplete.as_object_mut().unwrap().remove("dangerousItemsFound");
     let published = [
         (first.clone(), publish(&mut dvo, first).await.unwrap()),
         (
@@ -84,9 +87,20 @@ async fn records_carry_cloudevents_headers_on_canonical_and_delivery_topics() {
             publish(&mut dvo, event("dvo", "transport-status", "ts-2", &incomplete)).await.unwrap(),
         ),
     ];
-    assert!(published[2].1.completeness < 1.0);
+    assert_eq!(published[2].1.missing_expected, ["/dangerousItemsFound", "/plannedAt"]);
     wait_drained(&mut dvo).await;
 
+    // The completeness headers describe what the topic's reader sees: a whole event's are
+    // the publisher's figures; coa's view of the incomplete transport counts only the two
+    // expected fields its rule shows (/departureKind, /plannedAt), so it never learns
+    // whether /dangerousItemsFound was filled.
+    let figures = |record: &Record, full: bool, reply: &PublishReply| -> (f64, String) {
+        if full || record.header("ce_id") != "ts-2" {
+            (reply.completeness, reply.missing_expected.join(","))
+        } else {
+            (0.5, "/plannedAt".to_owned())
+        }
+    };
     let check = |record: &Record, topic: &str, full: bool| {
         let id = record.header("ce_id");
         let (sent, reply) = published.iter().find(|(e, _)| e.id == id).unwrap_or_else(|| panic!("{id} on {topic}"));
@@ -98,8 +112,9 @@ async fn records_carry_cloudevents_headers_on_canonical_and_delivery_topics() {
         assert_eq!(record.header("ce_dataschema"), reply.dataschema);
         assert_eq!(record.header("content-type"), "application/json");
         assert_eq!(record.header("ce_sequence"), reply.sequence.to_string());
-        assert_eq!(record.header("ce_completeness").parse::<f64>().unwrap(), reply.completeness);
-        assert_eq!(record.header("ce_missingexpected"), reply.missing_expected.join(","));
+        let (completeness, missing) = figures(record, full, reply);
+        assert_eq!(record.header("ce_completeness").parse::<f64>().unwrap(), completeness, "{topic}");
+        assert_eq!(record.header("ce_missingexpected"), missing, "{topic}");
         if full {
             assert_eq!(record.header("ce_redacted"), "");
         }
@@ -170,10 +185,19 @@ fn consent(case: &str, consent_id: &str, recipients: &[&str]) -> serde_json::Val
     c
 }
 
+/// A medical file of `case` for `to`, under consent form `consent_id`.
+fn medical_file(case: &str, consent_id: &str, to: &str) -> serde_json::Value {
+    let mut f = example_for("medical-file-transfer", case);
+    f["consentId"] = serde_json::json!(consent_id);
+    f["toCareProfessional"] = serde_json::json!({"partner": to, "role": "medical-service"});
+    f
+}
+
 /// The shipped policy: KMar receives medical files (not consents), DJI both. A medical
-/// file is withheld from each until a consent names it, then produced right after that
-/// consent, marked released; a withdrawal stops later files. A gateway restart in between
-/// must not forget what is withheld.
+/// file reaches only its addressee, withheld until the form it names covers it, then
+/// produced right after that form, marked released; the form's withdrawal stops later
+/// files. Other forms of the case release nothing to anyone else. A gateway restart in
+/// between must not forget what is withheld.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn medical_files_reach_delivery_topics_only_when_released() {
     let brokers = shared_broker();
@@ -181,11 +205,14 @@ async fn medical_files_reach_delivery_topics_only_when_released() {
     let dir = tempfile::tempdir().unwrap();
     let toml = kafka_toml(&brokers, &prefix, "");
     let case = "6000000001";
-    let transfer = example_for("medical-file-transfer", case);
+    // One file for KMar under f-kmar, one for DJI under f-dji.
+    let transfer = medical_file(case, "f-kmar", "kmar");
+    let for_dji = medical_file(case, "f-dji", "dji");
 
     let gw = Gateway::start_in(dir.path(), &toml).await;
     let mut gza = gw.client("gza").await;
     let first = publish(&mut gza, event("gza", "medical-file-transfer", "mft-1", &transfer)).await.unwrap();
+    let dji_file = publish(&mut gza, event("gza", "medical-file-transfer", "mft-dji", &for_dji)).await.unwrap();
     publish(&mut gza, event("gza", "medical-transfer-consent", "c-kmar", &consent(case, "f-kmar", &["kmar"])))
         .await
         .unwrap();
@@ -194,39 +221,41 @@ async fn medical_files_reach_delivery_topics_only_when_released() {
 
     let gw = Gateway::start_in(dir.path(), &toml).await;
     let mut gza = gw.client("gza").await;
-    publish(&mut gza, event("gza", "medical-transfer-consent", "c-dji", &consent(case, "f-dji", &["dji"])))
+    // f-dji names DJI and KMar: it releases DJI's file to DJI only, and nothing to KMar.
+    publish(&mut gza, event("gza", "medical-transfer-consent", "c-dji", &consent(case, "f-dji", &["dji", "kmar"])))
         .await
         .unwrap();
     let mut withdrawn = consent(case, "f-kmar", &["kmar"]);
     withdrawn["withdrawnAt"] = serde_json::json!("2025-01-01T00:00:00Z");
     publish(&mut gza, event("gza", "medical-transfer-consent", "c-kmar-withdrawn", &withdrawn)).await.unwrap();
-    let second = publish(&mut gza, event("gza", "medical-file-transfer", "mft-2", &transfer)).await.unwrap();
+    publish(&mut gza, event("gza", "medical-file-transfer", "mft-2", &transfer)).await.unwrap();
     wait_drained(&mut gza).await;
 
     let released = |r: &Record| r.headers.get("ce_released").map(String::as_str) == Some("true");
     let kmar = read_topic(&brokers, &format!("{prefix}delivery.kmar"), 1);
     let summary: Vec<(&str, bool)> = kmar.iter().map(|r| (r.header("ce_id"), released(r))).collect();
-    assert_eq!(summary, [("mft-1", true)], "withheld until c-kmar, nothing after the withdrawal");
+    assert_eq!(summary, [("mft-1", true)], "withheld until f-kmar, nothing after its withdrawal");
     assert_eq!(kmar[0].header("ce_sequence"), first.sequence.to_string(), "its own sequence");
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&kmar[0].payload).unwrap(), transfer);
 
-    let dji = read_topic(&brokers, &format!("{prefix}delivery.dji"), 5);
+    let dji = read_topic(&brokers, &format!("{prefix}delivery.dji"), 4);
     let summary: Vec<(&str, bool)> = dji.iter().map(|r| (r.header("ce_id"), released(r))).collect();
     assert_eq!(
         summary,
-        [("c-kmar", false), ("c-dji", false), ("mft-1", true), ("c-kmar-withdrawn", false), ("mft-2", false)],
-        "one case, one partition, in journal order with the release right after its consent"
+        [("c-kmar", false), ("c-dji", false), ("mft-dji", true), ("c-kmar-withdrawn", false)],
+        "one case, one partition, in journal order with the release right after its form; no file for KMar"
     );
-    assert_eq!(dji[4].header("ce_sequence"), second.sequence.to_string());
+    assert_eq!(dji[2].header("ce_sequence"), dji_file.sequence.to_string());
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&dji[2].payload).unwrap(), for_dji);
     // The canonical topics carry dtv's view, which holds no medical data: read every record
     // of every canonical topic, and no medical file is there, released or not.
-    let medical_file = serde_json::to_vec(&transfer).unwrap();
+    let files = [serde_json::to_vec(&transfer).unwrap(), serde_json::to_vec(&for_dji).unwrap()];
     let registry = loket_schema::Registry::embedded().unwrap();
     for event_type in registry.event_types() {
         for record in read_topic(&brokers, &format!("{prefix}events.{event_type}"), 0) {
             assert_ne!(record.header("ce_type"), "medical-file-transfer", "{record:?}");
             assert_ne!(record.header("ce_type"), "medical-transfer-consent", "{record:?}");
-            assert!(record.payload != medical_file, "a medical payload on a canonical topic: {record:?}");
+            assert!(!files.contains(&record.payload), "a medical payload on a canonical topic: {record:?}");
         }
     }
 
