@@ -263,7 +263,8 @@ fn pseudonymise(mut entry: ExportEntry, pseudonyms: &Pseudonymiser, registry: &R
             Err(_) => event.data = pseudonyms.text(&String::from_utf8_lossy(&event.data)).into_bytes(),
         }
     }
-    replaced.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    // Longest originals first: one that contains a shorter one is replaced whole.
+    replaced.sort_by_key(|(original, _)| std::cmp::Reverse(original.len()));
     event.subject = pseudonyms.case(&event.subject);
     event.id = Pseudonymiser::scrub(&event.id, &replaced);
     entry.message = Pseudonymiser::scrub(&entry.message, &replaced);
