@@ -64,4 +64,12 @@ fn describe() {
     describe_gauge!(QUALITY_EVENTS, "Accepted events counted in the quality figures, all time.");
     describe_gauge!(QUALITY_REJECTED, "Refused publishes by violation kind, all time.");
     describe_gauge!(RULE_FAILURES, "Quality rule failures (flagged or refused), all time.");
+    describe_counter!(
+        loket_kafka::subscriber::REFUSED_METRIC,
+        "Kafka records a Kafka-mode subscription refused (no or a wrong gateway tag), by reason."
+    );
+    describe_counter!(
+        loket_kafka::subscriber::DUPLICATES_METRIC,
+        "Kafka records dropped as the same event delivered within the dedup window (re-published through another gateway)."
+    );
 }
