@@ -247,7 +247,12 @@ pub struct Report {
     /// Validity, timeliness and uniqueness per partner × type; readiness is added from the
     /// handover figures ([`crate::dimensions::add_readiness`]).
     pub dimensions: Vec<DimensionFigure>,
+    /// The same per partner over all its types (type [`ALL_TYPES`]), for the scorecard.
+    pub partners: Vec<DimensionFigure>,
 }
+
+/// The event type of a figure about all of a partner's types.
+pub const ALL_TYPES: &str = "*";
 
 impl Report {
     pub fn build<'a>(
@@ -272,6 +277,13 @@ impl Report {
         }
         days.sort_by(|a, b| (&a.partner, &a.event_type, &a.day).cmp(&(&b.partner, &b.event_type, &b.day)));
         let mut report = Report { days, ..Report::default() };
+        let mut per_partner: BTreeMap<String, (Bucket, Rejections)> = BTreeMap::new();
+        for ((partner, _), (bucket, rejections)) in &per_type {
+            let p = per_partner.entry(partner.clone()).or_default();
+            p.0.merge(bucket);
+            p.1.merge(rejections);
+        }
+        report.partners = per_partner.iter().map(|(p, (b, r))| DimensionFigure::of(p, ALL_TYPES, b, r)).collect();
         for ((partner, event_type), (bucket, rejections)) in per_type {
             for (field, c) in &bucket.fields {
                 report.fields.push(FieldFigure {

@@ -142,6 +142,17 @@ pub fn add_readiness(dimensions: &mut Vec<DimensionFigure>, readiness: &BTreeMap
     dimensions.sort_by(|a, b| (&a.partner, &a.event_type).cmp(&(&b.partner, &b.event_type)));
 }
 
+/// Readiness per partner × type summed per partner, keyed like the partner rows.
+pub fn per_partner(readiness: &BTreeMap<(String, String), (u64, u64)>) -> BTreeMap<(String, String), (u64, u64)> {
+    let mut out: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for ((partner, _), (due, met)) in readiness {
+        let r = out.entry((partner.clone(), crate::aggregate::ALL_TYPES.to_owned())).or_default();
+        r.0 += due;
+        r.1 += met;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
