@@ -21,7 +21,7 @@ pub const PARTNERS: &[&str] = &["dtv", "kmar", "dji", "dvo", "coa", "ind", "poli
 pub const TYPES: &[&str] =
     &["physical-features", "medical-transfer-consent", "medical-file-transfer", "baggage", "transport-status"];
 /// The event types only the gateway publishes (source "loket").
-pub const GATEWAY_TYPES: &[&str] = &["quality-digest"];
+pub const GATEWAY_TYPES: &[&str] = &["quality-digest", "handover-readiness"];
 
 pub fn repo_root() -> PathBuf {
     // From cargo at run time: a test binary may be reused from the shared target directory

@@ -85,11 +85,20 @@ fn baggage(v: &str, bag: Vec<Value>, weight: f64, phase: &str, storage: String, 
 }
 
 /// A transport leg's status with everything a departed leg needs.
-fn transport(v: &str, id: &str, from: &str, to: &str, forced: bool, assessed: i64, planner: &str, level: &str) -> Value {
+fn transport(
+    v: &str,
+    id: &str,
+    from: &str,
+    to: &str,
+    forced: bool,
+    assessed: i64,
+    planner: &str,
+    level: &str,
+) -> Value {
     json!({
         "vNumber": v, "transportId": id, "fromLocation": from, "toLocation": to,
         "departureKind": if forced { "forced" } else { "independent" },
-        "escort": {"escorted": forced, "by": "kmar", "officers": if forced { 2 } else { 0 }},
+        "escort": if forced { json!({"escorted": true, "by": "kmar", "officers": 2}) } else { json!({"escorted": false}) },
         "riskAssessment": {"done": true, "level": level, "assessedAt": stamp(assessed), "assessedBy": planner},
         "search": {"searched": forced, "by": "dji", "authority": "statutory search power (synthetic)", "searchedAt": stamp(assessed)},
         "dangerousItemsFound": false, "plannedAt": stamp(assessed + DAY * SECOND),
@@ -165,7 +174,16 @@ pub(super) fn case_plan(
     e.advance(rng, HOUR, 6 * HOUR);
     let level = ["low", "medium", "high"][rng.random_range(0..3)];
     let planner = format!("dvo-planner-{:04}", rng.random_range(1..999));
-    let to_detention = transport(&v, &format!("dvo-transport-{v}-0"), reception, detention, true, e.t - HOUR * SECOND, &planner, level);
+    let to_detention = transport(
+        &v,
+        &format!("dvo-transport-{v}-0"),
+        reception,
+        detention,
+        true,
+        e.t - HOUR * SECOND,
+        &planner,
+        level,
+    );
     let mut to_detention = with(&to_detention, json!({"status": "departed", "departedAt": stamp(e.t)}));
     to_detention["search"] = json!({"searched": false});
     e.add("dvo", "transport-status", to_detention);
@@ -198,7 +216,11 @@ pub(super) fn case_plan(
     let dji_officer = officer(rng, "dji");
     let locker = rng.random_range(1..400);
     let storage = format!("{detention}, depot locker {locker}");
-    e.add("dji", "baggage", baggage(&v, items(rng), weight + 1.5, "detention", storage.clone(), e.t, dji_officer.clone()));
+    e.add(
+        "dji",
+        "baggage",
+        baggage(&v, items(rng), weight + 1.5, "detention", storage.clone(), e.t, dji_officer.clone()),
+    );
 
     // Departure, at least two days later: the detention registration is stale by then.
     e.advance(rng, 2 * DAY + HOUR, 5 * DAY);
@@ -207,7 +229,11 @@ pub(super) fn case_plan(
     e.advance(rng, HOUR, DAY);
     // In about one case in seven a new legal procedure cancels the removal.
     if rng.random_bool(0.14) {
-        e.add("dvo", "transport-status", with(&base, json!({"status": "cancelled", "cancellationReason": "new-legal-procedure"})));
+        e.add(
+            "dvo",
+            "transport-status",
+            with(&base, json!({"status": "cancelled", "cancellationReason": "new-legal-procedure"})),
+        );
         return e.plan;
     }
     let departure_bag = baggage(&v, items(rng), weight + 0.5, "transport", storage, e.t, dji_officer.clone());

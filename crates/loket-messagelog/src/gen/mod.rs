@@ -21,8 +21,8 @@ use std::io::Write;
 use loket_schema::Registry;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
 use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::line::{encode_data, LogLine, ViolationJson, ACCEPTED, REJECTED};

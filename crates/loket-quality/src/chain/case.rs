@@ -15,9 +15,19 @@ use super::evaluate::HandoverOutcome;
 pub struct Observed<'a> {
     pub sequence: u64,
     pub received_at_micros: i64,
+    /// The event's own `time`, when it has one.
+    pub time_micros: Option<i64>,
     pub event_type: &'a str,
     pub source: &'a str,
     pub data: &'a Value,
+}
+
+impl Observed<'_> {
+    /// When it happened: its own `time`, else when the gateway received it. Freshness is
+    /// judged on this, so a replayed log keeps the gaps of the original timeline.
+    pub fn at_micros(&self) -> i64 {
+        self.time_micros.unwrap_or(self.received_at_micros)
+    }
 }
 
 /// The latest event of one type from one partner.
@@ -27,6 +37,8 @@ pub struct LatestEvent {
     pub event_type: String,
     pub source: String,
     pub received_at_micros: i64,
+    /// [`Observed::at_micros`].
+    pub at_micros: i64,
     /// Only the members some expectation reads.
     pub data: Map<String, Value>,
 }
@@ -60,6 +72,7 @@ impl CaseState {
             event_type: event.event_type.to_owned(),
             source: event.source.to_owned(),
             received_at_micros: event.received_at_micros,
+            at_micros: event.at_micros(),
             data,
         };
         match self.latest.iter_mut().find(|l| l.event_type == event.event_type && l.source == event.source) {
@@ -95,6 +108,7 @@ mod tests {
             let e = Observed {
                 sequence,
                 received_at_micros: sequence as i64,
+                time_micros: None,
                 event_type: "physical-features",
                 source,
                 data,

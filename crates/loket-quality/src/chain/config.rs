@@ -12,7 +12,8 @@
 //! description = "baggage registered by detention within 48 h, under the current instruction"
 //! type = "baggage"                      # the latest event of this type ...
 //! from = "dji"                          # ... from this partner, before the trigger
-//! max_age_hours = 48                    # older than this before the trigger: stale
+//! max_age_hours = 48                    # older than this before the trigger: stale (by the
+//!                                       # events' own `time`, else their receipt)
 //! expr = "event.data.instructionVersion >= '2018-05'"   # must hold, else unmet
 //! [[item]]
 //! name = "risk-assessed"                # no type: the trigger itself, its publisher answers for it
@@ -22,7 +23,8 @@
 //!
 //! Item expressions see `trigger`, `event` (the item's event; the trigger for an item
 //! without type) and `case` (the latest event of each type per partner before the
-//! trigger), each event as `{type, source, receivedAt, data}`; `applies` (optional) says
+//! trigger), each event as `{type, source, receivedAt, time, data}` (`time`: its own, else
+//! `receivedAt`; both RFC 3339, for `timestamp()`); `applies` (optional) says
 //! when the item is due at all. Payloads are read by member name only (`x.data.member`), so
 //! the case state keeps just the members some expression reads.
 

@@ -18,7 +18,7 @@ pub enum ItemStatus {
     Met,
     /// No event of the type from the partner before the trigger.
     Missing,
-    /// There was one, older than the item's `max_age_hours`.
+    /// There was one, older than the item's `max_age_hours` (by the events' own times).
     Stale,
     /// There was one, but the item's expression does not hold (or cannot be evaluated).
     Unmet,
@@ -80,17 +80,14 @@ fn env() -> Arc<cel::Env> {
     ENV.get_or_init(|| Arc::new(cel::Env::stdlib())).clone()
 }
 
-fn event_value(event_type: &str, source: &str, received_at_micros: i64, data: &Map<String, Value>) -> Value {
-    json!({
-        "type": event_type,
-        "source": source,
-        "receivedAt": loket_domain::time::rfc3339(received_at_micros).unwrap_or_default(),
-        "data": data,
-    })
+/// An event as expressions see it: `time` is its own time, else when it was received.
+fn event_value(event_type: &str, source: &str, received_at: i64, at: i64, data: &Map<String, Value>) -> Value {
+    let text = |micros| loket_domain::time::rfc3339(micros).unwrap_or_default();
+    json!({"type": event_type, "source": source, "receivedAt": text(received_at), "time": text(at), "data": data})
 }
 
 fn latest_value(l: &LatestEvent) -> Value {
-    event_value(&l.event_type, &l.source, l.received_at_micros, &l.data)
+    event_value(&l.event_type, &l.source, l.received_at_micros, l.at_micros, &l.data)
 }
 
 /// Whether `program` gives `true`; anything else is `Err` with the reason, or `Ok(false)`.
@@ -119,7 +116,8 @@ impl HandoverSet {
             _ => Map::new(),
         };
         let payload = Value::Object(data.clone());
-        let trigger_value = event_value(trigger.event_type, trigger.source, trigger.received_at_micros, &data);
+        let trigger_value =
+            event_value(trigger.event_type, trigger.source, trigger.received_at_micros, trigger.at_micros(), &data);
         let case = Value::Array(state.latest.iter().map(latest_value).collect());
         let mut out = Vec::new();
         for handover in candidates {
@@ -177,7 +175,7 @@ fn item_outcome(
         return Some(outcome);
     }
     if let (Some(max), Some(found)) = (item.max_age_micros, found) {
-        if trigger.received_at_micros - found.received_at_micros > max {
+        if trigger.at_micros() - found.at_micros > max {
             outcome.status = ItemStatus::Stale;
             return Some(outcome);
         }

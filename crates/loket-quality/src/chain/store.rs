@@ -168,6 +168,7 @@ impl ChainStore {
             let observed = Observed {
                 sequence: event.sequence,
                 received_at_micros: event.received_at_micros,
+                time_micros: event.time_micros,
                 event_type: &event.event_type,
                 source: &event.source,
                 data: &data,

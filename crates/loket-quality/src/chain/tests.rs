@@ -23,7 +23,15 @@ impl Case {
     /// Observes an event at `hour`; returns the handovers it triggered.
     fn add(&mut self, hour: i64, source: &str, event_type: &str, data: Value) -> Vec<HandoverOutcome> {
         self.sequence += 1;
-        let e = Observed { sequence: self.sequence, received_at_micros: hour * HOUR, event_type, source, data: &data };
+        // Received now, but happened at `hour`: freshness goes by the events' own times.
+        let e = Observed {
+            sequence: self.sequence,
+            received_at_micros: 1_000 * HOUR + self.sequence as i64,
+            time_micros: Some(hour * HOUR),
+            event_type,
+            source,
+            data: &data,
+        };
         let outcomes = self.set.evaluate(&self.state, &e);
         self.state.observe(&e, &self.set.members);
         outcomes
