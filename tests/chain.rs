@@ -362,37 +362,9 @@ async fn dashboard_in_chromium(gw: &Gateway) {
     }
 }
 
-fn chromium() -> PathBuf {
-    for name in ["chromium", "chromium-browser"] {
-        for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-            let path = Path::new(dir).join(name);
-            if path.is_file() {
-                return path;
-            }
-        }
-    }
-    panic!("chromium is not installed: tests/run installs it (apt-get install -y chromium)");
-}
-
-fn headless(args: &[&str]) -> Output {
-    let profile = tempfile::tempdir().unwrap();
-    std::process::Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-        ])
-        .args(["--disable-sync", "--no-first-run", "--disable-dev-shm-usage"])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 async fn dump_dom(url: String) -> String {
-    let out = tokio::task::spawn_blocking(move || headless(&["--dump-dom", &url])).await.unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking(move || headless(profile.path(), &["--dump-dom", &url])).await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -401,9 +373,12 @@ async fn screenshot(url: &str, file: &str) {
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join(file);
     let _ = std::fs::remove_file(&shot);
     let args = [format!("--screenshot={}", shot.display()), "--window-size=1280,1000".to_owned(), url.to_owned()];
-    let out = tokio::task::spawn_blocking(move || headless(&args.iter().map(String::as_str).collect::<Vec<_>>()))
-        .await
-        .unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        headless(profile.path(), &args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let png = std::fs::read(&shot).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "screenshot of {} bytes", png.len());

@@ -175,6 +175,11 @@ fn add_counts(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
     }
 }
 
+/// `part` over `whole`, 0 when there is no whole.
+pub(crate) fn share(part: u64, whole: u64) -> f64 {
+    ratio(part as f64, whole)
+}
+
 fn ratio(part: f64, whole: u64) -> f64 {
     if whole == 0 {
         0.0

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::aggregate::{Bucket, Rejections};
+use crate::aggregate::{share, Bucket, Rejections};
 
 /// Bins per doubling of the delay.
 const PER_DOUBLING: f64 = 8.0;
@@ -61,7 +61,7 @@ pub fn median(mut values: Vec<f64>) -> Option<f64> {
     }
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
-    Some(if values.len() % 2 == 0 { (values[mid - 1] + values[mid]) / 2.0 } else { values[mid] })
+    Some(if values.len().is_multiple_of(2) { (values[mid - 1] + values[mid]) / 2.0 } else { values[mid] })
 }
 
 /// The dimensions of one partner × event type over a period.
@@ -87,14 +87,6 @@ pub struct DimensionFigure {
     pub items_met: u64,
     /// Met over due; `None` when nothing was due.
     pub readiness: Option<f64>,
-}
-
-fn share(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64
-    }
 }
 
 impl DimensionFigure {

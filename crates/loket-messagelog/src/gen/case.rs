@@ -84,22 +84,14 @@ fn baggage(v: &str, bag: Vec<Value>, weight: f64, phase: &str, storage: String, 
     })
 }
 
-/// A transport leg's status with everything a departed leg needs.
-fn transport(
-    v: &str,
-    id: &str,
-    from: &str,
-    to: &str,
-    forced: bool,
-    assessed: i64,
-    planner: &str,
-    level: &str,
-) -> Value {
+/// A transport leg's status with everything a departed leg needs; `assessor` is the
+/// planner and the risk level they assessed.
+fn transport(v: &str, id: &str, route: (&str, &str), forced: bool, assessed: i64, assessor: (&str, &str)) -> Value {
     json!({
-        "vNumber": v, "transportId": id, "fromLocation": from, "toLocation": to,
+        "vNumber": v, "transportId": id, "fromLocation": route.0, "toLocation": route.1,
         "departureKind": if forced { "forced" } else { "independent" },
         "escort": if forced { json!({"escorted": true, "by": "kmar", "officers": 2}) } else { json!({"escorted": false}) },
-        "riskAssessment": {"done": true, "level": level, "assessedAt": stamp(assessed), "assessedBy": planner},
+        "riskAssessment": {"done": true, "level": assessor.1, "assessedAt": stamp(assessed), "assessedBy": assessor.0},
         "search": {"searched": forced, "by": "dji", "authority": "statutory search power (synthetic)", "searchedAt": stamp(assessed)},
         "dangerousItemsFound": false, "plannedAt": stamp(assessed + DAY * SECOND),
     })
@@ -174,16 +166,8 @@ pub(super) fn case_plan(
     e.advance(rng, HOUR, 6 * HOUR);
     let level = ["low", "medium", "high"][rng.random_range(0..3)];
     let planner = format!("dvo-planner-{:04}", rng.random_range(1..999));
-    let to_detention = transport(
-        &v,
-        &format!("dvo-transport-{v}-0"),
-        reception,
-        detention,
-        true,
-        e.t - HOUR * SECOND,
-        &planner,
-        level,
-    );
+    let leg = format!("dvo-transport-{v}-0");
+    let to_detention = transport(&v, &leg, (reception, detention), true, e.t - HOUR * SECOND, (&planner, level));
     let mut to_detention = with(&to_detention, json!({"status": "departed", "departedAt": stamp(e.t)}));
     to_detention["search"] = json!({"searched": false});
     e.add("dvo", "transport-status", to_detention);
@@ -224,7 +208,8 @@ pub(super) fn case_plan(
 
     // Departure, at least two days later: the detention registration is stale by then.
     e.advance(rng, 2 * DAY + HOUR, 5 * DAY);
-    let base = transport(&v, &format!("dvo-transport-{v}-1"), detention, "Schiphol", forced, e.t, &planner, level);
+    let leg = format!("dvo-transport-{v}-1");
+    let base = transport(&v, &leg, (detention, "Schiphol"), forced, e.t, (&planner, level));
     e.add("dvo", "transport-status", with(&base, json!({"status": "planned"})));
     e.advance(rng, HOUR, DAY);
     // In about one case in seven a new legal procedure cancels the removal.

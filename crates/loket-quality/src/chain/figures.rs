@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::evaluate::{HandoverOutcome, ItemStatus};
-use crate::aggregate::{day_label, Filter};
+use crate::aggregate::{day_label, share, Filter};
 
 /// How one item of one handover kind fared, attributed to one partner.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,14 +121,6 @@ pub struct HandoverReport {
     pub items: Vec<ItemFigure>,
     pub kinds: Vec<KindFigure>,
     pub days: Vec<KindDayFigure>,
-}
-
-fn share(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64
-    }
 }
 
 impl HandoverReport {
