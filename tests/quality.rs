@@ -385,36 +385,6 @@ async fn metrics_are_prometheus_text_with_the_named_series() {
     gw.stop().await;
 }
 
-fn chromium() -> std::path::PathBuf {
-    for name in ["chromium", "chromium-browser"] {
-        for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-            let path = Path::new(dir).join(name);
-            if path.is_file() {
-                return path;
-            }
-        }
-    }
-    panic!("chromium is not installed: tests/run installs it (apt-get install -y chromium)");
-}
-
-fn headless(profile: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--disable-dev-shm-usage",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_heatmap_of_a_known_data_set_in_chromium() {
     let gw = Gateway::start().await;

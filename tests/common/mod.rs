@@ -21,7 +21,7 @@ pub const PARTNERS: &[&str] = &["dtv", "kmar", "dji", "dvo", "coa", "ind", "poli
 pub const TYPES: &[&str] =
     &["physical-features", "medical-transfer-consent", "medical-file-transfer", "baggage", "transport-status"];
 /// The event types only the gateway publishes (source "loket").
-pub const GATEWAY_TYPES: &[&str] = &["quality-digest"];
+pub const GATEWAY_TYPES: &[&str] = &["quality-digest", "handover-readiness"];
 
 pub fn repo_root() -> PathBuf {
     // From cargo at run time: a test binary may be reused from the shared target directory
@@ -266,4 +266,35 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     (code, body.to_owned())
+}
+
+/// Debian's Chromium, which tests/run installs.
+pub fn chromium() -> std::path::PathBuf {
+    for name in ["chromium", "chromium-browser"] {
+        for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+            let path = Path::new(dir).join(name);
+            if path.is_file() {
+                return path;
+            }
+        }
+    }
+    panic!("chromium is not installed: tests/run installs it (apt-get install -y chromium)");
+}
+
+pub fn headless(profile: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .unwrap()
 }

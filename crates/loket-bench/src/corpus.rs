@@ -44,8 +44,16 @@ impl Item {
 /// default defect rates.
 pub fn generated(dir: &Path, cases: u32) -> anyhow::Result<PathBuf> {
     let path = dir.join("corpus.ndjson");
-    let options =
-        loket_messagelog::GenOptions { seed: 1, cases, missing_rate: 0.2, invalid_rate: 0.05, start: 1_767_600_000 };
+    let options = loket_messagelog::GenOptions {
+        seed: 1,
+        cases,
+        missing_rate: 0.2,
+        invalid_rate: 0.05,
+        start: 1_767_600_000,
+        // From case 1: a corpus may take up to every synthetic V-number.
+        first_case: Some(0),
+        gaps: loket_messagelog::Gaps { late_baggage: 0.1, missing_features: 0.1, no_consent: 0.1 },
+    };
     let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
     loket_messagelog::generate(&options, &mut out)?;
     std::io::Write::flush(&mut out)?;

@@ -12,6 +12,12 @@ pub const GATEWAY_SOURCE: &str = "loket";
 /// The event type of the gateway's quality digests; partners may not publish it.
 pub const DIGEST_TYPE: &str = "quality-digest";
 
+/// The event type of the gateway's handover-readiness findings; partners may not publish it.
+pub const HANDOVER_TYPE: &str = "handover-readiness";
+
+/// Every event type only the gateway publishes (source [`GATEWAY_SOURCE`]).
+pub const GATEWAY_TYPES: &[&str] = &[DIGEST_TYPE, HANDOVER_TYPE];
+
 /// What a subscriber's view needs of a stored event besides its payload: where it is in
 /// the journal, what it is, which case, and when the gateway took it.
 pub trait Envelope {

@@ -11,7 +11,9 @@ pub mod time;
 mod violation;
 
 pub use completeness::{is_filled, Completeness};
-pub use envelope::{Envelope, DIGEST_TYPE, GATEWAY_SOURCE, JSON_CONTENT_TYPE, SPEC_VERSION};
+pub use envelope::{
+    Envelope, DIGEST_TYPE, GATEWAY_SOURCE, GATEWAY_TYPES, HANDOVER_TYPE, JSON_CONTENT_TYPE, SPEC_VERSION,
+};
 pub use error::Error;
 pub use ids::{CaseId, PartnerId};
 pub use position::StartPosition;

@@ -11,6 +11,8 @@ pub enum Error {
     Outcome(String),
     #[error("data and data_base64 are both present")]
     DataTwice,
+    #[error("cases {first} to {} do not fit the six digits of a synthetic V-number (9999xxxxxx)", u64::from(*first) + u64::from(*cases))]
+    CaseNumbers { first: u32, cases: u32 },
     #[error("id and source are required")]
     NoIdOrSource,
     /// `attribute` is `time` or `receivedat`.

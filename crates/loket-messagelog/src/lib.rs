@@ -9,5 +9,5 @@ mod line;
 pub mod timestamp;
 
 pub use error::Error;
-pub use gen::{generate, GenOptions};
+pub use gen::{generate, Gaps, GenOptions, Generated, Planted, PlantedKind};
 pub use line::{encode_data, LogLine, ViolationJson, ACCEPTED, REJECTED};

@@ -307,11 +307,19 @@ mod tests {
 
     #[test]
     fn a_generated_log_reads_back_line_by_line() {
-        let options = GenOptions { seed: 3, cases: 4, missing_rate: 0.3, invalid_rate: 0.3, start: 1_767_600_000 };
+        let options = GenOptions {
+            seed: 3,
+            cases: 4,
+            missing_rate: 0.3,
+            invalid_rate: 0.3,
+            start: 1_767_600_000,
+            first_case: None,
+            gaps: crate::Gaps::default(),
+        };
         let mut out = Vec::new();
         let count = generate(&options, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert_eq!(text.lines().count() as u64, count);
+        assert_eq!(text.lines().count() as u64, count.events);
         for line in text.lines() {
             let parsed = LogLine::parse(line).unwrap();
             assert_eq!(parsed.to_json(), line, "a line writes back byte for byte");

@@ -32,6 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             missing: &missing,
             completeness: 6.0 / 7.0,
             flagged: &[],
+            time_micros: Some(1_700_000_000_000_000 - 5_000_000),
         })?;
     }
     let per_record = started.elapsed().as_secs_f64() / f64::from(n) * 1e6;

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dimensions::{delay_bin, DimensionFigure};
+
 /// Microseconds in a day.
 const DAY_MICROS: i64 = 86_400_000_000;
 /// Completeness is kept in millionths.
@@ -61,6 +63,10 @@ pub struct Bucket {
     pub fields: BTreeMap<String, FieldCount>,
     /// Accepted events that failed a `flag` rule, by rule.
     pub flagged: BTreeMap<String, u64>,
+    /// Accepted events with a `time`, by bin of their delay to receipt
+    /// ([`crate::dimensions::delay_bin`]).
+    #[serde(default)]
+    pub delays: BTreeMap<u16, u64>,
 }
 
 /// Refused publishes in one bucket. The journal holds accepted events only, so these are
@@ -71,6 +77,10 @@ pub struct Rejections {
     pub kinds: BTreeMap<String, u64>,
     /// Publishes refused by a `reject` rule, by rule.
     pub rules: BTreeMap<String, u64>,
+    /// Publishes of an event already stored (same source and id, same content): answered
+    /// with the original, not stored again, and never in the journal either.
+    #[serde(default)]
+    pub duplicates: u64,
 }
 
 /// An accepted (not duplicate) event, as far as quality is concerned.
@@ -86,6 +96,8 @@ pub struct Accepted<'a> {
     pub completeness: f64,
     /// The `flag` rules it failed.
     pub flagged: &'a [String],
+    /// The event's own `time` attribute, Unix µs, when it had one.
+    pub time_micros: Option<i64>,
 }
 
 impl Accepted<'_> {
@@ -112,6 +124,9 @@ impl Bucket {
         for rule in event.flagged {
             *self.flagged.entry(rule.clone()).or_default() += 1;
         }
+        if let Some(time) = event.time_micros {
+            *self.delays.entry(delay_bin(event.received_at_micros - time)).or_default() += 1;
+        }
     }
 
     /// Adds `other`'s counts to these.
@@ -124,6 +139,9 @@ impl Bucket {
             mine.filled += c.filled;
         }
         add_counts(&mut self.flagged, &other.flagged);
+        for (bin, n) in &other.delays {
+            *self.delays.entry(*bin).or_default() += n;
+        }
     }
 
     /// Mean completeness, 0..1 (0 without events).
@@ -143,6 +161,7 @@ impl Rejections {
     fn merge(&mut self, other: &Rejections) {
         add_counts(&mut self.kinds, &other.kinds);
         add_counts(&mut self.rules, &other.rules);
+        self.duplicates += other.duplicates;
     }
 
     pub fn total(&self) -> u64 {
@@ -154,6 +173,11 @@ fn add_counts(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
     for (k, v) in from {
         *into.entry(k.clone()).or_default() += v;
     }
+}
+
+/// `part` over `whole`, 0 when there is no whole.
+pub(crate) fn share(part: u64, whole: u64) -> f64 {
+    ratio(part as f64, whole)
 }
 
 fn ratio(part: f64, whole: u64) -> f64 {
@@ -225,7 +249,15 @@ pub struct Report {
     pub fields: Vec<FieldFigure>,
     pub types: Vec<TypeFigure>,
     pub days: Vec<DayFigure>,
+    /// Validity, timeliness and uniqueness per partner × type; readiness is added from the
+    /// handover figures ([`crate::dimensions::add_readiness`]).
+    pub dimensions: Vec<DimensionFigure>,
+    /// The same per partner over all its types (type [`ALL_TYPES`]), for the scorecard.
+    pub partners: Vec<DimensionFigure>,
 }
+
+/// The event type of a figure about all of a partner's types.
+pub const ALL_TYPES: &str = "*";
 
 impl Report {
     pub fn build<'a>(
@@ -250,6 +282,13 @@ impl Report {
         }
         days.sort_by(|a, b| (&a.partner, &a.event_type, &a.day).cmp(&(&b.partner, &b.event_type, &b.day)));
         let mut report = Report { days, ..Report::default() };
+        let mut per_partner: BTreeMap<String, (Bucket, Rejections)> = BTreeMap::new();
+        for ((partner, _), (bucket, rejections)) in &per_type {
+            let p = per_partner.entry(partner.clone()).or_default();
+            p.0.merge(bucket);
+            p.1.merge(rejections);
+        }
+        report.partners = per_partner.iter().map(|(p, (b, r))| DimensionFigure::of(p, ALL_TYPES, b, r)).collect();
         for ((partner, event_type), (bucket, rejections)) in per_type {
             for (field, c) in &bucket.fields {
                 report.fields.push(FieldFigure {
@@ -261,6 +300,7 @@ impl Report {
                     fill_rate: ratio(c.filled as f64, c.seen),
                 });
             }
+            report.dimensions.push(DimensionFigure::of(&partner, &event_type, &bucket, &rejections));
             let rejected = rejections.total();
             let mut rules_failed = bucket.flagged.clone();
             add_counts(&mut rules_failed, &rejections.rules);
@@ -321,6 +361,7 @@ mod tests {
                 missing,
                 completeness: *completeness,
                 flagged,
+                time_micros: Some(DAY_MICROS * 3 - 30_000_000),
             };
             buckets.entry(e.key()).or_default().add(&e);
         }
@@ -337,6 +378,9 @@ mod tests {
         assert_eq!(t.rejected, 1);
         assert_eq!(t.rejection_rate, 0.25);
         assert_eq!(report.most_failed_rules(), vec![("r1".to_owned(), 2), ("r2".to_owned(), 1)]);
+        let d = &report.dimensions[0];
+        assert_eq!((d.published, d.accepted, d.validity, d.timed), (4, 3, 0.75, 3));
+        assert!(d.timeliness_p50_seconds.is_some_and(|s| s <= 30.0 && s > 27.0), "{d:?}");
         let none = Filter { partners: Some(s(&["kmar"])), ..Filter::default() };
         assert_eq!(Report::build(&buckets, &rejected, &none), Report::default());
         let later = Filter { from_day: Some(4), ..Filter::default() };

@@ -142,6 +142,16 @@ impl QualityStore {
         update::<Rejections>(&self.rejected, &encode_key(key), |r| r.add(kind, rules))
     }
 
+    /// A publish answered as a duplicate of a stored event (uniqueness).
+    pub fn record_duplicate(&self, key: &BucketKey) -> Result<(), Error> {
+        update::<Rejections>(&self.rejected, &encode_key(key), |r| r.duplicates += 1)
+    }
+
+    /// The database, for the handover state kept beside the figures ([`crate::chain::ChainStore`]).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     /// Every bucket of accepted events.
     pub fn accepted(&self) -> Result<BTreeMap<BucketKey, Bucket>, Error> {
         self.write_pending()?;
@@ -195,6 +205,7 @@ impl QualityStore {
                     missing: &event.missing_expected,
                     completeness: event.completeness,
                     flagged: &flagged,
+                    time_micros: event.time_micros,
                 };
                 buckets.entry(accepted.key()).or_default().add(&accepted);
             }
@@ -268,6 +279,7 @@ mod tests {
                 missing: &[],
                 completeness: 1.0,
                 flagged: &[],
+                time_micros: None,
             };
             store.record_accepted(&e).unwrap();
             store.record_accepted(&e).unwrap();

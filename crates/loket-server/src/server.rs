@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use loket_journal::{Journal, JournalConfig};
 use loket_kafka::{RecordChecks, Relay};
+use loket_quality::chain::{ChainStore, HandoverSet};
 use loket_quality::{QualityStore, RuleSet};
 use loket_schema::Registry;
 use tokio::net::TcpListener;
@@ -19,7 +20,7 @@ use crate::http::metrics;
 use crate::kafka::{denial_hook, KafkaMode};
 use crate::proto::gateway_server::GatewayServer;
 use crate::publish::{Intake, Publisher};
-use crate::quality::{run_digests, Quality};
+use crate::quality::{run_digests, Chain, Quality};
 use crate::service::GatewayService;
 use crate::subscribe::Subscriptions;
 use crate::view::{PartnerViews, Viewer};
@@ -54,10 +55,12 @@ pub async fn run_with(
 ) -> Result<(), Error> {
     let (registry, rules) = load_schemas_and_rules(&config)?;
     let policy = config.policy(&registry)?;
+    let handovers = load_handovers(&config, &registry, &policy)?;
     let tls = tls::server_tls(&config)?;
     let journal = open_journal(&config)?;
     let store = Arc::new(open_quality(&config, &journal, &registry, &rules)?);
-    let quality = Quality { store: store.clone() };
+    let chain = Chain::new(ChainStore::open(store.db(), &handovers)?, Arc::new(handovers))?;
+    let quality = Quality { store: store.clone(), chain: chain.clone() };
     let registry = Arc::new(registry);
 
     let access = Access::open(&config, policy)?;
@@ -147,6 +150,7 @@ pub async fn run_with(
             stopping.clone(),
         )));
     }
+    background.push(tokio::spawn(chain.run(journal.clone(), registry.clone(), stopping.clone())));
     if config.quality.digest_interval_secs > 0 {
         let every = std::time::Duration::from_secs(config.quality.digest_interval_secs);
         background.push(tokio::spawn(run_digests(
@@ -228,6 +232,31 @@ fn load_schemas_and_rules(config: &Config) -> Result<(Registry, Arc<RuleSet>), E
     Ok((registry, rules))
 }
 
+/// The handover expectations, every partner they name checked against the policy.
+fn load_handovers(config: &Config, registry: &Registry, policy: &loket_access::Policy) -> Result<HandoverSet, Error> {
+    let types: Vec<&str> = registry.event_types().collect();
+    let set = match &config.quality.chain_dir {
+        Some(dir) => HandoverSet::load_dir(dir, &types),
+        None => HandoverSet::embedded(&types),
+    };
+    let set = match set {
+        Ok(set) => set,
+        Err(loket_quality::Error::Handovers(problems)) => return Err(Error::Config(problems)),
+        Err(other) => return Err(other.into()),
+    };
+    let unknown: Vec<String> = set
+        .partners()
+        .into_iter()
+        .filter(|(_, partner)| !policy.is_partner(partner))
+        .map(|(kind, partner)| format!("handover {kind:?} names partner {partner:?}, which is not in [partners]"))
+        .collect();
+    if unknown.is_empty() {
+        Ok(set)
+    } else {
+        Err(Error::Config(unknown))
+    }
+}
+
 fn open_journal(config: &Config) -> Result<Journal, Error> {
     Ok(Journal::open(&JournalConfig {
         dir: config.journal_dir(),
@@ -253,14 +282,16 @@ fn open_quality(
     Ok(store)
 }
 
-/// `loket quality rebuild`: recounts the quality figures of a stopped gateway's data
-/// directory from its journal. Returns the number of events read.
+/// `loket quality rebuild`: recounts the quality figures and the handover state of a
+/// stopped gateway's data directory from its journal. Returns the number of events read.
 pub fn rebuild_quality(config: &Config) -> Result<u64, Error> {
     let (registry, rules) = load_schemas_and_rules(config)?;
+    let handovers = load_handovers(config, &registry, &config.policy(&registry)?)?;
     let journal = open_journal(config)?;
     let store = QualityStore::open(&config.quality_dir())?;
     store.take_clean_mark()?;
     let read = store.rebuild(&journal, &registry, &rules)?;
+    ChainStore::open(store.db(), &handovers)?.rebuild(&journal, &handovers)?;
     journal.close()?;
     store.close_clean(journal.last_sequence())?;
     Ok(read)

@@ -155,6 +155,23 @@ pub struct GenArgs {
     /// Start of the synthetic clock (RFC 3339).
     #[arg(long, default_value = "2026-01-05T08:00:00Z")]
     pub start: String,
+    /// Number of the first case (V-numbers 9999 + six digits); default 1000 × (seed mod
+    /// 1000), so logs of different seeds can be replayed into one gateway.
+    #[arg(long)]
+    pub first_case: Option<u32>,
+    /// Share of departures for which detention re-registers the baggage only afterwards
+    /// (a stale baggage registration at the handover to the escort).
+    #[arg(long, default_value_t = 0.1)]
+    pub late_baggage_rate: f64,
+    /// Share of cases whose physical features are never recorded.
+    #[arg(long, default_value_t = 0.1)]
+    pub missing_features_rate: f64,
+    /// Share of cases whose medical files are handed over without a registered consent.
+    #[arg(long, default_value_t = 0.1)]
+    pub no_consent_rate: f64,
+    /// Write what was planted (handovers and their gaps per kind) as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub planted: Option<PathBuf>,
     /// Write to this file instead of standard output.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -374,6 +391,13 @@ pub enum ReportView {
     Types,
     /// Per day, partner and type: events and mean completeness.
     Days,
+    /// Handover readiness: per handover kind, item and responsible partner how often the
+    /// item was due, met, missing, stale or unmet (and, for quality readers, per kind the
+    /// share of handovers that were ready).
+    Handovers,
+    /// Per partner and type the quality dimensions: validity, completeness, timeliness
+    /// p50/p90 (seconds from an event's time to its receipt), uniqueness and readiness.
+    Dimensions,
 }
 
 #[derive(Debug, Args)]

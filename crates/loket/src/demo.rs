@@ -9,11 +9,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use loket_messagelog::{generate, GenOptions};
+use loket_messagelog::{generate, Gaps, GenOptions};
 use loket_server::certs;
 use loket_server::client::{connect, ClientOptions};
 use loket_server::config::CHAIN_PARTNERS;
-use loket_server::proto::{subscribe_request::Start, Delivery, Earliest, SubscribeRequest};
+use loket_server::proto::{subscribe_request::Start, Delivery, Earliest, QualityReportRequest, SubscribeRequest};
 use loket_server::Config;
 use serde_json::Value;
 use tokio_stream::StreamExt;
@@ -50,13 +50,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("== gateway on {server}, data in {}", data_dir.display());
 
     let log = temp.path().join("generated.ndjson");
-    let options =
-        GenOptions { seed: args.seed, cases: args.cases, missing_rate: 0.25, invalid_rate: 0.06, start: 1_767_600_000 };
+    let options = GenOptions {
+        seed: args.seed,
+        cases: args.cases,
+        missing_rate: 0.25,
+        invalid_rate: 0.06,
+        start: 1_767_600_000,
+        first_case: None,
+        gaps: Gaps { late_baggage: 0.2, missing_features: 0.2, no_consent: 0.2 },
+    };
     let mut file = std::io::BufWriter::new(std::fs::File::create(&log)?);
     let generated = generate(&options, &mut file)?;
     std::io::Write::flush(&mut file)?;
     drop(file);
-    println!("== generated {generated} events for {} cases (seed {})", args.cases, args.seed);
+    println!("== generated {} events for {} cases (seed {})", generated.events, args.cases, args.seed);
 
     let summary = replay(
         &log,
@@ -82,6 +89,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
         summarise(&deliveries);
     }
+
+    readiness(&server, &certs_dir).await?;
 
     let _ = stop.send(());
     gateway.await.context("the gateway task failed")??;
@@ -113,6 +122,29 @@ async fn receive(
         out.push(item.map_err(|s| anyhow::anyhow!("subscription of {partner} failed: {}", s.message()))?);
     }
     Ok(out)
+}
+
+/// The handovers of the replayed cases as the quality team reads them: per kind how many
+/// were ready, and which items were missing, from whom.
+async fn readiness(server: &str, certs_dir: &std::path::Path) -> anyhow::Result<()> {
+    let options = ClientOptions { server: server.to_owned(), certs: certs_dir.to_owned(), partner: "quality".into() };
+    let mut client = connect(&options).await?;
+    let report = client
+        .get_quality_report(QualityReportRequest::default())
+        .await
+        .map_err(|s| anyhow::anyhow!("quality report refused: {}", s.message()))?
+        .into_inner();
+    println!("\n== handover readiness (what the receiving partner had at each handover)");
+    for k in &report.handover_kinds {
+        println!("  {:<24} {} of {} handovers ready ({:.0}%)", k.handover, k.ready, k.handovers, k.ready_share * 100.0);
+        for i in report.handover_items.iter().filter(|i| i.handover == k.handover && i.met < i.due) {
+            println!(
+                "    {:<20} from {:<5} met {} of {} (missing {}, stale {}, unmet {})",
+                i.item, i.partner, i.met, i.due, i.missing, i.stale, i.unmet
+            );
+        }
+    }
+    Ok(())
 }
 
 fn show(d: &Delivery) {

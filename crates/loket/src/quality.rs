@@ -49,6 +49,7 @@ pub async fn report(args: QualityReportArgs) -> anyhow::Result<ExitCode> {
         ReportFormat::Json => format!("{:#}\n", to_json(&report)),
         ReportFormat::Csv => csv(&report, args.view.unwrap_or(ReportView::Fields)),
         ReportFormat::Table => match args.view {
+            Some(ReportView::Handovers) => format!("{}{}", kinds_table(&report), table(&report, ReportView::Handovers)),
             Some(view) => table(&report, view),
             None => format!("{}\n{}", table(&report, ReportView::Types), table(&report, ReportView::Fields)),
         },
@@ -74,11 +75,29 @@ fn to_json(r: &QualityReport) -> serde_json::Value {
             "day": d.day, "partner": d.partner, "type": d.r#type,
             "events": d.events, "meanCompleteness": d.mean_completeness,
         })).collect::<Vec<_>>(),
+        "dimensions": r.dimensions.iter().map(|d| json!({
+            "partner": d.partner, "type": d.r#type, "published": d.published, "accepted": d.accepted,
+            "validity": d.validity, "meanCompleteness": d.mean_completeness, "timed": d.timed,
+            "timelinessP50Seconds": d.timeliness_p50_seconds, "timelinessP90Seconds": d.timeliness_p90_seconds,
+            "duplicates": d.duplicates, "uniqueness": d.uniqueness, "handoverItemsDue": d.handover_items_due,
+            "handoverItemsMet": d.handover_items_met, "readiness": d.readiness,
+        })).collect::<Vec<_>>(),
+        "handoverItems": r.handover_items.iter().map(|i| json!({
+            "handover": i.handover, "item": i.item, "partner": i.partner, "type": i.r#type, "due": i.due,
+            "met": i.met, "missing": i.missing, "stale": i.stale, "unmet": i.unmet, "metRate": i.met_rate,
+        })).collect::<Vec<_>>(),
+        "handoverKinds": r.handover_kinds.iter().map(|k| json!({
+            "handover": k.handover, "handovers": k.handovers, "ready": k.ready, "readyShare": k.ready_share,
+        })).collect::<Vec<_>>(),
+        "handoverDays": r.handover_days.iter().map(|d| json!({
+            "day": d.day, "handover": d.handover, "handovers": d.handovers, "ready": d.ready,
+        })).collect::<Vec<_>>(),
     })
 }
 
 fn rows(r: &QualityReport, view: ReportView) -> (Vec<&'static str>, Vec<Vec<String>>) {
     let pct = |x: f64| format!("{:.1}", x * 100.0);
+    let maybe = |x: Option<f64>, f: &dyn Fn(f64) -> String| x.map(f).unwrap_or_else(|| "-".to_owned());
     let counts = |m: &HashMap<String, u64>| {
         let mut v: Vec<_> = m.iter().map(|(k, n)| format!("{k}={n}")).collect();
         v.sort();
@@ -118,6 +137,53 @@ fn rows(r: &QualityReport, view: ReportView) -> (Vec<&'static str>, Vec<Vec<Stri
                 })
                 .collect(),
         ),
+        ReportView::Handovers => (
+            vec!["handover", "item", "partner", "type", "due", "met", "missing", "stale", "unmet", "met_pct"],
+            r.handover_items
+                .iter()
+                .map(|i| {
+                    vec![
+                        i.handover.clone(),
+                        i.item.clone(),
+                        i.partner.clone(),
+                        i.r#type.clone(),
+                        i.due.to_string(),
+                        i.met.to_string(),
+                        i.missing.to_string(),
+                        i.stale.to_string(),
+                        i.unmet.to_string(),
+                        pct(i.met_rate),
+                    ]
+                })
+                .collect(),
+        ),
+        ReportView::Dimensions => (
+            vec![
+                "partner",
+                "type",
+                "validity_pct",
+                "completeness_pct",
+                "timeliness_p50_s",
+                "timeliness_p90_s",
+                "uniqueness_pct",
+                "readiness_pct",
+            ],
+            r.dimensions
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.partner.clone(),
+                        d.r#type.clone(),
+                        if d.published > 0 { pct(d.validity) } else { "-".to_owned() },
+                        if d.accepted > 0 { pct(d.mean_completeness) } else { "-".to_owned() },
+                        maybe(d.timeliness_p50_seconds, &|s| format!("{s:.0}")),
+                        maybe(d.timeliness_p90_seconds, &|s| format!("{s:.0}")),
+                        if d.accepted + d.duplicates > 0 { pct(d.uniqueness) } else { "-".to_owned() },
+                        maybe(d.readiness, &pct),
+                    ]
+                })
+                .collect(),
+        ),
         ReportView::Days => (
             vec!["day", "partner", "type", "events", "completeness_pct"],
             r.days
@@ -134,6 +200,25 @@ fn rows(r: &QualityReport, view: ReportView) -> (Vec<&'static str>, Vec<Vec<Stri
                 .collect(),
         ),
     }
+}
+
+/// Per handover kind, the share that was ready (a quality reader's report of everyone).
+fn kinds_table(r: &QualityReport) -> String {
+    let mut out = String::new();
+    for k in &r.handover_kinds {
+        let _ = writeln!(
+            out,
+            "{}: {} of {} handovers ready ({:.1}%)",
+            k.handover,
+            k.ready,
+            k.handovers,
+            k.ready_share * 100.0
+        );
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
 }
 
 fn table(r: &QualityReport, view: ReportView) -> String {

@@ -72,6 +72,9 @@ pub struct Summary {
     pub mismatches: u64,
     /// Lines whose payload the export left out (a tester's export): not sent.
     pub omitted: u64,
+    /// Lines of the gateway's own events (digests, handover findings), not sent: the
+    /// gateway replayed into derives its own.
+    pub gateway: u64,
 }
 
 impl Summary {
@@ -79,7 +82,7 @@ impl Summary {
         json!({
             "sent": self.sent, "accepted": self.accepted, "rejected": self.rejected,
             "duplicates": self.duplicates, "mismatches": self.mismatches, "malformed": self.malformed,
-            "omitted": self.omitted,
+            "omitted": self.omitted, "gateway": self.gateway,
         })
     }
 }
@@ -344,6 +347,7 @@ pub async fn replay(path: &Path, options: &ReplayOptions) -> anyhow::Result<Summ
     let mut sent = 0;
     let mut malformed = 0;
     let mut omitted = 0;
+    let mut gateway = 0;
     let mut lines = 0;
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let started = tokio::time::Instant::now();
@@ -380,6 +384,10 @@ pub async fn replay(path: &Path, options: &ReplayOptions) -> anyhow::Result<Summ
             let first = *first_received.get_or_insert(received);
             let offset = Duration::from_micros((received - first).max(0) as u64).div_f64(factor);
             tokio::time::sleep_until(started + offset).await;
+        }
+        if line.source == loket_domain::GATEWAY_SOURCE {
+            gateway += 1;
+            continue;
         }
         let partner = line.publisher().to_owned();
         if !publishers.contains_key(&partner) {
@@ -428,6 +436,7 @@ pub async fn replay(path: &Path, options: &ReplayOptions) -> anyhow::Result<Summ
     summary.sent = sent;
     summary.malformed = malformed;
     summary.omitted = omitted;
+    summary.gateway = gateway;
     Ok(summary)
 }
 

@@ -120,6 +120,9 @@ pub struct QualityConfig {
     /// per publishing partner each period (source "loket"). 0 turns digests off.
     #[serde(default = "default_digest_interval_secs")]
     pub digest_interval_secs: u64,
+    /// A directory of `<kind>.toml` handover expectation files to use instead of the ones
+    /// built into the binary (schemas/chain/). A missing directory means no handovers.
+    pub chain_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -153,6 +156,7 @@ impl Default for QualityConfig {
             rules_dir: None,
             readers: default_quality_readers(),
             digest_interval_secs: default_digest_interval_secs(),
+            chain_dir: None,
         }
     }
 }

@@ -21,6 +21,14 @@ pub const MEAN_COMPLETENESS: &str = "loket_quality_mean_completeness";
 pub const QUALITY_EVENTS: &str = "loket_quality_events";
 pub const QUALITY_REJECTED: &str = "loket_quality_rejected";
 pub const RULE_FAILURES: &str = "loket_quality_rule_failures";
+pub const VALIDITY: &str = "loket_quality_validity";
+pub const TIMELINESS: &str = "loket_quality_timeliness_seconds";
+pub const DUPLICATES: &str = "loket_quality_duplicates";
+pub const UNIQUENESS: &str = "loket_quality_uniqueness";
+pub const READINESS: &str = "loket_quality_readiness";
+pub const HANDOVERS: &str = "loket_handovers";
+pub const HANDOVERS_READY: &str = "loket_handovers_ready";
+pub const HANDOVER_ITEMS: &str = "loket_handover_items";
 
 static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 
@@ -64,4 +72,68 @@ fn describe() {
     describe_gauge!(QUALITY_EVENTS, "Accepted events counted in the quality figures, all time.");
     describe_gauge!(QUALITY_REJECTED, "Refused publishes by violation kind, all time.");
     describe_gauge!(RULE_FAILURES, "Quality rule failures (flagged or refused), all time.");
+    describe_counter!(
+        loket_kafka::subscriber::REFUSED_METRIC,
+        "Kafka records a Kafka-mode subscription refused (no or a wrong gateway tag), by reason."
+    );
+    describe_counter!(
+        loket_kafka::subscriber::DUPLICATES_METRIC,
+        "Kafka records dropped as the same event delivered within the dedup window (re-published through another gateway)."
+    );
+    describe_gauge!(VALIDITY, "Accepted over published (accepted + refused) per partner and type, all time.");
+    describe_gauge!(
+        TIMELINESS,
+        Unit::Seconds,
+        "Delay from an event's own time to its receipt per partner and type, by quantile (0.5, 0.9), all time."
+    );
+    describe_gauge!(DUPLICATES, "Publishes answered as duplicates per partner and type, all time.");
+    describe_gauge!(UNIQUENESS, "Accepted over accepted + duplicate publishes per partner and type, all time.");
+    describe_gauge!(READINESS, "Handover items met over due, per responsible partner and type, all time.");
+    describe_gauge!(HANDOVERS, "Handovers evaluated per handover kind, all time.");
+    describe_gauge!(HANDOVERS_READY, "Handovers with every due item met per handover kind, all time.");
+    describe_gauge!(
+        HANDOVER_ITEMS,
+        "Handover items per kind, item, responsible partner and status (due, met, missing, stale, unmet), all time."
+    );
+}
+
+/// Sets the dimension and handover gauges from the all-time figures.
+pub(crate) fn record_dimensions(report: &loket_quality::Report, handovers: &loket_quality::chain::HandoverReport) {
+    for d in &report.dimensions {
+        let labels = [("partner", d.partner.clone()), ("type", d.event_type.clone())];
+        if d.published > 0 {
+            metrics::gauge!(VALIDITY, &labels).set(d.validity);
+        }
+        metrics::gauge!(DUPLICATES, &labels).set(d.duplicates as f64);
+        if d.accepted + d.duplicates > 0 {
+            metrics::gauge!(UNIQUENESS, &labels).set(d.uniqueness);
+        }
+        if let Some(r) = d.readiness {
+            metrics::gauge!(READINESS, &labels).set(r);
+        }
+        for (quantile, value) in [("0.5", d.timeliness_p50_seconds), ("0.9", d.timeliness_p90_seconds)] {
+            if let Some(v) = value {
+                let labels =
+                    [("partner", d.partner.clone()), ("type", d.event_type.clone()), ("quantile", quantile.to_owned())];
+                metrics::gauge!(TIMELINESS, &labels).set(v);
+            }
+        }
+    }
+    for k in &handovers.kinds {
+        metrics::gauge!(HANDOVERS, "handover" => k.kind.clone()).set(k.handovers as f64);
+        metrics::gauge!(HANDOVERS_READY, "handover" => k.kind.clone()).set(k.ready as f64);
+    }
+    for i in &handovers.items {
+        for (status, n) in
+            [("due", i.due), ("met", i.met), ("missing", i.missing), ("stale", i.stale), ("unmet", i.unmet)]
+        {
+            let labels = [
+                ("handover", i.kind.clone()),
+                ("item", i.item.clone()),
+                ("partner", i.partner.clone()),
+                ("status", status.to_owned()),
+            ];
+            metrics::gauge!(HANDOVER_ITEMS, &labels).set(n as f64);
+        }
+    }
 }

@@ -1,10 +1,11 @@
-//! The HTTP listener next to gRPC: `/metrics` (Prometheus text format) and `/quality` (the
-//! dashboard). Plain HTTP without identities: it shows every partner's figures, so it
-//! belongs on a loopback or management network.
+//! The HTTP listener next to gRPC: `/metrics` (Prometheus text format) and the dashboard
+//! (`/quality`, `/quality/chain`, `/quality/scorecard`, `/quality/case/{pseudonym}`). Plain
+//! HTTP without identities: it shows every partner's figures, so it belongs on a loopback
+//! or management network, where the quality team reads it. Cases appear only by pseudonym.
 
 pub(crate) mod metrics;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -33,12 +34,13 @@ pub(crate) fn router(
     quality: Quality,
     relay: Option<loket_kafka::RelayHandle>,
 ) -> Router {
-    Router::new().route("/metrics", get(metrics)).route("/quality", get(quality_page)).with_state(AppState {
-        prometheus,
-        journal,
-        quality,
-        relay,
-    })
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/quality", get(quality_page))
+        .route("/quality/chain", get(chain_page))
+        .route("/quality/scorecard", get(scorecard_page))
+        .route("/quality/case/{pseudonym}", get(case_page))
+        .with_state(AppState { prometheus, journal, quality, relay })
 }
 
 pub(crate) async fn serve(listener: TcpListener, router: Router, stop: CancellationToken) {
@@ -69,10 +71,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
         }
     }
     ::metrics::gauge!(m::JOURNAL_LAST_SEQUENCE).set(state.journal.last_sequence() as f64);
-    let report = match state.quality.store.report(&Filter::default()) {
+    state.quality.chain.caught_up(state.journal.last_sequence()).await;
+    let (report, handovers) = match state.quality.figures(&Filter::default()) {
         Ok(r) => r,
         Err(e) => return unavailable("cannot read the quality figures", e),
     };
+    m::record_dimensions(&report, &handovers);
     for f in &report.fields {
         let labels = [("partner", f.partner.clone()), ("type", f.event_type.clone()), ("field", f.field.clone())];
         ::metrics::gauge!(m::FILL_RATE, &labels).set(f.fill_rate);
@@ -92,6 +96,31 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
     state.prometheus.run_upkeep();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.prometheus.render()).into_response()
+}
+
+async fn chain_page(State(state): State<AppState>) -> Response {
+    state.quality.chain.caught_up(state.journal.last_sequence()).await;
+    let figures = state.quality.chain.store.report(&Filter::default());
+    match figures.and_then(|r| Ok((r, state.quality.chain.store.recent(20, true)?))) {
+        Ok((report, recent)) => Html(dashboard::render_chain(&report, &recent)).into_response(),
+        Err(e) => unavailable("cannot read the handover figures", e),
+    }
+}
+
+async fn scorecard_page(State(state): State<AppState>) -> Response {
+    state.quality.chain.caught_up(state.journal.last_sequence()).await;
+    match state.quality.figures(&Filter::default()) {
+        Ok((report, _)) => Html(dashboard::render_scorecard(&report.partners)).into_response(),
+        Err(e) => unavailable("cannot read the quality figures", e),
+    }
+}
+
+async fn case_page(State(state): State<AppState>, Path(pseudonym): Path<String>) -> Response {
+    match state.quality.chain.store.case(&pseudonym) {
+        Ok(Some(case)) => Html(dashboard::render_case(&pseudonym, &case)).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, format!("no case with pseudonym {pseudonym:?}\n")).into_response(),
+        Err(e) => unavailable("cannot read the case state", e),
+    }
 }
 
 async fn quality_page(State(state): State<AppState>) -> Response {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use loket_access::{Policy, CONSENT_TYPE};
-use loket_domain::{CaseId, FieldViolation, PartnerId, DIGEST_TYPE, JSON_CONTENT_TYPE as JSON, SPEC_VERSION};
+use loket_domain::{CaseId, FieldViolation, PartnerId, GATEWAY_TYPES, JSON_CONTENT_TYPE as JSON, SPEC_VERSION};
 use loket_journal::NewEvent;
 use loket_quality::{RuleSet, Severity};
 use loket_schema::Registry;
@@ -52,8 +52,8 @@ impl Intake {
         }
         // An unknown type is a mistake to hear about before a missing grant for it.
         let schema = self.registry.resolve(&event.r#type, Some(event.dataschema.as_str()))?;
-        if event.r#type == DIGEST_TYPE {
-            return Err(Error::ReservedType(DIGEST_TYPE));
+        if let Some(reserved) = GATEWAY_TYPES.iter().find(|t| **t == event.r#type) {
+            return Err(Error::ReservedType(reserved));
         }
         if !self.policy.may_publish(caller.as_str(), &event.r#type) {
             return Err(Error::PublishNotGranted { partner: caller.to_string(), event_type: event.r#type.clone() });

@@ -1,7 +1,9 @@
-//! The gateway's side of quality measurement: counting accepted and refused publishes into
-//! the quality store (here), the quality report (`report.rs`), the daily digests
-//! (`digest.rs`) and the dashboard page (`dashboard.rs`).
+//! The gateway's side of quality measurement: counting accepted, duplicate and refused
+//! publishes into the quality store (here), handover readiness (`chain.rs`: the follower of
+//! the journal and its `handover-readiness` events), the quality report (`report.rs`), the
+//! daily digests (`digest.rs`) and the dashboard pages (`dashboard/`).
 
+mod chain;
 pub(crate) mod dashboard;
 mod digest;
 mod report;
@@ -13,6 +15,7 @@ use loket_journal::Appended;
 use loket_quality::aggregate::{day_of, BucketKey};
 use loket_quality::{Accepted, QualityStore};
 
+pub(crate) use chain::Chain;
 pub(crate) use digest::{is_digest, run as run_digests};
 
 use crate::publish::Admitted;
@@ -21,12 +24,22 @@ use crate::Error;
 #[derive(Clone)]
 pub(crate) struct Quality {
     pub store: Arc<QualityStore>,
+    pub chain: Chain,
 }
 
 impl Quality {
-    /// Counts an event the journal acknowledged; a duplicate was counted the first time.
+    /// Counts an event the journal acknowledged; a duplicate was counted the first time,
+    /// and counts now only as a duplicate (uniqueness).
     pub fn accepted(&self, admitted: &AdmittedFacts, appended: &Appended) {
         if appended.duplicate {
+            let key = BucketKey {
+                day: day_of(loket_domain::time::now_micros()),
+                partner: admitted.partner.clone(),
+                event_type: admitted.event_type.clone(),
+            };
+            if let Err(e) = self.store.record_duplicate(&key) {
+                tracing::error!(error = %e, "cannot count a duplicate publish in the quality figures");
+            }
             return;
         }
         let event = Accepted {
@@ -37,6 +50,7 @@ impl Quality {
             missing: &appended.missing_expected,
             completeness: appended.completeness,
             flagged: &admitted.flagged,
+            time_micros: admitted.time_micros,
         };
         // The event is stored and acknowledged either way; a store failure only leaves the
         // figures behind, which the next start-up notices (no clean mark) and rebuilds.
@@ -61,6 +75,8 @@ pub(crate) struct AdmittedFacts {
     pub event_type: String,
     pub expected: Vec<String>,
     pub flagged: Vec<String>,
+    /// The event's own `time`, for timeliness.
+    pub time_micros: Option<i64>,
 }
 
 impl AdmittedFacts {
@@ -70,6 +86,7 @@ impl AdmittedFacts {
             event_type: admitted.event.event_type.clone(),
             expected: admitted.expected.clone(),
             flagged: admitted.flagged.clone(),
+            time_micros: admitted.event.time_micros,
         }
     }
 }

@@ -2,11 +2,16 @@
 
 use loket_domain::{FieldViolation, PartnerId};
 use loket_quality::aggregate::parse_day;
-use loket_quality::Filter;
+use loket_quality::chain::HandoverReport;
+use loket_quality::dimensions::{add_readiness, per_partner};
+use loket_quality::{Filter, Report};
 
 use super::Quality;
 use crate::access::Access;
-use crate::proto::{DayQuality, FieldQuality, QualityReport, QualityReportRequest, TypeQuality};
+use crate::proto::{
+    DayQuality, DimensionQuality, FieldQuality, HandoverDayQuality, HandoverItemQuality, HandoverKindQuality,
+    QualityReport, QualityReportRequest, TypeQuality,
+};
 use crate::Error;
 
 impl Quality {
@@ -49,12 +54,74 @@ impl Quality {
             return Err(Error::InvalidReportRequest(problems));
         }
         let filter = Filter { partners, event_type: (!req.r#type.is_empty()).then_some(req.r#type), from_day, to_day };
-        Ok(to_proto(self.store.report(&filter)?))
+        let (report, handovers) = self.figures(&filter)?;
+        Ok(to_proto(report, handovers))
+    }
+
+    /// The field figures with readiness among their dimensions, and the handover figures.
+    pub fn figures(&self, filter: &Filter) -> Result<(Report, HandoverReport), Error> {
+        let mut report = self.store.report(filter)?;
+        let handovers = self.chain.store.report(filter)?;
+        let readiness = handovers.readiness();
+        add_readiness(&mut report.dimensions, &readiness);
+        add_readiness(&mut report.partners, &per_partner(&readiness));
+        Ok((report, handovers))
     }
 }
 
-fn to_proto(report: loket_quality::Report) -> QualityReport {
+fn to_proto(report: Report, handovers: HandoverReport) -> QualityReport {
     QualityReport {
+        dimensions: report
+            .dimensions
+            .into_iter()
+            .map(|d| DimensionQuality {
+                partner: d.partner,
+                r#type: d.event_type,
+                published: d.published,
+                accepted: d.accepted,
+                validity: d.validity,
+                mean_completeness: d.mean_completeness,
+                timed: d.timed,
+                timeliness_p50_seconds: d.timeliness_p50_seconds,
+                timeliness_p90_seconds: d.timeliness_p90_seconds,
+                duplicates: d.duplicates,
+                uniqueness: d.uniqueness,
+                handover_items_due: d.items_due,
+                handover_items_met: d.items_met,
+                readiness: d.readiness,
+            })
+            .collect(),
+        handover_items: handovers
+            .items
+            .into_iter()
+            .map(|i| HandoverItemQuality {
+                handover: i.kind,
+                item: i.item,
+                partner: i.partner,
+                r#type: i.event_type,
+                due: i.due,
+                met: i.met,
+                missing: i.missing,
+                stale: i.stale,
+                unmet: i.unmet,
+                met_rate: i.met_rate,
+            })
+            .collect(),
+        handover_kinds: handovers
+            .kinds
+            .into_iter()
+            .map(|k| HandoverKindQuality {
+                handover: k.kind,
+                handovers: k.handovers,
+                ready: k.ready,
+                ready_share: k.ready_share,
+            })
+            .collect(),
+        handover_days: handovers
+            .days
+            .into_iter()
+            .map(|d| HandoverDayQuality { day: d.day, handover: d.kind, handovers: d.handovers, ready: d.ready })
+            .collect(),
         fields: report
             .fields
             .into_iter()

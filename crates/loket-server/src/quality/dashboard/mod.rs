@@ -1,10 +1,21 @@
-//! The quality dashboard: one server-rendered HTML page with inline CSS and SVG, so that it
-//! works on closed networks (no script, font or stylesheet from elsewhere).
+//! The quality dashboard: server-rendered HTML pages with inline CSS and SVG, so that they
+//! work on closed networks (no script, font or stylesheet from elsewhere). This page: fill
+//! rates, completeness trend and failed rules; `chain.rs`: handover readiness across the
+//! chain; `scorecard.rs`: the dimensions per partner beside the chain median; `case.rs`:
+//! one pseudonymised case's timeline and handovers.
+
+mod case;
+mod chain;
+mod scorecard;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use loket_quality::Report;
+
+pub(crate) use case::render as render_case;
+pub(crate) use chain::render as render_chain;
+pub(crate) use scorecard::render as render_scorecard;
 
 fn esc(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -15,22 +26,30 @@ fn colour(rate: f64) -> String {
     format!("hsl({:.0}, 70%, 55%)", rate.clamp(0.0, 1.0) * 120.0)
 }
 
+/// The start of every page: title, style and the links between the pages.
+fn head(html: &mut String, title: &str) {
+    let _ = write!(
+        html,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>loket {}</title>\
+         <style>{STYLE}</style></head><body><nav><a href=\"/quality\">fields</a> · \
+         <a href=\"/quality/chain\">chain</a> · <a href=\"/quality/scorecard\">scorecard</a></nav><h1>loket: {}</h1>",
+        esc(title),
+        esc(title)
+    );
+}
+
 const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222}\
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.5em}\
 table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:.3em .5em;font-size:.85em}\
 td.cell{text-align:center;min-width:4em}td.empty{background:#eee}\
 .legend span{display:inline-block;padding:.2em .6em;margin-right:.2em}\
-svg{background:#fafafa;border:1px solid #ddd}";
+svg{background:#fafafa;border:1px solid #ddd}nav{font-size:.9em}td.num{text-align:right}\
+.bar{display:inline-block;height:.7em;background:#4a7}";
 
 /// The page for `report` (all partners, all time unless the caller filtered it).
 pub fn render(report: &Report, title_period: &str) -> String {
     let mut html = String::new();
-    let _ = write!(
-        html,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>loket quality</title>\
-         <style>{STYLE}</style></head><body><h1>loket: chain-wide quality ({})</h1>",
-        esc(title_period)
-    );
+    head(&mut html, &format!("chain-wide quality ({title_period})"));
     html.push_str("<p class=\"legend\">Fill rate: <span style=\"background:hsl(0,70%,55%)\">0%</span>");
     html.push_str("<span style=\"background:hsl(60,70%,55%)\">50%</span>");
     html.push_str("<span style=\"background:hsl(120,70%,55%)\">100%</span></p>");

@@ -1,0 +1,27 @@
+//! Chain-wide quality per case: was everything the next partner needed there at the
+//! handover?
+//!
+//! * [`config`]: handover expectations, CEL over the case's events, one TOML file per
+//!   handover kind in `schemas/chain/` (built in, or a directory).
+//! * [`case`]: a case's state as a follower of the journal derives it: the latest event of
+//!   each type per partner (only the payload members the expectations read), the timeline
+//!   and the handovers so far.
+//! * [`evaluate`]: readiness at a trigger: every due item met, missing, stale or unmet,
+//!   attributed to the partner that should have supplied it.
+//! * [`figures`]: the counts per day × handover kind × partner × item, and the report.
+//! * [`store`]: all of it on disk, one transaction per chunk of the journal.
+
+pub mod case;
+pub mod config;
+pub mod evaluate;
+pub mod figures;
+pub mod store;
+
+pub use case::{CaseState, Observed};
+pub use config::HandoverSet;
+pub use evaluate::{HandoverOutcome, ItemOutcome, ItemStatus};
+pub use figures::{HandoverReport, ItemFigure, KindDayFigure, KindFigure};
+pub use store::{ChainStore, HandoverLine};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,304 @@
+//! The case state and the readiness figures on disk: trees of the quality database, kept
+//! by one follower of the journal (the gateway's task, or an offline rebuild).
+//!
+//! Trees: `chain-cases` (case → [`CaseState`]), `chain-days` (day | kind → [`HandoverDay`]),
+//! `chain-handovers` (trigger sequence → [`HandoverLine`], for the dashboard's list),
+//! `chain-pseudonyms` (pseudonym → case) and `chain-meta` (`followed`: the journal sequence
+//! the state covers; `emitted`: the highest trigger whose readiness event was journalled;
+//! `fingerprint`: the expectations it was built under; `key`: the pseudonym key).
+//!
+//! Crash safety: a chunk of the journal is applied in one sled transaction together with
+//! `followed`, so the state always equals "the journal up to `followed`": a crash loses at
+//! most whole chunks, which the follower reads again. A state built under other
+//! expectations is dropped and rebuilt; `emitted` and `key` survive that, so pseudonyms
+//! stay stable and no readiness event is emitted twice with other content.
+
+use std::collections::BTreeMap;
+
+use loket_journal::{Journal, StoredEvent};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::case::{CaseState, Observed};
+use super::config::HandoverSet;
+use super::evaluate::HandoverOutcome;
+use super::figures::{HandoverDay, HandoverReport};
+use crate::aggregate::{day_of, Filter};
+use crate::Error;
+
+const FOLLOWED: &[u8] = b"followed";
+const EMITTED: &[u8] = b"emitted";
+const FINGERPRINT: &[u8] = b"fingerprint";
+const KEY: &[u8] = b"key";
+/// Journal events applied per transaction.
+pub const CHUNK: usize = 512;
+
+/// One handover as the dashboard lists it: no V-number, no payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverLine {
+    pub pseudonym: String,
+    pub kind: String,
+    pub at_micros: i64,
+    pub ready: bool,
+    pub gaps: Vec<String>,
+}
+
+/// What one chunk of the journal changes, computed before anything is written.
+pub struct Step {
+    states: BTreeMap<String, CaseState>,
+    days: BTreeMap<(i32, String), HandoverDay>,
+    /// Every handover the chunk triggered, with its case, in journal order.
+    pub outcomes: Vec<(String, HandoverOutcome)>,
+    /// The last journal sequence of the chunk.
+    pub up_to: u64,
+}
+
+pub struct ChainStore {
+    cases: sled::Tree,
+    days: sled::Tree,
+    handovers: sled::Tree,
+    pseudonyms: sled::Tree,
+    meta: sled::Tree,
+    key: Vec<u8>,
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Corrupt { key: what.to_owned(), reason: e.to_string() }
+}
+
+fn day_key(day: i32, kind: &str) -> Vec<u8> {
+    let mut out = ((day as u32) ^ 0x8000_0000).to_be_bytes().to_vec();
+    out.extend_from_slice(kind.as_bytes());
+    out
+}
+
+fn u64_of(value: Option<sled::IVec>) -> u64 {
+    value.and_then(|v| Some(u64::from_be_bytes(v.as_ref().try_into().ok()?))).unwrap_or(0)
+}
+
+impl ChainStore {
+    /// Opens the trees in the quality database; drops a state built under other expectations.
+    pub fn open(db: &sled::Db, set: &HandoverSet) -> Result<ChainStore, Error> {
+        let meta = db.open_tree("chain-meta")?;
+        let key = match meta.get(KEY)? {
+            Some(k) => k.to_vec(),
+            None => {
+                // Random per gateway, so a pseudonym cannot be recomputed from a V-number elsewhere.
+                let key = [uuid::Uuid::new_v4().into_bytes(), uuid::Uuid::new_v4().into_bytes()].concat();
+                meta.insert(KEY, key.as_slice())?;
+                key
+            }
+        };
+        let store = ChainStore {
+            cases: db.open_tree("chain-cases")?,
+            days: db.open_tree("chain-days")?,
+            handovers: db.open_tree("chain-handovers")?,
+            pseudonyms: db.open_tree("chain-pseudonyms")?,
+            meta,
+            key,
+        };
+        if store.meta.get(FINGERPRINT)?.as_deref() != Some(set.fingerprint().as_bytes()) {
+            store.reset(set)?;
+        }
+        Ok(store)
+    }
+
+    /// Forgets the derived state (not `emitted` nor the key): the follower starts over.
+    fn reset(&self, set: &HandoverSet) -> Result<(), Error> {
+        for tree in [&self.cases, &self.days, &self.handovers, &self.pseudonyms] {
+            tree.clear()?;
+        }
+        self.meta.insert(FOLLOWED, &0u64.to_be_bytes())?;
+        self.meta.insert(FINGERPRINT, set.fingerprint().as_bytes())?;
+        self.meta.flush()?;
+        Ok(())
+    }
+
+    /// The journal sequence the state covers.
+    pub fn followed(&self) -> Result<u64, Error> {
+        Ok(u64_of(self.meta.get(FOLLOWED)?))
+    }
+
+    /// The highest trigger whose readiness event was journalled.
+    pub fn emitted(&self) -> Result<u64, Error> {
+        Ok(u64_of(self.meta.get(EMITTED)?))
+    }
+
+    /// The case's pseudonym: keyed SHA-256, so figures and pages never show the V-number.
+    pub fn pseudonym(&self, case: &str) -> String {
+        let mut hash = Sha256::new();
+        hash.update(&self.key);
+        hash.update(case.as_bytes());
+        hex::encode(&hash.finalize()[..8])
+    }
+
+    fn state(&self, case: &str) -> Result<CaseState, Error> {
+        match self.cases.get(case)? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| corrupt(case, e)),
+            None => Ok(CaseState::default()),
+        }
+    }
+
+    /// Evaluates the handovers of `events` (consecutive journal events after `followed`)
+    /// on the stored case states; writes nothing.
+    pub fn prepare(&self, set: &HandoverSet, events: &[StoredEvent]) -> Result<Step, Error> {
+        let mut step = Step {
+            states: BTreeMap::new(),
+            days: BTreeMap::new(),
+            outcomes: Vec::new(),
+            up_to: events.last().map_or(0, |e| e.sequence),
+        };
+        // The gateway's own events (digests, readiness) are about the chain, not a case.
+        for event in events.iter().filter(|e| e.source != loket_domain::GATEWAY_SOURCE) {
+            let data: Value = match serde_json::from_slice(&event.data) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(sequence = event.sequence, error = %e, "stored event data is not JSON");
+                    Value::Null
+                }
+            };
+            if !step.states.contains_key(&event.subject) {
+                let state = self.state(&event.subject)?;
+                step.states.insert(event.subject.clone(), state);
+            }
+            let state = step.states.get_mut(&event.subject).expect("inserted above");
+            let observed = Observed {
+                sequence: event.sequence,
+                received_at_micros: event.received_at_micros,
+                time_micros: event.time_micros,
+                event_type: &event.event_type,
+                source: &event.source,
+                data: &data,
+            };
+            for outcome in set.evaluate(state, &observed) {
+                step.days.entry((day_of(outcome.at_micros), outcome.kind.clone())).or_default().add(&outcome);
+                state.handovers.push(outcome.clone());
+                step.outcomes.push((event.subject.clone(), outcome));
+            }
+            state.observe(&observed, &set.members);
+        }
+        Ok(step)
+    }
+
+    /// Writes `step` and moves `followed` (and `emitted`) in one transaction. Only the
+    /// follower writes, so the days read here are not changed by anyone in between.
+    pub fn commit(&self, step: Step) -> Result<(), Error> {
+        let mut cases = Vec::new();
+        let mut pseudonyms = Vec::new();
+        for (case, state) in &step.states {
+            cases.push((case.clone(), encode(state)?));
+            pseudonyms.push((self.pseudonym(case), case.clone()));
+        }
+        let mut days = Vec::new();
+        for ((day, kind), delta) in &step.days {
+            let key = day_key(*day, kind);
+            let mut counts: HandoverDay = match self.days.get(&key)? {
+                Some(v) => serde_json::from_slice(&v).map_err(|e| corrupt(kind, e))?,
+                None => HandoverDay::default(),
+            };
+            counts.merge(delta);
+            days.push((key, encode(&counts)?));
+        }
+        let mut lines = Vec::new();
+        for (case, o) in &step.outcomes {
+            let line = HandoverLine {
+                pseudonym: self.pseudonym(case),
+                kind: o.kind.clone(),
+                at_micros: o.at_micros,
+                ready: o.ready(),
+                gaps: o.gaps().map(|g| format!("{} ({}: {})", g.item, g.partner, g.status.as_str())).collect(),
+            };
+            let mut key = o.trigger_sequence.to_be_bytes().to_vec();
+            key.extend_from_slice(o.kind.as_bytes());
+            lines.push((key, encode(&line)?));
+        }
+        let emitted = self.emitted()?.max(step.up_to);
+        let result =
+            (&self.cases, &self.days, &self.handovers, &self.pseudonyms, &self.meta).transaction(|(c, d, h, p, m)| {
+                for (k, v) in &cases {
+                    c.insert(k.as_bytes(), v.as_slice())?;
+                }
+                for (k, v) in &days {
+                    d.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (k, v) in &lines {
+                    h.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (k, v) in &pseudonyms {
+                    p.insert(k.as_bytes(), v.as_bytes())?;
+                }
+                m.insert(FOLLOWED, &step.up_to.to_be_bytes())?;
+                m.insert(EMITTED, &emitted.to_be_bytes())?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+            Err(TransactionError::Abort(())) => Err(corrupt("chain transaction", "aborted")),
+        }
+    }
+
+    /// Rebuilds the state and figures from the whole journal without emitting events (the
+    /// journal already has those it emitted). Returns the number of events read.
+    pub fn rebuild(&self, journal: &Journal, set: &HandoverSet) -> Result<u64, Error> {
+        self.reset(set)?;
+        let last = journal.last_sequence();
+        let mut read = 0;
+        while self.followed()? < last {
+            let chunk = journal.read_from(self.followed()? + 1, CHUNK)?;
+            if chunk.is_empty() {
+                break;
+            }
+            read += chunk.len() as u64;
+            let step = self.prepare(set, &chunk)?;
+            self.commit(step)?;
+        }
+        self.meta.flush()?;
+        Ok(read)
+    }
+
+    pub fn report(&self, filter: &Filter) -> Result<HandoverReport, Error> {
+        let mut days = Vec::new();
+        for item in self.days.iter() {
+            let (k, v) = item?;
+            let day = (u32::from_be_bytes(
+                k.get(..4).and_then(|b| b.try_into().ok()).ok_or_else(|| corrupt("day key", "short"))?,
+            ) ^ 0x8000_0000) as i32;
+            let kind = String::from_utf8_lossy(&k[4..]).into_owned();
+            let counts: HandoverDay = serde_json::from_slice(&v).map_err(|e| corrupt(&kind, e))?;
+            days.push((day, kind, counts));
+        }
+        Ok(HandoverReport::build(days.iter().map(|(d, k, c)| (*d, k.as_str(), c)), filter))
+    }
+
+    /// The case behind `pseudonym`, as its state (the V-number stays inside).
+    pub fn case(&self, pseudonym: &str) -> Result<Option<CaseState>, Error> {
+        match self.pseudonyms.get(pseudonym)? {
+            Some(case) => Ok(Some(self.state(&String::from_utf8_lossy(&case))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The latest `limit` handovers, newest first, optionally only those not ready.
+    pub fn recent(&self, limit: usize, unready_only: bool) -> Result<Vec<HandoverLine>, Error> {
+        let mut out = Vec::new();
+        for item in self.handovers.iter().rev() {
+            let (_, v) = item?;
+            let line: HandoverLine = serde_json::from_slice(&v).map_err(|e| corrupt("handover line", e))?;
+            if !(unready_only && line.ready) {
+                out.push(line);
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(value).map_err(|e| corrupt("a chain record", e))
+}
