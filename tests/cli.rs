@@ -197,7 +197,8 @@ fn status_audit_and_redaction_through_the_cli() {
         loket(&args)
     };
 
-    // A medical file without consent: published, then reported withheld by `loket status`.
+    // A medical file without consent: published, then reported by `loket status` withheld
+    // from its addressee (the example's kmar) and never for dji, which it is not addressed to.
     let file = write_json(dir.path(), "mft.json", &example("medical-file-transfer"));
     let out = run("gza", &["publish", "--type", "medical-file-transfer", "--data", &file, "--id", "mft-cli"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
@@ -205,8 +206,12 @@ fn status_audit_and_redaction_through_the_cli() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let status = &stdout_lines(&out)[0];
     assert_eq!(status["consentGated"], true);
-    let dji = status["recipients"].as_array().unwrap().iter().find(|r| r["partner"] == "dji").unwrap();
-    assert_eq!((dji["state"].as_str(), dji["reasonCode"].as_str()), (Some("withheld"), Some("NO_CONSENT")));
+    let state = |partner: &str| {
+        let r = status["recipients"].as_array().unwrap().iter().find(|r| r["partner"] == partner).unwrap();
+        (r["state"].as_str().unwrap().to_owned(), r["reasonCode"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(state("kmar"), ("withheld".to_owned(), "NO_CONSENT".to_owned()));
+    assert_eq!(state("dji"), ("not-addressed".to_owned(), "NOT_ADDRESSEE".to_owned()));
 
     // An unknown id: exit 2 with a clear message.
     let out = run("gza", &["status", "--id", "never-published"]);
@@ -245,7 +250,7 @@ fn status_audit_and_redaction_through_the_cli() {
         .iter()
         .map(|d| (d["partner"].as_str().unwrap().to_owned(), d["kind"].as_str().unwrap().to_owned()))
         .collect();
-    for want in [("coa", "publish-refused"), ("dji", "withheld"), ("ind", "redacted")] {
+    for want in [("coa", "publish-refused"), ("kmar", "withheld"), ("ind", "redacted")] {
         assert!(kinds.contains(&(want.0.to_owned(), want.1.to_owned())), "{want:?} missing from {kinds:?}");
     }
     let out = run("quality", &["audit", "denials", "--partner", "coa"]);
