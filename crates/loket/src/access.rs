@@ -4,17 +4,15 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use loket_messagelog::timestamp::{parse_rfc3339, rfc3339};
-use loket_server::client::connect;
 use loket_server::proto::{EventStatusRequest, ListDenialsRequest, ListExportsRequest};
 use serde_json::json;
 
 use crate::cli::{AuditDenialsArgs, AuditExportsArgs, StatusArgs};
 use crate::output;
-use crate::publish::options;
+use crate::publish::connected;
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let mut client =
-        connect(&options(&args.client)).await.with_context(|| format!("cannot connect to {}", args.client.server))?;
+    let mut client = connected(&args.client).await?;
     let reply = match client.event_status(EventStatusRequest { id: args.id.clone() }).await {
         Ok(r) => r.into_inner(),
         Err(status) => return Ok(output::report_failure("status", &status)),
@@ -52,8 +50,7 @@ fn since(text: Option<&str>) -> anyhow::Result<Option<prost_types::Timestamp>> {
 
 pub async fn exports(args: AuditExportsArgs) -> anyhow::Result<ExitCode> {
     let since = since(args.since.as_deref())?;
-    let mut client =
-        connect(&options(&args.client)).await.with_context(|| format!("cannot connect to {}", args.client.server))?;
+    let mut client = connected(&args.client).await?;
     let reply = match client.list_exports(ListExportsRequest { since }).await {
         Ok(r) => r.into_inner(),
         Err(status) => return Ok(output::report_failure("audit exports", &status)),
@@ -71,8 +68,7 @@ pub async fn exports(args: AuditExportsArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn denials(args: AuditDenialsArgs) -> anyhow::Result<ExitCode> {
     let since = since(args.since.as_deref())?;
-    let mut client =
-        connect(&options(&args.client)).await.with_context(|| format!("cannot connect to {}", args.client.server))?;
+    let mut client = connected(&args.client).await?;
     let request = ListDenialsRequest {
         since,
         partner: args.of_partner.clone().unwrap_or_default(),

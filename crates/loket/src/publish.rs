@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use loket_messagelog::timestamp::parse_rfc3339;
-use loket_server::client::{connect, ClientOptions};
+use loket_server::client::{connect, Client, ClientOptions};
 use loket_server::proto::{CloudEvent, PublishRequest};
 
 use crate::cli::{ClientArgs, PublishArgs};
@@ -13,6 +13,11 @@ use crate::output;
 
 pub fn options(args: &ClientArgs) -> ClientOptions {
     ClientOptions { server: args.server.clone(), certs: args.certs.clone(), partner: args.partner.clone() }
+}
+
+/// A client connected as the command line says, or why not (naming the server).
+pub async fn connected(args: &ClientArgs) -> anyhow::Result<Client> {
+    connect(&options(args)).await.with_context(|| format!("cannot connect to {}", args.server))
 }
 
 pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
@@ -39,8 +44,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
         data,
         specversion: "1.0".to_owned(),
     };
-    let mut client =
-        connect(&options(&args.client)).await.with_context(|| format!("cannot connect to {}", args.client.server))?;
+    let mut client = connected(&args.client).await?;
     match client.publish(PublishRequest { event: Some(event) }).await {
         Ok(reply) => {
             println!("{}", output::publish_reply(&id, reply.get_ref()));

@@ -2,18 +2,15 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
-use loket_server::client::connect;
 use loket_server::proto::ListSchemasRequest;
 use serde_json::json;
 
 use crate::cli::SchemasListArgs;
 use crate::output;
-use crate::publish::options;
+use crate::publish::connected;
 
 pub async fn list(args: SchemasListArgs) -> anyhow::Result<ExitCode> {
-    let mut client =
-        connect(&options(&args.client)).await.with_context(|| format!("cannot connect to {}", args.client.server))?;
+    let mut client = connected(&args.client).await?;
     let reply = match client.list_schemas(ListSchemasRequest {}).await {
         Ok(r) => r.into_inner(),
         Err(status) => return Ok(output::report_failure("schemas list", &status)),

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use loket_messagelog::timestamp::parse_rfc3339;
-use loket_server::client::{connect, Client};
+use loket_server::client::Client;
 use loket_server::proto::{subscribe_request::Start, AckRequest, Earliest, Latest, SubscribeRequest};
 use tokio_stream::StreamExt;
 
 use crate::cli::SubscribeArgs;
 use crate::output;
-use crate::publish::options;
+use crate::publish::connected;
 
 /// Acknowledge after this many events, or when the stream has been quiet this long.
 const ACK_EVERY: u64 = 100;
@@ -42,8 +42,7 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<ExitCode> {
     if args.limit == Some(0) {
         return Ok(ExitCode::SUCCESS);
     }
-    let mut client =
-        connect(&options(&args.client)).await.with_context(|| format!("cannot connect to {}", args.client.server))?;
+    let mut client = connected(&args.client).await?;
     let mut stream = match client.subscribe(request).await {
         Ok(s) => s.into_inner(),
         Err(status) => return Ok(output::report_failure("subscribe", &status)),
