@@ -4,7 +4,9 @@
 //!
 //! loket's extension attributes (lowercase alphanumeric, as CloudEvents requires):
 //! `ce_sequence` (the publishing gateway's journal sequence), `ce_completeness` (0..1),
-//! `ce_missingexpected` and `ce_redacted` (comma-separated JSON pointers, empty when none),
+//! `ce_missingexpected` and `ce_redacted` (comma-separated JSON pointers, empty when none;
+//! completeness and missing expected fields count only the expected fields the topic's
+//! view shows, so a partner's topic says nothing about fields hidden from it),
 //! `ce_receivedat` (RFC 3339, when the gateway stored the event), and on a delivery topic
 //! `ce_released` = `true` on an event that was withheld for lack of consent and is
 //! delivered now, after the consent that covers the partner (absent otherwise).
