@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::auth::RecordKey;
@@ -90,6 +92,8 @@ pub struct KafkaSubscription {
     dedup: Dedup,
     /// Read and not yet committed, in reading order.
     read: VecDeque<Read>,
+    /// Connection failures since the last record.
+    transient_errors: u32,
 }
 
 impl KafkaSubscription {
@@ -118,6 +122,7 @@ impl KafkaSubscription {
         let topic = settings.topics.delivery(partner);
         consumer.subscribe(&[&topic]).map_err(Error::Consume)?;
         Ok(KafkaSubscription {
+            transient_errors: 0,
             consumer: Arc::new(consumer),
             topic,
             partner: partner.to_owned(),
@@ -131,7 +136,20 @@ impl KafkaSubscription {
     /// duplicate (waits for one).
     pub async fn next(&mut self) -> Result<CloudEventRecord, Error> {
         loop {
-            let message = self.consumer.recv().await.map_err(Error::Consume)?;
+            let message = match self.consumer.recv().await {
+                Ok(message) => message,
+                // A dropped connection is librdkafka's to restore (it reconnects with
+                // backoff): the stream waits for it rather than ending. Anything else, an
+                // authentication or authorisation failure say, ends the stream.
+                Err(e) if transient(&e) && self.transient_errors < TRANSIENT_ERRORS_TOLERATED => {
+                    self.transient_errors += 1;
+                    tracing::warn!(partner = %self.partner, error = %e, "kafka connection lost; waiting for librdkafka to reconnect");
+                    tokio::time::sleep(TRANSIENT_BACKOFF).await;
+                    continue;
+                }
+                Err(e) => return Err(Error::Consume(e)),
+            };
+            self.transient_errors = 0;
             let (partition, offset) = (message.partition(), message.offset());
             let checked = match self.checks.key.verify(&message) {
                 Ok(()) => CloudEventRecord::from_message(&message).map_err(|e| ("malformed", e.to_string())),
@@ -220,4 +238,16 @@ impl KafkaSubscription {
         let consumer = self.consumer;
         tokio::task::spawn_blocking(move || drop(consumer));
     }
+}
+
+/// Consecutive connection failures a subscription waits through before it reports them.
+const TRANSIENT_ERRORS_TOLERATED: u32 = 20;
+const TRANSIENT_BACKOFF: Duration = Duration::from_millis(250);
+
+/// A lost connection librdkafka restores by itself.
+fn transient(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown)
+    )
 }

@@ -4,8 +4,9 @@ use serde_json::{json, Value};
 
 use super::*;
 
-const TYPES: [&str; 6] = [
+const TYPES: [&str; 7] = [
     "baggage",
+    "handover-readiness",
     "medical-file-transfer",
     "medical-transfer-consent",
     "physical-features",
@@ -14,6 +15,8 @@ const TYPES: [&str; 6] = [
 ];
 /// The one type about a partner rather than a case: the gateway's own quality digest.
 const DIGEST: &str = "quality-digest";
+/// The gateway's handover findings, about a case.
+const READINESS: &str = "handover-readiness";
 
 fn repo_schemas() -> PathBuf {
     // From cargo at run time: a test binary may be reused from a shared target directory
@@ -77,6 +80,11 @@ fn embedded_registry_loads_every_type() {
         assert!(!schema.title().is_empty() && !schema.description().is_empty(), "{t}");
         if t == DIGEST {
             assert!(schema.required().iter().any(|r| r == "partner") && schema.expected().is_empty());
+            continue;
+        }
+        if t == READINESS {
+            // The gateway's own finding: complete by construction, nothing merely expected.
+            assert!(schema.required().iter().any(|r| r == "vNumber") && schema.expected().is_empty());
             continue;
         }
         assert!(schema.required().iter().any(|r| r == "vNumber"), "{t} requires vNumber");
@@ -351,7 +359,7 @@ fn resolve_by_type_and_dataschema() {
     assert!(matches!(&err, Error::UnknownType { event_type, known } if event_type == "luggage" && known == &TYPES));
     assert_eq!(
         err.to_string(),
-        "unknown event type \"luggage\"; known types: baggage, medical-file-transfer, \
+        "unknown event type \"luggage\"; known types: baggage, handover-readiness, medical-file-transfer, \
          medical-transfer-consent, physical-features, quality-digest, transport-status"
     );
 

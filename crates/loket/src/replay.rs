@@ -350,7 +350,7 @@ pub async fn replay(path: &Path, options: &ReplayOptions) -> anyhow::Result<Summ
     let mut gateway = 0;
     let mut lines = 0;
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let started = tokio::time::Instant::now();
+    let mut started: Option<tokio::time::Instant> = None;
     let mut first_received: Option<i64> = None;
     let mut failure = None;
     for (index, text) in std::io::BufReader::new(file).lines().enumerate() {
@@ -379,12 +379,6 @@ pub async fn replay(path: &Path, options: &ReplayOptions) -> anyhow::Result<Summ
                 continue;
             }
         };
-        if let Rate::Factor(factor) = options.rate {
-            let received = line.received_micros()?;
-            let first = *first_received.get_or_insert(received);
-            let offset = Duration::from_micros((received - first).max(0) as u64).div_f64(factor);
-            tokio::time::sleep_until(started + offset).await;
-        }
         if line.source == loket_domain::GATEWAY_SOURCE {
             gateway += 1;
             continue;
@@ -400,6 +394,16 @@ pub async fn replay(path: &Path, options: &ReplayOptions) -> anyhow::Result<Summ
                     break;
                 }
             }
+        }
+        // Paced after connecting: a new partner's connection takes from the wait before its
+        // event, not from the recorded gaps, and the clock starts when the first event is
+        // ready to go.
+        if let Rate::Factor(factor) = options.rate {
+            let received = line.received_micros()?;
+            let first = *first_received.get_or_insert(received);
+            let start = *started.get_or_insert_with(tokio::time::Instant::now);
+            let offset = Duration::from_micros((received - first).max(0) as u64).div_f64(factor);
+            tokio::time::sleep_until(start + offset).await;
         }
         let publisher = publishers.get(&partner).expect("inserted above");
         let expectation = Expectation {
