@@ -149,9 +149,11 @@ async fn with_oin_identity_the_certificate_oin_decides_and_revoked_certificates_
     certs::issue(&certs_dir, "revoked", "koppelvlak-8", Some(&certs::dev_oin("dtv"))).unwrap();
     let crl = certs::revoke(&certs_dir, &["revoked"]).unwrap();
     let oins = std::fs::read_to_string(certs_dir.join(certs::OINS)).unwrap();
+    // The built-in handover expectations name partners this policy lacks: none.
+    let no_handovers = dir.path().join("no-handovers").display().to_string();
     let config = format!(
         "[tls]\nidentity = \"oin\"\ncrl = [{:?}]\n[access]\nauditors = [\"quality\"]\nconsent_registrars = []\n\
-         [export]\nauditors = []\n[quality]\nreaders = []\n{oins}\
+         [export]\nauditors = []\n[quality]\nreaders = []\nchain_dir = {no_handovers:?}\n{oins}\
          publish = []\n[partners.quality.subscribe]\n\
          [partners.dtv.subscribe]\nbaggage = {{}}\n[partners.kmar.subscribe]\nbaggage = {{}}\n",
         crl.display().to_string()
