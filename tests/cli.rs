@@ -46,6 +46,45 @@ fn certs_init_writes_a_pki_and_refuses_to_overwrite() {
 }
 
 #[test]
+fn certs_revoke_writes_a_list_the_gateway_refuses_at_the_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let pki = data_dir.join("certs");
+    let pki_s = pki.display().to_string();
+    let ok = loket(&["certs", "init", "--out", &pki_s]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = loket(&["certs", "revoke", "--dir", &pki_s, "coa"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let crl = pki.join("crl.pem");
+    assert!(String::from_utf8_lossy(&ok.stdout).contains(&crl.display().to_string()));
+    // Names that are no certificate file of the directory: refused, naming them.
+    let bad = loket(&["certs", "revoke", "--dir", &pki_s, "../ca", "nobody"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("../ca") && !err.contains("nobody"), "{err}");
+    let bad = loket(&["certs", "revoke", "--dir", &pki_s, "nobody"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("nobody.pem"), "{}", String::from_utf8_lossy(&bad.stderr));
+
+    // The gateway uses that PKI and the list: coa's certificate no longer connects, dtv's does.
+    let gw = ServeProcess::spawn(&data_dir, &format!("[tls]\ncrl = [{:?}]\n", crl.display().to_string()));
+    let url = gw.url();
+    let file = write_json(dir.path(), "baggage.json", &example("baggage"));
+    let publish = |partner: &str| {
+        let mut args = vec!["publish"];
+        args.extend(client_args(&gw, &url, &pki_s, partner));
+        args.extend(["--type", "baggage", "--data", &file]);
+        loket(&args)
+    };
+    let refused = publish("coa");
+    assert_eq!(refused.status.code(), Some(1), "{}", String::from_utf8_lossy(&refused.stderr));
+    let ok = publish("dtv");
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(gw.log_text().contains("tls handshake refused"), "{}", gw.log_text());
+    assert_eq!(gw.terminate(), Some(0));
+}
+
+#[test]
 fn publish_subscribe_and_list_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");

@@ -243,6 +243,21 @@ pub enum CertsCommand {
     /// Create a development CA, a server certificate for localhost and one client
     /// certificate per partner.
     Init(CertsInitArgs),
+    /// Write a revocation list (crl.pem), signed by the development CA, that revokes the
+    /// named client certificates; for `[tls] crl`, read when the gateway starts.
+    Revoke(CertsRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertsRevokeArgs {
+    /// The development PKI (as written by `certs init`): its ca.pem and ca.key sign the
+    /// list, which is written there as crl.pem.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The certificates to revoke, by file name without `.pem` (a partner id for those
+    /// `certs init` wrote). The list names exactly these: a new run replaces it.
+    #[arg(required = true)]
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -64,6 +64,9 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Health(args) => health::run(args).await,
             Command::Certs { command: CertsCommand::Init(args) } => serve::certs_init(args).map(|()| ExitCode::SUCCESS),
+            Command::Certs { command: CertsCommand::Revoke(args) } => {
+                serve::certs_revoke(args).map(|()| ExitCode::SUCCESS)
+            }
             Command::Publish(args) => publish::run(args).await,
             Command::Subscribe(args) => subscribe::run(args).await,
             Command::Status(args) => access::status(args).await,

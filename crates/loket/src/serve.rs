@@ -7,7 +7,7 @@ use anyhow::Context;
 use loket_domain::PartnerId;
 use loket_server::{certs, Config};
 
-use crate::cli::{CertsInitArgs, ServeArgs};
+use crate::cli::{CertsInitArgs, CertsRevokeArgs, ServeArgs};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let env: HashMap<String, String> = std::env::vars().collect();
@@ -98,5 +98,33 @@ pub fn certs_init(args: CertsInitArgs) -> anyhow::Result<()> {
             args.out.join(certs::OINS).display()
         );
     }
+    Ok(())
+}
+
+/// `loket certs revoke`: a revocation list of the development CA for the named
+/// certificates. Names are file names in the PKI directory, so nothing that would reach
+/// outside it is taken.
+pub fn certs_revoke(args: CertsRevokeArgs) -> anyhow::Result<()> {
+    let bad: Vec<&str> = args
+        .names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| {
+            n.is_empty() || n.starts_with('.') || !n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        })
+        .collect();
+    if !bad.is_empty() {
+        anyhow::bail!(
+            "not a certificate name (letters, digits, '.', '_', '-'; not starting with '.'): {}",
+            bad.join(", ")
+        );
+    }
+    let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
+    let crl = certs::revoke(&args.dir, &names)?;
+    println!(
+        "wrote {} revoking {}; name it in [tls] crl and restart the gateway (it reads the lists at start-up)",
+        crl.display(),
+        names.join(", ")
+    );
     Ok(())
 }
