@@ -63,6 +63,9 @@ impl Chain {
         loop {
             durable.borrow_and_update();
             match self.step(&journal, &registry).await {
+                // Behind: on to the next chunk, unless the gateway stops (what is not
+                // followed yet is followed after the restart).
+                Ok(true) if stop.is_cancelled() => return,
                 Ok(true) => continue,
                 Ok(false) => {}
                 Err(e) => {
