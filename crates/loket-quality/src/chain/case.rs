@@ -1,10 +1,14 @@
 //! The state of one case as handovers see it, derived from the journal: the latest event
-//! of each type per partner (with only the payload members some expectation reads), the
-//! timeline of every event (what, from whom, when: no payload) and the handovers evaluated
-//! so far. Pure: [`super::store`] keeps it.
+//! of each type per partner, with only the payload members some expectation reads. Its
+//! size is bounded by types × partners, whatever the length of the case, because the
+//! follower reads and writes it at every event of the case. What grows with the case (the
+//! timeline, the handovers evaluated) is [`CaseHistory`], kept append-only beside it.
+//! Pure: [`super::store`] keeps both.
 
 use std::collections::BTreeSet;
+use std::fmt;
 
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -52,10 +56,28 @@ pub struct TimelineEntry {
     pub source: String,
 }
 
+impl TimelineEntry {
+    pub fn of(event: &Observed<'_>) -> TimelineEntry {
+        TimelineEntry {
+            sequence: event.sequence,
+            received_at_micros: event.received_at_micros,
+            event_type: event.event_type.to_owned(),
+            source: event.source.to_owned(),
+        }
+    }
+}
+
+/// What the handovers evaluate on.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CaseState {
     /// One per (type, partner), in the order first seen.
     pub latest: Vec<LatestEvent>,
+}
+
+/// A case as the dashboard shows it: every event (no payload) and every handover, in
+/// journal order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CaseHistory {
     pub timeline: Vec<TimelineEntry>,
     pub handovers: Vec<HandoverOutcome>,
 }
@@ -79,17 +101,52 @@ impl CaseState {
             Some(slot) => *slot = latest,
             None => self.latest.push(latest),
         }
-        self.timeline.push(TimelineEntry {
-            sequence: event.sequence,
-            received_at_micros: event.received_at_micros,
-            event_type: event.event_type.to_owned(),
-            source: event.source.to_owned(),
-        });
     }
 
     /// The latest event of `event_type` from `partner`.
     pub fn latest(&self, event_type: &str, partner: &str) -> Option<&LatestEvent> {
         self.latest.iter().find(|l| l.event_type == event_type && l.source == partner)
+    }
+}
+
+/// The members `wanted` of a JSON object payload, as an object; the other members are
+/// skipped without being built. The follower reads every event of the journal and the
+/// expectations read a handful of members, so building the whole payload was most of its
+/// cost per event.
+pub fn members_of(payload: &[u8], wanted: &BTreeSet<String>) -> Result<Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let value = Wanted(wanted).deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+struct Wanted<'a>(&'a BTreeSet<String>);
+
+impl<'de> DeserializeSeed<'de> for Wanted<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Wanted<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if self.0.contains(&key) {
+                out.insert(key, map.next_value()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -122,6 +179,19 @@ mod tests {
             state.latest("physical-features", "kmar").unwrap().data,
             *json!({"photoReference": "p1"}).as_object().unwrap()
         );
-        assert_eq!(state.timeline.iter().map(|t| t.sequence).collect::<Vec<_>>(), [1, 2, 3]);
+    }
+
+    #[test]
+    fn reads_only_the_wanted_members_of_a_payload() {
+        let wanted: BTreeSet<String> = ["status".to_owned(), "risk\"Level".to_owned()].into();
+        let payload =
+            br#"{"vNumber":"1","status":{"code":"departed","at":[1,2]},"notes":"a \"quoted\" text","risk\"Level":3}"#;
+        assert_eq!(
+            members_of(payload, &wanted).unwrap(),
+            json!({"status": {"code": "departed", "at": [1, 2]}, "risk\"Level": 3})
+        );
+        assert_eq!(members_of(b"{}", &wanted).unwrap(), json!({}));
+        assert!(members_of(b"[1]", &wanted).is_err(), "not an object");
+        assert!(members_of(br#"{"status": 1} trailing"#, &wanted).is_err());
     }
 }

@@ -4,8 +4,8 @@
 //! * [`config`]: handover expectations, CEL over the case's events, one TOML file per
 //!   handover kind in `schemas/chain/` (built in, or a directory).
 //! * [`case`]: a case's state as a follower of the journal derives it: the latest event of
-//!   each type per partner (only the payload members the expectations read), the timeline
-//!   and the handovers so far.
+//!   each type per partner (only the payload members the expectations read); and its
+//!   history, the timeline and the handovers so far.
 //! * [`evaluate`]: readiness at a trigger: every due item met, missing, stale or unmet,
 //!   attributed to the partner that should have supplied it.
 //! * [`figures`]: the counts per day × handover kind × partner × item, and the report.
@@ -17,7 +17,7 @@ pub mod evaluate;
 pub mod figures;
 pub mod store;
 
-pub use case::{CaseState, Observed};
+pub use case::{CaseHistory, CaseState, Observed, TimelineEntry};
 pub use config::HandoverSet;
 pub use evaluate::{HandoverOutcome, ItemOutcome, ItemStatus};
 pub use figures::{HandoverReport, ItemFigure, KindDayFigure, KindFigure};

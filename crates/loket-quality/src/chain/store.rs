@@ -1,17 +1,22 @@
 //! The case state and the readiness figures on disk: trees of the quality database, kept
 //! by one follower of the journal (the gateway's task, or an offline rebuild).
 //!
-//! Trees: `chain-cases` (case → [`CaseState`]), `chain-days` (day | kind → [`HandoverDay`]),
+//! Trees: `chain-cases` (case → [`CaseState`]: bounded, read and rewritten per chunk),
+//! `chain-timeline` (case | sequence → [`TimelineEntry`]) and `chain-outcomes` (case |
+//! trigger sequence | kind → [`HandoverOutcome`]), both append-only so a long case costs no
+//! more per event than a short one; `chain-days` (day | kind → [`HandoverDay`]),
 //! `chain-handovers` (trigger sequence → [`HandoverLine`], for the dashboard's list),
 //! `chain-pseudonyms` (pseudonym → case) and `chain-meta` (`followed`: the journal sequence
 //! the state covers; `emitted`: the highest trigger whose readiness event was journalled;
-//! `fingerprint`: the expectations it was built under; `key`: the pseudonym key).
+//! `fingerprint`: the expectations and the layout it was built under; `key`: the pseudonym
+//! key).
 //!
 //! Crash safety: a chunk of the journal is applied in one sled transaction together with
 //! `followed`, so the state always equals "the journal up to `followed`": a crash loses at
 //! most whole chunks, which the follower reads again. A state built under other
-//! expectations is dropped and rebuilt; `emitted` and `key` survive that, so pseudonyms
-//! stay stable and no readiness event is emitted twice with other content.
+//! expectations or another layout is dropped and rebuilt; `emitted` and `key` survive
+//! that, so pseudonyms stay stable and no readiness event is emitted twice with other
+//! content.
 
 use std::collections::BTreeMap;
 
@@ -22,7 +27,7 @@ use sha2::{Digest, Sha256};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::case::{CaseState, Observed};
+use super::case::{members_of, CaseHistory, CaseState, Observed, TimelineEntry};
 use super::config::HandoverSet;
 use super::evaluate::HandoverOutcome;
 use super::figures::{HandoverDay, HandoverReport};
@@ -33,6 +38,8 @@ const FOLLOWED: &[u8] = b"followed";
 const EMITTED: &[u8] = b"emitted";
 const FINGERPRINT: &[u8] = b"fingerprint";
 const KEY: &[u8] = b"key";
+/// Part of the fingerprint: a store written in an older layout is rebuilt from the journal.
+const LAYOUT: &str = "layout 2: bounded case state, append-only timeline and outcomes\n";
 /// Journal events applied per transaction.
 pub const CHUNK: usize = 512;
 
@@ -48,7 +55,9 @@ pub struct HandoverLine {
 
 /// What one chunk of the journal changes, computed before anything is written.
 pub struct Step {
-    states: BTreeMap<String, CaseState>,
+    /// The states the chunk changed; `true` for a case the store had not seen.
+    states: BTreeMap<String, (CaseState, bool)>,
+    timeline: Vec<(String, TimelineEntry)>,
     days: BTreeMap<(i32, String), HandoverDay>,
     /// Every handover the chunk triggered, with its case, in journal order.
     pub outcomes: Vec<(String, HandoverOutcome)>,
@@ -58,6 +67,8 @@ pub struct Step {
 
 pub struct ChainStore {
     cases: sled::Tree,
+    timeline: sled::Tree,
+    outcomes: sled::Tree,
     days: sled::Tree,
     handovers: sled::Tree,
     pseudonyms: sled::Tree,
@@ -73,6 +84,19 @@ fn day_key(day: i32, kind: &str) -> Vec<u8> {
     let mut out = ((day as u32) ^ 0x8000_0000).to_be_bytes().to_vec();
     out.extend_from_slice(kind.as_bytes());
     out
+}
+
+/// Length-prefixed, so one case's keys are a prefix no other case's keys share.
+fn case_key(case: &str) -> Vec<u8> {
+    let bytes = case.as_bytes();
+    let mut out = Vec::with_capacity(2 + bytes.len() + 8);
+    out.extend_from_slice(&(bytes.len().min(u16::MAX as usize) as u16).to_be_bytes());
+    out.extend_from_slice(&bytes[..bytes.len().min(u16::MAX as usize)]);
+    out
+}
+
+fn fingerprint(set: &HandoverSet) -> String {
+    format!("{LAYOUT}{}", set.fingerprint())
 }
 
 fn u64_of(value: Option<sled::IVec>) -> u64 {
@@ -94,13 +118,15 @@ impl ChainStore {
         };
         let store = ChainStore {
             cases: db.open_tree("chain-cases")?,
+            timeline: db.open_tree("chain-timeline")?,
+            outcomes: db.open_tree("chain-outcomes")?,
             days: db.open_tree("chain-days")?,
             handovers: db.open_tree("chain-handovers")?,
             pseudonyms: db.open_tree("chain-pseudonyms")?,
             meta,
             key,
         };
-        if store.meta.get(FINGERPRINT)?.as_deref() != Some(set.fingerprint().as_bytes()) {
+        if store.meta.get(FINGERPRINT)?.as_deref() != Some(fingerprint(set).as_bytes()) {
             store.reset(set)?;
         }
         Ok(store)
@@ -108,11 +134,11 @@ impl ChainStore {
 
     /// Forgets the derived state (not `emitted` nor the key): the follower starts over.
     fn reset(&self, set: &HandoverSet) -> Result<(), Error> {
-        for tree in [&self.cases, &self.days, &self.handovers, &self.pseudonyms] {
+        for tree in [&self.cases, &self.timeline, &self.outcomes, &self.days, &self.handovers, &self.pseudonyms] {
             tree.clear()?;
         }
         self.meta.insert(FOLLOWED, &0u64.to_be_bytes())?;
-        self.meta.insert(FINGERPRINT, set.fingerprint().as_bytes())?;
+        self.meta.insert(FINGERPRINT, fingerprint(set).as_bytes())?;
         self.meta.flush()?;
         Ok(())
     }
@@ -135,10 +161,11 @@ impl ChainStore {
         hex::encode(&hash.finalize()[..8])
     }
 
-    fn state(&self, case: &str) -> Result<CaseState, Error> {
+    /// The stored state of `case`; `None` for a case not seen yet.
+    fn state(&self, case: &str) -> Result<Option<CaseState>, Error> {
         match self.cases.get(case)? {
-            Some(v) => serde_json::from_slice(&v).map_err(|e| corrupt(case, e)),
-            None => Ok(CaseState::default()),
+            Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(|e| corrupt(case, e))?)),
+            None => Ok(None),
         }
     }
 
@@ -147,24 +174,26 @@ impl ChainStore {
     pub fn prepare(&self, set: &HandoverSet, events: &[StoredEvent]) -> Result<Step, Error> {
         let mut step = Step {
             states: BTreeMap::new(),
+            timeline: Vec::with_capacity(events.len()),
             days: BTreeMap::new(),
             outcomes: Vec::new(),
             up_to: events.last().map_or(0, |e| e.sequence),
         };
         // The gateway's own events (digests, readiness) are about the chain, not a case.
         for event in events.iter().filter(|e| e.source != loket_domain::GATEWAY_SOURCE) {
-            let data: Value = match serde_json::from_slice(&event.data) {
+            let data = match members_of(&event.data, &set.members) {
                 Ok(d) => d,
                 Err(e) => {
-                    tracing::warn!(sequence = event.sequence, error = %e, "stored event data is not JSON");
+                    tracing::warn!(sequence = event.sequence, error = %e, "stored event data is not a JSON object");
                     Value::Null
                 }
             };
             if !step.states.contains_key(&event.subject) {
-                let state = self.state(&event.subject)?;
-                step.states.insert(event.subject.clone(), state);
+                let stored = self.state(&event.subject)?;
+                let new = stored.is_none();
+                step.states.insert(event.subject.clone(), (stored.unwrap_or_default(), new));
             }
-            let state = step.states.get_mut(&event.subject).expect("inserted above");
+            let (state, _) = step.states.get_mut(&event.subject).expect("inserted above");
             let observed = Observed {
                 sequence: event.sequence,
                 received_at_micros: event.received_at_micros,
@@ -175,10 +204,10 @@ impl ChainStore {
             };
             for outcome in set.evaluate(state, &observed) {
                 step.days.entry((day_of(outcome.at_micros), outcome.kind.clone())).or_default().add(&outcome);
-                state.handovers.push(outcome.clone());
                 step.outcomes.push((event.subject.clone(), outcome));
             }
             state.observe(&observed, &set.members);
+            step.timeline.push((event.subject.clone(), TimelineEntry::of(&observed)));
         }
         Ok(step)
     }
@@ -188,9 +217,17 @@ impl ChainStore {
     pub fn commit(&self, step: Step) -> Result<(), Error> {
         let mut cases = Vec::new();
         let mut pseudonyms = Vec::new();
-        for (case, state) in &step.states {
+        for (case, (state, new)) in &step.states {
             cases.push((case.clone(), encode(state)?));
-            pseudonyms.push((self.pseudonym(case), case.clone()));
+            if *new {
+                pseudonyms.push((self.pseudonym(case), case.clone()));
+            }
+        }
+        let mut timeline = Vec::with_capacity(step.timeline.len());
+        for (case, entry) in &step.timeline {
+            let mut key = case_key(case);
+            key.extend_from_slice(&entry.sequence.to_be_bytes());
+            timeline.push((key, encode(entry)?));
         }
         let mut days = Vec::new();
         for ((day, kind), delta) in &step.days {
@@ -203,7 +240,12 @@ impl ChainStore {
             days.push((key, encode(&counts)?));
         }
         let mut lines = Vec::new();
+        let mut outcomes = Vec::new();
         for (case, o) in &step.outcomes {
+            let mut key = case_key(case);
+            key.extend_from_slice(&o.trigger_sequence.to_be_bytes());
+            key.extend_from_slice(o.kind.as_bytes());
+            outcomes.push((key, encode(o)?));
             let line = HandoverLine {
                 pseudonym: self.pseudonym(case),
                 kind: o.kind.clone(),
@@ -216,24 +258,31 @@ impl ChainStore {
             lines.push((key, encode(&line)?));
         }
         let emitted = self.emitted()?.max(step.up_to);
-        let result =
-            (&self.cases, &self.days, &self.handovers, &self.pseudonyms, &self.meta).transaction(|(c, d, h, p, m)| {
-                for (k, v) in &cases {
-                    c.insert(k.as_bytes(), v.as_slice())?;
-                }
-                for (k, v) in &days {
-                    d.insert(k.as_slice(), v.as_slice())?;
-                }
-                for (k, v) in &lines {
-                    h.insert(k.as_slice(), v.as_slice())?;
-                }
-                for (k, v) in &pseudonyms {
-                    p.insert(k.as_bytes(), v.as_bytes())?;
-                }
-                m.insert(FOLLOWED, &step.up_to.to_be_bytes())?;
-                m.insert(EMITTED, &emitted.to_be_bytes())?;
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
+        let trees =
+            (&self.cases, &self.timeline, &self.outcomes, &self.days, &self.handovers, &self.pseudonyms, &self.meta);
+        let result = trees.transaction(|(c, t, o, d, h, p, m)| {
+            for (k, v) in &cases {
+                c.insert(k.as_bytes(), v.as_slice())?;
+            }
+            for (k, v) in &timeline {
+                t.insert(k.as_slice(), v.as_slice())?;
+            }
+            for (k, v) in &outcomes {
+                o.insert(k.as_slice(), v.as_slice())?;
+            }
+            for (k, v) in &days {
+                d.insert(k.as_slice(), v.as_slice())?;
+            }
+            for (k, v) in &lines {
+                h.insert(k.as_slice(), v.as_slice())?;
+            }
+            for (k, v) in &pseudonyms {
+                p.insert(k.as_bytes(), v.as_bytes())?;
+            }
+            m.insert(FOLLOWED, &step.up_to.to_be_bytes())?;
+            m.insert(EMITTED, &emitted.to_be_bytes())?;
+            Ok::<(), ConflictableTransactionError<()>>(())
+        });
         match result {
             Ok(()) => Ok(()),
             Err(TransactionError::Storage(e)) => Err(e.into()),
@@ -274,12 +323,22 @@ impl ChainStore {
         Ok(HandoverReport::build(days.iter().map(|(d, k, c)| (*d, k.as_str(), c)), filter))
     }
 
-    /// The case behind `pseudonym`, as its state (the V-number stays inside).
-    pub fn case(&self, pseudonym: &str) -> Result<Option<CaseState>, Error> {
-        match self.pseudonyms.get(pseudonym)? {
-            Some(case) => Ok(Some(self.state(&String::from_utf8_lossy(&case))?)),
-            None => Ok(None),
+    /// The history of the case behind `pseudonym` (the V-number stays inside).
+    pub fn case(&self, pseudonym: &str) -> Result<Option<CaseHistory>, Error> {
+        let Some(case) = self.pseudonyms.get(pseudonym)? else {
+            return Ok(None);
+        };
+        let prefix = case_key(&String::from_utf8_lossy(&case));
+        let mut history = CaseHistory::default();
+        for item in self.timeline.scan_prefix(&prefix) {
+            let (_, v) = item?;
+            history.timeline.push(serde_json::from_slice(&v).map_err(|e| corrupt("timeline entry", e))?);
         }
+        for item in self.outcomes.scan_prefix(&prefix) {
+            let (_, v) = item?;
+            history.handovers.push(serde_json::from_slice(&v).map_err(|e| corrupt("handover outcome", e))?);
+        }
+        Ok(Some(history))
     }
 
     /// The latest `limit` handovers, newest first, optionally only those not ready.

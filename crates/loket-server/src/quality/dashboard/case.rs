@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use loket_domain::time::rfc3339;
-use loket_quality::chain::CaseState;
+use loket_quality::chain::CaseHistory;
 
 use super::{esc, head};
 
-pub(crate) fn render(pseudonym: &str, state: &CaseState) -> String {
+pub(crate) fn render(pseudonym: &str, state: &CaseHistory) -> String {
     let mut html = String::new();
     head(&mut html, &format!("case {pseudonym}"));
     html.push_str("<p>The case is shown by its pseudonym; events without their contents.</p>");
