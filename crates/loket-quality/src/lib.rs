@@ -15,6 +15,7 @@
 
 pub mod aggregate;
 pub mod chain;
+mod declared;
 pub mod dimensions;
 mod reads;
 pub mod rules;

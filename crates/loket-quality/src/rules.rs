@@ -198,12 +198,6 @@ impl Rule {
     }
 }
 
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
 fn build(mut files: Vec<Source>, known_types: &[&str]) -> Result<RuleSet, Error> {
     files.sort_by(|a, b| a.name.cmp(&b.name));
     let mut problems = Vec::new();
@@ -231,15 +225,7 @@ fn build(mut files: Vec<Source>, known_types: &[&str]) -> Result<RuleSet, Error>
         };
         for decl in parsed.rule {
             let at = format!("{label}: rule {:?}", decl.name);
-            if !valid_name(&decl.name) {
-                problems.push(format!("{at}: the name must be 1 to 64 lowercase letters, digits or '-'"));
-            }
-            if !names.insert(decl.name.clone()) {
-                problems.push(format!("{at}: the name is used by another rule"));
-            }
-            if decl.description.trim().is_empty() {
-                problems.push(format!("{at}: the description must not be empty"));
-            }
+            crate::declared::check(&at, "rule", &decl.name, &decl.description, &mut names, &mut problems);
             match cel::Program::compile(&decl.expr) {
                 Ok(program) => set.by_type.entry(event_type.to_owned()).or_default().add(Rule {
                     name: decl.name,

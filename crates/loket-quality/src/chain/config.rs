@@ -194,12 +194,6 @@ impl HandoverSet {
     }
 }
 
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
 /// Compiles one expression, noting the payload members it reads or the problem.
 fn compile(
     at: &str,
@@ -232,7 +226,7 @@ fn build(mut files: Vec<Source>, known_types: &[&str]) -> Result<HandoverSet, Er
     for file in files {
         let label = &file.label;
         let kind = file.name.trim_end_matches(".toml").to_owned();
-        if !valid_name(&kind) {
+        if !crate::declared::valid_name(&kind) {
             problems
                 .push(format!("{label}: the file name must be <kind>.toml, the kind lowercase letters, digits or '-'"));
         }
@@ -265,15 +259,7 @@ fn build(mut files: Vec<Source>, known_types: &[&str]) -> Result<HandoverSet, Er
         let mut items = Vec::new();
         for item in decl.item {
             let at = format!("{label}: item {:?}", item.name);
-            if !valid_name(&item.name) {
-                problems.push(format!("{at}: the name must be 1 to 64 lowercase letters, digits or '-'"));
-            }
-            if !names.insert(item.name.clone()) {
-                problems.push(format!("{at}: the name is used by another item"));
-            }
-            if item.description.trim().is_empty() {
-                problems.push(format!("{at}: the description must not be empty"));
-            }
+            crate::declared::check(&at, "item", &item.name, &item.description, &mut names, &mut problems);
             let source = match (item.event_type, item.from) {
                 (Some(event_type), Some(partner)) => {
                     if !known_types.contains(&event_type.as_str()) {
