@@ -37,14 +37,17 @@ fn every_benchmark_arm_runs_and_reports_figures() {
         "rdkafka-raw",
         "replay",
         "memory",
+        "recovery",
+        "journal-read",
     ] {
         let r = arm(name);
         assert!(r["events"].as_u64().unwrap() > 0, "{name}: {r}");
         if name != "memory" {
             assert!(r["events_per_second"].as_f64().unwrap() > 0.0, "{name}: {r}");
         }
-        // The raw producer runs inside the benchmark process, whose peak is not its own.
-        if name != "rdkafka-raw" {
+        // The raw producer and the journal read run inside the benchmark process, whose
+        // peak is not their own; recovery is a time.
+        if !["rdkafka-raw", "journal-read", "recovery"].contains(&name) {
             assert!(r["peak_rss_mib"].as_f64().unwrap_or(0.0) > 0.0, "{name}: {r}");
         }
     }
@@ -70,7 +73,17 @@ fn every_benchmark_arm_runs_and_reports_figures() {
         assert!(kafka[key].as_u64().is_some(), "gateway-kafka has {key}: {kafka}");
     }
     let ratios: Vec<&str> = doc["ratios"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
-    for ratio in ["ratio gateway-stream / transport-stream", "ratio gateway-kafka / rdkafka-raw"] {
+    assert!(
+        arm("recovery")["note"].as_str().unwrap().contains("first publish acked"),
+        "recovery says what it timed: {}",
+        arm("recovery")
+    );
+    for ratio in [
+        "ratio gateway-stream / transport-stream",
+        "ratio gateway-kafka / rdkafka-raw",
+        "ratio replay / journal-read",
+        "cpu ratio gateway-stream / (validate + journal)",
+    ] {
         assert!(ratios.iter().any(|r| r.starts_with(ratio)), "{ratio} missing from {ratios:?}");
     }
     let table = String::from_utf8_lossy(&out.stdout);

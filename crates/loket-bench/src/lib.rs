@@ -109,8 +109,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             results.push(arms::rdkafka_raw::rdkafka_raw_arm(&items, plan.kafka_events, &broker, &raw_prefix).await?);
         }
     }
-    if selection.runs("replay") || selection.runs("memory") {
-        results.extend(arms::replay::replay_and_memory(work.path(), &certs_dir, &items, plan.replay_events).await?);
+    // One fill of the journal serves the four.
+    if ["replay", "memory", "recovery", "journal-read"].iter().any(|a| selection.runs(a)) {
+        let arms = arms::replay::replay_and_memory(work.path(), &certs_dir, &items, plan.replay_events, &selection);
+        results.extend(arms.await?);
     }
 
     report::print(&results);

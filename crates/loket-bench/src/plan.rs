@@ -49,7 +49,9 @@ impl Plan {
                 .map(str::to_owned)
                 .into();
         arms.extend(self.rates.iter().map(|r| format!("gateway-at-{r}/s")));
-        arms.extend(["gateway-kafka", "rdkafka-raw", "replay", "memory"].map(str::to_owned));
+        arms.extend(
+            ["gateway-kafka", "rdkafka-raw", "replay", "memory", "recovery", "journal-read"].map(str::to_owned),
+        );
         arms
     }
 }

@@ -86,6 +86,13 @@ impl ServerProcess {
         Ok((status.vmrss.unwrap_or(0) * 1024, status.vmhwm.unwrap_or(0) * 1024))
     }
 
+    /// SIGKILL and wait: the gateway gets no chance to close anything.
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
     /// SIGTERM and wait, so the journal is flushed and closed.
     pub fn stop(mut self) -> anyhow::Result<()> {
         let pid = self.child.id().to_string();

@@ -28,16 +28,25 @@ pub fn write_json(path: &Path, results: &[ArmResult], corpus: &CorpusFacts) -> a
     std::fs::write(path, serde_json::to_vec_pretty(&doc)?).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// The gateway's throughput over its baseline's, for each pair that ran.
+/// The gateway's throughput over its baseline's, for each pair that ran; and its CPU per
+/// streamed event over the floor of the work it must do (validating and journalling).
 fn ratios(results: &[ArmResult]) -> Vec<String> {
-    let rate = |arm: &str| results.iter().find(|r| r.arm == arm).map(|r| r.events_per_second);
+    let arm = |name: &str| results.iter().find(|r| r.arm == name);
+    let rate = |name: &str| arm(name).map(|r| r.events_per_second);
+    let cpu = |name: &str| arm(name).and_then(|r| r.cpu_us_per_event);
     let mut out = Vec::new();
-    for (a, b) in
-        [("gateway-stream", "transport-stream"), ("gateway-kafka", "rdkafka-raw"), ("gateway-unary", "transport-unary")]
-    {
+    for (a, b) in [
+        ("gateway-stream", "transport-stream"),
+        ("gateway-kafka", "rdkafka-raw"),
+        ("gateway-unary", "transport-unary"),
+        ("replay", "journal-read"),
+    ] {
         if let (Some(x), Some(y)) = (rate(a), rate(b)) {
             out.push(format!("ratio {a} / {b}: {:.2}", x / y));
         }
+    }
+    if let (Some(g), Some(v), Some(j)) = (cpu("gateway-stream"), cpu("validate"), cpu("journal")) {
+        out.push(format!("cpu ratio gateway-stream / (validate + journal): {:.2}", g / (v + j)));
     }
     out
 }

@@ -5,5 +5,6 @@ pub mod gateway_kafka;
 pub mod journal;
 pub mod publish;
 pub mod rdkafka_raw;
+pub mod recovery;
 pub mod replay;
 pub mod validate;

@@ -1,5 +1,6 @@
 //! `replay` and `memory`: a gateway that stores many events, one subscriber reading them
-//! all back from the start, and the gateway's memory and journal size after both.
+//! all back from the start, and the gateway's memory and journal size after both. Then,
+//! on the same journal, `recovery` and `journal-read` (`super::recovery`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,8 +11,10 @@ use loket_server::client::{connect, ClientOptions};
 use loket_server::proto::{subscribe_request::Start, Earliest, SubscribeRequest};
 use serde_json::Value;
 
+use super::recovery::{journal_read_arm, recovery_arm};
 use crate::corpus::Item;
 use crate::load::{self, Clients};
+use crate::plan::Selection;
 use crate::procs::{disk_usage, ServerProcess};
 use crate::stats::ArmResult;
 
@@ -21,12 +24,14 @@ pub const READER: &str = "dtv";
 const READER_TYPES: &[&str] = &["physical-features", "baggage", "transport-status"];
 
 /// Stores `events` events through publish streams, then reads them all back through one
-/// subscriber, and reports the gateway's memory and the journal's size on disk.
+/// subscriber, and reports the gateway's memory and the journal's size on disk; then kills
+/// the gateway for the recovery and journal-read arms, when `selection` runs them.
 pub async fn replay_and_memory(
     work: &Path,
     certs_dir: &Path,
     items: &Arc<Vec<Item>>,
     events: u64,
+    selection: &Selection,
 ) -> anyhow::Result<Vec<ArmResult>> {
     let valid: Vec<Item> = {
         let registry = Registry::embedded()?;
@@ -76,8 +81,8 @@ pub async fn replay_and_memory(
     let cpu = server.cpu()? - cpu0;
     let (rss, peak) = server.memory()?;
     let disk = disk_usage(&work.join("replay"));
-    server.stop()?;
-    Ok(vec![
+    server.kill()?;
+    let mut results = vec![
         ArmResult::new("replay", received, 0, elapsed).cpu(cpu).rss(Some(peak)).note(format!(
             "{READER} from earliest: {expected} of {events} stored events are its types; filled at {:.0}/s",
             fill.done as f64 / fill.elapsed.as_secs_f64()
@@ -86,5 +91,13 @@ pub async fn replay_and_memory(
             "gateway RSS after storing and replaying; journal {:.0} MiB on disk",
             disk as f64 / 1048576.0
         )),
-    ])
+    ];
+    if selection.runs("recovery") {
+        results.push(recovery_arm(work, "replay", certs_dir, &valid[0], events).await?);
+    }
+    if selection.runs("journal-read") {
+        let dir = loket_server::Config { data_dir: work.join("replay"), ..Default::default() }.journal_dir();
+        results.push(journal_read_arm(&dir, READER_TYPES, expected)?);
+    }
+    Ok(results)
 }
