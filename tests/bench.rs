@@ -33,6 +33,8 @@ fn every_benchmark_arm_runs_and_reports_figures() {
         "gateway-unary",
         "gateway-stream",
         "gateway-at-200/s",
+        "gateway-at-70%",
+        "gateway-kafka-at-50/s",
         "gateway-kafka",
         "rdkafka-raw",
         "replay",
@@ -58,6 +60,8 @@ fn every_benchmark_arm_runs_and_reports_figures() {
         "gateway-unary",
         "gateway-stream",
         "gateway-at-200/s",
+        "gateway-at-70%",
+        "gateway-kafka-at-50/s",
         "gateway-kafka",
         "rdkafka-raw",
     ] {
@@ -68,9 +72,14 @@ fn every_benchmark_arm_runs_and_reports_figures() {
     for name in ["gateway-kafka", "rdkafka-raw"] {
         assert!(arm(name)["cpu_us_per_event"].as_f64().is_some(), "{name}: {}", arm(name));
     }
-    let kafka = arm("gateway-kafka");
-    for key in ["e2e_p50_us", "e2e_p99_us", "e2e_p999_us"] {
-        assert!(kafka[key].as_u64().is_some(), "gateway-kafka has {key}: {kafka}");
+    for name in ["gateway-kafka", "gateway-kafka-at-50/s"] {
+        let kafka = arm(name);
+        for key in ["e2e_p50_us", "e2e_p99_us", "e2e_p999_us"] {
+            assert!(kafka[key].as_u64().is_some(), "{name} has {key}: {kafka}");
+        }
+    }
+    for name in ["gateway-kafka", "rdkafka-raw"] {
+        assert!(arm(name)["records_per_second"].as_f64().is_some_and(|r| r > 0.0), "{name}: {}", arm(name));
     }
     let ratios: Vec<&str> = doc["ratios"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
     assert!(
@@ -82,6 +91,7 @@ fn every_benchmark_arm_runs_and_reports_figures() {
         "ratio gateway-stream / transport-stream",
         "ratio gateway-kafka / rdkafka-raw",
         "ratio replay / journal-read",
+        "records ratio gateway-kafka / rdkafka-raw",
         "cpu ratio gateway-stream / (validate + journal)",
     ] {
         assert!(ratios.iter().any(|r| r.starts_with(ratio)), "{ratio} missing from {ratios:?}");

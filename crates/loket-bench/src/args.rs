@@ -28,12 +28,17 @@ pub struct BenchArgs {
     /// Offered loads (events/s) of the latency runs.
     #[arg(long, value_delimiter = ',', default_value = "1000,5000,20000")]
     pub rates: Vec<u64>,
+    /// Offered load (events/s) of the fixed-rate Kafka arm, which measures publish → consume
+    /// latency with the relay keeping up: keep it below what the broker takes.
+    #[arg(long, default_value_t = 200)]
+    pub kafka_rate: u64,
     /// Concurrent callers of the unary arms.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Only these arms, by name or prefix (validate, journal, transport-unary,
-    /// transport-stream, gateway-unary, gateway-stream, gateway-at-N/s, gateway-kafka,
-    /// rdkafka-raw, replay, memory; `transport` or `gateway` for all of theirs).
+    /// transport-stream, gateway-unary, gateway-stream, gateway-at-N/s, gateway-at-70%,
+    /// gateway-kafka-at-N/s, gateway-kafka, rdkafka-raw, replay, memory, recovery,
+    /// journal-read; `transport` or `gateway` for all of theirs).
     #[arg(long, value_delimiter = ',')]
     pub arms: Vec<String>,
     /// Kafka bootstrap servers (host:port[,host:port…]) for the gateway-kafka and

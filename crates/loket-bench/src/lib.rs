@@ -88,7 +88,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         // Topic names of their own on a broker that may be shared or kept between runs.
         let prefix = format!("bench{}.", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         eprintln!("kafka: broker {}, topic prefix {prefix}", broker.bootstrap);
-        if selection.runs("gateway-kafka") {
+        if selection.has("gateway-kafka") {
             let gateway_prefix = format!("{prefix}gateway.");
             let e2e = !args.no_e2e;
             results.push(
@@ -103,6 +103,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 )
                 .await?,
             );
+        }
+        if selection.runs("gateway-kafka-at-") {
+            let arm = format!("gateway-kafka-at-{}/s", plan.kafka_rate);
+            let rate_prefix = format!("{prefix}rate.");
+            let run = arms::gateway_kafka::gateway_kafka_rate_arm(
+                &arm,
+                work.path(),
+                &certs_dir,
+                &items,
+                &plan,
+                &broker,
+                &rate_prefix,
+            );
+            results.push(run.await?);
         }
         if selection.runs("rdkafka-raw") {
             let raw_prefix = format!("{prefix}raw.");

@@ -207,6 +207,18 @@ pub async fn open_loop(
     duration: Duration,
     id_round_base: u64,
 ) -> anyhow::Result<RunOutcome> {
+    open_loop_logged(clients, items, rate, duration, id_round_base, None).await
+}
+
+/// [`open_loop`], also noting in `sent` each event's scheduled time.
+pub async fn open_loop_logged(
+    clients: &Clients,
+    items: &Arc<Vec<Item>>,
+    rate: u64,
+    duration: Duration,
+    id_round_base: u64,
+    sent: Option<Arc<SendLog>>,
+) -> anyhow::Result<RunOutcome> {
     let total = (rate as f64 * duration.as_secs_f64()).max(1.0) as u64;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let latency = Arc::new(Mutex::new(histogram()));
@@ -221,6 +233,9 @@ pub async fn open_loop(
         // Send everything whose time has come; sleep until the next one.
         while i < total && start + interval.mul_f64(i as f64) <= now {
             let scheduled = start + interval.mul_f64(i as f64);
+            if let Some(sent) = &sent {
+                sent.mark(i, scheduled);
+            }
             let item = &items[(i % items.len() as u64) as usize];
             let request = item.request(id_round_base + i / items.len() as u64);
             let mut client = clients.get(&item.source);

@@ -14,6 +14,8 @@ pub struct Plan {
     pub replay_events: u64,
     pub latency_run: Duration,
     pub rates: Vec<u64>,
+    /// Offered load of the fixed-rate Kafka arm: below what the broker takes.
+    pub kafka_rate: u64,
     pub concurrency: usize,
 }
 
@@ -27,6 +29,7 @@ impl Plan {
                 replay_events: 500,
                 latency_run: Duration::from_millis(500),
                 rates: vec![200],
+                kafka_rate: 50,
                 concurrency: 8,
             }
         } else {
@@ -37,6 +40,7 @@ impl Plan {
                 replay_events: args.replay_events,
                 latency_run: Duration::from_secs(args.latency_seconds),
                 rates: args.rates.clone(),
+                kafka_rate: args.kafka_rate,
                 concurrency: args.concurrency,
             }
         }
@@ -49,6 +53,8 @@ impl Plan {
                 .map(str::to_owned)
                 .into();
         arms.extend(self.rates.iter().map(|r| format!("gateway-at-{r}/s")));
+        arms.push(crate::arms::publish::SATURATION_ARM.to_owned());
+        arms.push(format!("gateway-kafka-at-{}/s", self.kafka_rate));
         arms.extend(
             ["gateway-kafka", "rdkafka-raw", "replay", "memory", "recovery", "journal-read"].map(str::to_owned),
         );
@@ -75,6 +81,11 @@ impl Selection {
     pub fn runs(&self, prefix: &str) -> bool {
         self.0.iter().any(|a| a.starts_with(prefix))
     }
+
+    /// Whether the arm of exactly this name runs (where its name prefixes another's).
+    pub fn has(&self, arm: &str) -> bool {
+        self.0.iter().any(|a| a == arm)
+    }
 }
 
 #[cfg(test)]
@@ -100,7 +111,18 @@ mod tests {
         let s = selection("gateway-stream,rdkafka").unwrap();
         assert_eq!(s.0, ["gateway-stream", "rdkafka-raw"]);
         let s = selection("gateway").unwrap();
-        assert_eq!(s.0, ["gateway-unary", "gateway-stream", "gateway-at-100/s", "gateway-at-1000/s", "gateway-kafka"]);
+        assert_eq!(
+            s.0,
+            [
+                "gateway-unary",
+                "gateway-stream",
+                "gateway-at-100/s",
+                "gateway-at-1000/s",
+                "gateway-at-70%",
+                "gateway-kafka-at-200/s",
+                "gateway-kafka"
+            ]
+        );
         assert!(s.runs("gateway-at-") && !s.runs("transport-") && !s.runs("rdkafka-raw"));
         let s = selection("gateway-at-100/s").unwrap();
         assert_eq!(s.0, ["gateway-at-100/s"]);

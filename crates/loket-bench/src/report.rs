@@ -45,6 +45,10 @@ fn ratios(results: &[ArmResult]) -> Vec<String> {
             out.push(format!("ratio {a} / {b}: {:.2}", x / y));
         }
     }
+    let records = |name: &str| arm(name).and_then(|r| r.records_per_second);
+    if let (Some(x), Some(y)) = (records("gateway-kafka"), records("rdkafka-raw")) {
+        out.push(format!("records ratio gateway-kafka / rdkafka-raw: {:.2}", x / y));
+    }
     if let (Some(g), Some(v), Some(j)) = (cpu("gateway-stream"), cpu("validate"), cpu("journal")) {
         out.push(format!("cpu ratio gateway-stream / (validate + journal): {:.2}", g / (v + j)));
     }

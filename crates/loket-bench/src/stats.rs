@@ -31,6 +31,9 @@ pub struct ArmResult {
     pub rejected: u64,
     pub seconds: f64,
     pub events_per_second: f64,
+    /// Kafka records produced per second, where one event becomes several records (one
+    /// per topic it lands on) or a record is the unit (the raw producer).
+    pub records_per_second: Option<f64>,
     pub p50_us: Option<u64>,
     pub p99_us: Option<u64>,
     pub p999_us: Option<u64>,
@@ -55,6 +58,7 @@ impl ArmResult {
             rejected,
             seconds,
             events_per_second: if seconds > 0.0 { events as f64 / seconds } else { 0.0 },
+            records_per_second: None,
             p50_us: None,
             p99_us: None,
             p999_us: None,
@@ -85,6 +89,14 @@ impl ArmResult {
         self
     }
 
+    /// `records` Kafka records produced in the arm's time.
+    pub fn records(mut self, records: u64) -> Self {
+        if self.seconds > 0.0 {
+            self.records_per_second = Some(records as f64 / self.seconds);
+        }
+        self
+    }
+
     pub fn cpu(mut self, cpu: Duration) -> Self {
         if self.events > 0 {
             self.cpu_us_per_event = Some(cpu.as_secs_f64() * 1e6 / self.events as f64);
@@ -109,8 +121,8 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 
 pub fn table(results: &[ArmResult]) -> String {
     let mut out = String::from(
-        "| arm | events | rejected | events/s | p50 µs | p99 µs | p99.9 µs | e2e p50 / p99 / p99.9 µs | CPU µs/event | peak RSS MiB | note |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| arm | events | rejected | events/s | records/s | p50 µs | p99 µs | p99.9 µs | e2e p50 / p99 / p99.9 µs | CPU µs/event | peak RSS MiB | note |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in results {
         let e2e = match (r.e2e_p50_us, r.e2e_p99_us, r.e2e_p999_us) {
@@ -118,11 +130,12 @@ pub fn table(results: &[ArmResult]) -> String {
             _ => "-".to_owned(),
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.arm,
             r.events,
             r.rejected,
             r.events_per_second,
+            opt(r.records_per_second.map(|r| format!("{r:.0}"))),
             opt(r.p50_us),
             opt(r.p99_us),
             opt(r.p999_us),

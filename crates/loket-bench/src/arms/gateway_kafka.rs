@@ -1,7 +1,9 @@
 //! `gateway-kafka`: the `gateway-stream` load against a gateway whose relay produces to
 //! Kafka. It counts events as done when the relay has drained (the gateway's Status RPC
 //! reports no backlog), and a plain consumer of the canonical topics measures the
-//! publish→consume latency of every accepted event.
+//! publish→consume latency of every accepted event. `gateway-kafka-at-N/s`: unary
+//! publishes at a fixed rate below what the broker takes, so that latency is measured with
+//! the relay keeping up rather than behind a backlog.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -21,6 +23,7 @@ use crate::broker::Broker;
 use crate::consumer::E2eConsumer;
 use crate::corpus::{self, Item};
 use crate::load::{self, Clients, SendLog};
+use crate::plan::Plan;
 use crate::procs::ServerProcess;
 use crate::stats::ArmResult;
 
@@ -105,6 +108,7 @@ pub async fn gateway_kafka_arm(
         note.push_str(&format!("; tansu {:.1} µs CPU/event", b.as_secs_f64() * 1e6 / run.done.max(1) as f64));
     }
     let mut result = ArmResult::new("gateway-kafka", run.done, run.rejected, elapsed)
+        .records(records)
         .latency(&run.latency)
         .cpu(cpu)
         .rss(Some(peak))
@@ -114,6 +118,59 @@ pub async fn gateway_kafka_arm(
     }
     server.stop()?;
     Ok(result)
+}
+
+/// Runs the fixed-rate arm `arm` at `plan.kafka_rate` for `plan.latency_run`, on a gateway
+/// of its own in `work` with topics under `prefix`.
+pub async fn gateway_kafka_rate_arm(
+    arm: &str,
+    work: &Path,
+    certs_dir: &Path,
+    items: &Arc<Vec<Item>>,
+    plan: &Plan,
+    broker: &Broker,
+    prefix: &str,
+) -> anyhow::Result<ArmResult> {
+    let record_key = work.join("record-at-rate.key");
+    std::fs::write(&record_key, uuid::Uuid::new_v4().simple().to_string())?;
+    let section = gateway_section(broker, prefix, &record_key);
+    let server = ServerProcess::gateway(work, "gateway-kafka-at-rate", certs_dir, &section)?;
+    let topics = Topics { prefix: prefix.to_owned() };
+    let rate = plan.kafka_rate;
+    let total = (rate as f64 * plan.latency_run.as_secs_f64()).max(1.0) as u64;
+    let sent = Arc::new(SendLog::new(total));
+    let canonical = canonical_topics(&topics, items)?;
+    let consumer = E2eConsumer::start(&broker.bootstrap, canonical, sent_as(items, total), sent.clone()).await?;
+    let clients = Clients::connect(&server.url(), certs_dir, items).await?;
+    let options = ClientOptions { server: server.url(), certs: certs_dir.to_owned(), partner: READER.to_owned() };
+    let mut probe = connect(&options).await?;
+
+    let cpu0 = server.cpu()?;
+    let start = Instant::now();
+    let run = load::open_loop_logged(&clients, items, rate, plan.latency_run, 0, Some(sent)).await?;
+    let offered = start.elapsed();
+    wait_drained(&mut probe).await?;
+    let drained = start.elapsed() - offered;
+    let cpu = server.cpu()? - cpu0;
+    let consumed = consumer.finish().await?;
+    let (_, peak) = server.memory()?;
+    server.stop()?;
+    let mut note = format!(
+        "open loop, offered {rate}/s unary, ack = journal; the relay drained {:.2} s after the last publish; \
+         e2e over {} of {} accepted events",
+        drained.as_secs_f64(),
+        consumed.matched,
+        run.done - run.rejected
+    );
+    if let Some(first) = &run.first_failure {
+        note.push_str(&format!("; {} got no answer (first: {first})", run.failed));
+    }
+    Ok(ArmResult::new(arm, run.done, run.rejected, run.elapsed)
+        .latency(&run.latency)
+        .e2e(&consumed.latency)
+        .cpu(cpu)
+        .rss(Some(peak))
+        .note(note))
 }
 
 /// The canonical topics the corpus's accepted events can land on: those of its types

@@ -1,6 +1,7 @@
 //! The publish arms against a server process: `transport-unary` and `transport-stream`
-//! against the null gateway, `gateway-unary`, `gateway-stream` and `gateway-at-N/s`
-//! against a gateway. The same load on both, so their ratio is the cost of our work.
+//! against the null gateway, `gateway-unary`, `gateway-stream`, `gateway-at-N/s` and
+//! `gateway-at-70%` (70 % of this run's gateway-unary rate) against a gateway. The same
+//! load on both, so their ratio is the cost of our work.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +11,9 @@ use crate::load::{self, Clients};
 use crate::plan::{Plan, Selection};
 use crate::procs::ServerProcess;
 use crate::stats::ArmResult;
+
+/// The fixed-rate arm at 70 % of the saturation this run measured (gateway-unary).
+pub const SATURATION_ARM: &str = "gateway-at-70%";
 
 /// Unary with concurrent callers, publish streams, and (for the gateway) unary latency at
 /// fixed offered loads: those of them that `selection` wants.
@@ -26,9 +30,13 @@ pub async fn publish_arms(
     let mut out = Vec::new();
 
     let arm = format!("{name}-unary");
-    if selection.runs(&arm) {
+    // The 70 % arm offers a share of what this arm measures, so it runs for that too.
+    let saturation_arm = fixed_rates && selection.runs(SATURATION_ARM);
+    let mut saturation = None;
+    if selection.runs(&arm) || saturation_arm {
         let cpu0 = server.cpu()?;
         let run = load::unary_closed(&clients, items, plan.concurrency, plan.events).await?;
+        saturation = Some(run.done as f64 / run.elapsed.as_secs_f64());
         out.push(
             ArmResult::new(&arm, run.done, run.rejected, run.elapsed)
                 .latency(&run.latency)
@@ -51,11 +59,16 @@ pub async fn publish_arms(
     }
 
     if fixed_rates {
-        for (k, &rate) in plan.rates.iter().enumerate() {
-            let arm = format!("{name}-at-{rate}/s");
-            if !selection.runs(&arm) {
-                continue;
-            }
+        let mut runs: Vec<(String, u64)> = plan
+            .rates
+            .iter()
+            .map(|&rate| (format!("{name}-at-{rate}/s"), rate))
+            .filter(|(arm, _)| selection.runs(arm))
+            .collect();
+        if let (true, Some(saturation)) = (saturation_arm, saturation) {
+            runs.push((SATURATION_ARM.to_owned(), ((saturation * 0.7) as u64).max(1)));
+        }
+        for (k, (arm, rate)) in runs.into_iter().enumerate() {
             let cpu0 = server.cpu()?;
             // Distinct id rounds per run, so that no run's events are duplicates of another's.
             let base = 1_000_000 * (k as u64 + 1);

@@ -67,7 +67,11 @@ pub async fn rdkafka_raw_arm(
     if let Some(b) = broker_cpu {
         note.push_str(&format!("; tansu {:.1} µs CPU/event", b.as_secs_f64() * 1e6 / events.max(1) as f64));
     }
-    Ok(ArmResult::new("rdkafka-raw", events, 0, run.elapsed).latency(&run.latency).cpu(run.cpu).note(note))
+    Ok(ArmResult::new("rdkafka-raw", events, 0, run.elapsed)
+        .records(events)
+        .latency(&run.latency)
+        .cpu(run.cpu)
+        .note(note))
 }
 
 struct Produced {
