@@ -72,8 +72,11 @@ pub struct Link<'a> {
     pub prev_hash: &'a [u8],
     /// Its recorded `hash`.
     pub hash: &'a [u8],
-    /// The hash recomputed from its content.
+    /// The hash recomputed from its content (for an entry whose payload was purged, the
+    /// recorded hash: its content can no longer be recomputed, only its links checked).
     pub computed: [u8; 32],
+    /// The purge record that removed its payload (0: intact).
+    pub purged_by: u64,
 }
 
 impl<'a> Link<'a> {
@@ -84,7 +87,11 @@ impl<'a> Link<'a> {
             position: event.chain,
             prev_hash: &event.prev_hash,
             hash: &event.hash,
-            computed: event_hash(event),
+            computed: match event.purged_by {
+                0 => event_hash(event),
+                _ => to_array(&event.hash).unwrap_or(GENESIS),
+            },
+            purged_by: event.purged_by,
         }
     }
 
@@ -96,6 +103,7 @@ impl<'a> Link<'a> {
             prev_hash: &rejection.prev_hash,
             hash: &rejection.hash,
             computed: rejection_hash(rejection),
+            purged_by: 0,
         }
     }
 }
@@ -119,6 +127,8 @@ pub struct ChainWalk {
     pub rejected: u64,
     /// Places where a partial log skips positions.
     pub gaps: u64,
+    /// Entries whose payload was purged (expired or erased), with the purge record.
+    pub purged: Vec<(EntryRef, u64)>,
 }
 
 impl ChainWalk {
@@ -134,6 +144,20 @@ impl ChainWalk {
             accepted: 0,
             rejected: 0,
             gaps: 0,
+            purged: Vec::new(),
+        }
+    }
+
+    /// A walk over a complete chain whose entries up to `retained`'s checkpoint were
+    /// removed by retention: it starts after the checkpoint, so every retained entry is
+    /// still checked against the hash of the last removed one.
+    pub fn retained(retained: &crate::Retained) -> Self {
+        ChainWalk {
+            next_position: retained.checkpoint_position + 1,
+            prev: retained.checkpoint_hash,
+            next_sequence: retained.first_sequence,
+            next_rejection: retained.first_rejection,
+            ..ChainWalk::complete()
         }
     }
 
@@ -177,7 +201,8 @@ impl ChainWalk {
             return Err(problem(
                 ProblemKind::Removed,
                 format!(
-                    "chain position 1 is missing before {entry} (position {position}): the chain's first entries were removed or moved"
+                    "chain position {} is missing before {entry} (position {position}): the chain's first entries were removed or moved",
+                    self.next_position
                 ),
             ));
         }
@@ -211,6 +236,9 @@ impl ChainWalk {
             }
             *next += 1;
         }
+        if link.purged_by != 0 {
+            self.purged.push((entry, link.purged_by));
+        }
         self.prev = to_array(link.hash).unwrap_or(GENESIS);
         self.next_position = position + 1;
         self.entries += 1;
@@ -229,6 +257,10 @@ pub struct AuditReport {
     pub walk: ChainWalk,
     /// The first problem, if any.
     pub problem: Option<Problem>,
+    /// Where the journal starts after retention ([`crate::Retained::NONE`]: nothing removed).
+    pub retained: crate::Retained,
+    /// Every purge record: which entries were expired or erased, when, by whom, why.
+    pub purges: Vec<crate::PurgeRecord>,
 }
 
 /// Walks the journal in `dir` (a stopped gateway's `<data_dir>/journal`) entry by entry,
@@ -242,9 +274,11 @@ pub fn verify_dir(dir: &Path) -> Result<AuditReport, Error> {
         ))));
     }
     let store = Store::open(&StoreConfig { dir: dir.to_owned(), cache_capacity_bytes: 16 << 20 })?;
-    let mut walk = ChainWalk::complete();
-    let mut events = EventRecords::new(&store).peekable();
-    let mut rejections = store.rejections.iter().map(|item| -> Result<StoredRejection, Problem> {
+    let retained = crate::Retained::load(&store)?;
+    let purges = crate::retention::read_purges(&store)?;
+    let mut walk = ChainWalk::retained(&retained);
+    let mut events = EventRecords::from(&store, retained.first_sequence).peekable();
+    let mut rejections = store.rejections.range(crate::event::seq_key(retained.first_rejection)..).map(|item| -> Result<StoredRejection, Problem> {
         let (key, value) = item.map_err(|e| unreadable(0, format!("rejection log: {e}")))?;
         let number = chunk_first(&key).unwrap_or(0);
         StoredRejection::decode(&value[..])
@@ -275,10 +309,10 @@ pub fn verify_dir(dir: &Path) -> Result<AuditReport, Error> {
             }
         };
         if let Err(problem) = checked {
-            return Ok(AuditReport { walk, problem: Some(problem) });
+            return Ok(AuditReport { walk, problem: Some(problem), retained, purges });
         }
     }
-    Ok(AuditReport { walk, problem: None })
+    Ok(AuditReport { walk, problem: None, retained, purges })
 }
 
 fn unreadable(position: u64, detail: String) -> Problem {
@@ -294,8 +328,9 @@ struct EventRecords<'a> {
 }
 
 impl<'a> EventRecords<'a> {
-    fn new(store: &'a Store) -> Self {
-        EventRecords { chunks: store.events.iter(), current: Vec::new(), _store: store }
+    /// From `first` on: chunks below it are left over from an interrupted retention pass.
+    fn from(store: &'a Store, first: u64) -> Self {
+        EventRecords { chunks: store.events.range(crate::event::seq_key(first)..), current: Vec::new(), _store: store }
     }
 }
 

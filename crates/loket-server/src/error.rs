@@ -76,6 +76,9 @@ pub enum Error {
     Journal(loket_journal::Error),
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// `[journal] min_free_bytes`: nothing was stored; publishing resumes by itself.
+    #[error("disk space is low ({free} bytes free, the minimum is {min_free}): nothing was stored, retry later")]
+    DiskLow { free: u64, min_free: u64 },
     #[error("partner {partner:?} may not export the message log")]
     ExportNotAllowed { partner: String },
     #[error("invalid export request: {}", join(.0))]
@@ -143,6 +146,7 @@ impl Error {
             Error::AckBeyondEnd { .. } => "ACK_BEYOND_END",
             Error::Journal(_) => "JOURNAL_UNAVAILABLE",
             Error::ShuttingDown => "SHUTTING_DOWN",
+            Error::DiskLow { .. } => "DISK_LOW",
             Error::ExportNotAllowed { .. } => "EXPORT_NOT_ALLOWED",
             Error::InvalidExport(_) => "INVALID_EXPORT",
             Error::NotOnKafka { .. } => "KAFKA_NOT_CONFIRMED",
@@ -188,6 +192,7 @@ impl Error {
             Error::IdConflict { .. } => Code::AlreadyExists,
             Error::AckBeyondEnd { .. } => Code::OutOfRange,
             Error::SubscriptionNotOpen { .. } => Code::FailedPrecondition,
+            Error::DiskLow { .. } => Code::ResourceExhausted,
             Error::Quality(_)
             | Error::Access(_)
             | Error::Journal(_)

@@ -68,6 +68,10 @@ pub(crate) struct Writer {
     store_config: StoreConfig,
     faults: Arc<dyn FaultHook>,
     max_batch: usize,
+    /// See [`crate::JournalConfig::rejection_payload_bytes`].
+    rejection_payload_bytes: usize,
+    /// See [`crate::JournalConfig::dedup_window`], in µs.
+    dedup_window_micros: Option<i64>,
     /// Highest flushed sequence; the next batch starts above it.
     committed: u64,
     /// Highest flushed rejection number.
@@ -99,23 +103,24 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         shared: Arc<Shared>,
         rx: Receiver<Msg>,
         store_config: StoreConfig,
         faults: Arc<dyn FaultHook>,
-        max_batch: usize,
+        config: &crate::JournalConfig,
         recovered: &crate::store::Recovered,
     ) -> Writer {
         let committed = recovered.last;
-        let max_batch = max_batch.max(1);
+        let max_batch = config.max_batch.max(1);
         Writer {
             shared,
             rx,
             store_config,
             faults,
             max_batch,
+            rejection_payload_bytes: config.rejection_payload_bytes,
+            dedup_window_micros: config.dedup_window.map(|w| i64::try_from(w.as_micros()).unwrap_or(i64::MAX)),
             committed,
             rejections_committed: recovered.last_rejection,
             tip: recovered.tip,
@@ -286,7 +291,10 @@ impl Writer {
             if let Err(existing) = swapped {
                 let hit = existing.current.as_deref().and_then(decode_u64);
                 if let Some(hit) = hit {
-                    if let Some(outcome) = verify(&store, hit, &event, base, next, &self.written)? {
+                    // An original received before the window opened no longer makes this
+                    // a duplicate: the id is taken over by the new event.
+                    let window_start = self.dedup_window_micros.map(|w| received_at.saturating_sub(w));
+                    if let Some(outcome) = verify(&store, hit, &event, base, next, &self.written, window_start)? {
                         if let Outcome::Conflict { sequence, .. } = &outcome {
                             // A conflicting publish is refused here, so it is journaled
                             // here: the gateway never sees it as a rejection of its own.
@@ -353,7 +361,7 @@ impl Writer {
         received_at: i64,
     ) -> Result<(), Error> {
         let number = self.staged_rejections + 1;
-        let mut stored = StoredRejection::from_new(rejection, number, received_at);
+        let mut stored = StoredRejection::from_new(rejection, number, received_at, self.rejection_payload_bytes);
         self.staged_tip.link_rejection(&mut stored);
         // Listed before the write, so that a failure still answers the reply.
         self.written_rejections.push((number, reply));

@@ -3,6 +3,7 @@
 //! Environment overrides are passed in by the caller (the binary hands over the process
 //! environment), so tests never depend on globals.
 
+mod period;
 mod sections;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +19,8 @@ use serde::Deserialize;
 pub use sections::{
     ExportConfig, GrpcConfig, IdentitySource, JournalSettings, MetricsConfig, QualityConfig, SchemasConfig, TlsConfig,
 };
+
+pub use period::Period;
 
 use crate::Error;
 
@@ -163,6 +166,9 @@ impl Config {
         if self.journal.max_batch == 0 {
             problems.push("journal.max_batch: must be greater than 0".to_owned());
         }
+        if self.journal.dedup_window.0.is_zero() {
+            problems.push("journal.dedup_window: must be longer than 0s".to_owned());
+        }
         if self.data_dir.as_os_str().is_empty() {
             problems.push("data_dir: must not be empty".to_owned());
         }
@@ -261,6 +267,17 @@ impl Config {
 
     pub fn journal_dir(&self) -> PathBuf {
         self.data_dir.join("journal")
+    }
+
+    /// How the gateway opens its journal (also the benchmark's journal arm).
+    pub fn journal_config(&self) -> loket_journal::JournalConfig {
+        loket_journal::JournalConfig {
+            dir: self.journal_dir(),
+            cache_capacity_bytes: self.journal.cache_mib * 1024 * 1024,
+            max_batch: self.journal.max_batch,
+            rejection_payload_bytes: self.journal.rejection_payload_bytes,
+            dedup_window: Some(self.journal.dedup_window.0),
+        }
     }
 
     /// The access store (policy indexes and the denial log) beside the journal.

@@ -1,0 +1,137 @@
+//! The journal's bounds: the dedup window with id index pruning, and the rejection log's
+//! payload cap.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sha2::Digest;
+
+use crate::*;
+
+fn config(dir: &Path, window: Duration) -> JournalConfig {
+    JournalConfig {
+        dir: dir.to_path_buf(),
+        cache_capacity_bytes: 16 << 20,
+        max_batch: 64,
+        rejection_payload_bytes: 100,
+        dedup_window: Some(window),
+    }
+}
+
+fn event(id: &str) -> NewEvent {
+    NewEvent { source: "urn:p".into(), id: id.into(), event_type: "t".into(), data: b"{}".to_vec(), ..NewEvent::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_outside_the_window_are_new_events_and_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&config(dir.path(), Duration::from_millis(600))).unwrap();
+    assert_eq!(journal.submit(event("a")).await.unwrap().sequence, 1);
+    assert_eq!(journal.submit(event("b")).await.unwrap().sequence, 2);
+    assert!(journal.submit(event("a")).await.unwrap().duplicate);
+    // Nothing is old enough yet.
+    assert_eq!(journal.prune_ids().unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let again = journal.submit(event("a")).await.unwrap();
+    assert_eq!((again.sequence, again.duplicate), (3, false));
+    assert_eq!(journal.submit(event("c")).await.unwrap().sequence, 4);
+    // "b" (sequence 2) is the only entry left from before the window: "a" was taken over.
+    assert_eq!(journal.prune_ids().unwrap(), 1);
+    assert_eq!(journal.id_index_len().unwrap(), 2);
+    assert!(journal.find("urn:p", "b").unwrap().is_none());
+    assert_eq!(journal.find("urn:p", "a").unwrap().unwrap().sequence, 3);
+    // Within the window the new "a" is the original; across a reopen too.
+    journal.close().unwrap();
+    drop(journal);
+    let journal = Journal::open(&config(dir.path(), Duration::from_secs(3600))).unwrap();
+    let dup = journal.submit(event("a")).await.unwrap();
+    assert_eq!((dup.sequence, dup.duplicate), (3, true));
+    assert_eq!(journal.submit(event("b")).await.unwrap().sequence, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_keeps_a_capped_prefix_with_the_full_size_and_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&config(dir.path(), Duration::from_secs(60))).unwrap();
+    let payload = vec![b'x'; 200_000];
+    let small = b"{\"a\":1}".to_vec();
+    for (id, data) in [("big", payload.clone()), ("small", small.clone())] {
+        let rejection = NewRejection { source: "urn:p".into(), id: id.into(), data, ..NewRejection::default() };
+        journal.reject(rejection).await.unwrap();
+    }
+    let stored = journal.read_rejections_from(1, 10).unwrap();
+    assert_eq!(stored[0].data, payload[..100]);
+    assert_eq!(stored[0].data_size, 200_000);
+    assert_eq!(stored[0].data_sha256, sha2::Sha256::digest(&payload).to_vec());
+    assert_eq!(stored[1].data, small, "a payload under the cap is kept whole");
+    assert_eq!(stored[1].data_size, small.len() as u64);
+    journal.close().unwrap();
+    drop(journal);
+    let report = audit::verify_dir(dir.path()).unwrap();
+    assert!(report.problem.is_none(), "{:?}", report.problem);
+    assert_eq!(report.walk.rejected, 2);
+}
+
+fn typed(id: &str, event_type: &str, size: usize) -> NewEvent {
+    NewEvent { event_type: event_type.into(), data: vec![b'p'; size], ..event(id) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_entries_leave_the_front_and_their_payload_but_the_chain_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&config(dir.path(), Duration::from_secs(3600))).unwrap();
+    // Old: 40 short-lived events (several chunks), a rejection, then a long-lived event
+    // among short-lived ones; later: fresh events of both types.
+    for i in 0..40 {
+        journal.submit(typed(&format!("old-{i}"), "short", 1500)).await.unwrap();
+    }
+    journal.reject(NewRejection { id: "refused".into(), data: b"x".to_vec(), ..NewRejection::default() }).await.unwrap();
+    journal.submit(typed("keep", "long", 10)).await.unwrap();
+    journal.submit(typed("old-mixed", "short", 10)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let now_old = loket_domain::time::now_micros();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fresh = journal.submit(typed("fresh", "short", 10)).await.unwrap().sequence;
+    // (The last rejection always stays, so that recovery keeps the numbering.)
+    journal.reject(NewRejection { id: "fresh-refused".into(), ..NewRejection::default() }).await.unwrap();
+    let policy = RetentionPolicy {
+        types: [("short".to_owned(), Duration::from_millis(400))].into_iter().collect(),
+        default: None,
+        rejections: Some(Duration::from_millis(400)),
+    };
+    let outcome = journal.expire(&policy, loket_domain::time::now_micros()).unwrap();
+    let record = outcome.record.clone().unwrap();
+    assert!(outcome.events_removed > 0 && outcome.events_removed <= 40, "{outcome:?}");
+    assert_eq!(outcome.rejections_removed, 1);
+    let first = journal.first_retained();
+    assert_eq!(first, record.events_below);
+    assert!(journal.get(1).unwrap().is_none());
+    // Everything read starts at the retained range; expired payloads in kept chunks are gone.
+    let rest = journal.read_from(1, 1000).unwrap();
+    assert_eq!(rest[0].sequence, first);
+    for e in &rest {
+        let expired = e.event_type == "short" && e.received_at_micros < now_old;
+        assert_eq!(e.purged_by != 0, expired, "{}", e.id);
+        assert_eq!(e.data.is_empty(), expired, "{}", e.id);
+    }
+    assert_eq!(rest.iter().find(|e| e.id == "keep").unwrap().data, b"pppppppppp");
+    assert_eq!(rest.last().unwrap().sequence, fresh);
+    assert!(journal.first_sequence_at_or_after(0).unwrap() == first);
+    // A second pass has nothing left to do.
+    assert_eq!(journal.expire(&policy, loket_domain::time::now_micros()).unwrap().record, None);
+    assert_eq!(journal.purges().unwrap(), vec![record.clone()]);
+    let new = journal.submit(typed("after", "short", 10)).await.unwrap();
+    assert_eq!(new.sequence, fresh + 1);
+    journal.close().unwrap();
+    drop(journal);
+    let report = audit::verify_dir(dir.path()).unwrap();
+    assert!(report.problem.is_none(), "{:?}", report.problem);
+    assert_eq!(report.retained.first_sequence, first);
+    assert_eq!(report.purges, vec![record.clone()]);
+    assert!(!record.stripped.is_empty());
+    assert_eq!(report.walk.purged.len(), record.stripped.len());
+    // Reopening keeps the retained range and the numbering.
+    let journal = Journal::open(&config(dir.path(), Duration::from_secs(3600))).unwrap();
+    assert_eq!(journal.first_retained(), first);
+    assert_eq!(journal.submit(typed("reopened", "short", 10)).await.unwrap().sequence, fresh + 2);
+}
