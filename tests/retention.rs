@@ -189,3 +189,91 @@ fn free_space(dir: &Path) -> u64 {
     let out = std::process::Command::new("df").args(["-B1", "--output=avail"]).arg(dir).output().unwrap();
     String::from_utf8(out.stdout).unwrap().lines().nth(1).unwrap().trim().parse().unwrap()
 }
+
+fn loket_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_loket")).args(args).stdin(std::process::Stdio::null()).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_events_of_a_type_leave_every_store_and_the_chain_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    // No digests or handover findings: the gateway's own events would sit between these.
+    let config = "[quality]\ndigest_interval_secs = 0\nchain_dir = \"no-handovers\"\n\
+                  [retention]\ncompact_every = \"1s\"\n\
+                  [retention.types]\nbaggage = \"3s\"\n\"medical-file-transfer\" = \"3s\"\n";
+    let gw = Gateway::start_in(&data_dir, config).await;
+    let mut dji = gw.client("dji").await;
+    let case = "0000000042";
+    // One event per batch (each awaited), so each is its own chunk: the first baggage event
+    // goes from the front, the ones after the transport status lose their payload in place.
+    let b1 = publish(&mut dji, event("dji", "baggage", "old-bag-1", &example_for("baggage", case))).await.unwrap();
+    let t1 = publish(&mut dji, event("dji", "transport-status", "kept-ts", &example_for("transport-status", case)))
+        .await
+        .unwrap();
+    let b2 = publish(&mut dji, event("dji", "baggage", "old-bag-2", &example_for("baggage", case))).await.unwrap();
+    let medical = example_for("medical-file-transfer", case);
+    let m1 = publish(&mut dji, event("dji", "medical-file-transfer", "old-mft", &medical)).await.unwrap();
+    assert_eq!((b1.sequence, t1.sequence, b2.sequence, m1.sequence), (1, 2, 3, 4));
+
+    // Subscriptions from the start: once compaction ran, they start at the retained range,
+    // are told so, and never see an expired event.
+    let types = ["baggage", "transport-status", "medical-file-transfer"].map(String::from).to_vec();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let req = SubscribeRequest { types: types.clone(), start: Some(Start::Earliest(Earliest {})), limit: 1, ..Default::default() };
+        let mut stream = dji.subscribe(req).await.unwrap().into_inner();
+        let d = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.unwrap().unwrap().unwrap();
+        if d.first_retained != 0 {
+            break d;
+        }
+        assert!(std::time::Instant::now() < deadline, "compaction never removed the expired front");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!((first.first_retained, first.sequence), (2, 2), "starts at the transport status");
+    // Nothing after it is delivered: the expired baggage and medical file are gone. A fresh
+    // event shows the stream is live.
+    let fresh = publish(&mut dji, event("dji", "transport-status", "fresh-ts", &example_for("transport-status", case)))
+        .await
+        .unwrap();
+    let req = SubscribeRequest { types, start: Some(Start::Sequence(1)), limit: 2, ..Default::default() };
+    let mut stream = dji.subscribe(req).await.unwrap().into_inner();
+    let mut seen = Vec::new();
+    while let Some(d) = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.unwrap().unwrap() {
+        seen.push((d.sequence, d.first_retained));
+    }
+    assert_eq!(seen, [(2, 2), (fresh.sequence, 0)]);
+    gw.stop().await;
+
+    // The export shows the purged ones as such, with their hashes, and not the removed one.
+    let out = dir.path().join("export.ndjson");
+    let o = loket_cli(&["export", "--data", data_dir.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let ids: Vec<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["kept-ts", "old-bag-2", "old-mft", "fresh-ts"]);
+    for line in &lines[1..3] {
+        assert_eq!(line["purgedby"], 1, "{line}");
+        assert!(line.get("data").is_none() && line["hash"].is_string(), "{line}");
+    }
+    assert!(lines[0].get("purgedby").is_none() && lines[0]["data"].is_object());
+    let o = loket_cli(&["audit", "verify", "--log", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+
+    // The journal's chain verifies and names what expired and by which record.
+    let o = loket_cli(&["audit", "verify", "--data", data_dir.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("expired: chain positions 1..=1 (events before sequence 2, rejections before 1) removed by purge record 1"), "{text}");
+    assert!(text.contains("purge record 1 expired"), "{text}");
+    assert!(text.contains("payload removed by purge record 1 (links checked, content no longer hashable): accepted event sequence 3, accepted event sequence 4"), "{text}");
+    assert!(text.contains("chain intact"), "{text}");
+
+    // The access index no longer holds its copy of the medical payload.
+    let access = sled::open(data_dir.join("access")).unwrap();
+    let gated = access.open_tree("gated").unwrap();
+    let sequences: Vec<u64> =
+        gated.iter().map(|kv| u64::from_be_bytes(kv.unwrap().0[case.len() + 1..].try_into().unwrap())).collect();
+    assert!(!sequences.contains(&m1.sequence), "{sequences:?}");
+}

@@ -129,6 +129,9 @@ pub struct ChainWalk {
     pub gaps: u64,
     /// Entries whose payload was purged (expired or erased), with the purge record.
     pub purged: Vec<(EntryRef, u64)>,
+    /// Where the walk started: the position before its first entry and that entry's
+    /// `prev_hash` (0 and [`GENESIS`] for a chain from its start).
+    pub start: Tip,
 }
 
 impl ChainWalk {
@@ -145,6 +148,7 @@ impl ChainWalk {
             rejected: 0,
             gaps: 0,
             purged: Vec::new(),
+            start: Tip::default(),
         }
     }
 
@@ -157,8 +161,16 @@ impl ChainWalk {
             prev: retained.checkpoint_hash,
             next_sequence: retained.first_sequence,
             next_rejection: retained.first_rejection,
+            start: Tip { position: retained.checkpoint_position, hash: retained.checkpoint_hash },
             ..ChainWalk::complete()
         }
+    }
+
+    /// A walk over a complete log whose first entries may have expired: it starts at the
+    /// first entry it is given (trusting its `prev_hash`, which the caller reports as the
+    /// checkpoint to compare with the journal's) and checks everything after it.
+    pub fn from_first_entry() -> Self {
+        ChainWalk { next_position: 0, next_sequence: 0, next_rejection: 0, ..ChainWalk::complete() }
     }
 
     /// A walk over a log that may be a filtered part of the chain.
@@ -175,6 +187,18 @@ impl ChainWalk {
     pub fn check(&mut self, link: &Link<'_>) -> Result<(), Problem> {
         let entry = link.entry;
         let position = link.position;
+        if self.next_position == 0 {
+            // `from_first_entry`: this entry is where the walk starts.
+            self.next_position = position;
+            // The chain's own first entry must link to GENESIS, whatever it claims.
+            self.prev = if position <= 1 { GENESIS } else { to_array(link.prev_hash).unwrap_or(GENESIS) };
+            self.start = Tip { position: position - 1, hash: self.prev };
+        }
+        match entry {
+            EntryRef::Accepted(s) if self.next_sequence == 0 => self.next_sequence = s,
+            EntryRef::Rejected(n) if self.next_rejection == 0 => self.next_rejection = n,
+            _ => {}
+        }
         let problem = |kind, detail: String| Problem { kind, entry: Some(entry), position, detail };
         if link.hash != link.computed {
             return Err(problem(

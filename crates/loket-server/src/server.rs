@@ -17,6 +17,7 @@ use tonic::transport::Server;
 use crate::access::Access;
 use crate::config::Config;
 use crate::disk::DiskGuard;
+use crate::retention::Compaction;
 use crate::http::metrics;
 use crate::kafka::{denial_hook, KafkaMode};
 use crate::proto::gateway_server::GatewayServer;
@@ -153,7 +154,10 @@ pub async fn run_with(
             stopping.clone(),
         )));
     }
-    background.push(tokio::spawn(crate::retention::run(
+    let compaction =
+        Compaction { journal: journal.clone(), access: access.store.clone(), config: config.retention.clone() };
+    background.push(tokio::spawn(compaction.run(stopping.clone())));
+    background.push(tokio::spawn(crate::retention::run_pruning(
         journal.clone(),
         config.journal.dedup_window.0,
         stopping.clone(),

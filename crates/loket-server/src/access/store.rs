@@ -212,6 +212,44 @@ impl AccessStore {
             .collect()
     }
 
+    /// Removes what left the journal or expired: index entries (each a copy of a payload)
+    /// of events below `first_retained` or whose payload was purged, and denials recorded
+    /// before `denials_before` (µs). Returns (index entries, denials) removed.
+    pub fn expire(
+        &self,
+        first_retained: u64,
+        purged: &std::collections::HashSet<u64>,
+        denials_before: Option<i64>,
+    ) -> Result<(u64, u64), Error> {
+        let mut gated = sled::Batch::default();
+        let mut gated_removed = 0;
+        for item in self.gated.iter() {
+            let (key, _) = item.map_err(storage)?;
+            let Some(tail) = key.len().checked_sub(8).map(|at| &key[at..]) else { continue };
+            let sequence = u64::from_be_bytes(tail.try_into().map_err(|e| corrupt("index key", e))?);
+            if sequence < first_retained || purged.contains(&sequence) {
+                gated.remove(key);
+                gated_removed += 1;
+            }
+        }
+        self.gated.apply_batch(gated).map_err(storage)?;
+        let mut denials_removed = 0;
+        if let Some(before) = denials_before {
+            let mut denials = sled::Batch::default();
+            for item in self.denials.iter() {
+                let (key, v) = item.map_err(storage)?;
+                let record: DenialRecord = serde_json::from_slice(&v).map_err(|e| corrupt("denial", e))?;
+                if record.at_micros < before {
+                    denials.remove(key);
+                    denials_removed += 1;
+                }
+            }
+            self.denials.apply_batch(denials).map_err(storage)?;
+        }
+        self.db.flush().map_err(storage)?;
+        Ok((gated_removed, denials_removed))
+    }
+
     /// Appends a refusal and makes it durable before returning.
     pub async fn refusal(&self, record: DenialRecord) -> Result<(), Error> {
         let id = self.db.generate_id().map_err(storage)?;

@@ -4,6 +4,7 @@
 //! environment), so tests never depend on globals.
 
 mod period;
+mod retention;
 mod sections;
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,6 +22,7 @@ pub use sections::{
 };
 
 pub use period::Period;
+pub use retention::RetentionConfig;
 
 use crate::Error;
 
@@ -70,6 +72,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Fan-out over Kafka. Absent: no Kafka (the embedded default).
     pub kafka: Option<KafkaConfig>,
+    /// How long events, rejections and denials are kept (absent: forever).
+    #[serde(default)]
+    pub retention: RetentionConfig,
 }
 
 /// The shipped configuration, whose `[partners]` are the built-in policy.
@@ -93,6 +98,7 @@ impl Default for Config {
             quality: QualityConfig::default(),
             metrics: MetricsConfig::default(),
             kafka: None,
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -307,6 +313,10 @@ impl Config {
             quality_readers: self.quality.readers.clone(),
             testers: self.export.testers.clone(),
         };
+        let retention = self.retention.problems(registry);
+        if !retention.is_empty() {
+            return Err(Error::Config(retention));
+        }
         Policy::compile_with_roles(&self.access, &self.partner_policies()?, &roles, &|t: &str| {
             registry.schemas().filter(|s| s.event_type() == t).map(|s| s.document().clone()).collect()
         })

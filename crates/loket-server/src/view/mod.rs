@@ -50,6 +50,7 @@ impl From<Viewed> for Delivery {
             missing_expected: std::mem::take(&mut event.missing_expected),
             received_at: Some(from_micros(event.received_at_micros)),
             event: Some(CloudEvent::stored(event, data)),
+            first_retained: 0,
         }
     }
 }
@@ -86,15 +87,19 @@ impl<'e> Reading<'e> {
         Ok(self.data.insert(data))
     }
 
-    fn original(&mut self, journal: &Journal, sequence: u64) -> Result<&(StoredEvent, Value), Error> {
+    /// The withheld event `sequence`, `None` when its payload was purged.
+    fn original(&mut self, journal: &Journal, sequence: u64) -> Result<Option<&(StoredEvent, Value)>, Error> {
         if let std::collections::hash_map::Entry::Vacant(slot) = self.originals.entry(sequence) {
             let original = journal
                 .get(sequence)?
                 .ok_or_else(|| Error::Access(format!("withheld event {sequence} is missing from the journal")))?;
+            if original.purged_by != 0 {
+                return Ok(None);
+            }
             let data = parse(&original)?;
             slot.insert((original, data));
         }
-        Ok(&self.originals[&sequence])
+        Ok(self.originals.get(&sequence))
     }
 }
 
@@ -120,6 +125,10 @@ impl Viewer {
     ) -> Result<Vec<Viewed>, Error> {
         let event = reading.event;
         let policy = &self.access.policy;
+        // Expired or erased: its payload is gone, and so is the event for subscribers.
+        if event.purged_by != 0 {
+            return Ok(Vec::new());
+        }
         if is_digest(event) {
             // Digests come from the gateway itself and are about one partner: they bypass
             // the partner grants and go to that partner and the quality readers.
@@ -140,7 +149,12 @@ impl Viewer {
             group.push(self.viewed(scan.partner(), event, &data, redacted, false)?);
         }
         for sequence in released {
-            let (original, data) = reading.original(&self.journal, sequence)?;
+            // A withheld event that expired (or was erased) before its consent came is not
+            // released: it is no longer there to release.
+            if sequence < self.journal.first_retained() {
+                continue;
+            }
+            let Some((original, data)) = reading.original(&self.journal, sequence)? else { continue };
             let facts = EventFacts::of(original, data);
             if let Verdict::Deliver { data, redacted } = scan.release(policy, &facts, event.received_at_micros) {
                 group.push(self.viewed(scan.partner(), original, &data, redacted, true)?);
