@@ -277,3 +277,92 @@ async fn expired_events_of_a_type_leave_every_store_and_the_chain_still_verifies
         gated.iter().map(|kv| u64::from_be_bytes(kv.unwrap().0[case.len() + 1..].try_into().unwrap())).collect();
     assert!(!sequences.contains(&m1.sequence), "{sequences:?}");
 }
+
+/// Files under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_containing(&path, needle));
+        } else if std::fs::read(&path).unwrap().windows(needle.len()).any(|w| w == needle) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasing_a_case_leaves_no_payload_byte_and_tells_subscribers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let gw = Gateway::start_in(&data_dir, "[quality]\ndigest_interval_secs = 0\n").await;
+    let marker = "MARKER-e7c1-ERASE-THIS-CASE";
+    let (erased, kept) = ("0000000077", "0000000078");
+    let mut dji = gw.client("dji").await;
+    let mut bag = example_for("baggage", erased);
+    bag["storageLocation"] = marker.into();
+    let b = publish(&mut dji, event("dji", "baggage", "erase-bag", &bag)).await.unwrap();
+    let mut mft = example_for("medical-file-transfer", erased);
+    mft["attentionPoints"] = serde_json::json!([marker]);
+    let m = publish(&mut dji, event("dji", "medical-file-transfer", "erase-mft", &mft)).await.unwrap();
+    let mut bad = bag.clone();
+    bad["pieces"] = "several".into();
+    assert!(publish(&mut dji, event("dji", "baggage", "erase-refused", &bad)).await.is_err());
+    let other = publish(&mut dji, event("dji", "baggage", "keep-bag", &example_for("baggage", kept))).await.unwrap();
+
+    // Only auditors erase; a reason is required.
+    let url = gw.url();
+    let certs = gw.certs_dir();
+    let erase = |partner: &str, case: &str, reason: &str| {
+        loket_cli(&[
+            "erase", "--server", &url, "--certs", certs.to_str().unwrap(), "--as", partner, "--case", case, "--reason", reason,
+        ])
+    };
+    let o = erase("dji", erased, "legal ground ended");
+    assert_eq!(o.status.code(), Some(2), "{} {}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ERASURE_NOT_ALLOWED"));
+    let o = erase("quality", erased, " ");
+    assert_eq!(o.status.code(), Some(2));
+    let o = erase("quality", erased, "residence permit granted: legal ground for the departure file ended");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reply: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(reply["erasure"], 1);
+    assert_eq!(reply["sequences"], serde_json::json!([b.sequence, m.sequence]));
+    assert_eq!(reply["rejections"].as_array().unwrap().len(), 1);
+    let notice = reply["notice"].as_u64().unwrap();
+
+    // A subscriber reading from the start gets the kept event and, at the notice, a
+    // tombstone per erased event it receives; never the erased payloads.
+    let types = ["baggage", "medical-file-transfer"].map(String::from).to_vec();
+    let req = SubscribeRequest { types, start: Some(Start::Earliest(Earliest {})), limit: 3, ..Default::default() };
+    let mut stream = dji.subscribe(req).await.unwrap().into_inner();
+    let mut seen = Vec::new();
+    while let Some(d) = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.unwrap().unwrap() {
+        let e = d.event.unwrap();
+        assert!(!String::from_utf8_lossy(&e.data).contains(marker));
+        seen.push((d.sequence, d.tombstone, d.position, e.id, e.data.is_empty()));
+    }
+    assert_eq!(
+        seen,
+        [
+            (other.sequence, false, other.sequence, "keep-bag".to_owned(), false),
+            (b.sequence, true, notice, "erase-bag".to_owned(), true),
+            (m.sequence, true, notice, "erase-mft".to_owned(), true),
+        ]
+    );
+    // Erasing it again finds nothing left.
+    let o = erase("quality", erased, "again");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("CASE_NOT_FOUND"));
+    gw.stop().await;
+
+    let found = files_containing(&data_dir, marker.as_bytes());
+    assert!(found.is_empty(), "payload bytes of the erased case remain in {found:?}");
+    let o = loket_cli(&["audit", "verify", "--data", data_dir.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("purge record 1 erased at"), "{text}");
+    assert!(text.contains(&format!("by quality case {erased}: residence permit granted")), "{text}");
+    assert!(text.contains("chain intact"), "{text}");
+}

@@ -135,3 +135,63 @@ async fn expired_entries_leave_the_front_and_their_payload_but_the_chain_verifie
     assert_eq!(journal.first_retained(), first);
     assert_eq!(journal.submit(typed("reopened", "short", 10)).await.unwrap().sequence, fresh + 2);
 }
+
+/// Every file under `dir` that contains `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_containing(&path, needle));
+        } else if std::fs::read(&path).unwrap().windows(needle.len()).any(|w| w == needle) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasing_a_case_destroys_its_key_and_keeps_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&config(dir.path(), Duration::from_secs(3600))).unwrap();
+    let marker = b"MARKER-7f3a9c-ERASE-ME";
+    let of = |id: &str, case: &str, data: &[u8]| NewEvent { subject: case.into(), data: data.to_vec(), ..event(id) };
+    journal.submit(of("a1", "1111111111", marker)).await.unwrap();
+    journal.submit(of("b1", "2222222222", b"{\"keep\":true}")).await.unwrap();
+    journal.submit(of("a2", "1111111111", marker)).await.unwrap();
+    let refused = NewRejection { subject: "1111111111".into(), data: marker.to_vec(), ..NewRejection::default() };
+    journal.reject(refused).await.unwrap();
+    let sealed = journal.seal("1111111111", marker).unwrap();
+    assert_eq!(journal.unseal(&sealed).unwrap().unwrap(), marker);
+    assert_eq!(journal.get(1).unwrap().unwrap().data, marker, "readers get the payload opened");
+    journal.close().unwrap();
+    drop(journal);
+    assert!(files_containing(dir.path(), marker).is_empty(), "payloads are sealed on disk");
+
+    let journal = Journal::open(&config(dir.path(), Duration::from_secs(3600))).unwrap();
+    let record = journal.erase_case("1111111111", "auditor", "legal ground ended", 1).unwrap().unwrap();
+    assert_eq!((record.stripped.clone(), record.rejections.clone()), (vec![1, 3], vec![1]));
+    assert_eq!(record.kind, "erased");
+    for sequence in [1, 3] {
+        let e = journal.get(sequence).unwrap().unwrap();
+        assert_eq!((e.data.len(), e.purged_by), (0, record.number));
+    }
+    assert_eq!(journal.get(2).unwrap().unwrap().data, b"{\"keep\":true}");
+    assert_eq!(journal.read_rejections_from(1, 1).unwrap()[0].purged_by, record.number);
+    assert_eq!(journal.unseal(&sealed).unwrap(), None);
+    assert_eq!(journal.erase_case("3333333333", "auditor", "none", 1).unwrap(), None);
+    // The id of an erased event is free again; the case gets a new key.
+    let again = journal.submit(of("a1", "1111111111", b"{}")).await.unwrap();
+    assert_eq!((again.sequence, again.duplicate), (4, false));
+    assert_eq!(journal.get(4).unwrap().unwrap().data, b"{}");
+    journal.close().unwrap();
+    drop(journal);
+    let report = audit::verify_dir(dir.path()).unwrap();
+    assert!(report.problem.is_none(), "{:?}", report.problem);
+    let purged: Vec<_> = report.walk.purged.iter().map(|(e, n)| (e.to_string(), *n)).collect();
+    assert_eq!(
+        purged,
+        [("accepted event sequence 1".to_owned(), 1), ("accepted event sequence 3".to_owned(), 1), ("rejection 1".to_owned(), 1)]
+    );
+    assert_eq!(report.purges, vec![record]);
+}

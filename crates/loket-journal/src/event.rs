@@ -89,6 +89,11 @@ pub struct StoredEvent {
     /// [`crate::retention`]). 0 while written, so it never enters the hash.
     #[prost(uint64, tag = "40")]
     pub purged_by: u64,
+    /// On disk: the slot of the case key `data` is sealed with (see [`crate::keys`]); 0
+    /// for a plain payload. Readers get the payload opened and 0 here. Never in the hash,
+    /// which covers the plain record.
+    #[prost(uint32, tag = "41")]
+    pub key: u32,
 }
 
 loket_domain::impl_envelope!(StoredEvent);
@@ -113,6 +118,7 @@ impl StoredEvent {
             prev_hash: Vec::new(),
             hash: Vec::new(),
             purged_by: 0,
+            key: 0,
         }
     }
 
@@ -241,6 +247,12 @@ pub struct StoredRejection {
     /// the publisher's copy (empty in records written before the cap).
     #[prost(bytes = "vec", tag = "41")]
     pub data_sha256: Vec<u8>,
+    /// See [`StoredEvent::key`].
+    #[prost(uint32, tag = "42")]
+    pub key: u32,
+    /// See [`StoredEvent::purged_by`]: the excerpt was erased with its case.
+    #[prost(uint64, tag = "43")]
+    pub purged_by: u64,
 }
 
 impl StoredRejection {
@@ -272,6 +284,8 @@ impl StoredRejection {
             hash: Vec::new(),
             data_size,
             data_sha256,
+            key: 0,
+            purged_by: 0,
         }
     }
 }

@@ -16,6 +16,8 @@ pub mod audit;
 pub mod chain;
 mod event;
 pub mod export;
+mod keys;
+mod erase;
 mod prune;
 pub mod retention;
 mod store;
@@ -137,6 +139,8 @@ pub(crate) struct Shared {
     last_rejection: AtomicU64,
     /// First sequence still in the journal (retention removes from the front).
     first_retained: AtomicU64,
+    /// The per-case data keys payloads are sealed with.
+    keys: Arc<keys::KeyStore>,
     watch: watch::Sender<u64>,
     batches: AtomicU64,
     events: AtomicU64,
@@ -144,6 +148,15 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// `event` as readers get it (see [`keys::KeyStore::open_event`]).
+    pub(crate) fn open_event(&self, event: StoredEvent) -> Result<StoredEvent, Error> {
+        self.keys.open_event(event)
+    }
+
+    pub(crate) fn open_rejection(&self, r: StoredRejection) -> Result<StoredRejection, Error> {
+        self.keys.open_rejection(r)
+    }
+
     fn store(&self) -> Result<Arc<Store>, Error> {
         let slot = self.store.read().unwrap_or_else(|e| e.into_inner());
         slot.clone().ok_or_else(|| {
@@ -161,6 +174,8 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<Result<(), Error>>>>,
     /// See [`JournalConfig::dedup_window`].
     dedup_window: Option<Duration>,
+    /// Held by retention and erasure: one purge record at a time.
+    purging: Mutex<()>,
 }
 
 impl Drop for Inner {
@@ -198,6 +213,7 @@ impl Journal {
             last: AtomicU64::new(recovered.last),
             last_rejection: AtomicU64::new(recovered.last_rejection),
             first_retained: AtomicU64::new(retained.first_sequence),
+            keys: Arc::new(keys::KeyStore::open(&config.dir)?),
             watch,
             batches: AtomicU64::new(0),
             events: AtomicU64::new(0),
@@ -216,6 +232,7 @@ impl Journal {
                 closed: AtomicBool::new(false),
                 writer: Mutex::new(Some(handle)),
                 dedup_window: config.dedup_window,
+                purging: Mutex::new(()),
             }),
         })
     }
@@ -272,7 +289,8 @@ impl Journal {
         if max == 0 {
             return Ok(Vec::new());
         }
-        self.inner.shared.store()?.read_rejections(from.max(1), last, max)
+        let shared = &self.inner.shared;
+        shared.store()?.read_rejections(from.max(1), last, max)?.into_iter().map(|r| shared.open_rejection(r)).collect()
     }
 
     /// Highest durable (flushed) sequence, 0 when empty.
@@ -300,7 +318,8 @@ impl Journal {
                 // Retention removed the front while this read was on its way: read again
                 // from the new start.
                 Err(Error::Corrupt { .. }) if self.first_retained() > first => continue,
-                other => return other,
+                Err(e) => return Err(e),
+                Ok(events) => return events.into_iter().map(|e| self.inner.shared.open_event(e)).collect(),
             }
         }
     }
@@ -310,7 +329,8 @@ impl Journal {
         if sequence < self.first_retained() || sequence > self.last_sequence() {
             return Ok(None);
         }
-        self.inner.shared.store()?.read_event(sequence)
+        let event = self.inner.shared.store()?.read_event(sequence)?;
+        event.map(|e| self.inner.shared.open_event(e)).transpose()
     }
 
     /// The durable event a publisher stored under `id`, if any. The id index is only a
@@ -323,7 +343,8 @@ impl Journal {
         let Some(sequence) = decode_u64(&value).filter(|s| *s >= 1 && *s <= self.last_sequence()) else {
             return Ok(None);
         };
-        Ok(store.read_event(sequence)?.filter(|e| e.source == source && e.id == id))
+        let event = store.read_event(sequence)?.filter(|e| e.source == source && e.id == id);
+        event.map(|e| self.inner.shared.open_event(e)).transpose()
     }
 
     /// Sequence of the first event received at or after `micros` (Unix µs); last_sequence()+1 when none. received_at is kept non-decreasing by the writer, so binary search over the dense sequence works (no extra index).

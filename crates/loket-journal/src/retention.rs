@@ -89,6 +89,9 @@ pub struct PurgeRecord {
     /// The case, for an erasure.
     #[prost(string, tag = "9")]
     pub case: String,
+    /// Rejections whose payload excerpt was erased with the case.
+    #[prost(uint64, repeated, tag = "10")]
+    pub rejections: Vec<u64>,
 }
 
 /// The retained part of the journal, in `meta`.
@@ -204,6 +207,7 @@ impl Journal {
     /// that has not expired, and (c) the first event of the first chunk kept; the last
     /// chunk is always kept, so the writer's recovery finds the chain's tip.
     pub fn expire(&self, policy: &RetentionPolicy, now: i64) -> Result<ExpireOutcome, Error> {
+        let _one_at_a_time = self.inner.purging.lock().unwrap_or_else(|e| e.into_inner());
         let store = self.inner.shared.store()?;
         let last = self.last_sequence();
         let last_rejection = self.last_rejection();
@@ -289,6 +293,7 @@ impl Journal {
             rejections_below,
             stripped: Vec::new(),
             case: String::new(),
+            rejections: Vec::new(),
         };
         // Payloads in place first: they only lose what has expired anyway, and the record
         // naming them is written right after, before anything is removed.
@@ -297,6 +302,7 @@ impl Journal {
             for (event, expired) in events.iter_mut().zip(&chunk.expired) {
                 if *expired && event.purged_by == 0 {
                     event.data = Vec::new();
+                    event.key = 0;
                     event.purged_by = number;
                     record.stripped.push(event.sequence);
                 }

@@ -881,10 +881,14 @@ async fn audit_names_the_altered_removed_or_reordered_entry() {
     {
         let store = Store::open(&StoreConfig { dir: dir.path().to_owned(), cache_capacity_bytes: 16 << 20 }).unwrap();
         let value = store.rejections.get(seq_key(1)).unwrap().unwrap();
-        let mut r = <StoredRejection as prost::Message>::decode(&value[..]).unwrap();
+        let sealed = <StoredRejection as prost::Message>::decode(&value[..]).unwrap();
+        // The hash covers the plain record, the payload stays sealed as it was.
+        let keys = crate::keys::KeyStore::open(dir.path()).unwrap();
+        let mut r = keys.open_rejection(sealed.clone()).unwrap();
         r.reason = "NOTHING_TO_SEE".into();
         r.hash = chain::rejection_hash(&StoredRejection { hash: Vec::new(), ..r.clone() }).to_vec();
-        store.rejections.insert(seq_key(1), prost::Message::encode_to_vec(&r)).unwrap();
+        let forged = StoredRejection { data: sealed.data, key: sealed.key, ..r };
+        store.rejections.insert(seq_key(1), prost::Message::encode_to_vec(&forged)).unwrap();
         store.db.flush().unwrap();
     }
     let problem = audit::verify_dir(dir.path()).unwrap().problem.unwrap();

@@ -86,8 +86,8 @@ pub struct LogLine {
     /// Rejected: SHA-256 of the whole payload as sent, hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datasha256: Option<String>,
-    /// Accepted: the payload was removed (expired or erased) by this purge record; the
-    /// line keeps the entry's hashes.
+    /// The payload was removed (expired or erased) by this purge record; the line keeps
+    /// the entry's hashes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purgedby: Option<u64>,
 }
@@ -284,6 +284,7 @@ impl LogLine {
             prev_hash: Self::hash_bytes(&self.prevhash, "prevhash")?,
             hash: Self::hash_bytes(&self.hash, "hash")?,
             purged_by: self.purgedby.unwrap_or_default(),
+            key: 0,
         })
     }
 
@@ -313,6 +314,8 @@ impl LogLine {
             hash: Self::hash_bytes(&self.hash, "hash")?,
             data_size: self.datasize.unwrap_or_default(),
             data_sha256: Self::hash_bytes(&self.datasha256, "datasha256")?,
+            key: 0,
+            purged_by: self.purgedby.unwrap_or_default(),
         })
     }
 }

@@ -76,6 +76,12 @@ pub enum Error {
     Journal(loket_journal::Error),
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    #[error("partner {partner:?} may not erase cases: only [access] auditors may")]
+    ErasureNotAllowed { partner: String },
+    #[error("invalid erasure request: {}", join(.0))]
+    InvalidErasure(Vec<FieldViolation>),
+    #[error("the journal holds nothing of case {case:?}")]
+    CaseNotFound { case: String },
     /// `[journal] min_free_bytes`: nothing was stored; publishing resumes by itself.
     #[error("disk space is low ({free} bytes free, the minimum is {min_free}): nothing was stored, retry later")]
     DiskLow { free: u64, min_free: u64 },
@@ -147,6 +153,9 @@ impl Error {
             Error::Journal(_) => "JOURNAL_UNAVAILABLE",
             Error::ShuttingDown => "SHUTTING_DOWN",
             Error::DiskLow { .. } => "DISK_LOW",
+            Error::ErasureNotAllowed { .. } => "ERASURE_NOT_ALLOWED",
+            Error::InvalidErasure(_) => "INVALID_ERASURE",
+            Error::CaseNotFound { .. } => "CASE_NOT_FOUND",
             Error::ExportNotAllowed { .. } => "EXPORT_NOT_ALLOWED",
             Error::InvalidExport(_) => "INVALID_EXPORT",
             Error::NotOnKafka { .. } => "KAFKA_NOT_CONFIRMED",
@@ -175,6 +184,7 @@ impl Error {
             | Error::InvalidReportRequest(_)
             | Error::InvalidSubscription(_)
             | Error::InvalidExport(_)
+            | Error::InvalidErasure(_)
             | Error::AckNotDelivered { .. } => Code::InvalidArgument,
             Error::ReservedType(_)
             | Error::QualityAccessDenied { .. }
@@ -186,9 +196,12 @@ impl Error {
             | Error::AuditNotPermitted { .. }
             | Error::NotAConsentRegistrar { .. }
             | Error::ConsentNotOwned { .. }
-            | Error::ExportNotAllowed { .. } => Code::PermissionDenied,
+            | Error::ExportNotAllowed { .. }
+            | Error::ErasureNotAllowed { .. } => Code::PermissionDenied,
             Error::Unauthenticated(_) | Error::NoOin { .. } | Error::UnknownOin { .. } => Code::Unauthenticated,
-            Error::EventNotFound { .. } | Error::SubscriptionNotFound { .. } => Code::NotFound,
+            Error::EventNotFound { .. } | Error::SubscriptionNotFound { .. } | Error::CaseNotFound { .. } => {
+                Code::NotFound
+            }
             Error::IdConflict { .. } => Code::AlreadyExists,
             Error::AckBeyondEnd { .. } => Code::OutOfRange,
             Error::SubscriptionNotOpen { .. } => Code::FailedPrecondition,
@@ -215,6 +228,7 @@ impl Error {
             | Error::InvalidReportRequest(v)
             | Error::InvalidSubscription(v)
             | Error::InvalidExport(v)
+            | Error::InvalidErasure(v)
             | Error::SchemaViolation { violations: v, .. } => v.clone(),
             Error::PayloadTooLarge { size, limit } => {
                 vec![FieldViolation::attribute("data", format!("{size} bytes exceeds the limit of {limit}"))]

@@ -13,6 +13,7 @@
 mod access;
 pub mod config;
 mod disk;
+mod erasure;
 mod error;
 mod http;
 mod kafka;

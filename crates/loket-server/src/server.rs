@@ -66,7 +66,7 @@ pub async fn run_with(
     let quality = Quality { store: store.clone(), chain: chain.clone() };
     let registry = Arc::new(registry);
 
-    let access = Access::open(&config, policy)?;
+    let access = Access::open(&config, policy, &journal)?;
     access.load_consent_claims(&journal)?;
     let viewer = Viewer { access: access.clone(), journal: journal.clone(), registry: registry.clone() };
 
@@ -126,6 +126,11 @@ pub async fn run_with(
         registry: registry.clone(),
         stream_in_flight: config.grpc.stream_in_flight,
         shutdown: stopping.clone(),
+        erasure: crate::erasure::Erasure {
+            journal: journal.clone(),
+            access: access.clone(),
+            chain: chain.store.clone(),
+        },
     };
     let gateway =
         GatewayServer::new(service).max_decoding_message_size(config.grpc.max_event_bytes + ENVELOPE_ALLOWANCE);

@@ -11,7 +11,7 @@ use super::*;
 /// original received before `window_start` (the dedup window, Unix µs): after the window
 /// the same (source, id) is a new event.
 pub(super) fn verify(
-    store: &Store,
+    shared: &crate::Shared,
     sequence: u64,
     event: &NewEvent,
     base: u64,
@@ -35,8 +35,10 @@ pub(super) fn verify(
         return Ok(verdict(&written[i], Some(i)));
     }
     if sequence >= 1 && sequence < base {
-        if let Some(original) = store.read_event(sequence)? {
-            if window_start.is_some_and(|start| original.received_at_micros < start) {
+        if let Some(original) = shared.store()?.read_event(sequence)? {
+            // An erased original no longer says what it was: the id is free again.
+            let original = shared.open_event(original)?;
+            if original.purged_by != 0 || window_start.is_some_and(|start| original.received_at_micros < start) {
                 return Ok(None);
             }
             return Ok(verdict(&original, None));

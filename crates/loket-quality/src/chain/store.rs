@@ -135,6 +135,15 @@ impl ChainStore {
         hex::encode(&hash.finalize()[..8])
     }
 
+    /// Erasure by case: drops the case's state and its pseudonym's mapping, so nothing
+    /// derived from its events is kept under the V-number. Returns whether it had a state.
+    pub fn erase_case(&self, case: &str) -> Result<bool, Error> {
+        let had = self.cases.remove(case)?.is_some();
+        self.pseudonyms.remove(self.pseudonym(case).as_bytes())?;
+        self.cases.flush()?;
+        Ok(had)
+    }
+
     fn state(&self, case: &str) -> Result<CaseState, Error> {
         match self.cases.get(case)? {
             Some(v) => serde_json::from_slice(&v).map_err(|e| corrupt(case, e)),

@@ -170,7 +170,7 @@ pub struct OfflineExport {
 impl OfflineExport {
     /// Records the start of an offline export of `data_dir`, durably.
     pub async fn start(data_dir: &Path, request: &ExportRequest) -> Result<Self, Error> {
-        let store = AccessStore::open(&data_dir.join("access"), 1 << 20)?;
+        let store = AccessStore::open(&data_dir.join("access"), 1 << 20, None)?;
         let record = ExportRecord {
             partner: OFFLINE_EXPORTER.to_owned(),
             started_at_micros: now_micros(),
@@ -367,6 +367,7 @@ pub fn export_entry(entry: Entry) -> ExportEntry {
             hash: r.hash,
             data_size: r.data_size,
             data_sha256: r.data_sha256,
+            purged_by: r.purged_by,
             ..ExportEntry::default()
         },
     }

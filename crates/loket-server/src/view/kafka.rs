@@ -32,7 +32,13 @@ pub(crate) fn from_kafka(record: CloudEventRecord) -> Delivery {
         missing_expected: record.missing_expected,
         ..StoredEvent::default()
     };
-    Delivery::from(Viewed { event, redacted: record.redacted, released: record.released, position: record.sequence })
+    Delivery::from(Viewed {
+        event,
+        redacted: record.redacted,
+        released: record.released,
+        position: record.sequence,
+        tombstone: false,
+    })
 }
 
 /// The views on the Kafka delivery topics: one topic per partner the policy lets receive

@@ -7,6 +7,7 @@
 //! the subscriber may see (`Policy::visible_completeness`), never the fields hidden from it.
 
 mod kafka;
+mod tombstones;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use loket_schema::Registry;
 use serde_json::Value;
 
 pub(crate) use kafka::{from_kafka, PartnerViews};
+pub(crate) use tombstones::ErasureNotice;
 
 use crate::access::{parse, Access, DenialRecord};
 use crate::proto::timestamp::from_micros;
@@ -35,11 +37,13 @@ pub(crate) struct Viewed {
     pub released: bool,
     /// The scan position a client acknowledges (see `Delivery.position`).
     pub position: u64,
+    /// The event was erased: only its attributes are delivered (see `tombstones.rs`).
+    pub tombstone: bool,
 }
 
 impl From<Viewed> for Delivery {
     fn from(viewed: Viewed) -> Self {
-        let Viewed { mut event, redacted, released, position } = viewed;
+        let Viewed { mut event, redacted, released, position, tombstone } = viewed;
         let data = std::mem::take(&mut event.data);
         Delivery {
             position,
@@ -51,6 +55,7 @@ impl From<Viewed> for Delivery {
             received_at: Some(from_micros(event.received_at_micros)),
             event: Some(CloudEvent::stored(event, data)),
             first_retained: 0,
+            tombstone,
         }
     }
 }
@@ -129,6 +134,9 @@ impl Viewer {
         if event.purged_by != 0 {
             return Ok(Vec::new());
         }
+        if tombstones::is_notice(event) {
+            return self.tombstones(scan, event);
+        }
         if is_digest(event) {
             // Digests come from the gateway itself and are about one partner: they bypass
             // the partner grants and go to that partner and the quality readers.
@@ -200,13 +208,13 @@ impl Viewer {
             Err(_) => (0.0, Vec::new()),
         };
         let event = StoredEvent { data, completeness, missing_expected, ..event.clone() };
-        Ok(Viewed { event, redacted, released, position: 0 })
+        Ok(Viewed { event, redacted, released, position: 0, tombstone: false })
     }
 }
 
 /// The event as stored, for a subscriber that sees all of it.
 fn whole(event: &StoredEvent) -> Viewed {
-    Viewed { event: event.clone(), redacted: Vec::new(), released: false, position: event.sequence }
+    Viewed { event: event.clone(), redacted: Vec::new(), released: false, position: event.sequence, tombstone: false }
 }
 
 #[cfg(test)]
