@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use crate::BenchArgs;
 
+/// The arm that runs only when named.
+const SOAK: &str = "soak";
+
 pub struct Plan {
     /// Cases of the generated corpus, when no `--corpus` is given.
     pub corpus_cases: u32,
@@ -15,6 +18,9 @@ pub struct Plan {
     pub latency_run: Duration,
     pub rates: Vec<u64>,
     pub concurrency: usize,
+    pub soak_run: Duration,
+    pub soak_rate: u64,
+    pub soak_retention: String,
 }
 
 impl Plan {
@@ -28,6 +34,9 @@ impl Plan {
                 latency_run: Duration::from_millis(500),
                 rates: vec![200],
                 concurrency: 8,
+                soak_run: Duration::from_secs(6),
+                soak_rate: 100,
+                soak_retention: "2s".to_owned(),
             }
         } else {
             Self {
@@ -38,6 +47,9 @@ impl Plan {
                 latency_run: Duration::from_secs(args.latency_seconds),
                 rates: args.rates.clone(),
                 concurrency: args.concurrency,
+                soak_run: Duration::from_secs(args.soak_minutes * 60),
+                soak_rate: args.soak_rate,
+                soak_retention: args.soak_retention.clone(),
             }
         }
     }
@@ -49,7 +61,7 @@ impl Plan {
                 .map(str::to_owned)
                 .into();
         arms.extend(self.rates.iter().map(|r| format!("gateway-at-{r}/s")));
-        arms.extend(["gateway-kafka", "rdkafka-raw", "replay", "memory"].map(str::to_owned));
+        arms.extend(["gateway-kafka", "rdkafka-raw", "replay", "memory", SOAK].map(str::to_owned));
         arms
     }
 }
@@ -65,7 +77,10 @@ impl Selection {
                 anyhow::bail!("--arms {a:?} names no arm; the arms are {}", all.join(", "));
             }
         }
-        let picked = |arm: &String| args.arms.is_empty() || args.arms.iter().any(|a| arm.starts_with(a.as_str()));
+        // The soak arm runs for minutes: only when named.
+        let picked = |arm: &String| {
+            (args.arms.is_empty() && arm != SOAK) || args.arms.iter().any(|a| arm.starts_with(a.as_str()))
+        };
         Ok(Self(all.iter().filter(|a| picked(a)).cloned().collect()))
     }
 

@@ -6,4 +6,5 @@ pub mod journal;
 pub mod publish;
 pub mod rdkafka_raw;
 pub mod replay;
+pub mod soak;
 pub mod validate;

@@ -37,7 +37,7 @@ pub(crate) fn from_kafka(record: CloudEventRecord) -> Delivery {
         redacted: record.redacted,
         released: record.released,
         position: record.sequence,
-        tombstone: false,
+        tombstone: record.tombstone,
     })
 }
 
@@ -104,6 +104,7 @@ impl DeliveryPolicy for PartnerViews {
             for viewed in self.viewer.view(scan, digests, &mut reading)? {
                 let record = CloudEventRecord::new(&viewed.event, viewed.event.data.clone(), viewed.redacted);
                 let record = if viewed.released { record.released() } else { record };
+                let record = if viewed.tombstone { record.tombstone() } else { record };
                 out.push(ViewRecord { target: target.clone(), record });
             }
         }
