@@ -178,16 +178,6 @@ impl ScannedChunk {
 }
 
 impl Journal {
-    /// The retained part: where the journal now starts.
-    pub fn retained(&self) -> Retained {
-        let first = self.inner.shared.first_retained.load(Ordering::Acquire);
-        // Only the first sequence is kept in memory; the rest is read when asked for.
-        match self.inner.shared.store().and_then(|s| Retained::load(&s)) {
-            Ok(r) => r,
-            Err(_) => Retained { first_sequence: first, ..Retained::NONE },
-        }
-    }
-
     /// First sequence still in the journal.
     pub fn first_retained(&self) -> u64 {
         self.inner.shared.first_retained.load(Ordering::Acquire)
