@@ -193,5 +193,24 @@ async fn erasing_a_case_destroys_its_key_and_keeps_the_chain() {
         purged,
         [("accepted event sequence 1".to_owned(), 1), ("accepted event sequence 3".to_owned(), 1), ("rejection 1".to_owned(), 1)]
     );
-    assert_eq!(report.purges, vec![record]);
+    assert_eq!(report.purges, vec![record.clone()]);
+
+    // A crash between an erasure's record and its key: the next open destroys the key.
+    let journal = Journal::open(&config(dir.path(), Duration::from_secs(3600))).unwrap();
+    let sequence = journal.submit(of("c1", "4444444444", marker)).await.unwrap().sequence;
+    journal.close().unwrap();
+    drop(journal);
+    {
+        let slot = crate::keys::KeyStore::open(dir.path()).unwrap().current_slot("4444444444").unwrap();
+        let store = crate::store::Store::open(&crate::store::StoreConfig {
+            dir: dir.path().to_owned(),
+            cache_capacity_bytes: 16 << 20,
+        })
+        .unwrap();
+        let interrupted = PurgeRecord { number: 2, key_slot: slot, stripped: vec![sequence], ..record };
+        store.purges.insert(crate::event::seq_key(2), prost::Message::encode_to_vec(&interrupted)).unwrap();
+        store.db.flush().unwrap();
+    }
+    let journal = Journal::open(&config(dir.path(), Duration::from_secs(3600))).unwrap();
+    assert_eq!(journal.get(sequence).unwrap().unwrap().purged_by, 2);
 }

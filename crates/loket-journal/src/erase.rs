@@ -47,9 +47,10 @@ impl Journal {
                 rejections.push(r.number);
             }
         }
-        if sequences.is_empty() && rejections.is_empty() {
+        let Some(key_slot) = keys.current_slot(case).filter(|_| !sequences.is_empty() || !rejections.is_empty())
+        else {
             return Ok(None);
-        }
+        };
         let record = PurgeRecord {
             number: read_purges(&store)?.last().map_or(1, |p| p.number + 1),
             at_micros: now,
@@ -61,13 +62,27 @@ impl Journal {
             stripped: sequences,
             case: case.to_owned(),
             rejections,
+            key_slot,
         };
         // The record first, so that an erased key always has its record.
         store.purges.insert(seq_key(record.number), record.encode_to_vec())?;
         store.db.flush()?;
-        self.inner.shared.keys.erase(case, record.number)?;
+        keys.erase(key_slot, record.number)?;
         tracing::info!(purge = record.number, events = record.stripped.len(), actor, "journal: case erased (its key destroyed)");
         Ok(Some(record))
+    }
+
+    /// Destroys the keys of erasure records whose key is still live: a crash came between
+    /// the record and the key (see [`Journal::erase_case`]). Run at open.
+    pub(crate) fn finish_erasures(&self) -> Result<(), Error> {
+        let store = self.inner.shared.store()?;
+        for record in read_purges(&store)?.into_iter().filter(|r| r.key_slot != 0) {
+            if self.inner.shared.keys.is_live(record.key_slot) {
+                tracing::warn!(purge = record.number, "journal: finishing an erasure interrupted before its key was destroyed");
+                self.inner.shared.keys.erase(record.key_slot, record.number)?;
+            }
+        }
+        Ok(())
     }
 
     /// `plain` sealed with `case`'s key (made durable now if new), for other stores that

@@ -197,13 +197,19 @@ impl KeyStore {
         Ok(r)
     }
 
-    /// Destroys every key of `case`: each slot is overwritten in place with zeros and the
-    /// purge record's number, and the file is fsynced before this returns. Returns the
-    /// slots destroyed.
-    pub fn erase(&self, case: &str, purge: u64) -> Result<Vec<u32>, Error> {
-        let hash = case_hash(case);
+    /// The slot of `case`'s current key, if it has one (creates none).
+    pub fn current_slot(&self, case: &str) -> Option<u32> {
+        self.slots.read().unwrap_or_else(|e| e.into_inner()).by_case.get(&case_hash(case)).copied()
+    }
+
+    /// Destroys the key in `slot` (a live one): the slot is overwritten in place with zeros
+    /// and the purge record's number, and the file is fsynced before this returns.
+    pub fn erase(&self, slot: u32, purge: u64) -> Result<(), Error> {
         let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
-        let Some(slot) = slots.by_case.remove(&hash) else { return Ok(Vec::new()) };
+        if !matches!(slots.slots.get((slot as usize).wrapping_sub(1)), Some(Slot::Live(_))) {
+            return Ok(());
+        }
+        slots.by_case.retain(|_, s| *s != slot);
         let mut record = [0u8; SLOT];
         record[0] = ERASED;
         record[8..16].copy_from_slice(&purge.to_be_bytes());
@@ -211,6 +217,6 @@ impl KeyStore {
         file.write_all_at(&record, (slot as u64 - 1) * SLOT as u64).map_err(io)?;
         file.sync_data().map_err(io)?;
         slots.slots[slot as usize - 1] = Slot::Erased(purge);
-        Ok(vec![slot])
+        Ok(())
     }
 }

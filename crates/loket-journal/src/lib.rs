@@ -225,7 +225,7 @@ impl Journal {
             .name("loket-journal-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| Error::Storage(sled::Error::Io(e)))?;
-        Ok(Journal {
+        let journal = Journal {
             inner: Arc::new(Inner {
                 shared,
                 tx,
@@ -234,7 +234,9 @@ impl Journal {
                 dedup_window: config.dedup_window,
                 purging: Mutex::new(()),
             }),
-        })
+        };
+        journal.finish_erasures()?;
+        Ok(journal)
     }
 
     /// Enqueues the event for the writer *before returning* (so the caller fixes the order of its events synchronously: two submits from one task are sequenced in call order), and returns a future that resolves once the event is durable (flushed) or known to be a duplicate/conflict. Must not block the async runtime.

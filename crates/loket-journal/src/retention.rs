@@ -92,6 +92,10 @@ pub struct PurgeRecord {
     /// Rejections whose payload excerpt was erased with the case.
     #[prost(uint64, repeated, tag = "10")]
     pub rejections: Vec<u64>,
+    /// The key slot an erasure destroys (0: none), so that opening the journal finishes
+    /// an erasure a crash interrupted between its record and the key.
+    #[prost(uint32, tag = "11")]
+    pub key_slot: u32,
 }
 
 /// The retained part of the journal, in `meta`.
@@ -284,6 +288,7 @@ impl Journal {
             stripped: Vec::new(),
             case: String::new(),
             rejections: Vec::new(),
+            key_slot: 0,
         };
         // Payloads in place first: they only lose what has expired anyway, and the record
         // naming them is written right after, before anything is removed.
