@@ -101,3 +101,25 @@ fn every_benchmark_arm_runs_and_reports_figures() {
         assert!(table.contains(row), "{table}");
     }
 }
+
+/// The soak arm runs only when named; a smoke run of it samples disk and memory.
+#[test]
+fn the_soak_arm_samples_disk_and_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("soak.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_loket"))
+        .args(["bench", "--smoke", "--arms", "soak", "--json"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let results = doc["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{results:?}");
+    let soak = &results[0];
+    assert_eq!(soak["arm"], "soak");
+    assert!(soak["events"].as_u64().unwrap() > 0, "{soak}");
+    assert!(soak["note"].as_str().unwrap().contains("disk/RSS MiB"), "{soak}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("soak:")).count(), 12, "{stderr}");
+}

@@ -18,7 +18,8 @@ use common::kafka::{
 use common::*;
 use loket_server::client::{connect, Client, ClientOptions};
 use loket_server::proto::{
-    subscribe_request::Start, AckRequest, Earliest, PublishReply, StatusReply, StatusRequest, SubscribeRequest,
+    subscribe_request::Start, AckRequest, Earliest, EraseCaseRequest, PublishReply, StatusReply, StatusRequest,
+    SubscribeRequest,
 };
 use loket_server::timestamp::to_micros;
 use time::format_description::well_known::Rfc3339;
@@ -743,4 +744,39 @@ async fn an_event_published_again_through_another_gateway_is_delivered_once() {
     assert_eq!(got, ["again-1", "next-1"], "the second copy is dropped");
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_case_leaves_a_tombstone_per_event_on_the_delivery_topics() {
+    let brokers = shared_broker();
+    let prefix = unique_prefix();
+    let dir = tempfile::tempdir().unwrap();
+    let no_handovers = dir.path().join("no-handovers").display().to_string();
+    let toml = format!("{}\n[quality]\nchain_dir = {no_handovers:?}\n", kafka_section(&brokers, &prefix, ""));
+    let gw = Gateway::start_in(dir.path(), &toml).await;
+    let mut dvo = gw.client("dvo").await;
+    let (erased, kept) = ("1000000071", "1000000072");
+    for (id, case) in [("ts-e1", erased), ("ts-k1", kept), ("ts-e2", erased)] {
+        publish(&mut dvo, event("dvo", "transport-status", id, &example_for("transport-status", case))).await.unwrap();
+    }
+    wait_drained(&mut dvo).await;
+    let mut auditor = gw.client("quality").await;
+    let request = EraseCaseRequest { case: erased.to_owned(), reason: "legal ground ended".to_owned() };
+    let reply = auditor.erase_case(request).await.unwrap().into_inner();
+    assert_eq!(reply.sequences.len(), 2);
+    wait_drained(&mut dvo).await;
+
+    // dji receives transport statuses: its delivery topic gets, after the three events, a
+    // null-value record per erased event, keyed by the case (what compaction acts on).
+    let records = read_topic(&brokers, &format!("{prefix}delivery.dji"), 5);
+    let tombstones: Vec<(&str, &str, bool)> = records
+        .iter()
+        .filter(|r| r.headers.get("ce_tombstone").is_some_and(|v| v == "true"))
+        .map(|r| (r.header("ce_id"), r.key.as_str(), r.null_value))
+        .collect();
+    let mut sorted = tombstones.clone();
+    sorted.sort();
+    assert_eq!(sorted, [("ts-e1", erased, true), ("ts-e2", erased, true)], "{records:#?}");
+    assert_eq!(records.iter().filter(|r| !r.null_value).count(), 3, "the events themselves were produced before");
+    gw.stop().await;
 }

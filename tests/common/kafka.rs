@@ -149,6 +149,8 @@ pub struct Record {
     pub key: String,
     pub headers: HashMap<String, String>,
     pub payload: Vec<u8>,
+    /// The record has no value at all (a tombstone), not an empty one.
+    pub null_value: bool,
 }
 
 impl Record {
@@ -228,6 +230,7 @@ pub fn read_topic(brokers: &str, topic: &str, want: usize) -> Vec<Record> {
                     })
                     .unwrap_or_default(),
                 payload: m.payload().unwrap_or_default().to_vec(),
+                null_value: m.payload().is_none(),
             }),
             Some(Err(e)) => panic!("reading {topic}: {e}"),
             None => {}

@@ -38,7 +38,8 @@ pub struct BenchArgs {
     /// Only these arms, by name or prefix (validate, journal, transport-unary,
     /// transport-stream, gateway-unary, gateway-stream, gateway-at-N/s, gateway-at-70%,
     /// gateway-kafka-at-N/s, gateway-kafka, rdkafka-raw, replay, memory, recovery,
-    /// journal-read; `transport` or `gateway` for all of theirs).
+    /// journal-read, soak; `transport` or `gateway` for all of theirs). `soak` runs only
+    /// when named.
     #[arg(long, value_delimiter = ',')]
     pub arms: Vec<String>,
     /// Kafka bootstrap servers (host:port[,host:port…]) for the gateway-kafka and
@@ -51,6 +52,15 @@ pub struct BenchArgs {
     /// writes; see BENCHMARKS.md). The arm then reports no end-to-end latency.
     #[arg(long)]
     pub no_e2e: bool,
+    /// Minutes of the soak arm.
+    #[arg(long, default_value_t = 5)]
+    pub soak_minutes: u64,
+    /// Offered load (events/s) of the soak arm.
+    #[arg(long, default_value_t = 500)]
+    pub soak_rate: u64,
+    /// Retention of every kind (and the dedup window) in the soak arm's gateway.
+    #[arg(long, default_value = "1m")]
+    pub soak_retention: String,
     /// A run of seconds with tiny numbers, to check that every arm works.
     #[arg(long)]
     pub smoke: bool,

@@ -129,6 +129,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         results.extend(arms.await?);
     }
 
+    if selection.runs("soak") {
+        results.push(arms::soak::soak_arm(work.path(), &certs_dir, &items, &plan).await?);
+    }
+
     report::print(&results);
     if let Some(path) = &args.json {
         let corpus = CorpusFacts { path: &corpus_path, events: items.len(), mean_payload_bytes: mean_bytes };

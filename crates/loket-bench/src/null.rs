@@ -86,6 +86,13 @@ impl Gateway for NullGateway {
         Err(Status::unimplemented("the transport baseline only acknowledges publishes"))
     }
 
+    async fn erase_case(
+        &self,
+        _request: Request<loket_server::proto::EraseCaseRequest>,
+    ) -> Result<Response<loket_server::proto::EraseCaseReply>, Status> {
+        Err(Status::unimplemented("the transport baseline only acknowledges publishes"))
+    }
+
     async fn status(
         &self,
         _request: Request<loket_server::proto::StatusRequest>,

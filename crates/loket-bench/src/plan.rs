@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use crate::BenchArgs;
 
+/// The arm that runs only when named.
+const SOAK: &str = "soak";
+
 pub struct Plan {
     /// Cases of the generated corpus, when no `--corpus` is given.
     pub corpus_cases: u32,
@@ -17,6 +20,9 @@ pub struct Plan {
     /// Offered load of the fixed-rate Kafka arm: below what the broker takes.
     pub kafka_rate: u64,
     pub concurrency: usize,
+    pub soak_run: Duration,
+    pub soak_rate: u64,
+    pub soak_retention: String,
 }
 
 impl Plan {
@@ -31,6 +37,9 @@ impl Plan {
                 rates: vec![200],
                 kafka_rate: 50,
                 concurrency: 8,
+                soak_run: Duration::from_secs(6),
+                soak_rate: 100,
+                soak_retention: "2s".to_owned(),
             }
         } else {
             Self {
@@ -42,6 +51,9 @@ impl Plan {
                 rates: args.rates.clone(),
                 kafka_rate: args.kafka_rate,
                 concurrency: args.concurrency,
+                soak_run: Duration::from_secs(args.soak_minutes * 60),
+                soak_rate: args.soak_rate,
+                soak_retention: args.soak_retention.clone(),
             }
         }
     }
@@ -56,7 +68,7 @@ impl Plan {
         arms.push(crate::arms::publish::SATURATION_ARM.to_owned());
         arms.push(format!("gateway-kafka-at-{}/s", self.kafka_rate));
         arms.extend(
-            ["gateway-kafka", "rdkafka-raw", "replay", "memory", "recovery", "journal-read"].map(str::to_owned),
+            ["gateway-kafka", "rdkafka-raw", "replay", "memory", "recovery", "journal-read", SOAK].map(str::to_owned),
         );
         arms
     }
@@ -73,7 +85,10 @@ impl Selection {
                 anyhow::bail!("--arms {a:?} names no arm; the arms are {}", all.join(", "));
             }
         }
-        let picked = |arm: &String| args.arms.is_empty() || args.arms.iter().any(|a| arm.starts_with(a.as_str()));
+        // The soak arm runs for minutes: only when named.
+        let picked = |arm: &String| {
+            (args.arms.is_empty() && arm != SOAK) || args.arms.iter().any(|a| arm.starts_with(a.as_str()))
+        };
         Ok(Self(all.iter().filter(|a| picked(a)).cloned().collect()))
     }
 

@@ -15,8 +15,12 @@ pub const DIGEST_TYPE: &str = "quality-digest";
 /// The event type of the gateway's handover-readiness findings; partners may not publish it.
 pub const HANDOVER_TYPE: &str = "handover-readiness";
 
+/// The event type of the gateway's notice that a case was erased (its payload lists the
+/// erased sequences); subscribers get it as tombstones; partners may not publish it.
+pub const ERASURE_TYPE: &str = "case-erasure";
+
 /// Every event type only the gateway publishes (source [`GATEWAY_SOURCE`]).
-pub const GATEWAY_TYPES: &[&str] = &[DIGEST_TYPE, HANDOVER_TYPE];
+pub const GATEWAY_TYPES: &[&str] = &[DIGEST_TYPE, HANDOVER_TYPE, ERASURE_TYPE];
 
 /// What a subscriber's view needs of a stored event besides its payload: where it is in
 /// the journal, what it is, which case, and when the gateway took it.

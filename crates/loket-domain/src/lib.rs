@@ -12,7 +12,7 @@ mod violation;
 
 pub use completeness::{is_filled, Completeness};
 pub use envelope::{
-    Envelope, DIGEST_TYPE, GATEWAY_SOURCE, GATEWAY_TYPES, HANDOVER_TYPE, JSON_CONTENT_TYPE, SPEC_VERSION,
+    Envelope, DIGEST_TYPE, ERASURE_TYPE, GATEWAY_SOURCE, GATEWAY_TYPES, HANDOVER_TYPE, JSON_CONTENT_TYPE, SPEC_VERSION,
 };
 pub use error::Error;
 pub use ids::{CaseId, PartnerId};

@@ -72,8 +72,11 @@ pub struct Link<'a> {
     pub prev_hash: &'a [u8],
     /// Its recorded `hash`.
     pub hash: &'a [u8],
-    /// The hash recomputed from its content.
+    /// The hash recomputed from its content (for an entry whose payload was purged, the
+    /// recorded hash: its content can no longer be recomputed, only its links checked).
     pub computed: [u8; 32],
+    /// The purge record that removed its payload (0: intact).
+    pub purged_by: u64,
 }
 
 impl<'a> Link<'a> {
@@ -84,7 +87,11 @@ impl<'a> Link<'a> {
             position: event.chain,
             prev_hash: &event.prev_hash,
             hash: &event.hash,
-            computed: event_hash(event),
+            computed: match event.purged_by {
+                0 => event_hash(event),
+                _ => to_array(&event.hash).unwrap_or(GENESIS),
+            },
+            purged_by: event.purged_by,
         }
     }
 
@@ -95,7 +102,11 @@ impl<'a> Link<'a> {
             position: rejection.chain,
             prev_hash: &rejection.prev_hash,
             hash: &rejection.hash,
-            computed: rejection_hash(rejection),
+            computed: match rejection.purged_by {
+                0 => rejection_hash(rejection),
+                _ => to_array(&rejection.hash).unwrap_or(GENESIS),
+            },
+            purged_by: rejection.purged_by,
         }
     }
 }
@@ -119,6 +130,11 @@ pub struct ChainWalk {
     pub rejected: u64,
     /// Places where a partial log skips positions.
     pub gaps: u64,
+    /// Entries whose payload was purged (expired or erased), with the purge record.
+    pub purged: Vec<(EntryRef, u64)>,
+    /// Where the walk started: the position before its first entry and that entry's
+    /// `prev_hash` (0 and [`GENESIS`] for a chain from its start).
+    pub start: Tip,
 }
 
 impl ChainWalk {
@@ -134,7 +150,30 @@ impl ChainWalk {
             accepted: 0,
             rejected: 0,
             gaps: 0,
+            purged: Vec::new(),
+            start: Tip::default(),
         }
+    }
+
+    /// A walk over a complete chain whose entries up to `retained`'s checkpoint were
+    /// removed by retention: it starts after the checkpoint, so every retained entry is
+    /// still checked against the hash of the last removed one.
+    pub fn retained(retained: &crate::Retained) -> Self {
+        ChainWalk {
+            next_position: retained.checkpoint_position + 1,
+            prev: retained.checkpoint_hash,
+            next_sequence: retained.first_sequence,
+            next_rejection: retained.first_rejection,
+            start: Tip { position: retained.checkpoint_position, hash: retained.checkpoint_hash },
+            ..ChainWalk::complete()
+        }
+    }
+
+    /// A walk over a complete log whose first entries may have expired: it starts at the
+    /// first entry it is given (trusting its `prev_hash`, which the caller reports as the
+    /// checkpoint to compare with the journal's) and checks everything after it.
+    pub fn from_first_entry() -> Self {
+        ChainWalk { next_position: 0, next_sequence: 0, next_rejection: 0, ..ChainWalk::complete() }
     }
 
     /// A walk over a log that may be a filtered part of the chain.
@@ -151,6 +190,18 @@ impl ChainWalk {
     pub fn check(&mut self, link: &Link<'_>) -> Result<(), Problem> {
         let entry = link.entry;
         let position = link.position;
+        if self.next_position == 0 {
+            // `from_first_entry`: this entry is where the walk starts.
+            self.next_position = position;
+            // The chain's own first entry must link to GENESIS, whatever it claims.
+            self.prev = if position <= 1 { GENESIS } else { to_array(link.prev_hash).unwrap_or(GENESIS) };
+            self.start = Tip { position: position - 1, hash: self.prev };
+        }
+        match entry {
+            EntryRef::Accepted(s) if self.next_sequence == 0 => self.next_sequence = s,
+            EntryRef::Rejected(n) if self.next_rejection == 0 => self.next_rejection = n,
+            _ => {}
+        }
         let problem = |kind, detail: String| Problem { kind, entry: Some(entry), position, detail };
         if link.hash != link.computed {
             return Err(problem(
@@ -177,7 +228,8 @@ impl ChainWalk {
             return Err(problem(
                 ProblemKind::Removed,
                 format!(
-                    "chain position 1 is missing before {entry} (position {position}): the chain's first entries were removed or moved"
+                    "chain position {} is missing before {entry} (position {position}): the chain's first entries were removed or moved",
+                    self.next_position
                 ),
             ));
         }
@@ -211,6 +263,9 @@ impl ChainWalk {
             }
             *next += 1;
         }
+        if link.purged_by != 0 {
+            self.purged.push((entry, link.purged_by));
+        }
         self.prev = to_array(link.hash).unwrap_or(GENESIS);
         self.next_position = position + 1;
         self.entries += 1;
@@ -229,6 +284,10 @@ pub struct AuditReport {
     pub walk: ChainWalk,
     /// The first problem, if any.
     pub problem: Option<Problem>,
+    /// Where the journal starts after retention ([`crate::Retained::NONE`]: nothing removed).
+    pub retained: crate::Retained,
+    /// Every purge record: which entries were expired or erased, when, by whom, why.
+    pub purges: Vec<crate::PurgeRecord>,
 }
 
 /// Walks the journal in `dir` (a stopped gateway's `<data_dir>/journal`) entry by entry,
@@ -242,9 +301,35 @@ pub fn verify_dir(dir: &Path) -> Result<AuditReport, Error> {
         ))));
     }
     let store = Store::open(&StoreConfig { dir: dir.to_owned(), cache_capacity_bytes: 16 << 20 })?;
-    let mut walk = ChainWalk::complete();
-    let mut events = EventRecords::new(&store).peekable();
-    let mut rejections = store.rejections.iter().map(|item| -> Result<StoredRejection, Problem> {
+    let retained = crate::Retained::load(&store)?;
+    let purges = crate::retention::read_purges(&store)?;
+    // Sealed payloads are opened to recompute their hashes; an erased case's cannot be,
+    // so those entries are checked by their links and listed as purged.
+    let keys = if dir.join(crate::keys::KEY_FILE).exists() { Some(crate::keys::KeyStore::open(dir)?) } else { None };
+    // A sealed payload that does not decrypt was altered (the cipher authenticates it).
+    let altered = |entry: EntryRef, position: u64, err: Error| Problem {
+        kind: ProblemKind::Altered,
+        entry: Some(entry),
+        position,
+        detail: format!("{entry} (chain position {position}) was altered: its sealed payload does not open ({err})"),
+    };
+    let open_event = |e: StoredEvent| match &keys {
+        Some(keys) => {
+            let (entry, position) = (EntryRef::Accepted(e.sequence), e.chain);
+            keys.open_event(e).map_err(|err| altered(entry, position, err))
+        }
+        None => Ok(e),
+    };
+    let open_rejection = |r: StoredRejection| match &keys {
+        Some(keys) => {
+            let (entry, position) = (EntryRef::Rejected(r.number), r.chain);
+            keys.open_rejection(r).map_err(|err| altered(entry, position, err))
+        }
+        None => Ok(r),
+    };
+    let mut walk = ChainWalk::retained(&retained);
+    let mut events = EventRecords::from(&store, retained.first_sequence).peekable();
+    let mut rejections = store.rejections.range(crate::event::seq_key(retained.first_rejection)..).map(|item| -> Result<StoredRejection, Problem> {
         let (key, value) = item.map_err(|e| unreadable(0, format!("rejection log: {e}")))?;
         let number = chunk_first(&key).unwrap_or(0);
         StoredRejection::decode(&value[..])
@@ -261,24 +346,24 @@ pub fn verify_dir(dir: &Path) -> Result<AuditReport, Error> {
             (Some(Ok(e)), Some(Ok(r))) => e.chain <= r.chain,
         };
         let checked = if take_event {
-            match events.next() {
+            match events.next().map(|e| e.and_then(open_event)) {
                 Some(Ok(event)) => walk.check(&Link::event(&event)),
                 Some(Err(problem)) => Err(problem),
                 None => break,
             }
         } else {
             let current = std::mem::replace(&mut next_rejection, rejections.next());
-            match current {
+            match current.map(|r| r.and_then(open_rejection)) {
                 Some(Ok(r)) => walk.check(&Link::rejection(&r)),
                 Some(Err(problem)) => Err(problem),
                 None => break,
             }
         };
         if let Err(problem) = checked {
-            return Ok(AuditReport { walk, problem: Some(problem) });
+            return Ok(AuditReport { walk, problem: Some(problem), retained, purges });
         }
     }
-    Ok(AuditReport { walk, problem: None })
+    Ok(AuditReport { walk, problem: None, retained, purges })
 }
 
 fn unreadable(position: u64, detail: String) -> Problem {
@@ -294,8 +379,9 @@ struct EventRecords<'a> {
 }
 
 impl<'a> EventRecords<'a> {
-    fn new(store: &'a Store) -> Self {
-        EventRecords { chunks: store.events.iter(), current: Vec::new(), _store: store }
+    /// From `first` on: chunks below it are left over from an interrupted retention pass.
+    fn from(store: &'a Store, first: u64) -> Self {
+        EventRecords { chunks: store.events.range(crate::event::seq_key(first)..), current: Vec::new(), _store: store }
     }
 }
 

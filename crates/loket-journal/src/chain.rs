@@ -60,17 +60,8 @@ impl Default for Tip {
     }
 }
 
-/// Tag of `StoredEvent::hash`, its last field: prost writes fields in tag order, so a
-/// record's encoding is its encoding without the hash followed by the hash field.
-const EVENT_HASH_TAG: u32 = 16;
-
-/// Encoded length of `event` (prepared, hash still empty) once its hash is set.
-pub(crate) fn event_record_len(event: &StoredEvent) -> usize {
-    event.encoded_len() + prost::encoding::key_len(EVENT_HASH_TAG) + 1 + 32
-}
-
 impl Tip {
-    /// Gives `event` its place after this tip; [`Tip::encode_event`] then hashes it.
+    /// Gives `event` its place after this tip; [`Tip::hash_event`] then hashes it.
     pub(crate) fn prepare_event(&self, event: &mut StoredEvent) {
         event.chain = self.position + 1;
         event.prev_hash.clear();
@@ -78,19 +69,17 @@ impl Tip {
         event.hash.clear();
     }
 
-    /// Appends the prepared `event` to `buf` as a length-delimited record, hashing the
-    /// bytes as they are written (one encoding on the writer's hot path, not two), sets
-    /// its hash and moves the tip to it. Equal to [`event_hash`] by construction.
-    pub(crate) fn encode_event(&mut self, event: &mut StoredEvent, buf: &mut Vec<u8>) {
-        prost::encoding::encode_varint(event_record_len(event) as u64, buf);
-        let start = buf.len();
-        event.encode_raw(buf);
+    /// Hashes the prepared `event` (SHA-256 over the kind and its encoding without the
+    /// hash; equal to [`event_hash`]) into `scratch`, sets its hash and moves the tip to it.
+    /// The record is stored in another form (its payload sealed) than the one hashed.
+    pub(crate) fn hash_event(&mut self, event: &mut StoredEvent, scratch: &mut Vec<u8>) {
+        scratch.clear();
+        event.encode_raw(scratch);
         let mut hasher = Sha256::new();
         hasher.update([ACCEPTED]);
-        hasher.update(&buf[start..]);
+        hasher.update(&scratch[..]);
         let hash: [u8; 32] = hasher.finalize().into();
         event.hash = hash.to_vec();
-        prost::encoding::bytes::encode(EVENT_HASH_TAG, &event.hash, buf);
         *self = Tip { position: event.chain, hash };
     }
 

@@ -83,6 +83,17 @@ pub struct StoredEvent {
     /// SHA-256 over this record without this field (see [`crate::chain`]).
     #[prost(bytes = "vec", tag = "16")]
     pub hash: Vec<u8>,
+    /// Non-zero when the payload was removed in place by purge record N (expired under
+    /// `[retention]`, or erased): `data` is then empty and `hash` is still the one computed
+    /// when the event was stored, so the chain's links stay checkable (see
+    /// [`crate::retention`]). 0 while written, so it never enters the hash.
+    #[prost(uint64, tag = "40")]
+    pub purged_by: u64,
+    /// On disk: the slot of the case key `data` is sealed with (see [`crate::keys`]); 0
+    /// for a plain payload. Readers get the payload opened and 0 here. Never in the hash,
+    /// which covers the plain record.
+    #[prost(uint32, tag = "41")]
+    pub key: u32,
 }
 
 loket_domain::impl_envelope!(StoredEvent);
@@ -106,6 +117,8 @@ impl StoredEvent {
             chain: 0,
             prev_hash: Vec::new(),
             hash: Vec::new(),
+            purged_by: 0,
+            key: 0,
         }
     }
 
@@ -226,10 +239,31 @@ pub struct StoredRejection {
     /// See [`StoredEvent::hash`].
     #[prost(bytes = "vec", tag = "17")]
     pub hash: Vec<u8>,
+    /// Size in bytes of the payload as sent; `data` holds at most the journal's
+    /// `rejection_payload_bytes` of it (0 in records written before the cap).
+    #[prost(uint64, tag = "40")]
+    pub data_size: u64,
+    /// SHA-256 of the whole payload as sent, so a kept prefix can still be matched with
+    /// the publisher's copy (empty in records written before the cap).
+    #[prost(bytes = "vec", tag = "41")]
+    pub data_sha256: Vec<u8>,
+    /// See [`StoredEvent::key`].
+    #[prost(uint32, tag = "42")]
+    pub key: u32,
+    /// See [`StoredEvent::purged_by`]: the excerpt was erased with its case.
+    #[prost(uint64, tag = "43")]
+    pub purged_by: u64,
 }
 
 impl StoredRejection {
-    pub(crate) fn from_new(r: NewRejection, number: u64, received_at_micros: i64) -> Self {
+    /// The record of `r`, its payload cut to `payload_cap` bytes (size and hash of the
+    /// whole kept beside it): a refused publish must not cost what an accepted one does.
+    pub(crate) fn from_new(r: NewRejection, number: u64, received_at_micros: i64, payload_cap: usize) -> Self {
+        use sha2::Digest;
+        let data_size = r.data.len() as u64;
+        let data_sha256 = sha2::Sha256::digest(&r.data).to_vec();
+        let mut data = r.data;
+        data.truncate(payload_cap);
         StoredRejection {
             number,
             received_at_micros,
@@ -241,13 +275,17 @@ impl StoredRejection {
             time_micros: r.time_micros,
             dataschema: r.dataschema,
             datacontenttype: r.datacontenttype,
-            data: r.data,
+            data,
             reason: r.reason,
             message: r.message,
             violations: r.violations,
             chain: 0,
             prev_hash: Vec::new(),
             hash: Vec::new(),
+            data_size,
+            data_sha256,
+            key: 0,
+            purged_by: 0,
         }
     }
 }

@@ -126,10 +126,8 @@ impl Entries {
         if self.events.is_empty() && self.next_sequence <= self.last_sequence {
             let max = ((self.last_sequence - self.next_sequence + 1) as usize).min(READ_CHUNK);
             let batch = self.journal.read_from(self.next_sequence, max)?;
-            self.next_sequence += batch.len() as u64;
-            if batch.is_empty() {
-                self.next_sequence = self.last_sequence + 1;
-            }
+            // By the last one read: a start before the retained range reads from its start.
+            self.next_sequence = batch.last().map_or(self.last_sequence + 1, |e| e.sequence + 1);
             self.events.extend(batch);
         }
         if self.rejections.is_empty() && self.next_rejection <= self.last_rejection {

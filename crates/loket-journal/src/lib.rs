@@ -16,9 +16,15 @@ pub mod audit;
 pub mod chain;
 mod event;
 pub mod export;
+mod keys;
+mod erase;
+mod prune;
+pub mod retention;
 mod store;
 mod writer;
 
+#[cfg(test)]
+mod bounded_tests;
 #[cfg(test)]
 mod tests;
 
@@ -28,9 +34,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 
+pub use retention::{ExpireOutcome, PurgeRecord, Retained, RetentionPolicy};
 pub use event::{Appended, NewEvent, NewRejection, StoredEvent, StoredRejection, Violation};
 
 use event::{cursor_key, decode_u64, seq_key};
@@ -85,6 +93,29 @@ pub struct JournalConfig {
     pub cache_capacity_bytes: u64,
     /// most events written per group commit
     pub max_batch: usize,
+    /// Most payload bytes a rejection keeps (its full size and SHA-256 are kept beside).
+    pub rejection_payload_bytes: usize,
+    /// How long (source, id) identifies an event: a resend within it is a duplicate,
+    /// after it a new event; the id index is pruned to it ([`Journal::prune_ids`]).
+    /// `None`: forever.
+    pub dedup_window: Option<Duration>,
+}
+
+/// Default of [`JournalConfig::rejection_payload_bytes`].
+pub const DEFAULT_REJECTION_PAYLOAD_BYTES: usize = 4 << 10;
+/// Default of [`JournalConfig::dedup_window`]: seven days.
+pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            dir: PathBuf::new(),
+            cache_capacity_bytes: 64 << 20,
+            max_batch: 4096,
+            rejection_payload_bytes: DEFAULT_REJECTION_PAYLOAD_BYTES,
+            dedup_window: Some(DEFAULT_DEDUP_WINDOW),
+        }
+    }
 }
 
 /// Counters for metrics and benchmarks.
@@ -106,6 +137,10 @@ pub(crate) struct Shared {
     last: AtomicU64,
     /// Highest flushed rejection number.
     last_rejection: AtomicU64,
+    /// First sequence still in the journal (retention removes from the front).
+    first_retained: AtomicU64,
+    /// The per-case data keys payloads are sealed with.
+    keys: Arc<keys::KeyStore>,
     watch: watch::Sender<u64>,
     batches: AtomicU64,
     events: AtomicU64,
@@ -113,6 +148,15 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// `event` as readers get it (see [`keys::KeyStore::open_event`]).
+    pub(crate) fn open_event(&self, event: StoredEvent) -> Result<StoredEvent, Error> {
+        self.keys.open_event(event)
+    }
+
+    pub(crate) fn open_rejection(&self, r: StoredRejection) -> Result<StoredRejection, Error> {
+        self.keys.open_rejection(r)
+    }
+
     fn store(&self) -> Result<Arc<Store>, Error> {
         let slot = self.store.read().unwrap_or_else(|e| e.into_inner());
         slot.clone().ok_or_else(|| {
@@ -128,6 +172,10 @@ struct Inner {
     tx: mpsc::Sender<Msg>,
     closed: AtomicBool,
     writer: Mutex<Option<JoinHandle<Result<(), Error>>>>,
+    /// See [`JournalConfig::dedup_window`].
+    dedup_window: Option<Duration>,
+    /// Held by retention and erasure: one purge record at a time.
+    purging: Mutex<()>,
 }
 
 impl Drop for Inner {
@@ -158,25 +206,37 @@ impl Journal {
         // A journal closed a moment ago may still hold its lock in sled's IO threads.
         let store = Store::open_retrying(&store_config)?;
         let recovered = store.recover()?;
+        let retained = retention::Retained::load(&store)?;
         let (watch, _) = watch::channel(recovered.last);
         let shared = Arc::new(Shared {
             store: RwLock::new(Some(Arc::new(store))),
             last: AtomicU64::new(recovered.last),
             last_rejection: AtomicU64::new(recovered.last_rejection),
+            first_retained: AtomicU64::new(retained.first_sequence),
+            keys: Arc::new(keys::KeyStore::open(&config.dir)?),
             watch,
             batches: AtomicU64::new(0),
             events: AtomicU64::new(0),
             reopens: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel();
-        let writer = Writer::new(shared.clone(), rx, store_config, faults, config.max_batch, &recovered);
+        let writer = Writer::new(shared.clone(), rx, store_config, faults, config, &recovered);
         let handle = std::thread::Builder::new()
             .name("loket-journal-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| Error::Storage(sled::Error::Io(e)))?;
-        Ok(Journal {
-            inner: Arc::new(Inner { shared, tx, closed: AtomicBool::new(false), writer: Mutex::new(Some(handle)) }),
-        })
+        let journal = Journal {
+            inner: Arc::new(Inner {
+                shared,
+                tx,
+                closed: AtomicBool::new(false),
+                writer: Mutex::new(Some(handle)),
+                dedup_window: config.dedup_window,
+                purging: Mutex::new(()),
+            }),
+        };
+        journal.finish_erasures()?;
+        Ok(journal)
     }
 
     /// Enqueues the event for the writer *before returning* (so the caller fixes the order of its events synchronously: two submits from one task are sequenced in call order), and returns a future that resolves once the event is durable (flushed) or known to be a duplicate/conflict. Must not block the async runtime.
@@ -231,7 +291,8 @@ impl Journal {
         if max == 0 {
             return Ok(Vec::new());
         }
-        self.inner.shared.store()?.read_rejections(from.max(1), last, max)
+        let shared = &self.inner.shared;
+        shared.store()?.read_rejections(from.max(1), last, max)?.into_iter().map(|r| shared.open_rejection(r)).collect()
     }
 
     /// Highest durable (flushed) sequence, 0 when empty.
@@ -245,22 +306,33 @@ impl Journal {
     }
 
     /// Durable events with sequence >= from, in order, at most max of them (never one above last_sequence()).
+    /// A `from` before the retained range reads from its start ([`Journal::first_retained`]).
     pub fn read_from(&self, from: u64, max: usize) -> Result<Vec<StoredEvent>, Error> {
-        let last = self.last_sequence();
-        let from = from.max(1);
-        if from > last || max == 0 {
-            return Ok(Vec::new());
+        loop {
+            let first = self.first_retained();
+            let last = self.last_sequence();
+            let from = from.max(first);
+            if from > last || max == 0 {
+                return Ok(Vec::new());
+            }
+            let count = (last - from + 1).min(max as u64) as usize;
+            match self.inner.shared.store()?.read_range(from, count) {
+                // Retention removed the front while this read was on its way: read again
+                // from the new start.
+                Err(Error::Corrupt { .. }) if self.first_retained() > first => continue,
+                Err(e) => return Err(e),
+                Ok(events) => return events.into_iter().map(|e| self.inner.shared.open_event(e)).collect(),
+            }
         }
-        let count = (last - from + 1).min(max as u64) as usize;
-        self.inner.shared.store()?.read_range(from, count)
     }
 
     /// The durable event with this sequence, if any.
     pub fn get(&self, sequence: u64) -> Result<Option<StoredEvent>, Error> {
-        if sequence == 0 || sequence > self.last_sequence() {
+        if sequence < self.first_retained() || sequence > self.last_sequence() {
             return Ok(None);
         }
-        self.inner.shared.store()?.read_event(sequence)
+        let event = self.inner.shared.store()?.read_event(sequence)?;
+        event.map(|e| self.inner.shared.open_event(e)).transpose()
     }
 
     /// The durable event a publisher stored under `id`, if any. The id index is only a
@@ -273,13 +345,14 @@ impl Journal {
         let Some(sequence) = decode_u64(&value).filter(|s| *s >= 1 && *s <= self.last_sequence()) else {
             return Ok(None);
         };
-        Ok(store.read_event(sequence)?.filter(|e| e.source == source && e.id == id))
+        let event = store.read_event(sequence)?.filter(|e| e.source == source && e.id == id);
+        event.map(|e| self.inner.shared.open_event(e)).transpose()
     }
 
     /// Sequence of the first event received at or after `micros` (Unix µs); last_sequence()+1 when none. received_at is kept non-decreasing by the writer, so binary search over the dense sequence works (no extra index).
     pub fn first_sequence_at_or_after(&self, micros: i64) -> Result<u64, Error> {
         let store = self.inner.shared.store()?;
-        let (mut lo, mut hi) = (1u64, self.last_sequence() + 1);
+        let (mut lo, mut hi) = (self.first_retained(), self.last_sequence() + 1);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let event = store.read_event(mid)?.ok_or_else(|| missing(mid))?;

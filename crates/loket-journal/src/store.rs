@@ -32,6 +32,8 @@ pub(crate) struct Store {
     /// rejection number (u64 BE) -> one prost StoredRejection. One insert each: rejections
     /// are few compared with accepted events.
     pub rejections: sled::Tree,
+    /// purge number (u64 BE) -> one prost `retention::PurgeRecord`: what left the journal.
+    pub purges: sled::Tree,
     pub meta: sled::Tree,
 }
 
@@ -57,6 +59,7 @@ impl Store {
             ids: db.open_tree("ids")?,
             cursors: db.open_tree("cursors")?,
             rejections: db.open_tree("rejections")?,
+            purges: db.open_tree("purges")?,
             meta: db.open_tree("meta")?,
             db,
         })
@@ -253,19 +256,25 @@ impl Store {
                 .ok_or_else(|| Error::Corrupt { sequence: 0, reason: "flushed mark is not a u64".into() })?,
             None => 0,
         };
+        // Retention removes chunks from the front only after recording where the journal
+        // then starts; a crash in between leaves chunks below it, removed here.
+        let retained = crate::retention::Retained::load(self)?;
+        for item in self.events.range(..seq_key(retained.first_sequence)) {
+            self.events.remove(item?.0)?;
+        }
         if let Some((first, _)) = self.events.first()? {
             let first = chunk_first(&first)?;
-            if first != 1 {
+            if first != retained.first_sequence {
                 return Err(Error::Corrupt {
                     sequence: first,
-                    reason: "the journal does not start at sequence 1".into(),
+                    reason: format!("the journal does not start at sequence {}", retained.first_sequence),
                 });
             }
         }
         // Scan from the chunk holding the mark (chunks end at batch ends, so normally the
         // mark is its last event).
-        let start = if mark == 0 {
-            1
+        let start = if mark < retained.first_sequence {
+            retained.first_sequence
         } else {
             match self.chunk_at(mark)? {
                 Some((first, chunk)) if Frames::new(first, &chunk).count() as u64 > mark - first => first,

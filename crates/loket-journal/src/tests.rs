@@ -11,7 +11,7 @@ use crate::store::{FaultHook, Store, StoreConfig, FLUSHED_MARK};
 use crate::*;
 
 fn config(dir: &Path) -> JournalConfig {
-    JournalConfig { dir: dir.to_path_buf(), cache_capacity_bytes: 16 << 20, max_batch: 256 }
+    JournalConfig { dir: dir.to_path_buf(), cache_capacity_bytes: 16 << 20, max_batch: 256, ..JournalConfig::default() }
 }
 
 fn event(source: &str, id: &str, data: &[u8]) -> NewEvent {
@@ -509,17 +509,52 @@ async fn chunked_storage_reads_every_sequence() {
     assert_eq!((a.sequence, a.duplicate), (4, true));
 }
 
-/// The same on a real full disk. Run by hand, as root for example:
-/// `mkdir -p /mnt/small && mount -t tmpfs -o size=48m tmpfs /mnt/small &&
-/// LOKET_JOURNAL_SMALL_FS=/mnt/small cargo test -p loket-journal real_disk_full -- --ignored`
+/// A tmpfs mounted by the test (unmounted on drop), or the directory named by
+/// LOKET_JOURNAL_SMALL_FS; `None` where neither is possible (mounting needs root).
+struct SmallFs {
+    dir: std::path::PathBuf,
+    mounted: Option<tempfile::TempDir>,
+}
+
+impl SmallFs {
+    fn get() -> Option<SmallFs> {
+        if let Ok(dir) = std::env::var("LOKET_JOURNAL_SMALL_FS") {
+            return Some(SmallFs { dir: dir.into(), mounted: None });
+        }
+        let parent = tempfile::tempdir().ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
+            .arg(parent.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then(|| SmallFs { dir: parent.path().to_owned(), mounted: Some(parent) })
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        if self.mounted.is_some() {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+/// The same on a real full disk: a 48 MiB tmpfs the test mounts (as root, as on the
+/// project's machines and CI), or LOKET_JOURNAL_SMALL_FS; skipped with a message otherwise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs LOKET_JOURNAL_SMALL_FS, a directory on a small filesystem"]
 async fn real_disk_full() {
-    let base = std::path::PathBuf::from(std::env::var("LOKET_JOURNAL_SMALL_FS").unwrap());
+    let Some(fs) = SmallFs::get() else {
+        eprintln!("SKIPPED real_disk_full: cannot mount a tmpfs (needs root) and LOKET_JOURNAL_SMALL_FS is not set");
+        return;
+    };
+    let base = fs.dir.clone();
     let dir = base.join("journal");
     let _ = std::fs::remove_dir_all(&dir);
     let ballast = base.join("ballast");
-    std::fs::write(&ballast, vec![0u8; 12 << 20]).unwrap();
+    // Leaves about 12 MiB for the journal.
+    let free = free_space(&base);
+    std::fs::write(&ballast, vec![0u8; free.saturating_sub(12 << 20) as usize]).unwrap();
     let journal = Journal::open(&config(&dir)).unwrap();
     let mut acked = Vec::new();
     let mut failed = 0;
@@ -566,6 +601,14 @@ async fn real_disk_full() {
     let journal = Journal::open(&config(&dir)).unwrap();
     assert_eq!(journal.last_sequence(), last + 1);
     assert_dense(&journal);
+    journal.close().unwrap();
+    drop(journal);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn free_space(dir: &Path) -> u64 {
+    let out = std::process::Command::new("df").args(["-B1", "--output=avail"]).arg(dir).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().lines().nth(1).unwrap().trim().parse().unwrap()
 }
 
 const CRASH_DIR: &str = "LOKET_JOURNAL_CRASH_DIR";
@@ -838,10 +881,14 @@ async fn audit_names_the_altered_removed_or_reordered_entry() {
     {
         let store = Store::open(&StoreConfig { dir: dir.path().to_owned(), cache_capacity_bytes: 16 << 20 }).unwrap();
         let value = store.rejections.get(seq_key(1)).unwrap().unwrap();
-        let mut r = <StoredRejection as prost::Message>::decode(&value[..]).unwrap();
+        let sealed = <StoredRejection as prost::Message>::decode(&value[..]).unwrap();
+        // The hash covers the plain record, the payload stays sealed as it was.
+        let keys = crate::keys::KeyStore::open(dir.path()).unwrap();
+        let mut r = keys.open_rejection(sealed.clone()).unwrap();
         r.reason = "NOTHING_TO_SEE".into();
         r.hash = chain::rejection_hash(&StoredRejection { hash: Vec::new(), ..r.clone() }).to_vec();
-        store.rejections.insert(seq_key(1), prost::Message::encode_to_vec(&r)).unwrap();
+        let forged = StoredRejection { data: sealed.data, key: sealed.key, ..r };
+        store.rejections.insert(seq_key(1), prost::Message::encode_to_vec(&forged)).unwrap();
         store.db.flush().unwrap();
     }
     let problem = audit::verify_dir(dir.path()).unwrap().problem.unwrap();

@@ -40,6 +40,9 @@ pub struct CloudEventRecord {
     pub received_at_micros: i64,
     /// Withheld earlier and released by a later consent (see the module doc).
     pub released: bool,
+    /// The event was erased: produced with a null value (and `ce_tombstone: true`), so
+    /// a compacted topic drops what it holds under the key.
+    pub tombstone: bool,
     pub data: Vec<u8>,
 }
 
@@ -60,8 +63,21 @@ impl CloudEventRecord {
             redacted,
             received_at_micros: event.received_at_micros,
             released: false,
+            tombstone: false,
             data: payload,
         }
+    }
+
+    /// Marks the record as the tombstone of an erased event (no data).
+    pub fn tombstone(mut self) -> Self {
+        self.tombstone = true;
+        self.data = Vec::new();
+        self
+    }
+
+    /// The value to produce: none for a tombstone.
+    pub fn value(&self) -> Option<&[u8]> {
+        (!self.tombstone).then_some(&self.data[..])
     }
 
     /// Marks the record as a released event.
@@ -90,6 +106,9 @@ impl CloudEventRecord {
         if self.released {
             headers.push(("ce_released", "true".to_owned()));
         }
+        if self.tombstone {
+            headers.push(("ce_tombstone", "true".to_owned()));
+        }
         headers
     }
 
@@ -106,7 +125,7 @@ impl CloudEventRecord {
         let tag = key.tag(
             topic,
             Some(self.subject.as_bytes()),
-            Some(&self.data),
+            self.value(),
             headers.iter().map(|(name, value)| (*name, Some(value.as_bytes()))),
         );
         headers
@@ -118,7 +137,8 @@ impl CloudEventRecord {
             })
     }
 
-    /// Reads a record back; every header above must be present, except `ce_released`.
+    /// Reads a record back; every header above must be present, except `ce_released` and
+    /// `ce_tombstone`.
     pub fn from_message(message: &impl Message) -> Result<Self, Error> {
         let malformed = |reason: String| Error::Malformed {
             topic: message.topic().to_owned(),
@@ -168,6 +188,7 @@ impl CloudEventRecord {
             redacted: list(get("ce_redacted")?),
             received_at_micros: time("ce_receivedat")?,
             released: found.iter().any(|(k, v)| k == "ce_released" && v == "true"),
+            tombstone: found.iter().any(|(k, v)| k == "ce_tombstone" && v == "true"),
             data: message.payload().unwrap_or_default().to_vec(),
         })
     }

@@ -300,9 +300,12 @@ impl Running {
             for (topic, record) in records {
                 let headers = record.tagged_headers(&topic, &self.record_key);
                 loop {
-                    let produced = self.producer.send_result(
-                        FutureRecord::to(&topic).key(&record.subject).payload(&record.data).headers(headers.clone()),
-                    );
+                    let base = FutureRecord::<str, [u8]>::to(&topic).key(&record.subject).headers(headers.clone());
+                    // A tombstone has no value at all: that is what compaction acts on.
+                    let produced = self.producer.send_result(match record.value() {
+                        Some(value) => base.payload(value),
+                        None => base,
+                    });
                     match produced {
                         Ok(delivery) => {
                             pending.push_back((sequence, delivery));

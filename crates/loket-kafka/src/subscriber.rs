@@ -163,7 +163,9 @@ impl KafkaSubscription {
                     continue;
                 }
             };
-            if !self.dedup.admit(partition, &record.source, &record.id, record.received_at_micros) {
+            // A tombstone shares its event's id: it is never a duplicate of the event.
+            let fresh = record.tombstone || self.dedup.admit(partition, &record.source, &record.id, record.received_at_micros);
+            if !fresh {
                 metrics::counter!(DUPLICATES_METRIC).increment(1);
                 tracing::debug!(
                     partner = %self.partner, source = %record.source, id = %record.id, sequence = record.sequence,

@@ -152,7 +152,7 @@ fn setup() -> (String, tempfile::TempDir, Journal) {
     );
     let dir = tempfile::tempdir().unwrap();
     let journal =
-        Journal::open(&JournalConfig { dir: dir.path().to_owned(), cache_capacity_bytes: 8 << 20, max_batch: 64 })
+        Journal::open(&JournalConfig { dir: dir.path().to_owned(), cache_capacity_bytes: 8 << 20, max_batch: 64, ..JournalConfig::default() })
             .unwrap();
     (brokers, dir, journal)
 }
@@ -244,7 +244,7 @@ async fn relay_throughput() {
     let brokers = std::env::var("LOKET_TEST_KAFKA").expect("LOKET_TEST_KAFKA: run through tests/run");
     let dir = tempfile::tempdir().unwrap();
     let journal =
-        Journal::open(&JournalConfig { dir: dir.path().to_owned(), cache_capacity_bytes: 64 << 20, max_batch: 4096 })
+        Journal::open(&JournalConfig { dir: dir.path().to_owned(), cache_capacity_bytes: 64 << 20, max_batch: 4096, ..JournalConfig::default() })
             .unwrap();
     const EVENTS: u64 = 20_000;
     let pending: Vec<_> = (0..EVENTS)

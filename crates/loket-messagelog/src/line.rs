@@ -79,6 +79,17 @@ pub struct LogLine {
     /// The payload was left out (medical data no recipient was given); replay skips it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub omitted: Option<bool>,
+    /// Rejected: the size of the payload as sent (`data` holds at most the gateway's
+    /// `rejection_payload_bytes` of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datasize: Option<u64>,
+    /// Rejected: SHA-256 of the whole payload as sent, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datasha256: Option<String>,
+    /// The payload was removed (expired or erased) by this purge record; the line keeps
+    /// the entry's hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purgedby: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -146,6 +157,9 @@ impl LogLine {
             hash: hex_opt(&entry.hash),
             pseudonymised: entry.pseudonymised.then_some(true),
             omitted: entry.omitted.then_some(true),
+            datasize: (!accepted && entry.data_size != 0).then_some(entry.data_size),
+            datasha256: (!accepted).then(|| hex_opt(&entry.data_sha256)).flatten(),
+            purgedby: (entry.purged_by != 0).then_some(entry.purged_by),
         }
     }
 
@@ -269,6 +283,8 @@ impl LogLine {
             chain: self.chain.unwrap_or_default(),
             prev_hash: Self::hash_bytes(&self.prevhash, "prevhash")?,
             hash: Self::hash_bytes(&self.hash, "hash")?,
+            purged_by: self.purgedby.unwrap_or_default(),
+            key: 0,
         })
     }
 
@@ -296,6 +312,10 @@ impl LogLine {
             chain: self.chain.unwrap_or_default(),
             prev_hash: Self::hash_bytes(&self.prevhash, "prevhash")?,
             hash: Self::hash_bytes(&self.hash, "hash")?,
+            data_size: self.datasize.unwrap_or_default(),
+            data_sha256: Self::hash_bytes(&self.datasha256, "datasha256")?,
+            key: 0,
+            purged_by: self.purgedby.unwrap_or_default(),
         })
     }
 }

@@ -76,6 +76,15 @@ pub enum Error {
     Journal(loket_journal::Error),
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    #[error("partner {partner:?} may not erase cases: only [access] auditors may")]
+    ErasureNotAllowed { partner: String },
+    #[error("invalid erasure request: {}", join(.0))]
+    InvalidErasure(Vec<FieldViolation>),
+    #[error("the journal holds nothing of case {case:?}")]
+    CaseNotFound { case: String },
+    /// `[journal] min_free_bytes`: nothing was stored; publishing resumes by itself.
+    #[error("disk space is low ({free} bytes free, the minimum is {min_free}): nothing was stored, retry later")]
+    DiskLow { free: u64, min_free: u64 },
     #[error("partner {partner:?} may not export the message log")]
     ExportNotAllowed { partner: String },
     #[error("invalid export request: {}", join(.0))]
@@ -143,6 +152,10 @@ impl Error {
             Error::AckBeyondEnd { .. } => "ACK_BEYOND_END",
             Error::Journal(_) => "JOURNAL_UNAVAILABLE",
             Error::ShuttingDown => "SHUTTING_DOWN",
+            Error::DiskLow { .. } => "DISK_LOW",
+            Error::ErasureNotAllowed { .. } => "ERASURE_NOT_ALLOWED",
+            Error::InvalidErasure(_) => "INVALID_ERASURE",
+            Error::CaseNotFound { .. } => "CASE_NOT_FOUND",
             Error::ExportNotAllowed { .. } => "EXPORT_NOT_ALLOWED",
             Error::InvalidExport(_) => "INVALID_EXPORT",
             Error::NotOnKafka { .. } => "KAFKA_NOT_CONFIRMED",
@@ -171,6 +184,7 @@ impl Error {
             | Error::InvalidReportRequest(_)
             | Error::InvalidSubscription(_)
             | Error::InvalidExport(_)
+            | Error::InvalidErasure(_)
             | Error::AckNotDelivered { .. } => Code::InvalidArgument,
             Error::ReservedType(_)
             | Error::QualityAccessDenied { .. }
@@ -182,12 +196,16 @@ impl Error {
             | Error::AuditNotPermitted { .. }
             | Error::NotAConsentRegistrar { .. }
             | Error::ConsentNotOwned { .. }
-            | Error::ExportNotAllowed { .. } => Code::PermissionDenied,
+            | Error::ExportNotAllowed { .. }
+            | Error::ErasureNotAllowed { .. } => Code::PermissionDenied,
             Error::Unauthenticated(_) | Error::NoOin { .. } | Error::UnknownOin { .. } => Code::Unauthenticated,
-            Error::EventNotFound { .. } | Error::SubscriptionNotFound { .. } => Code::NotFound,
+            Error::EventNotFound { .. } | Error::SubscriptionNotFound { .. } | Error::CaseNotFound { .. } => {
+                Code::NotFound
+            }
             Error::IdConflict { .. } => Code::AlreadyExists,
             Error::AckBeyondEnd { .. } => Code::OutOfRange,
             Error::SubscriptionNotOpen { .. } => Code::FailedPrecondition,
+            Error::DiskLow { .. } => Code::ResourceExhausted,
             Error::Quality(_)
             | Error::Access(_)
             | Error::Journal(_)
@@ -210,6 +228,7 @@ impl Error {
             | Error::InvalidReportRequest(v)
             | Error::InvalidSubscription(v)
             | Error::InvalidExport(v)
+            | Error::InvalidErasure(v)
             | Error::SchemaViolation { violations: v, .. } => v.clone(),
             Error::PayloadTooLarge { size, limit } => {
                 vec![FieldViolation::attribute("data", format!("{size} bytes exceeds the limit of {limit}"))]

@@ -12,6 +12,8 @@
 
 mod access;
 pub mod config;
+mod disk;
+mod erasure;
 mod error;
 mod http;
 mod kafka;
@@ -19,6 +21,7 @@ pub mod messagelog;
 pub mod proto;
 mod publish;
 mod quality;
+mod retention;
 mod server;
 mod service;
 mod subscribe;
@@ -27,6 +30,7 @@ mod view;
 
 pub use access::PARTNER_HEADER;
 pub use config::Config;
+pub use disk::PUBLISH_HEALTH;
 pub use error::{Error, ERROR_DOMAIN};
 pub use proto::timestamp;
 pub use server::{check_config, rebuild_quality, run, run_with};

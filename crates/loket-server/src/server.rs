@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use loket_journal::{Journal, JournalConfig};
+use loket_journal::Journal;
 use loket_kafka::{RecordChecks, Relay};
 use loket_quality::chain::{ChainStore, HandoverSet};
 use loket_quality::{QualityStore, RuleSet};
@@ -16,6 +16,8 @@ use tonic::transport::Server;
 
 use crate::access::Access;
 use crate::config::Config;
+use crate::disk::DiskGuard;
+use crate::retention::Compaction;
 use crate::http::metrics;
 use crate::kafka::{denial_hook, KafkaMode};
 use crate::proto::gateway_server::GatewayServer;
@@ -58,12 +60,13 @@ pub async fn run_with(
     let handovers = load_handovers(&config, &registry, &policy)?;
     let tls = tls::server_tls(&config)?;
     let journal = open_journal(&config)?;
+    let disk = DiskGuard::new(config.data_dir.clone(), config.journal.min_free_bytes)?;
     let store = Arc::new(open_quality(&config, &journal, &registry, &rules)?);
     let chain = Chain::new(ChainStore::open(store.db(), &handovers)?, Arc::new(handovers))?;
     let quality = Quality { store: store.clone(), chain: chain.clone() };
     let registry = Arc::new(registry);
 
-    let access = Access::open(&config, policy)?;
+    let access = Access::open(&config, policy, &journal)?;
     access.load_consent_claims(&journal)?;
     let viewer = Viewer { access: access.clone(), journal: journal.clone(), registry: registry.clone() };
 
@@ -111,6 +114,7 @@ pub async fn run_with(
         quality: quality.clone(),
         access: access.clone(),
         kafka: kafka.clone(),
+        disk: disk.clone(),
     };
     let subscriptions = Subscriptions { viewer, registry: registry.clone(), kafka, shutdown: stopping.clone() };
     let service = GatewayService {
@@ -122,6 +126,11 @@ pub async fn run_with(
         registry: registry.clone(),
         stream_in_flight: config.grpc.stream_in_flight,
         shutdown: stopping.clone(),
+        erasure: crate::erasure::Erasure {
+            journal: journal.clone(),
+            access: access.clone(),
+            chain: chain.store.clone(),
+        },
     };
     let gateway =
         GatewayServer::new(service).max_decoding_message_size(config.grpc.max_event_bytes + ENVELOPE_ALLOWANCE);
@@ -146,10 +155,19 @@ pub async fn run_with(
         tracing::info!(address = %metrics_addr, "metrics and quality dashboard serving over http");
         background.push(tokio::spawn(http::serve(
             listener,
-            http::router(prometheus, journal.clone(), quality.clone(), relay_handle),
+            http::router(prometheus, journal.clone(), quality.clone(), relay_handle, disk.clone()),
             stopping.clone(),
         )));
     }
+    let compaction =
+        Compaction { journal: journal.clone(), access: access.store.clone(), config: config.retention.clone() };
+    background.push(tokio::spawn(compaction.run(stopping.clone())));
+    background.push(tokio::spawn(crate::retention::run_pruning(
+        journal.clone(),
+        config.journal.dedup_window.0,
+        stopping.clone(),
+    )));
+    background.push(tokio::spawn(disk.clone().run(health_reporter.clone(), stopping.clone())));
     background.push(tokio::spawn(chain.run(journal.clone(), registry.clone(), stopping.clone())));
     if config.quality.digest_interval_secs > 0 {
         let every = std::time::Duration::from_secs(config.quality.digest_interval_secs);
@@ -258,11 +276,7 @@ fn load_handovers(config: &Config, registry: &Registry, policy: &loket_access::P
 }
 
 fn open_journal(config: &Config) -> Result<Journal, Error> {
-    Ok(Journal::open(&JournalConfig {
-        dir: config.journal_dir(),
-        cache_capacity_bytes: config.journal.cache_mib * 1024 * 1024,
-        max_batch: config.journal.max_batch,
-    })?)
+    Ok(Journal::open(&config.journal_config())?)
 }
 
 /// Opens the quality store and rebuilds it when it does not match the journal: no clean

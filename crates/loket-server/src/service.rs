@@ -15,7 +15,7 @@ use crate::access::Access;
 use crate::proto::gateway_server::Gateway;
 use crate::proto::timestamp::from_micros;
 use crate::proto::{
-    AckReply, AckRequest, Delivery, EventStatusReply, EventStatusRequest, ExportEntry, ExportRequest, KafkaRelayStatus,
+    AckReply, AckRequest, Delivery, EraseCaseReply, EraseCaseRequest, EventStatusReply, EventStatusRequest, ExportEntry, ExportRequest, KafkaRelayStatus,
     ListDenialsReply, ListDenialsRequest, ListExportsReply, ListExportsRequest, ListSchemasReply, ListSchemasRequest,
     PublishReply, PublishRequest, PublishStreamReply, QualityReport, QualityReportRequest, SchemaInfo, StatusReply,
     StatusRequest, SubscribeRequest,
@@ -34,6 +34,7 @@ pub(crate) struct GatewayService {
     pub registry: Arc<Registry>,
     pub stream_in_flight: usize,
     pub shutdown: CancellationToken,
+    pub erasure: crate::erasure::Erasure,
 }
 
 type ReplyStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
@@ -87,6 +88,12 @@ impl Gateway for GatewayService {
             return Err(Error::ShuttingDown.into());
         }
         Ok(Response::new(self.access.status(&event)?))
+    }
+
+    async fn erase_case(&self, request: Request<EraseCaseRequest>) -> Result<Response<EraseCaseReply>, Status> {
+        let partner = self.access.caller(&request, "erase").await?;
+        let reply = self.erasure.erase(&partner, request.into_inner()).await?;
+        Ok(Response::new(reply))
     }
 
     async fn list_denials(&self, request: Request<ListDenialsRequest>) -> Result<Response<ListDenialsReply>, Status> {

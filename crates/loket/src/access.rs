@@ -4,10 +4,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use loket_messagelog::timestamp::{parse_rfc3339, rfc3339};
-use loket_server::proto::{EventStatusRequest, ListDenialsRequest, ListExportsRequest};
+use loket_server::proto::{EraseCaseRequest, EventStatusRequest, ListDenialsRequest, ListExportsRequest};
 use serde_json::json;
 
-use crate::cli::{AuditDenialsArgs, AuditExportsArgs, StatusArgs};
+use crate::cli::{AuditDenialsArgs, AuditExportsArgs, EraseArgs, StatusArgs};
 use crate::output;
 use crate::publish::connected;
 
@@ -63,6 +63,22 @@ pub async fn exports(args: AuditExportsArgs) -> anyhow::Result<ExitCode> {
                    "finishedAt": e.finished_at.as_ref().map(rfc3339)})
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `loket erase --case V --reason TEXT`.
+pub async fn erase(args: EraseArgs) -> anyhow::Result<ExitCode> {
+    let mut client = connected(&args.client).await?;
+    let request = EraseCaseRequest { case: args.case.clone(), reason: args.reason.clone() };
+    let reply = match client.erase_case(request).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => return Ok(output::report_failure("erase", &status)),
+    };
+    println!(
+        "{}",
+        json!({"erasure": reply.erasure, "case": args.case, "erasedAt": reply.erased_at.as_ref().map(rfc3339),
+               "sequences": reply.sequences, "rejections": reply.rejections, "notice": reply.notice_sequence})
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -72,6 +72,23 @@ pub enum Command {
     /// Start a gateway in a temporary directory, replay a generated log from all partners
     /// and show what two subscribing partners receive.
     Demo(DemoArgs),
+    /// Erase every payload of a case (auditors; the gateway's EraseCase): its data key is
+    /// destroyed, the erasure is recorded, subscribers and Kafka get tombstones. Prints the
+    /// erasure as a JSON line. Exit status: 0 erased, 2 refused (not found, not allowed), 1
+    /// any other failure.
+    Erase(EraseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EraseArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The case (V-number) to erase.
+    #[arg(long)]
+    pub case: String,
+    /// Why (the legal ground that ended); kept in the erasure record.
+    #[arg(long)]
+    pub reason: String,
 }
 
 #[derive(Debug, Args)]

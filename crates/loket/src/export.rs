@@ -110,7 +110,7 @@ pub fn export_offline(data: &Path, request: ExportRequest, out: &mut dyn Write) 
     let dir = data.join("journal");
     anyhow::ensure!(dir.is_dir(), "{} holds no journal (expected {})", data.display(), dir.display());
     let filter = loket_server::messagelog::filter(&request)?;
-    let journal = Journal::open(&JournalConfig { dir: dir.clone(), cache_capacity_bytes: 64 << 20, max_batch: 1 })
+    let journal = Journal::open(&JournalConfig { dir: dir.clone(), cache_capacity_bytes: 64 << 20, max_batch: 1, ..JournalConfig::default() })
         .with_context(|| format!("cannot open the journal in {} (is the gateway still running?)", dir.display()))?;
     let mut count = 0;
     for entry in journal.entries(filter)? {

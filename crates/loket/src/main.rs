@@ -84,6 +84,7 @@ fn main() -> ExitCode {
             Command::Gen(args) => gen::run(args),
             Command::Audit { command: AuditCommand::Verify(args) } => audit::verify(args),
             Command::Demo(args) => demo::run(args).await,
+            Command::Erase(args) => access::erase(args).await,
         }
     });
     match result {

@@ -65,6 +65,12 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<ExitCode> {
                 return Ok(output::report_failure("subscribe", &status));
             }
             Ok(Some(Ok(delivery))) => {
+                if delivery.first_retained != 0 {
+                    eprintln!(
+                        "warning: events before sequence {} have expired under the gateway's retention; starting there",
+                        delivery.first_retained
+                    );
+                }
                 let mut out = stdout.lock();
                 writeln!(out, "{}", output::cloud_event(&delivery)).context("cannot write to standard output")?;
                 out.flush().context("cannot write to standard output")?;

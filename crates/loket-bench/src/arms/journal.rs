@@ -45,11 +45,7 @@ fn journal_entries(items: &[Item]) -> anyhow::Result<Vec<NewEvent>> {
 pub async fn journal_arm(items: &[Item], events: u64, work: &Path) -> anyhow::Result<ArmResult> {
     let entries = Arc::new(journal_entries(items)?);
     let defaults = loket_server::Config::default();
-    let journal = Journal::open(&JournalConfig {
-        dir: work.join("journal-arm"),
-        cache_capacity_bytes: defaults.journal.cache_mib * 1024 * 1024,
-        max_batch: defaults.journal.max_batch,
-    })?;
+    let journal = Journal::open(&JournalConfig { dir: work.join("journal-arm"), ..defaults.journal_config() })?;
     let cpu0 = own_cpu()?;
     let start = Instant::now();
     let submitters = 256u64;

@@ -7,4 +7,5 @@ pub mod publish;
 pub mod rdkafka_raw;
 pub mod recovery;
 pub mod replay;
+pub mod soak;
 pub mod validate;

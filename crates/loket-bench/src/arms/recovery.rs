@@ -44,11 +44,7 @@ pub async fn recovery_arm(
 /// process: what a replay costs without gRPC, TLS and the per-subscriber view.
 pub fn journal_read_arm(dir: &Path, types: &[&str], expected: u64) -> anyhow::Result<ArmResult> {
     let defaults = loket_server::Config::default();
-    let journal = Journal::open(&JournalConfig {
-        dir: dir.to_owned(),
-        cache_capacity_bytes: defaults.journal.cache_mib * 1024 * 1024,
-        max_batch: defaults.journal.max_batch,
-    })?;
+    let journal = Journal::open(&JournalConfig { dir: dir.to_owned(), ..defaults.journal_config() })?;
     let cpu0 = own_cpu()?;
     let start = Instant::now();
     let (mut next, mut read, mut bytes) = (1u64, 0u64, 0u64);

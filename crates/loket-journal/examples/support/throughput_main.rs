@@ -43,6 +43,7 @@ fn main() {
         dir: dir.path().to_path_buf(),
         cache_capacity_bytes: 64 << 20,
         max_batch,
+        ..JournalConfig::default()
     })
     .expect("open");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

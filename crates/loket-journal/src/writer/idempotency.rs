@@ -7,14 +7,17 @@ use super::*;
 /// is only a hint: a hit counts only if the event at that sequence is committed (or earlier
 /// in this batch) and really has this (source, id). A stale entry (its event lost in a
 /// crash, truncated after a failed batch, or a claim whose event was never written)
-/// therefore never yields `duplicate = true`; the caller simply takes it over.
+/// therefore never yields `duplicate = true`; the caller simply takes it over. So does an
+/// original received before `window_start` (the dedup window, Unix µs): after the window
+/// the same (source, id) is a new event.
 pub(super) fn verify(
-    store: &Store,
+    shared: &crate::Shared,
     sequence: u64,
     event: &NewEvent,
     base: u64,
     next: u64,
     written: &[StoredEvent],
+    window_start: Option<i64>,
 ) -> Result<Option<Outcome>, Error> {
     let verdict = |original: &StoredEvent, in_batch: Option<usize>| {
         if original.source != event.source || original.id != event.id {
@@ -32,7 +35,12 @@ pub(super) fn verify(
         return Ok(verdict(&written[i], Some(i)));
     }
     if sequence >= 1 && sequence < base {
-        if let Some(original) = store.read_event(sequence)? {
+        if let Some(original) = shared.store()?.read_event(sequence)? {
+            // An erased original no longer says what it was: the id is free again.
+            let original = shared.open_event(original)?;
+            if original.purged_by != 0 || window_start.is_some_and(|start| original.received_at_micros < start) {
+                return Ok(None);
+            }
             return Ok(verdict(&original, None));
         }
     }

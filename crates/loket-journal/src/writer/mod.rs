@@ -9,7 +9,7 @@ use loket_domain::time::now_micros;
 use prost::Message;
 use tokio::sync::oneshot;
 
-use crate::chain::{event_record_len, Tip};
+use crate::chain::Tip;
 use crate::event::{decode_u64, id_key_into, seq_key, Appended, NewEvent, NewRejection, StoredEvent, StoredRejection};
 use crate::store::{FaultHook, Store, StoreConfig, FLUSHED_MARK};
 use crate::{Error, Shared};
@@ -68,6 +68,10 @@ pub(crate) struct Writer {
     store_config: StoreConfig,
     faults: Arc<dyn FaultHook>,
     max_batch: usize,
+    /// See [`crate::JournalConfig::rejection_payload_bytes`].
+    rejection_payload_bytes: usize,
+    /// See [`crate::JournalConfig::dedup_window`], in µs.
+    dedup_window_micros: Option<i64>,
     /// Highest flushed sequence; the next batch starts above it.
     committed: u64,
     /// Highest flushed rejection number.
@@ -95,27 +99,32 @@ pub(crate) struct Writer {
     outcomes: Vec<Outcome>,
     written: Vec<StoredEvent>,
     encode_buf: Vec<u8>,
+    /// One event's record as stored (payload sealed).
+    record_buf: Vec<u8>,
     key_buf: Vec<u8>,
+    keys: Arc<crate::keys::KeyStore>,
 }
 
 impl Writer {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         shared: Arc<Shared>,
         rx: Receiver<Msg>,
         store_config: StoreConfig,
         faults: Arc<dyn FaultHook>,
-        max_batch: usize,
+        config: &crate::JournalConfig,
         recovered: &crate::store::Recovered,
     ) -> Writer {
         let committed = recovered.last;
-        let max_batch = max_batch.max(1);
+        let max_batch = config.max_batch.max(1);
+        let keys = shared.keys.clone();
         Writer {
             shared,
             rx,
             store_config,
             faults,
             max_batch,
+            rejection_payload_bytes: config.rejection_payload_bytes,
+            dedup_window_micros: config.dedup_window.map(|w| i64::try_from(w.as_micros()).unwrap_or(i64::MAX)),
             committed,
             rejections_committed: recovered.last_rejection,
             tip: recovered.tip,
@@ -133,7 +142,9 @@ impl Writer {
             outcomes: Vec::with_capacity(max_batch),
             written: Vec::with_capacity(max_batch),
             encode_buf: Vec::with_capacity(CHUNK_MAX_BYTES),
+            record_buf: Vec::with_capacity(CHUNK_MAX_BYTES),
             key_buf: Vec::with_capacity(256),
+            keys,
         }
     }
 
@@ -286,7 +297,10 @@ impl Writer {
             if let Err(existing) = swapped {
                 let hit = existing.current.as_deref().and_then(decode_u64);
                 if let Some(hit) = hit {
-                    if let Some(outcome) = verify(&store, hit, &event, base, next, &self.written)? {
+                    // An original received before the window opened no longer makes this
+                    // a duplicate: the id is taken over by the new event.
+                    let window_start = self.dedup_window_micros.map(|w| received_at.saturating_sub(w));
+                    if let Some(outcome) = verify(&self.shared, hit, &event, base, next, &self.written, window_start)? {
                         if let Outcome::Conflict { sequence, .. } = &outcome {
                             // A conflicting publish is refused here, so it is journaled
                             // here: the gateway never sees it as a rejection of its own.
@@ -303,21 +317,33 @@ impl Writer {
             }
             let mut stored = StoredEvent::from_new(event, next, received_at);
             self.staged_tip.prepare_event(&mut stored);
-            let len = event_record_len(&stored);
-            let framed = len + prost::length_delimiter_len(len);
             // In `written` before the next fallible step: a failed batch's cleanup finds
             // its index claims there.
             self.outcomes.push(Outcome::New(self.written.len()));
             self.written.push(stored);
-            if next > chunk_first && self.encode_buf.len() + framed > CHUNK_MAX_BYTES {
+            let stored = self.written.last_mut().expect("pushed above");
+            // The chain hashes the plain record; the stored one carries the payload sealed
+            // with its case's key (crypto-shredding, see `keys.rs`), so erasing the case
+            // leaves the hash checkable from an export but no readable payload on disk.
+            self.staged_tip.hash_event(stored, &mut self.record_buf);
+            self.record_buf.clear();
+            if stored.subject.is_empty() {
+                stored.encode_length_delimited(&mut self.record_buf).expect("a Vec grows");
+            } else {
+                let (slot, sealed) = self.keys.seal(&stored.subject, &stored.data)?;
+                let plain = std::mem::replace(&mut stored.data, sealed);
+                stored.key = slot;
+                stored.encode_length_delimited(&mut self.record_buf).expect("a Vec grows");
+                stored.data = plain;
+                stored.key = 0;
+            }
+            if next > chunk_first && self.encode_buf.len() + self.record_buf.len() > CHUNK_MAX_BYTES {
                 self.faults.before_write()?;
                 store.events.insert(seq_key(chunk_first), &self.encode_buf[..])?;
                 self.encode_buf.clear();
                 chunk_first = next;
             }
-            if let Some(stored) = self.written.last_mut() {
-                self.staged_tip.encode_event(stored, &mut self.encode_buf);
-            }
+            self.encode_buf.extend_from_slice(&self.record_buf);
             next += 1;
             if self.encode_buf.len() >= CHUNK_TARGET_BYTES {
                 self.faults.before_write()?;
@@ -337,6 +363,8 @@ impl Writer {
             store.events.insert(seq_key(chunk_first), &self.encode_buf[..])?;
         }
         if next > base || !self.written_rejections.is_empty() {
+            // New case keys first: no flushed entry may use a key a crash could lose.
+            self.keys.sync()?;
             // One fsync for the whole batch: all its submitters share it.
             self.faults.before_write()?;
             store.db.flush()?;
@@ -353,8 +381,14 @@ impl Writer {
         received_at: i64,
     ) -> Result<(), Error> {
         let number = self.staged_rejections + 1;
-        let mut stored = StoredRejection::from_new(rejection, number, received_at);
+        let mut stored = StoredRejection::from_new(rejection, number, received_at, self.rejection_payload_bytes);
         self.staged_tip.link_rejection(&mut stored);
+        // Hashed plain, stored sealed with the case (subject as sent) key, like events.
+        if !stored.subject.is_empty() && !stored.data.is_empty() {
+            let (slot, sealed) = self.keys.seal(&stored.subject, &stored.data)?;
+            stored.data = sealed;
+            stored.key = slot;
+        }
         // Listed before the write, so that a failure still answers the reply.
         self.written_rejections.push((number, reply));
         self.faults.before_write()?;

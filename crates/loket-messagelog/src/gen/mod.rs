@@ -193,6 +193,9 @@ pub fn generate(options: &GenOptions, out: &mut dyn Write) -> Result<Generated, 
             hash: None,
             pseudonymised: None,
             omitted: None,
+            datasize: None,
+            datasha256: None,
+            purgedby: None,
         };
         match schema.check(&p.data) {
             Ok(c) => {

@@ -161,6 +161,22 @@ impl ChainStore {
         hex::encode(&hash.finalize()[..8])
     }
 
+    /// Erasure by case: drops the case's state, its history and its pseudonym's mapping,
+    /// so nothing derived from its events is kept under the V-number. Returns whether it
+    /// had a state.
+    pub fn erase_case(&self, case: &str) -> Result<bool, Error> {
+        let had = self.cases.remove(case)?.is_some();
+        let prefix = case_key(case);
+        for tree in [&self.timeline, &self.outcomes] {
+            for key in tree.scan_prefix(&prefix).keys() {
+                tree.remove(key?)?;
+            }
+        }
+        self.pseudonyms.remove(self.pseudonym(case).as_bytes())?;
+        self.cases.flush()?;
+        Ok(had)
+    }
+
     /// The stored state of `case`; `None` for a case not seen yet.
     fn state(&self, case: &str) -> Result<Option<CaseState>, Error> {
         match self.cases.get(case)? {

@@ -61,7 +61,8 @@ impl Access {
         for event in batch {
             let consent = event.event_type == CONSENT_TYPE;
             let medical = self.policy.may_be_medical(&event.event_type);
-            if !consent && !medical {
+            // An expired or erased event has no payload left to index.
+            if (!consent && !medical) || event.purged_by != 0 {
                 continue;
             }
             let entry = IndexedEvent::of(event, parse(event)?);

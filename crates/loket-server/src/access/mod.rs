@@ -65,12 +65,13 @@ pub(crate) struct Access {
 }
 
 impl Access {
-    pub fn open(config: &Config, policy: Policy) -> Result<Self, Error> {
-        let store = AccessStore::open(&config.access_dir(), 8 * 1024 * 1024)?;
+    pub fn open(config: &Config, policy: Policy, journal: &Journal) -> Result<Self, Error> {
+        let store = AccessStore::open(&config.access_dir(), 8 * 1024 * 1024, Some(journal.clone()))?;
         // The index and the withholdings recorded with it follow from these rules (and
-        // from index entries that name their publisher: "v2").
+        // from index entries that name their publisher: "v2", sealed with their case
+        // keys: "v3").
         let rules = format!(
-            "v2|{:?}|{:?}|{:?}",
+            "v3|{:?}|{:?}|{:?}",
             config.access.medical_types, config.access.medical_fields, config.access.consent_registrars
         );
         let indexed = store.indexed(&rules)?;

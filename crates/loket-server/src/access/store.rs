@@ -91,6 +91,10 @@ pub(crate) struct ExportRecord {
 
 #[derive(Clone)]
 pub(crate) struct AccessStore {
+    /// Seals the index's payload copies with their case keys, so that erasing a case
+    /// makes them unreadable wherever sled still keeps old bytes. `None` for a store
+    /// opened only to record an offline export.
+    sealer: Option<loket_journal::Journal>,
     db: sled::Db,
     gated: sled::Tree,
     denials: sled::Tree,
@@ -126,7 +130,7 @@ fn once_key(kind: u8, record: &DenialRecord) -> Vec<u8> {
 impl AccessStore {
     /// Opens, retrying for a short while: right after a previous gateway in this process
     /// stopped, its last tasks may still hold the database lock a moment.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, Error> {
+    pub fn open(dir: &Path, cache_bytes: u64, sealer: Option<loket_journal::Journal>) -> Result<Self, Error> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
         let db = loop {
             // The indexer writes entries under random case keys as fast as events arrive;
@@ -147,6 +151,7 @@ impl AccessStore {
             }
         };
         Ok(Self {
+            sealer,
             gated: db.open_tree("gated").map_err(storage)?,
             denials: db.open_tree("denials").map_err(storage)?,
             exports: db.open_tree("exports").map_err(storage)?,
@@ -177,8 +182,7 @@ impl AccessStore {
     pub fn index(&self, events: &[IndexedEvent], withholdings: &[DenialRecord], up_to: u64) -> Result<(), Error> {
         let mut gated = sled::Batch::default();
         for e in events {
-            let value = serde_json::to_vec(e).map_err(|e| corrupt("index entry", e))?;
-            gated.insert(gated_key(&e.subject, e.sequence), value);
+            gated.insert(gated_key(&e.subject, e.sequence), self.seal_entry(e)?);
         }
         let mut denials = sled::Batch::default();
         for record in withholdings {
@@ -191,12 +195,39 @@ impl AccessStore {
         Ok(())
     }
 
-    /// Every indexed event, case by case, each case in sequence order.
+    fn sealer(&self) -> Result<&loket_journal::Journal, Error> {
+        self.sealer.as_ref().ok_or_else(|| Error::Access("the access index was opened without the journal".into()))
+    }
+
+    /// An entry as stored: its facts as JSON, a newline (which compact JSON never holds),
+    /// then its payload sealed with the case key.
+    fn seal_entry(&self, e: &IndexedEvent) -> Result<Vec<u8>, Error> {
+        let head = IndexedEvent { data: Value::Null, ..e.clone() };
+        let mut value = serde_json::to_vec(&head).map_err(|e| corrupt("index entry", e))?;
+        let data = serde_json::to_vec(&e.data).map_err(|e| corrupt("index entry", e))?;
+        value.push(b'\n');
+        value.extend_from_slice(&self.sealer()?.seal(&e.subject, &data)?);
+        Ok(value)
+    }
+
+    /// The entry, `None` when its case was erased.
+    fn open_entry(&self, value: &[u8]) -> Result<Option<IndexedEvent>, Error> {
+        let split = value.iter().position(|b| *b == b'\n').ok_or_else(|| corrupt("index entry", "no payload"))?;
+        let mut entry: IndexedEvent = serde_json::from_slice(&value[..split]).map_err(|e| corrupt("index entry", e))?;
+        let Some(data) = self.sealer()?.unseal(&value[split + 1..])? else { return Ok(None) };
+        entry.data = serde_json::from_slice(&data).map_err(|e| corrupt("index entry", e))?;
+        Ok(Some(entry))
+    }
+
+    /// Every indexed event, case by case, each case in sequence order (erased ones left out).
     pub fn all(&self) -> impl Iterator<Item = Result<IndexedEvent, Error>> + '_ {
-        self.gated.iter().map(|item| {
-            let (_, v) = item.map_err(storage)?;
-            serde_json::from_slice(&v).map_err(|e| corrupt("index entry", e))
-        })
+        self.gated
+            .iter()
+            .map(|item| {
+                let (_, v) = item.map_err(storage)?;
+                self.open_entry(&v)
+            })
+            .filter_map(Result::transpose)
     }
 
     /// The indexed events of one case, in sequence order.
@@ -207,9 +238,63 @@ impl AccessStore {
             .scan_prefix(prefix)
             .map(|item| {
                 let (_, v) = item.map_err(storage)?;
-                serde_json::from_slice(&v).map_err(|e| corrupt("index entry", e))
+                self.open_entry(&v)
             })
+            .filter_map(Result::transpose)
             .collect()
+    }
+
+    /// Removes the case's index entries (already unreadable once its key is gone).
+    pub fn erase_case(&self, case: &str) -> Result<u64, Error> {
+        let mut prefix = case.as_bytes().to_vec();
+        prefix.push(0);
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for item in self.gated.scan_prefix(prefix) {
+            batch.remove(item.map_err(storage)?.0);
+            removed += 1;
+        }
+        self.gated.apply_batch(batch).map_err(storage)?;
+        self.db.flush().map_err(storage)?;
+        Ok(removed)
+    }
+
+    /// Removes what left the journal or expired: index entries (each a copy of a payload)
+    /// of events below `first_retained` or whose payload was purged, and denials recorded
+    /// before `denials_before` (µs). Returns (index entries, denials) removed.
+    pub fn expire(
+        &self,
+        first_retained: u64,
+        purged: &std::collections::HashSet<u64>,
+        denials_before: Option<i64>,
+    ) -> Result<(u64, u64), Error> {
+        let mut gated = sled::Batch::default();
+        let mut gated_removed = 0;
+        for item in self.gated.iter() {
+            let (key, _) = item.map_err(storage)?;
+            let Some(tail) = key.len().checked_sub(8).map(|at| &key[at..]) else { continue };
+            let sequence = u64::from_be_bytes(tail.try_into().map_err(|e| corrupt("index key", e))?);
+            if sequence < first_retained || purged.contains(&sequence) {
+                gated.remove(key);
+                gated_removed += 1;
+            }
+        }
+        self.gated.apply_batch(gated).map_err(storage)?;
+        let mut denials_removed = 0;
+        if let Some(before) = denials_before {
+            let mut denials = sled::Batch::default();
+            for item in self.denials.iter() {
+                let (key, v) = item.map_err(storage)?;
+                let record: DenialRecord = serde_json::from_slice(&v).map_err(|e| corrupt("denial", e))?;
+                if record.at_micros < before {
+                    denials.remove(key);
+                    denials_removed += 1;
+                }
+            }
+            self.denials.apply_batch(denials).map_err(storage)?;
+        }
+        self.db.flush().map_err(storage)?;
+        Ok((gated_removed, denials_removed))
     }
 
     /// Appends a refusal and makes it durable before returning.

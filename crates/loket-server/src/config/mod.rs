@@ -3,6 +3,8 @@
 //! Environment overrides are passed in by the caller (the binary hands over the process
 //! environment), so tests never depend on globals.
 
+mod period;
+mod retention;
 mod sections;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +20,9 @@ use serde::Deserialize;
 pub use sections::{
     ExportConfig, GrpcConfig, IdentitySource, JournalSettings, MetricsConfig, QualityConfig, SchemasConfig, TlsConfig,
 };
+
+pub use period::Period;
+pub use retention::RetentionConfig;
 
 use crate::Error;
 
@@ -67,6 +72,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Fan-out over Kafka. Absent: no Kafka (the embedded default).
     pub kafka: Option<KafkaConfig>,
+    /// How long events, rejections and denials are kept (absent: forever).
+    #[serde(default)]
+    pub retention: RetentionConfig,
 }
 
 /// The shipped configuration, whose `[partners]` are the built-in policy.
@@ -90,6 +98,7 @@ impl Default for Config {
             quality: QualityConfig::default(),
             metrics: MetricsConfig::default(),
             kafka: None,
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -162,6 +171,9 @@ impl Config {
         }
         if self.journal.max_batch == 0 {
             problems.push("journal.max_batch: must be greater than 0".to_owned());
+        }
+        if self.journal.dedup_window.0.is_zero() {
+            problems.push("journal.dedup_window: must be longer than 0s".to_owned());
         }
         if self.data_dir.as_os_str().is_empty() {
             problems.push("data_dir: must not be empty".to_owned());
@@ -263,6 +275,17 @@ impl Config {
         self.data_dir.join("journal")
     }
 
+    /// How the gateway opens its journal (also the benchmark's journal arm).
+    pub fn journal_config(&self) -> loket_journal::JournalConfig {
+        loket_journal::JournalConfig {
+            dir: self.journal_dir(),
+            cache_capacity_bytes: self.journal.cache_mib * 1024 * 1024,
+            max_batch: self.journal.max_batch,
+            rejection_payload_bytes: self.journal.rejection_payload_bytes,
+            dedup_window: Some(self.journal.dedup_window.0),
+        }
+    }
+
     /// The access store (policy indexes and the denial log) beside the journal.
     pub fn access_dir(&self) -> PathBuf {
         self.data_dir.join("access")
@@ -290,6 +313,10 @@ impl Config {
             quality_readers: self.quality.readers.clone(),
             testers: self.export.testers.clone(),
         };
+        let retention = self.retention.problems(registry);
+        if !retention.is_empty() {
+            return Err(Error::Config(retention));
+        }
         Policy::compile_with_roles(&self.access, &self.partner_policies()?, &roles, &|t: &str| {
             registry.schemas().filter(|s| s.event_type() == t).map(|s| s.document().clone()).collect()
         })

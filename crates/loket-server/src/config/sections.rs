@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::period::Period;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportConfig {
@@ -96,6 +98,20 @@ pub struct JournalSettings {
     /// Most events written and flushed together in one group commit.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// How long `(source, id)` identifies an event: a resend within it is a duplicate,
+    /// after it a new event. The id index is pruned to it, so it does not grow with the
+    /// whole history.
+    #[serde(default = "default_dedup_window")]
+    pub dedup_window: Period,
+    /// Most payload bytes a rejection keeps in the rejection log (its full size and
+    /// SHA-256 are kept beside them).
+    #[serde(default = "default_rejection_payload_bytes")]
+    pub rejection_payload_bytes: usize,
+    /// Below this many free bytes on the data directory's filesystem publishes are
+    /// refused (`RESOURCE_EXHAUSTED`, reason `DISK_LOW`) until space returns; 0 turns the
+    /// check off.
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -182,6 +198,15 @@ fn default_cache_mib() -> u64 {
 fn default_max_batch() -> usize {
     4096
 }
+fn default_dedup_window() -> Period {
+    Period::days(7)
+}
+fn default_rejection_payload_bytes() -> usize {
+    loket_journal::DEFAULT_REJECTION_PAYLOAD_BYTES
+}
+fn default_min_free_bytes() -> u64 {
+    64 << 20
+}
 
 impl Default for GrpcConfig {
     fn default() -> Self {
@@ -196,6 +221,12 @@ impl Default for GrpcConfig {
 
 impl Default for JournalSettings {
     fn default() -> Self {
-        Self { cache_mib: default_cache_mib(), max_batch: default_max_batch() }
+        Self {
+            cache_mib: default_cache_mib(),
+            max_batch: default_max_batch(),
+            dedup_window: default_dedup_window(),
+            rejection_payload_bytes: default_rejection_payload_bytes(),
+            min_free_bytes: default_min_free_bytes(),
+        }
     }
 }

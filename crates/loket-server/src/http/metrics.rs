@@ -13,6 +13,13 @@ pub const PUBLISH_TOTAL: &str = "loket_publish_total";
 pub const PUBLISH_DURATION: &str = "loket_publish_duration_seconds";
 pub const JOURNAL_SIZE: &str = "loket_journal_size_bytes";
 pub const JOURNAL_LAST_SEQUENCE: &str = "loket_journal_last_sequence";
+pub const DISK_FREE: &str = "loket_disk_free_bytes";
+pub const DISK_LOW: &str = "loket_disk_low";
+pub const STORE_SIZE: &str = "loket_store_size_bytes";
+pub const IDS_PRUNED: &str = "loket_journal_ids_pruned_total";
+pub const RETENTION_REMOVED: &str = "loket_retention_removed_total";
+pub const RETENTION_RUNS: &str = "loket_retention_runs_total";
+pub const FIRST_RETAINED: &str = "loket_journal_first_retained_sequence";
 pub const SUBSCRIBER_LAG: &str = "loket_subscriber_lag_events";
 pub const RELAY_BACKLOG: &str = "loket_relay_backlog_events";
 pub const RELAY_OLDEST_AGE: &str = "loket_relay_oldest_age_seconds";
@@ -61,6 +68,16 @@ fn describe() {
     describe_histogram!(PUBLISH_DURATION, Unit::Seconds, "Time from receiving a publish to its reply, by outcome.");
     describe_gauge!(JOURNAL_SIZE, Unit::Bytes, "Bytes the journal takes on disk.");
     describe_gauge!(JOURNAL_LAST_SEQUENCE, "The journal's last durable sequence.");
+    describe_gauge!(DISK_FREE, Unit::Bytes, "Free bytes on the data directory's filesystem at the last check.");
+    describe_gauge!(DISK_LOW, "1 while publishes are refused for lack of disk space ([journal] min_free_bytes).");
+    describe_counter!(IDS_PRUNED, "Id index entries removed because their event left the dedup window.");
+    describe_counter!(
+        RETENTION_REMOVED,
+        "Entries removed by retention compaction, by store (journal, rejections, payloads purged in place, access_index, denials)."
+    );
+    describe_counter!(RETENTION_RUNS, "Retention compaction passes completed.");
+    describe_gauge!(FIRST_RETAINED, "The first sequence still in the journal after retention.");
+    describe_gauge!(STORE_SIZE, Unit::Bytes, "Bytes each store (journal, access, quality) takes under the data directory.");
     describe_gauge!(
         SUBSCRIBER_LAG,
         "Events in the journal after the last one delivered, per partner and subscription name."

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use self::metrics as m;
+use crate::disk::DiskGuard;
 use crate::quality::{dashboard, Quality};
 
 #[derive(Clone)]
@@ -26,6 +27,7 @@ struct AppState {
     quality: Quality,
     /// The Kafka relay, with `[kafka]`.
     relay: Option<loket_kafka::RelayHandle>,
+    disk: DiskGuard,
 }
 
 pub(crate) fn router(
@@ -33,6 +35,7 @@ pub(crate) fn router(
     journal: Journal,
     quality: Quality,
     relay: Option<loket_kafka::RelayHandle>,
+    disk: DiskGuard,
 ) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
@@ -40,7 +43,7 @@ pub(crate) fn router(
         .route("/quality/chain", get(chain_page))
         .route("/quality/scorecard", get(scorecard_page))
         .route("/quality/case/{pseudonym}", get(case_page))
-        .with_state(AppState { prometheus, journal, quality, relay })
+        .with_state(AppState { prometheus, journal, quality, relay, disk })
 }
 
 pub(crate) async fn serve(listener: TcpListener, router: Router, stop: CancellationToken) {
@@ -71,6 +74,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
         }
     }
     ::metrics::gauge!(m::JOURNAL_LAST_SEQUENCE).set(state.journal.last_sequence() as f64);
+    ::metrics::gauge!(m::DISK_FREE).set(state.disk.free() as f64);
+    ::metrics::gauge!(m::DISK_LOW).set(if state.disk.check().is_err() { 1.0 } else { 0.0 });
+    for store in ["journal", "access", "quality"] {
+        let bytes = crate::disk::dir_bytes(&state.disk.dir().join(store));
+        ::metrics::gauge!(m::STORE_SIZE, "store" => store).set(bytes as f64);
+    }
     state.quality.chain.caught_up(state.journal.last_sequence()).await;
     let (report, handovers) = match state.quality.figures(&Filter::default()) {
         Ok(r) => r,

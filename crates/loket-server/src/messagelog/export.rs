@@ -170,7 +170,7 @@ pub struct OfflineExport {
 impl OfflineExport {
     /// Records the start of an offline export of `data_dir`, durably.
     pub async fn start(data_dir: &Path, request: &ExportRequest) -> Result<Self, Error> {
-        let store = AccessStore::open(&data_dir.join("access"), 1 << 20)?;
+        let store = AccessStore::open(&data_dir.join("access"), 1 << 20, None)?;
         let record = ExportRecord {
             partner: OFFLINE_EXPORTER.to_owned(),
             started_at_micros: now_micros(),
@@ -274,6 +274,7 @@ fn pseudonymise(mut entry: ExportEntry, pseudonyms: &Pseudonymiser, registry: &R
     entry.event = Some(event);
     entry.prev_hash.clear();
     entry.hash.clear();
+    entry.data_sha256.clear();
     entry.pseudonymised = true;
     entry.omitted = omit;
     entry
@@ -328,6 +329,7 @@ pub fn export_entry(entry: Entry) -> ExportEntry {
             completeness: e.completeness,
             missing_expected: std::mem::take(&mut e.missing_expected),
             schema_version: e.schema_version,
+            purged_by: e.purged_by,
             chain: e.chain,
             prev_hash: std::mem::take(&mut e.prev_hash),
             hash: std::mem::take(&mut e.hash),
@@ -363,6 +365,9 @@ pub fn export_entry(entry: Entry) -> ExportEntry {
             chain: r.chain,
             prev_hash: r.prev_hash,
             hash: r.hash,
+            data_size: r.data_size,
+            data_sha256: r.data_sha256,
+            purged_by: r.purged_by,
             ..ExportEntry::default()
         },
     }

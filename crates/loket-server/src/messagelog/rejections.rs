@@ -1,5 +1,7 @@
 //! The rejection log: refused publishes journalled with the refusal their publisher got.
 
+use std::future::Future;
+
 use loket_domain::PartnerId;
 use loket_journal::{Journal, NewRejection, Violation};
 
@@ -8,13 +10,22 @@ use crate::proto::CloudEvent;
 use crate::Error;
 
 /// Journals a refused publish with its refusal (reason, message and violations exactly as
-/// the publisher hears them). The future is not awaited: the refusal is answered at once and
-/// becomes durable with the next group commit. Only verdicts on the event are recorded
-/// (invalid, not permitted): not an unauthenticated caller or an unavailable journal;
-/// conflicts (`ALREADY_EXISTS`) are journalled by the journal's writer, which detects them.
-pub(crate) fn record_rejection(journal: &Journal, caller: &PartnerId, event: Option<&CloudEvent>, refusal: &Error) {
+/// the publisher hears them), enqueued now so it keeps the stream's order. The returned
+/// future resolves once it is durable: the publish path answers the refusal only then, so
+/// that a refused publish holds its place in the caller's in-flight window like an
+/// accepted one and a flood of refusals is paced by the journal instead of queueing in
+/// memory. The journal keeps at most `[journal] rejection_payload_bytes` of the payload.
+/// Only verdicts on the event are recorded (invalid, not permitted): not an
+/// unauthenticated caller, a full disk or an unavailable journal; conflicts
+/// (`ALREADY_EXISTS`) are journalled by the journal's writer, which detects them.
+pub(crate) fn record_rejection(
+    journal: &Journal,
+    caller: &PartnerId,
+    event: Option<&CloudEvent>,
+    refusal: &Error,
+) -> Option<impl Future<Output = ()> + Send + 'static> {
     if !refusal.is_verdict() {
-        return;
+        return None;
     }
     let empty = CloudEvent::default();
     let event = event.unwrap_or(&empty);
@@ -37,5 +48,10 @@ pub(crate) fn record_rejection(journal: &Journal, caller: &PartnerId, event: Opt
             .map(|v| Violation { field: v.field, description: v.description })
             .collect(),
     };
-    drop(journal.reject(rejection));
+    let durable = journal.reject(rejection);
+    Some(async move {
+        if let Err(e) = durable.await {
+            tracing::warn!(error = %e, "a refused publish could not be journalled in the rejection log");
+        }
+    })
 }

@@ -18,6 +18,7 @@ pub(crate) use intake::{Admitted, Intake};
 pub(crate) use stream::publish_stream;
 
 use crate::access::{denials, Access};
+use crate::disk::DiskGuard;
 use crate::http::metrics as m;
 use crate::kafka::KafkaMode;
 use crate::messagelog::record_rejection;
@@ -35,6 +36,8 @@ pub(crate) struct Publisher {
     pub access: Access,
     /// With `ack = "kafka"`, replies wait for the relay's confirmation.
     pub kafka: Option<KafkaMode>,
+    /// Refuses publishes while the disk is low (`[journal] min_free_bytes`).
+    pub disk: DiskGuard,
 }
 
 /// How a publish ended, as the metrics label it.
@@ -61,7 +64,10 @@ impl Publisher {
         let event_type = self.intake.registry.resolve(&claimed_type, None).is_ok().then_some(claimed_type);
         let publisher = self.clone();
         let partner = partner.clone();
-        let stored = match self.intake.admit(&partner, req.event.as_ref()) {
+        // A low disk refuses before intake: nothing of the event is written, not even to
+        // the rejection log.
+        let admitted = self.disk.check().and_then(|()| self.intake.admit(&partner, req.event.as_ref()));
+        let stored = match admitted {
             Ok(admitted) => {
                 let dataschema = admitted.event.dataschema.clone();
                 let facts = AdmittedFacts::of(&admitted);
@@ -69,9 +75,9 @@ impl Publisher {
             }
             Err(refusal) => {
                 // Enqueued now, so the rejection log keeps the stream's order.
-                record_rejection(&self.journal, &partner, req.event.as_ref(), &refusal);
+                let journalled = record_rejection(&self.journal, &partner, req.event.as_ref(), &refusal);
                 let id = req.event.as_ref().map(|e| e.id.clone()).unwrap_or_default();
-                Err((refusal, id))
+                Err((refusal, id, journalled))
             }
         };
         // Spawned so that the figures and metrics count the event even when the caller
@@ -85,11 +91,15 @@ impl Publisher {
                     }
                     Err(e) => Err(Error::from(e)),
                 },
-                Err((refusal, id)) => {
+                Err((refusal, id, journalled)) => {
+                    if let Some(journalled) = journalled {
+                        journalled.await;
+                    }
                     let kind = "publish-refused";
                     let event_type = event_type.as_deref().unwrap_or_default();
                     denials::record_refusal(&publisher.access, kind, partner.as_str(), &refusal, &id, event_type).await;
-                    if !event_type.is_empty() {
+                    // A full disk says nothing about the partner's data quality.
+                    if !event_type.is_empty() && !matches!(refusal, Error::DiskLow { .. }) {
                         publisher.quality.rejected(&partner, event_type, &refusal, now_micros());
                     }
                     Err(refusal)

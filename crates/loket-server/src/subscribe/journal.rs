@@ -43,6 +43,11 @@ impl JournalSubscription {
     }
 
     pub async fn run(mut self, tx: mpsc::Sender<Result<Delivery, Status>>) {
+        // A start before the retained range starts at its beginning, and the first
+        // delivery says so.
+        let first_retained = self.viewer.journal.first_retained();
+        let mut tell_first_retained = (self.next < first_retained).then_some(first_retained);
+        self.next = self.next.max(first_retained);
         let access = self.viewer.access.clone();
         if !access.indexed_up_to(self.next.saturating_sub(1), &self.shutdown).await {
             let _ = tx.send(Err(Error::ShuttingDown.into())).await;
@@ -94,7 +99,9 @@ impl JournalSubscription {
                     self.report_lag(last.event.sequence.max(last.position));
                 }
                 for viewed in group {
-                    if tx.send(Ok(viewed.into())).await.is_err() {
+                    let mut delivery: Delivery = viewed.into();
+                    delivery.first_retained = tell_first_retained.take().unwrap_or_default();
+                    if tx.send(Ok(delivery)).await.is_err() {
                         return;
                     }
                     delivered += 1;

@@ -32,7 +32,13 @@ pub(crate) fn from_kafka(record: CloudEventRecord) -> Delivery {
         missing_expected: record.missing_expected,
         ..StoredEvent::default()
     };
-    Delivery::from(Viewed { event, redacted: record.redacted, released: record.released, position: record.sequence })
+    Delivery::from(Viewed {
+        event,
+        redacted: record.redacted,
+        released: record.released,
+        position: record.sequence,
+        tombstone: record.tombstone,
+    })
 }
 
 /// The views on the Kafka delivery topics: one topic per partner the policy lets receive
@@ -98,6 +104,7 @@ impl DeliveryPolicy for PartnerViews {
             for viewed in self.viewer.view(scan, digests, &mut reading)? {
                 let record = CloudEventRecord::new(&viewed.event, viewed.event.data.clone(), viewed.redacted);
                 let record = if viewed.released { record.released() } else { record };
+                let record = if viewed.tombstone { record.tombstone() } else { record };
                 out.push(ViewRecord { target: target.clone(), record });
             }
         }

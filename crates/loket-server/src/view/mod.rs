@@ -7,6 +7,7 @@
 //! the subscriber may see (`Policy::visible_completeness`), never the fields hidden from it.
 
 mod kafka;
+mod tombstones;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use loket_schema::Registry;
 use serde_json::Value;
 
 pub(crate) use kafka::{from_kafka, PartnerViews};
+pub(crate) use tombstones::ErasureNotice;
 
 use crate::access::{parse, Access, DenialRecord};
 use crate::proto::timestamp::from_micros;
@@ -35,11 +37,13 @@ pub(crate) struct Viewed {
     pub released: bool,
     /// The scan position a client acknowledges (see `Delivery.position`).
     pub position: u64,
+    /// The event was erased: only its attributes are delivered (see `tombstones.rs`).
+    pub tombstone: bool,
 }
 
 impl From<Viewed> for Delivery {
     fn from(viewed: Viewed) -> Self {
-        let Viewed { mut event, redacted, released, position } = viewed;
+        let Viewed { mut event, redacted, released, position, tombstone } = viewed;
         let data = std::mem::take(&mut event.data);
         Delivery {
             position,
@@ -50,6 +54,8 @@ impl From<Viewed> for Delivery {
             missing_expected: std::mem::take(&mut event.missing_expected),
             received_at: Some(from_micros(event.received_at_micros)),
             event: Some(CloudEvent::stored(event, data)),
+            first_retained: 0,
+            tombstone,
         }
     }
 }
@@ -86,15 +92,19 @@ impl<'e> Reading<'e> {
         Ok(self.data.insert(data))
     }
 
-    fn original(&mut self, journal: &Journal, sequence: u64) -> Result<&(StoredEvent, Value), Error> {
+    /// The withheld event `sequence`, `None` when its payload was purged.
+    fn original(&mut self, journal: &Journal, sequence: u64) -> Result<Option<&(StoredEvent, Value)>, Error> {
         if let std::collections::hash_map::Entry::Vacant(slot) = self.originals.entry(sequence) {
             let original = journal
                 .get(sequence)?
                 .ok_or_else(|| Error::Access(format!("withheld event {sequence} is missing from the journal")))?;
+            if original.purged_by != 0 {
+                return Ok(None);
+            }
             let data = parse(&original)?;
             slot.insert((original, data));
         }
-        Ok(&self.originals[&sequence])
+        Ok(self.originals.get(&sequence))
     }
 }
 
@@ -120,6 +130,13 @@ impl Viewer {
     ) -> Result<Vec<Viewed>, Error> {
         let event = reading.event;
         let policy = &self.access.policy;
+        // Expired or erased: its payload is gone, and so is the event for subscribers.
+        if event.purged_by != 0 {
+            return Ok(Vec::new());
+        }
+        if tombstones::is_notice(event) {
+            return self.tombstones(scan, event);
+        }
         if is_digest(event) {
             // Digests come from the gateway itself and are about one partner: they bypass
             // the partner grants and go to that partner and the quality readers.
@@ -140,7 +157,12 @@ impl Viewer {
             group.push(self.viewed(scan.partner(), event, &data, redacted, false)?);
         }
         for sequence in released {
-            let (original, data) = reading.original(&self.journal, sequence)?;
+            // A withheld event that expired (or was erased) before its consent came is not
+            // released: it is no longer there to release.
+            if sequence < self.journal.first_retained() {
+                continue;
+            }
+            let Some((original, data)) = reading.original(&self.journal, sequence)? else { continue };
             let facts = EventFacts::of(original, data);
             if let Verdict::Deliver { data, redacted } = scan.release(policy, &facts, event.received_at_micros) {
                 group.push(self.viewed(scan.partner(), original, &data, redacted, true)?);
@@ -186,13 +208,13 @@ impl Viewer {
             Err(_) => (0.0, Vec::new()),
         };
         let event = StoredEvent { data, completeness, missing_expected, ..event.clone() };
-        Ok(Viewed { event, redacted, released, position: 0 })
+        Ok(Viewed { event, redacted, released, position: 0, tombstone: false })
     }
 }
 
 /// The event as stored, for a subscriber that sees all of it.
 fn whole(event: &StoredEvent) -> Viewed {
-    Viewed { event: event.clone(), redacted: Vec::new(), released: false, position: event.sequence }
+    Viewed { event: event.clone(), redacted: Vec::new(), released: false, position: event.sequence, tombstone: false }
 }
 
 #[cfg(test)]

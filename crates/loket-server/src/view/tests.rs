@@ -29,10 +29,10 @@ fn fixture() -> Fixture {
     let policy = config.policy(&registry).unwrap();
     let types: Vec<&str> = registry.event_types().collect();
     let rules = RuleSet::embedded(&types).unwrap();
-    let access = Access::open(&config, policy).unwrap();
     let journal =
-        Journal::open(&JournalConfig { dir: config.journal_dir(), cache_capacity_bytes: 1 << 20, max_batch: 64 })
+        Journal::open(&JournalConfig { dir: config.journal_dir(), cache_capacity_bytes: 1 << 20, max_batch: 64, ..JournalConfig::default() })
             .unwrap();
+    let access = Access::open(&config, policy, &journal).unwrap();
     let registry = Arc::new(registry);
     let intake = Intake {
         registry: registry.clone(),
