@@ -113,16 +113,18 @@ async fn health_and_reflection_are_served() {
 async fn schemas_are_listed_with_their_expected_fields() {
     let gw = Gateway::start().await;
     let list = gw.client("ind").await.list_schemas(ListSchemasRequest {}).await.unwrap().into_inner();
-    let mut types: Vec<&str> = list.schemas.iter().map(|s| s.r#type.as_str()).collect();
+    // Each type by its reverse-DNS name, with the short name as the alias.
+    assert!(list.schemas.iter().all(|s| s.r#type == format!("nl.vreemdelingenketen.{}", s.alias)));
+    let mut types: Vec<&str> = list.schemas.iter().map(|s| s.alias.as_str()).collect();
     types.sort();
     let mut want = [TYPES, GATEWAY_TYPES].concat();
     want.sort();
     assert_eq!(types, want);
     for s in &list.schemas {
-        if GATEWAY_TYPES.contains(&s.r#type.as_str()) {
+        if GATEWAY_TYPES.contains(&s.alias.as_str()) {
             // The gateway's own events: a digest is about a partner, a handover finding about
             // a case.
-            let about = if s.r#type == "quality-digest" { "partner" } else { "vNumber" };
+            let about = if s.alias == "quality-digest" { "partner" } else { "vNumber" };
             assert!(s.latest && s.version == 1 && s.required.contains(&about.to_owned()), "{}", s.r#type);
             continue;
         }

@@ -54,6 +54,7 @@ pub fn event(source: &str, event_type: &str, id: &str, data: &Value) -> CloudEve
         datacontenttype: "application/json".to_owned(),
         data: serde_json::to_vec(data).unwrap(),
         specversion: "1.0".to_owned(),
+        extensions: Default::default(),
     }
 }
 

@@ -23,6 +23,7 @@ mod server;
 mod service;
 mod subscribe;
 mod tls;
+mod trace;
 mod view;
 
 pub use access::PARTNER_HEADER;

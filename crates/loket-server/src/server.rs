@@ -106,6 +106,7 @@ pub async fn run_with(
             rules,
             max_event_bytes: config.grpc.max_event_bytes,
             claims: access.claims.clone(),
+            profile: access.profile.clone(),
         },
         journal: journal.clone(),
         quality: quality.clone(),

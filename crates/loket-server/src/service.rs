@@ -23,6 +23,7 @@ use crate::proto::{
 use crate::publish::{publish_stream, Publisher};
 use crate::quality::Quality;
 use crate::subscribe::Subscriptions;
+use crate::trace::CallTrace;
 use crate::{messagelog, Error};
 
 pub(crate) struct GatewayService {
@@ -42,7 +43,8 @@ type ReplyStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Se
 impl Gateway for GatewayService {
     async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishReply>, Status> {
         let partner = self.access.caller(&request, "publish").await?;
-        Ok(Response::new(self.publisher.start(&partner, request.into_inner()).await?))
+        let call = CallTrace::of(request.metadata());
+        Ok(Response::new(self.publisher.start(&partner, request.into_inner(), &call).await?))
     }
 
     type PublishStreamStream = ReplyStream<PublishStreamReply>;
@@ -52,9 +54,11 @@ impl Gateway for GatewayService {
         request: Request<Streaming<PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
         let partner = self.access.caller(&request, "publish").await?;
+        let call = CallTrace::of(request.metadata());
         let replies = publish_stream(
             self.publisher.clone(),
             partner,
+            call,
             request.into_inner(),
             self.stream_in_flight,
             self.shutdown.clone(),
@@ -101,7 +105,8 @@ impl Gateway for GatewayService {
         let schemas = registry
             .schemas()
             .map(|s| SchemaInfo {
-                r#type: s.event_type().to_owned(),
+                r#type: self.access.profile.event_type(s.event_type()),
+                alias: s.event_type().to_owned(),
                 version: s.version(),
                 id: s.id().to_owned(),
                 title: s.title().to_owned(),

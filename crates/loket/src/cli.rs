@@ -114,6 +114,11 @@ pub struct ExportArgs {
     /// Write to this file instead of standard output.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// With --data: the stopped gateway's configuration, for the names events are
+    /// exported under (`[cloudevents] type_prefix`, the partners' OIN and system); the
+    /// defaults when absent.
+    #[arg(long, value_name = "FILE", requires = "data")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -315,6 +320,10 @@ pub struct PublishArgs {
     /// Schema id (dataschema); the type's latest version when absent.
     #[arg(long)]
     pub dataschema: Option<String>,
+    /// A CloudEvents extension attribute NAME=VALUE (repeatable), e.g. dataref=https://...
+    /// or traceparent=00-...: names are 1 to 20 lowercase letters or digits.
+    #[arg(long = "extension", value_name = "NAME=VALUE")]
+    pub extensions: Vec<String>,
 }
 
 #[derive(Debug, Args)]

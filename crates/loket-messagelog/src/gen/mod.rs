@@ -179,6 +179,7 @@ pub fn generate(options: &GenOptions, out: &mut dyn Write) -> Result<Generated, 
             data_base64,
             outcome: ACCEPTED.into(),
             sequence: None,
+            sequencetype: None,
             rejection: None,
             receivedat: stamp(p.received),
             completeness: None,
@@ -193,6 +194,9 @@ pub fn generate(options: &GenOptions, out: &mut dyn Write) -> Result<Generated, 
             hash: None,
             pseudonymised: None,
             omitted: None,
+            traceparent: None,
+            tracestate: None,
+            extensions: Default::default(),
         };
         match schema.check(&p.data) {
             Ok(c) => {

@@ -13,6 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use loket_access::{Policy, SubscriberScan, CONSENT_TYPE};
+use loket_domain::Profile;
 use loket_journal::{Journal, StoredEvent};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -62,6 +63,8 @@ pub(crate) struct Access {
     rules: Arc<String>,
     /// The registrar of every consent form.
     pub claims: ConsentClaims,
+    /// How events are named on every output (NL GOV profile).
+    pub profile: Arc<Profile>,
 }
 
 impl Access {
@@ -87,6 +90,7 @@ impl Access {
             indexed: Arc::new(tx),
             rules: Arc::new(rules),
             claims: ConsentClaims::default(),
+            profile: Arc::new(config.profile()?),
         })
     }
 

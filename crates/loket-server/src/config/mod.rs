@@ -16,7 +16,8 @@ use loket_schema::Registry;
 use serde::Deserialize;
 
 pub use sections::{
-    ExportConfig, GrpcConfig, IdentitySource, JournalSettings, MetricsConfig, QualityConfig, SchemasConfig, TlsConfig,
+    CloudEventsConfig, ExportConfig, GrpcConfig, IdentitySource, JournalSettings, MetricsConfig, QualityConfig,
+    SchemasConfig, TlsConfig,
 };
 
 use crate::Error;
@@ -67,6 +68,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Fan-out over Kafka. Absent: no Kafka (the embedded default).
     pub kafka: Option<KafkaConfig>,
+    /// The envelope's names on every output (NL GOV profile for CloudEvents).
+    #[serde(default)]
+    pub cloudevents: CloudEventsConfig,
 }
 
 /// The shipped configuration, whose `[partners]` are the built-in policy.
@@ -90,6 +94,7 @@ impl Default for Config {
             quality: QualityConfig::default(),
             metrics: MetricsConfig::default(),
             kafka: None,
+            cloudevents: CloudEventsConfig::default(),
         }
     }
 }
@@ -225,6 +230,22 @@ impl Config {
         if let Some(kafka) = &self.kafka {
             problems.extend(kafka.problems());
         }
+        let prefix = &self.cloudevents.type_prefix;
+        let label =
+            |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if prefix.split('.').count() < 2 || !prefix.split('.').all(label) {
+            problems.push(format!(
+                "cloudevents.type_prefix: {prefix:?} is not a reverse-DNS name like nl.vreemdelingenketen"
+            ));
+        }
+        for (id, partner) in self.partners.iter().flatten() {
+            let system_ok = |s: &String| {
+                !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            };
+            if partner.system.as_ref().is_some_and(|s| !system_ok(s)) {
+                problems.push(format!("partners.{id}.system: use letters, digits, '.', '_' or '-'"));
+            }
+        }
         if let Some(dir) = &self.schemas.dir {
             if !dir.is_dir() {
                 problems.push(format!("schemas.dir: {} is not a directory", dir.display()));
@@ -300,6 +321,14 @@ impl Config {
             }
             _ => Ok(policy),
         })
+    }
+
+    /// How events are named on the outside: the type prefix and each partner's source
+    /// URN (`[partners.<id>] oin` and `system`).
+    pub fn profile(&self) -> Result<loket_domain::Profile, Error> {
+        let partners = self.partner_policies()?;
+        let sources = partners.iter().filter_map(|(id, p)| Some((id.as_str(), p.oin.as_deref()?, p.system.as_deref())));
+        Ok(loket_domain::Profile::new(&self.cloudevents.type_prefix, sources))
     }
 
     /// The quality figures' own store.

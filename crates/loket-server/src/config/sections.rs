@@ -199,3 +199,24 @@ impl Default for JournalSettings {
         Self { cache_mib: default_cache_mib(), max_batch: default_max_batch() }
     }
 }
+
+/// How events are named on every output, per the NL GOV profile for CloudEvents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudEventsConfig {
+    /// Reverse-DNS prefix of the event types: `transport-status` is published and
+    /// delivered as `<type_prefix>.transport-status`; the short name stays accepted as an
+    /// alias on input (publish, subscribe).
+    #[serde(default = "default_type_prefix")]
+    pub type_prefix: String,
+}
+
+fn default_type_prefix() -> String {
+    loket_domain::profile::DEFAULT_TYPE_PREFIX.to_owned()
+}
+
+impl Default for CloudEventsConfig {
+    fn default() -> Self {
+        Self { type_prefix: default_type_prefix() }
+    }
+}

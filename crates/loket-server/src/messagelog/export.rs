@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use loket_access::{Pseudonymiser, Step, SubscriberScan};
 use loket_domain::time::now_micros;
-use loket_domain::{FieldViolation, PartnerId, SPEC_VERSION};
+use loket_domain::{FieldViolation, PartnerId, Profile, SPEC_VERSION};
 use loket_journal::export::{Entry, Filter};
 use loket_journal::Journal;
 use loket_schema::Registry;
@@ -50,12 +50,12 @@ impl Mode {
         }
     }
 
-    fn entry(&self, entry: Entry) -> ExportEntry {
+    fn entry(&self, entry: Entry, profile: &Profile) -> ExportEntry {
         match self {
-            Mode::Full => export_entry(entry),
+            Mode::Full => export_entry(entry, profile),
             Mode::Pseudonymised { pseudonyms, registry, omitted } => {
                 let omit = matches!(&entry, Entry::Accepted(e) if omitted.contains(&e.sequence));
-                pseudonymise(export_entry(entry), pseudonyms, registry, omit)
+                pseudonymise(export_entry(entry, profile), pseudonyms, registry, profile, omit)
             }
         }
     }
@@ -77,7 +77,7 @@ pub(crate) async fn export(
         denials::record_refusal(access, "export-refused", partner.as_str(), &e, "", "").await;
         return Err(e);
     }
-    let entries = journal.entries(filter(request)?)?;
+    let entries = journal.entries(filter(request, &access.profile)?)?;
     let mode = if tester {
         // Which medical events some recipient was given is known once the index covers
         // everything this export can contain.
@@ -109,12 +109,13 @@ pub(crate) async fn export(
     tracing::info!(partner = %partner, mode = mode.name(), filters = %record.filters, "message log export started");
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     let store = access.store.clone();
+    let profile = access.profile.clone();
     // Reading is blocking sled work: off the async threads, throttled by the channel.
     tokio::task::spawn_blocking(move || {
         let mut sent = 0u64;
         let mut completed = true;
         for entry in entries {
-            let item = entry.map(|e| mode.entry(e)).map_err(|e| Status::from(Error::from(e)));
+            let item = entry.map(|e| mode.entry(e, &profile)).map_err(|e| Status::from(Error::from(e)));
             let failed = item.is_err();
             if tx.blocking_send(item).is_err() || failed {
                 completed = false;
@@ -245,10 +246,19 @@ fn undelivered_medical(access: &Access, registry: &Registry) -> Result<HashSet<u
 /// An entry as a tester sees it: the case and free text pseudonymised in the payload and
 /// wherever they are repeated (id, subject, message, violations); the chain hashes left
 /// out (they no longer match); the payload left out when `omit`.
-fn pseudonymise(mut entry: ExportEntry, pseudonyms: &Pseudonymiser, registry: &Registry, omit: bool) -> ExportEntry {
+fn pseudonymise(
+    mut entry: ExportEntry,
+    pseudonyms: &Pseudonymiser,
+    registry: &Registry,
+    profile: &Profile,
+    omit: bool,
+) -> ExportEntry {
     let mut event = entry.event.take().unwrap_or_default();
     let dataschema = Some(event.dataschema.as_str()).filter(|d| !d.is_empty());
-    let schema = registry.resolve(&event.r#type, dataschema).map(|s| s.document().clone()).unwrap_or(Value::Null);
+    let schema = registry
+        .resolve(profile.short_type(&event.r#type), dataschema)
+        .map(|s| s.document().clone())
+        .unwrap_or(Value::Null);
     let mut replaced = vec![(event.subject.clone(), pseudonyms.case(&event.subject))];
     if omit {
         event.data.clear();
@@ -267,6 +277,10 @@ fn pseudonymise(mut entry: ExportEntry, pseudonyms: &Pseudonymiser, registry: &R
     replaced.sort_by_key(|(original, _)| std::cmp::Reverse(original.len()));
     event.subject = pseudonyms.case(&event.subject);
     event.id = Pseudonymiser::scrub(&event.id, &replaced);
+    // A publisher's extension (a `dataref` URL, say) may name the case too.
+    for value in event.extensions.values_mut() {
+        *value = Pseudonymiser::scrub(value, &replaced);
+    }
     entry.message = Pseudonymiser::scrub(&entry.message, &replaced);
     for v in &mut entry.violations {
         v.description = Pseudonymiser::scrub(&v.description, &replaced);
@@ -280,10 +294,11 @@ fn pseudonymise(mut entry: ExportEntry, pseudonyms: &Pseudonymiser, registry: &R
 }
 
 /// The journal filter of an Export request; every problem at once.
-pub fn filter(request: &ExportRequest) -> Result<Filter, Error> {
+pub fn filter(request: &ExportRequest, profile: &Profile) -> Result<Filter, Error> {
     let mut problems = Vec::new();
     let mut filter = Filter {
-        types: request.types.clone(),
+        // The journal stores short types; the reverse-DNS name is an alias.
+        types: request.types.iter().map(|t| profile.short_type(t).to_owned()).collect(),
         sources: request.sources.clone(),
         subjects: request.subjects.clone(),
         ..Filter::default()
@@ -317,9 +332,11 @@ pub fn filter(request: &ExportRequest) -> Result<Filter, Error> {
     }
 }
 
-/// One log entry as the Export RPC sends it. Public so that the offline export of a
-/// stopped gateway's journal produces exactly what the RPC would.
-pub fn export_entry(entry: Entry) -> ExportEntry {
+/// One log entry as the Export RPC sends it, an accepted event in the `profile`'s names
+/// with the trace context it was stored with (so the line's record hashes as stored).
+/// Public so that the offline export of a stopped gateway's journal produces exactly what
+/// the RPC would.
+pub fn export_entry(entry: Entry, profile: &Profile) -> ExportEntry {
     match entry {
         Entry::Accepted(mut e) => ExportEntry {
             outcome: Outcome::Accepted as i32,
@@ -331,9 +348,10 @@ pub fn export_entry(entry: Entry) -> ExportEntry {
             chain: e.chain,
             prev_hash: std::mem::take(&mut e.prev_hash),
             hash: std::mem::take(&mut e.hash),
+            caller: e.source.clone(),
             event: Some({
                 let data = std::mem::take(&mut e.data);
-                CloudEvent::stored(e, data)
+                CloudEvent::stored(e, data, profile, String::new())
             }),
             ..ExportEntry::default()
         },
@@ -348,6 +366,7 @@ pub fn export_entry(entry: Entry) -> ExportEntry {
                 datacontenttype: r.datacontenttype,
                 data: r.data,
                 specversion: SPEC_VERSION.to_owned(),
+                extensions: Default::default(),
             }),
             outcome: Outcome::Rejected as i32,
             rejection: r.number,

@@ -24,6 +24,7 @@ use crate::messagelog::record_rejection;
 use crate::proto::timestamp::from_micros;
 use crate::proto::{PublishReply, PublishRequest};
 use crate::quality::{AdmittedFacts, Quality};
+use crate::trace::CallTrace;
 use crate::Error;
 
 /// What the publish path needs.
@@ -54,14 +55,16 @@ impl Publisher {
         &self,
         partner: &PartnerId,
         req: PublishRequest,
+        call: &CallTrace,
     ) -> impl Future<Output = Result<PublishReply, Error>> + Send + 'static {
         let started = Instant::now();
-        let claimed_type = req.event.as_ref().map(|e| e.r#type.clone()).unwrap_or_default();
+        let claimed = req.event.as_ref().map(|e| e.r#type.as_str()).unwrap_or_default();
+        let claimed_type = self.intake.profile.short_type(claimed).to_owned();
         // Only known types become labels and buckets: a client cannot invent series.
         let event_type = self.intake.registry.resolve(&claimed_type, None).is_ok().then_some(claimed_type);
         let publisher = self.clone();
         let partner = partner.clone();
-        let stored = match self.intake.admit(&partner, req.event.as_ref()) {
+        let stored = match self.intake.admit(&partner, req.event.as_ref(), call) {
             Ok(admitted) => {
                 let dataschema = admitted.event.dataschema.clone();
                 let facts = AdmittedFacts::of(&admitted);

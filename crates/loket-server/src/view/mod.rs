@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use loket_access::{EventFacts, Need, Step, SubscriberScan, Verdict};
 use loket_domain::time::now_micros;
+use loket_domain::Profile;
 use loket_journal::{Journal, StoredEvent};
 use loket_schema::Registry;
 use serde_json::Value;
@@ -23,6 +24,7 @@ use crate::access::{parse, Access, DenialRecord};
 use crate::proto::timestamp::from_micros;
 use crate::proto::{CloudEvent, Delivery};
 use crate::quality::is_digest;
+use crate::trace::{new_span_id, next_hop};
 use crate::Error;
 
 /// A stored event as one subscriber may see it.
@@ -37,10 +39,12 @@ pub(crate) struct Viewed {
     pub position: u64,
 }
 
-impl From<Viewed> for Delivery {
-    fn from(viewed: Viewed) -> Self {
-        let Viewed { mut event, redacted, released, position } = viewed;
+impl Viewed {
+    /// The gRPC delivery, in the profile's names, as a new hop of the event's trace.
+    pub fn delivery(self, profile: &Profile) -> Delivery {
+        let Viewed { mut event, redacted, released, position } = self;
         let data = std::mem::take(&mut event.data);
+        let traceparent = next_hop(&event.traceparent, new_span_id());
         Delivery {
             position,
             redacted,
@@ -49,7 +53,7 @@ impl From<Viewed> for Delivery {
             completeness: event.completeness,
             missing_expected: std::mem::take(&mut event.missing_expected),
             received_at: Some(from_micros(event.received_at_micros)),
-            event: Some(CloudEvent::stored(event, data)),
+            event: Some(CloudEvent::stored(event, data, profile, traceparent)),
         }
     }
 }

@@ -13,6 +13,7 @@ use super::{Digests, Reading, Viewed, Viewer};
 use crate::access::Access;
 use crate::proto::CloudEvent;
 use crate::publish::Intake;
+use crate::trace::CallTrace;
 use crate::Config;
 
 struct Fixture {
@@ -40,6 +41,7 @@ fn fixture() -> Fixture {
         rules,
         max_event_bytes: 1 << 20,
         claims: access.claims.clone(),
+        profile: access.profile.clone(),
     };
     Fixture { viewer: Viewer { access, journal, registry }, intake, _dir: dir }
 }
@@ -63,7 +65,7 @@ impl Fixture {
             data: serde_json::to_vec(&data).unwrap(),
             ..CloudEvent::default()
         };
-        let admitted = self.intake.admit(&source.parse().unwrap(), Some(&event)).unwrap();
+        let admitted = self.intake.admit(&source.parse().unwrap(), Some(&event), &CallTrace::default()).unwrap();
         self.append(admitted.event).await
     }
 

@@ -1,0 +1,50 @@
+//! Trace context across the gateway (W3C Trace Context, the CloudEvents distributed-tracing
+//! extension): what a publish carries in, and the `traceparent` of each later hop. The
+//! stored event keeps the trace id and the intake's span id; every delivery and Kafka
+//! record names a span of its own under the same trace id.
+
+use loket_domain::TraceParent;
+use tonic::metadata::MetadataMap;
+
+/// The trace context of a publish call's gRPC metadata (`traceparent`, `tracestate`).
+/// An event's own extensions take precedence; a malformed header is ignored, as W3C asks.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CallTrace {
+    pub parent: Option<TraceParent>,
+    pub state: Option<String>,
+}
+
+impl CallTrace {
+    pub fn of(metadata: &MetadataMap) -> Self {
+        let text = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let parent = text("traceparent").as_deref().and_then(TraceParent::parse);
+        let state = parent.and(text("tracestate")).filter(|s| loket_domain::trace::valid_tracestate(s));
+        CallTrace { parent, state }
+    }
+}
+
+/// A fresh span id: random, never all zeros.
+pub(crate) fn new_span_id() -> [u8; 8] {
+    loop {
+        let bytes = uuid::Uuid::new_v4().into_bytes();
+        let id: [u8; 8] = bytes[8..].try_into().expect("8 bytes");
+        if id != [0; 8] {
+            return id;
+        }
+    }
+}
+
+/// A new trace, for an event whose publisher sent none.
+pub(crate) fn new_trace() -> TraceParent {
+    let mut trace_id = uuid::Uuid::new_v4().into_bytes();
+    // The version nibble of a v4 UUID is no randomness; W3C does not ask for any.
+    trace_id[0] |= 1;
+    TraceParent { trace_id, span_id: new_span_id(), flags: 1 }
+}
+
+/// The `traceparent` of the next hop of a stored event's trace (`stored`, its intake's
+/// traceparent): the same trace id and `span_id` as the parent. Events stored before the
+/// gateway kept traces (and its own events) start a trace here.
+pub(crate) fn next_hop(stored: &str, span_id: [u8; 8]) -> String {
+    TraceParent::parse(stored).map_or_else(new_trace, |parent| parent.child(span_id)).to_string()
+}
