@@ -2,9 +2,17 @@
 //! extension): what a publish carries in, and the `traceparent` of each later hop. The
 //! stored event keeps the trace id and the intake's span id; every delivery and Kafka
 //! record names a span of its own under the same trace id.
+//!
+//! Each hop is also a `tracing` span (intake, journal, delivery, relay). With the
+//! OpenTelemetry layer installed (`[telemetry] otlp_endpoint`, set up by the binary) the
+//! span continues the stored trace and its OpenTelemetry span id is the hop's span id, so
+//! the exported spans and the `traceparent` on the wire name the same spans; without it the
+//! span id is random.
 
 use loket_domain::TraceParent;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use tonic::metadata::MetadataMap;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The trace context of a publish call's gRPC metadata (`traceparent`, `tracestate`).
 /// An event's own extensions take precedence; a malformed header is ignored, as W3C asks.
@@ -42,9 +50,35 @@ pub(crate) fn new_trace() -> TraceParent {
     TraceParent { trace_id, span_id: new_span_id(), flags: 1 }
 }
 
+/// Makes `span` the next hop of the trace `parent` (none: a new trace) and returns the
+/// traceparent that names it.
+pub(crate) fn continue_trace(span: &tracing::Span, parent: Option<TraceParent>) -> TraceParent {
+    if let Some(p) = parent {
+        let remote = SpanContext::new(
+            TraceId::from_bytes(p.trace_id),
+            SpanId::from_bytes(p.span_id),
+            TraceFlags::new(p.flags),
+            true,
+            TraceState::default(),
+        );
+        // Fails only without the OpenTelemetry layer, and then the ids below are ours.
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+    }
+    let context = span.context();
+    let own = context.span().span_context().clone();
+    if own.is_valid() {
+        return TraceParent {
+            trace_id: own.trace_id().to_bytes(),
+            span_id: own.span_id().to_bytes(),
+            flags: own.trace_flags().to_u8(),
+        };
+    }
+    parent.map_or_else(new_trace, |p| p.child(new_span_id()))
+}
+
 /// The `traceparent` of the next hop of a stored event's trace (`stored`, its intake's
-/// traceparent): the same trace id and `span_id` as the parent. Events stored before the
-/// gateway kept traces (and its own events) start a trace here.
-pub(crate) fn next_hop(stored: &str, span_id: [u8; 8]) -> String {
-    TraceParent::parse(stored).map_or_else(new_trace, |parent| parent.child(span_id)).to_string()
+/// traceparent), made by `span`. Events stored before the gateway kept traces (and its own
+/// events) start a trace here.
+pub(crate) fn next_hop(stored: &str, span: &tracing::Span) -> String {
+    continue_trace(span, TraceParent::parse(stored)).to_string()
 }

@@ -16,8 +16,8 @@ use loket_schema::Registry;
 use serde::Deserialize;
 
 pub use sections::{
-    CloudEventsConfig, ExportConfig, GrpcConfig, IdentitySource, JournalSettings, MetricsConfig, QualityConfig,
-    SchemasConfig, TlsConfig,
+    CloudEventsConfig, ExportConfig, GrpcConfig, IdentitySource, JournalSettings, LogConfig, LogFormat, MetricsConfig,
+    QualityConfig, SchemasConfig, TelemetryConfig, TlsConfig,
 };
 
 use crate::Error;
@@ -71,6 +71,12 @@ pub struct Config {
     /// The envelope's names on every output (NL GOV profile for CloudEvents).
     #[serde(default)]
     pub cloudevents: CloudEventsConfig,
+    /// Span export over OTLP (OpenTelemetry).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    /// The format of the gateway's log lines.
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 /// The shipped configuration, whose `[partners]` are the built-in policy.
@@ -95,6 +101,8 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             kafka: None,
             cloudevents: CloudEventsConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -229,6 +237,14 @@ impl Config {
         }
         if let Some(kafka) = &self.kafka {
             problems.extend(kafka.problems());
+        }
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint {
+            let url = endpoint.parse::<tonic::transport::Uri>();
+            let http =
+                url.as_ref().is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+            if !http {
+                problems.push(format!("telemetry.otlp_endpoint: {endpoint:?} is not a URL like http://127.0.0.1:4317"));
+            }
         }
         let prefix = &self.cloudevents.type_prefix;
         let label =

@@ -220,3 +220,39 @@ impl Default for CloudEventsConfig {
         Self { type_prefix: default_type_prefix() }
     }
 }
+
+/// Export of the gateway's spans (intake, journal, delivery, relay) over OTLP.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC endpoint of an OpenTelemetry collector, e.g. `http://127.0.0.1:4317`.
+    /// Absent: spans are not exported (they still shape the log lines).
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+fn default_service_name() -> String {
+    "loket".to_owned()
+}
+
+/// The log lines `loket serve` writes to standard error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (coloured on a terminal unless NO_COLOR is set).
+    #[default]
+    Text,
+    /// One JSON object per line, with the spans it happened in.
+    Json,
+}
+
+/// Logging of `loket serve`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json`. The level comes from RUST_LOG (default `info`).
+    #[serde(default)]
+    pub format: LogFormat,
+}

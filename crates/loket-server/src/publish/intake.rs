@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::access::ConsentClaims;
 use crate::proto::timestamp::to_micros;
 use crate::proto::CloudEvent;
-use crate::trace::{new_span_id, new_trace, CallTrace};
+use crate::trace::{continue_trace, CallTrace};
 use crate::Error;
 
 /// Longest accepted `id`; CloudEvents sets no limit, but an id is a key, not a document.
@@ -49,11 +49,18 @@ pub(crate) struct Admitted {
 impl Intake {
     /// Checks one event from `caller` and turns it into a journal entry, or says every
     /// reason it cannot be accepted.
-    pub fn admit(&self, caller: &PartnerId, event: Option<&CloudEvent>, call: &CallTrace) -> Result<Admitted, Error> {
+    /// `span` is the intake's span: it continues the publisher's trace.
+    pub fn admit(
+        &self,
+        caller: &PartnerId,
+        event: Option<&CloudEvent>,
+        call: &CallTrace,
+        span: &tracing::Span,
+    ) -> Result<Admitted, Error> {
         let event = event.ok_or_else(|| {
             Error::InvalidEnvelope(vec![FieldViolation::attribute("event", "the request carries no event")])
         })?;
-        let (time_micros, trace) = check_envelope(event, call)?;
+        let (time_micros, trace) = check_envelope(event, call, span)?;
         if !self.profile.is_source_of(&event.source, caller.as_str()) {
             return Err(Error::SourceMismatch { identity: caller.to_string(), claimed: event.source.clone() });
         }
@@ -161,7 +168,7 @@ struct Trace {
 /// The event's trace context: its `traceparent`/`tracestate` extensions, else the call's
 /// metadata. A malformed extension is the publisher's mistake to hear about; a malformed
 /// header was already ignored.
-fn trace_of(event: &CloudEvent, call: &CallTrace, problems: &mut Vec<FieldViolation>) -> Trace {
+fn trace_of(event: &CloudEvent, call: &CallTrace, span: &tracing::Span, problems: &mut Vec<FieldViolation>) -> Trace {
     let extension = |name: &str| event.extensions.get(name).map(String::as_str);
     let (parent, state) = match extension(TRACEPARENT) {
         Some(text) => {
@@ -182,15 +189,14 @@ fn trace_of(event: &CloudEvent, call: &CallTrace, problems: &mut Vec<FieldViolat
             format!("{state:?} is not a W3C tracestate: at most 32 key=value members, 512 characters"),
         ));
     }
-    let parent = parent.map_or_else(new_trace, |p| p.child(new_span_id()));
-    Trace { parent, state }
+    Trace { parent: continue_trace(span, parent), state }
 }
 
 /// Every envelope problem at once; returns the event time in microseconds when valid, and
 /// the trace the event continues.
-fn check_envelope(event: &CloudEvent, call: &CallTrace) -> Result<(Option<i64>, Trace), Error> {
+fn check_envelope(event: &CloudEvent, call: &CallTrace, span: &tracing::Span) -> Result<(Option<i64>, Trace), Error> {
     let mut problems = check_extensions(event.extensions.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let trace = trace_of(event, call, &mut problems);
+    let trace = trace_of(event, call, span, &mut problems);
     if event.id.is_empty() {
         problems.push(FieldViolation::attribute("id", "is required"));
     } else if event.id.len() > MAX_ID_LEN || event.id.chars().any(char::is_control) {

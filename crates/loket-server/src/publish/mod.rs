@@ -13,6 +13,7 @@ use std::time::Instant;
 use loket_domain::time::now_micros;
 use loket_domain::PartnerId;
 use loket_journal::{Appended, Journal};
+use tracing::Instrument;
 
 pub(crate) use intake::{Admitted, Intake};
 pub(crate) use stream::publish_stream;
@@ -64,11 +65,14 @@ impl Publisher {
         let event_type = self.intake.registry.resolve(&claimed_type, None).is_ok().then_some(claimed_type);
         let publisher = self.clone();
         let partner = partner.clone();
-        let stored = match self.intake.admit(&partner, req.event.as_ref(), call) {
+        let id = req.event.as_ref().map(|e| e.id.as_str()).unwrap_or_default();
+        let intake = tracing::info_span!("intake", partner = %partner, id, r#type = claimed);
+        let stored = match self.intake.admit(&partner, req.event.as_ref(), call, &intake) {
             Ok(admitted) => {
                 let dataschema = admitted.event.dataschema.clone();
                 let facts = AdmittedFacts::of(&admitted);
-                Ok((self.journal.submit(admitted.event), dataschema, facts))
+                let journal = tracing::info_span!(parent: &intake, "journal");
+                Ok((self.journal.submit(admitted.event).instrument(journal), dataschema, facts))
             }
             Err(refusal) => {
                 // Enqueued now, so the rejection log keeps the stream's order.
@@ -79,35 +83,39 @@ impl Publisher {
         };
         // Spawned so that the figures and metrics count the event even when the caller
         // hangs up (dropping the reply future) after it was submitted to the journal.
-        let counted = tokio::spawn(async move {
-            let result = match stored {
-                Ok((future, dataschema, facts)) => match future.await {
-                    Ok(appended) => {
-                        publisher.quality.accepted(&facts, &appended);
-                        publisher.confirmed(appended, dataschema, facts.flagged).await
+        let counted = tokio::spawn(
+            async move {
+                let result = match stored {
+                    Ok((future, dataschema, facts)) => match future.await {
+                        Ok(appended) => {
+                            publisher.quality.accepted(&facts, &appended);
+                            publisher.confirmed(appended, dataschema, facts.flagged).await
+                        }
+                        Err(e) => Err(Error::from(e)),
+                    },
+                    Err((refusal, id)) => {
+                        let kind = "publish-refused";
+                        let event_type = event_type.as_deref().unwrap_or_default();
+                        denials::record_refusal(&publisher.access, kind, partner.as_str(), &refusal, &id, event_type)
+                            .await;
+                        if !event_type.is_empty() {
+                            publisher.quality.rejected(&partner, event_type, &refusal, now_micros());
+                        }
+                        Err(refusal)
                     }
-                    Err(e) => Err(Error::from(e)),
-                },
-                Err((refusal, id)) => {
-                    let kind = "publish-refused";
-                    let event_type = event_type.as_deref().unwrap_or_default();
-                    denials::record_refusal(&publisher.access, kind, partner.as_str(), &refusal, &id, event_type).await;
-                    if !event_type.is_empty() {
-                        publisher.quality.rejected(&partner, event_type, &refusal, now_micros());
-                    }
-                    Err(refusal)
-                }
-            };
-            let outcome = outcome(&result);
-            let labels = [
-                ("partner", partner.to_string()),
-                ("type", event_type.unwrap_or_else(|| "unknown".to_owned())),
-                ("outcome", outcome.to_owned()),
-            ];
-            metrics::counter!(m::PUBLISH_TOTAL, &labels).increment(1);
-            metrics::histogram!(m::PUBLISH_DURATION, "outcome" => outcome).record(started.elapsed().as_secs_f64());
-            result
-        });
+                };
+                let outcome = outcome(&result);
+                let labels = [
+                    ("partner", partner.to_string()),
+                    ("type", event_type.unwrap_or_else(|| "unknown".to_owned())),
+                    ("outcome", outcome.to_owned()),
+                ];
+                metrics::counter!(m::PUBLISH_TOTAL, &labels).increment(1);
+                metrics::histogram!(m::PUBLISH_DURATION, "outcome" => outcome).record(started.elapsed().as_secs_f64());
+                result
+            }
+            .instrument(intake),
+        );
         async move {
             counted.await.unwrap_or_else(|e| {
                 tracing::error!(error = %e, "publish task failed");

@@ -53,8 +53,14 @@ fn partner(id: &str) -> PartnerId {
 
 #[test]
 fn a_valid_event_is_admitted_re_serialised_with_its_completeness() {
-    let admitted =
-        intake().admit(&partner("dvo"), Some(&example("transport-status", "dvo")), &CallTrace::default()).unwrap();
+    let admitted = intake()
+        .admit(
+            &partner("dvo"),
+            Some(&example("transport-status", "dvo")),
+            &CallTrace::default(),
+            &tracing::Span::none(),
+        )
+        .unwrap();
     assert_eq!(admitted.event.subject, "9999000001");
     assert_eq!(admitted.event.datacontenttype, "application/json");
     assert!(admitted.event.completeness > 0.0);
@@ -65,7 +71,8 @@ fn a_valid_event_is_admitted_re_serialised_with_its_completeness() {
 #[test]
 fn every_envelope_problem_is_reported_at_once() {
     let event = CloudEvent { subject: "12".into(), specversion: "0.3".into(), ..CloudEvent::default() };
-    let Err(Error::InvalidEnvelope(problems)) = intake().admit(&partner("dvo"), Some(&event), &CallTrace::default())
+    let Err(Error::InvalidEnvelope(problems)) =
+        intake().admit(&partner("dvo"), Some(&event), &CallTrace::default(), &tracing::Span::none())
     else {
         panic!("admitted")
     };
@@ -78,26 +85,41 @@ fn every_envelope_problem_is_reported_at_once() {
 #[test]
 fn refusals_keep_their_kind_until_the_edge() {
     let intake = intake();
-    let spoofed =
-        intake.admit(&partner("dvo"), Some(&example("transport-status", "dtv")), &CallTrace::default()).unwrap_err();
+    let spoofed = intake
+        .admit(
+            &partner("dvo"),
+            Some(&example("transport-status", "dtv")),
+            &CallTrace::default(),
+            &tracing::Span::none(),
+        )
+        .unwrap_err();
     assert_eq!((spoofed.reason(), spoofed.code()), ("SOURCE_MISMATCH", Code::PermissionDenied));
     assert_eq!(spoofed.denial_code(), Some("SOURCE_MISMATCH"));
-    let ungranted =
-        intake.admit(&partner("dvo"), Some(&example("physical-features", "dvo")), &CallTrace::default()).unwrap_err();
+    let ungranted = intake
+        .admit(
+            &partner("dvo"),
+            Some(&example("physical-features", "dvo")),
+            &CallTrace::default(),
+            &tracing::Span::none(),
+        )
+        .unwrap_err();
     assert_eq!(ungranted.reason(), "TYPE_NOT_GRANTED");
-    let digest =
-        intake.admit(&partner("dvo"), Some(&example("quality-digest", "dvo")), &CallTrace::default()).unwrap_err();
+    let digest = intake
+        .admit(&partner("dvo"), Some(&example("quality-digest", "dvo")), &CallTrace::default(), &tracing::Span::none())
+        .unwrap_err();
     assert_eq!(digest.reason(), "RESERVED_TYPE");
     let mut big = example("transport-status", "dvo");
     big.data = vec![b' '; 5000];
-    let too_large = intake.admit(&partner("dvo"), Some(&big), &CallTrace::default()).unwrap_err();
+    let too_large =
+        intake.admit(&partner("dvo"), Some(&big), &CallTrace::default(), &tracing::Span::none()).unwrap_err();
     assert_eq!(too_large.reason(), "PAYLOAD_TOO_LARGE");
     assert!(too_large.is_verdict() && too_large.denial_code().is_none());
 
     // At the edge the same value becomes a status with ErrorInfo and every violation.
     let mut invalid = example("transport-status", "dvo");
     invalid.data = br#"{"vNumber": "9999000001", "status": "teleported"}"#.to_vec();
-    let refusal = intake.admit(&partner("dvo"), Some(&invalid), &CallTrace::default()).unwrap_err();
+    let refusal =
+        intake.admit(&partner("dvo"), Some(&invalid), &CallTrace::default(), &tracing::Span::none()).unwrap_err();
     let fields: Vec<String> = refusal.violations().into_iter().map(|v| v.field).collect();
     let status = tonic::Status::from(refusal);
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -111,11 +133,30 @@ fn refusals_keep_their_kind_until_the_edge() {
 #[test]
 fn only_registrars_publish_consent_and_only_its_registrar_amends_a_form() {
     let intake = intake();
-    intake.admit(&partner("gza"), Some(&example("medical-transfer-consent", "gza")), &CallTrace::default()).unwrap();
+    intake
+        .admit(
+            &partner("gza"),
+            Some(&example("medical-transfer-consent", "gza")),
+            &CallTrace::default(),
+            &tracing::Span::none(),
+        )
+        .unwrap();
     // The same form again from its registrar (an amendment or withdrawal) is fine.
-    intake.admit(&partner("gza"), Some(&example("medical-transfer-consent", "gza")), &CallTrace::default()).unwrap();
+    intake
+        .admit(
+            &partner("gza"),
+            Some(&example("medical-transfer-consent", "gza")),
+            &CallTrace::default(),
+            &tracing::Span::none(),
+        )
+        .unwrap();
     let forged = intake
-        .admit(&partner("dji"), Some(&example("medical-transfer-consent", "dji")), &CallTrace::default())
+        .admit(
+            &partner("dji"),
+            Some(&example("medical-transfer-consent", "dji")),
+            &CallTrace::default(),
+            &tracing::Span::none(),
+        )
         .unwrap_err();
     assert_eq!((forged.reason(), forged.code()), ("CONSENT_NOT_OWNED", Code::PermissionDenied));
     assert_eq!(forged.denial_code(), Some("CONSENT_NOT_OWNED"));
@@ -124,7 +165,12 @@ fn only_registrars_publish_consent_and_only_its_registrar_amends_a_form() {
     // dji may publish the type, but is no registrar under this configuration.
     let only_gza = intake_with("[access]\nconsent_registrars = [\"gza\"]\n");
     let refused = only_gza
-        .admit(&partner("dji"), Some(&example("medical-transfer-consent", "dji")), &CallTrace::default())
+        .admit(
+            &partner("dji"),
+            Some(&example("medical-transfer-consent", "dji")),
+            &CallTrace::default(),
+            &tracing::Span::none(),
+        )
         .unwrap_err();
     assert_eq!((refused.reason(), refused.code()), ("NOT_A_CONSENT_REGISTRAR", Code::PermissionDenied));
     assert_eq!(refused.denial_code(), Some("NOT_A_CONSENT_REGISTRAR"));
@@ -149,11 +195,12 @@ fn canonical_types_and_source_urns_are_accepted_and_stored_short() {
     let intake = intake_with(config);
     let mut event = example("transport-status", "urn:nld:oin:00000001003214345000:systeem:vervoer");
     event.r#type = "nl.vreemdelingenketen.transport-status".into();
-    let admitted = intake.admit(&partner("dvo"), Some(&event), &CallTrace::default()).unwrap();
+    let admitted = intake.admit(&partner("dvo"), Some(&event), &CallTrace::default(), &tracing::Span::none()).unwrap();
     assert_eq!((admitted.event.event_type.as_str(), admitted.event.source.as_str()), ("transport-status", "dvo"));
     // Another partner's URN is still someone else's source.
     event.source = "urn:nld:oin:00000001003214345000:systeem:ander".into();
-    let spoofed = intake.admit(&partner("dvo"), Some(&event), &CallTrace::default()).unwrap_err();
+    let spoofed =
+        intake.admit(&partner("dvo"), Some(&event), &CallTrace::default(), &tracing::Span::none()).unwrap_err();
     assert!(matches!(spoofed, Error::SourceMismatch { .. }), "{spoofed:?}");
 }
 
@@ -162,12 +209,13 @@ fn extensions_are_stored_and_loket_owned_ones_refused_by_name() {
     let intake = intake();
     let mut event = example("transport-status", "dvo");
     event.extensions.insert("dataref".into(), "https://dvo.example/dossier/1".into());
-    let admitted = intake.admit(&partner("dvo"), Some(&event), &CallTrace::default()).unwrap();
+    let admitted = intake.admit(&partner("dvo"), Some(&event), &CallTrace::default(), &tracing::Span::none()).unwrap();
     assert_eq!(admitted.event.extensions.get("dataref").map(String::as_str), Some("https://dvo.example/dossier/1"));
     for owned in ["completeness", "sequence", "receivedat", "sequencetype", "released", "time"] {
         let mut spoof = event.clone();
         spoof.extensions.insert(owned.into(), "1".into());
-        let Err(Error::InvalidEnvelope(problems)) = intake.admit(&partner("dvo"), Some(&spoof), &CallTrace::default())
+        let Err(Error::InvalidEnvelope(problems)) =
+            intake.admit(&partner("dvo"), Some(&spoof), &CallTrace::default(), &tracing::Span::none())
         else {
             panic!("{owned} was accepted");
         };
@@ -176,7 +224,8 @@ fn extensions_are_stored_and_loket_owned_ones_refused_by_name() {
         assert_eq!(status.code(), Code::InvalidArgument);
     }
     event.extensions.insert("Data-Ref".into(), "x".into());
-    let refused = intake.admit(&partner("dvo"), Some(&event), &CallTrace::default()).unwrap_err();
+    let refused =
+        intake.admit(&partner("dvo"), Some(&event), &CallTrace::default(), &tracing::Span::none()).unwrap_err();
     assert!(matches!(refused, Error::InvalidEnvelope(ref p) if p[0].field == "@extensions.Data-Ref"), "{refused:?}");
 }
 
@@ -187,19 +236,26 @@ fn the_trace_continues_from_the_extension_or_the_metadata() {
     let mut metadata = tonic::metadata::MetadataMap::new();
     metadata.insert("traceparent", parent.parse().unwrap());
     let call = CallTrace::of(&metadata);
-    let admitted = intake.admit(&partner("dvo"), Some(&example("transport-status", "dvo")), &call).unwrap();
+    let admitted = intake
+        .admit(&partner("dvo"), Some(&example("transport-status", "dvo")), &call, &tracing::Span::none())
+        .unwrap();
     let stored = loket_domain::TraceParent::parse(&admitted.event.traceparent).unwrap();
     assert_eq!(stored.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_ne!(stored.span_id_hex(), "00f067aa0ba902b7", "the intake is a span of its own");
     let mut event = example("transport-status", "dvo");
     event.extensions.insert("traceparent".into(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
-    let admitted = intake.admit(&partner("dvo"), Some(&event), &call).unwrap();
+    let admitted = intake.admit(&partner("dvo"), Some(&event), &call, &tracing::Span::none()).unwrap();
     assert!(admitted.event.traceparent.starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
     assert!(!admitted.event.extensions.contains_key("traceparent"), "stored as the trace, not an extension");
     event.extensions.insert("traceparent".into(), "garbage".into());
-    let refused = intake.admit(&partner("dvo"), Some(&event), &call).unwrap_err();
+    let refused = intake.admit(&partner("dvo"), Some(&event), &call, &tracing::Span::none()).unwrap_err();
     assert!(matches!(refused, Error::InvalidEnvelope(ref p) if p[0].field == "@extensions.traceparent"));
     // Without any, a new trace starts.
-    let fresh = intake.admit(&partner("dvo"), Some(&example("transport-status", "dvo")), &CallTrace::default());
+    let fresh = intake.admit(
+        &partner("dvo"),
+        Some(&example("transport-status", "dvo")),
+        &CallTrace::default(),
+        &tracing::Span::none(),
+    );
     assert!(loket_domain::TraceParent::parse(&fresh.unwrap().event.traceparent).is_some());
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Digests, Reading, Viewer};
 use crate::proto::timestamp::from_micros;
 use crate::proto::{extensions, CloudEvent, Delivery};
-use crate::trace::{new_span_id, next_hop};
+use crate::trace::next_hop;
 use crate::Error;
 
 /// A record read from a partner's delivery topic, as a gRPC delivery: the record's
@@ -21,7 +21,8 @@ use crate::Error;
 /// delivery is a hop of the trace after the record's. Kafka-mode subscriptions acknowledge
 /// by sequence, so that is the position too.
 pub(crate) fn from_kafka(record: CloudEventRecord) -> Delivery {
-    let traceparent = next_hop(&record.traceparent, new_span_id());
+    let span = tracing::info_span!("delivery", sequence = record.sequence, id = %record.id, kafka = true);
+    let traceparent = next_hop(&record.traceparent, &span);
     let extensions =
         extensions(record.extensions, record.sequence, record.received_at_micros, traceparent, record.tracestate);
     Delivery {
@@ -109,7 +110,9 @@ impl DeliveryPolicy for PartnerViews {
             let digests = if *target == Target::Canonical { Digests::Skip } else { Digests::Include };
             for viewed in self.viewer.view(scan, digests, &mut reading)? {
                 let profile = &self.viewer.access.profile;
-                let traceparent = next_hop(&viewed.event.traceparent, new_span_id());
+                let span =
+                    tracing::info_span!("relay", ?target, sequence = viewed.event.sequence, id = %viewed.event.id);
+                let traceparent = next_hop(&viewed.event.traceparent, &span);
                 let event = &viewed.event;
                 let record = CloudEventRecord::new(event, event.data.clone(), viewed.redacted, profile, traceparent);
                 let record = if viewed.released { record.released() } else { record };

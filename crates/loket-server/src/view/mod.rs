@@ -24,7 +24,7 @@ use crate::access::{parse, Access, DenialRecord};
 use crate::proto::timestamp::from_micros;
 use crate::proto::{CloudEvent, Delivery};
 use crate::quality::is_digest;
-use crate::trace::{new_span_id, next_hop};
+use crate::trace::next_hop;
 use crate::Error;
 
 /// A stored event as one subscriber may see it.
@@ -44,7 +44,8 @@ impl Viewed {
     pub fn delivery(self, profile: &Profile) -> Delivery {
         let Viewed { mut event, redacted, released, position } = self;
         let data = std::mem::take(&mut event.data);
-        let traceparent = next_hop(&event.traceparent, new_span_id());
+        let span = tracing::info_span!("delivery", sequence = event.sequence, id = %event.id);
+        let traceparent = next_hop(&event.traceparent, &span);
         Delivery {
             position,
             redacted,

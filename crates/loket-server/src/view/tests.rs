@@ -65,7 +65,10 @@ impl Fixture {
             data: serde_json::to_vec(&data).unwrap(),
             ..CloudEvent::default()
         };
-        let admitted = self.intake.admit(&source.parse().unwrap(), Some(&event), &CallTrace::default()).unwrap();
+        let admitted = self
+            .intake
+            .admit(&source.parse().unwrap(), Some(&event), &CallTrace::default(), &tracing::Span::none())
+            .unwrap();
         self.append(admitted.event).await
     }
 
