@@ -18,8 +18,11 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 /// Whether stderr gets ANSI colours: a terminal, and no `NO_COLOR` (https://no-color.org:
 /// set and not empty).
 pub fn colour() -> bool {
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    std::io::stderr().is_terminal() && !no_color
+    colour_for(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR"))
+}
+
+fn colour_for(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// The installed subscriber's span exporter, flushed by [`Telemetry::shutdown`].
@@ -71,4 +74,17 @@ pub fn init(default_level: &str, format: LogFormat, telemetry: Option<&Telemetry
     let spans = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("loket")));
     tracing_subscriber::registry().with(lines).with(spans).with(filter).init();
     Ok(Telemetry { provider })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour_for;
+
+    #[test]
+    fn no_color_set_and_not_empty_turns_colour_off() {
+        assert!(colour_for(true, None));
+        assert!(colour_for(true, Some("".into())), "an empty NO_COLOR does not count");
+        assert!(!colour_for(true, Some("1".into())));
+        assert!(!colour_for(false, None), "never on a pipe or file");
+    }
 }
