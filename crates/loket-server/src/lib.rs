@@ -16,6 +16,7 @@ mod error;
 mod http;
 mod kafka;
 pub mod messagelog;
+mod processing;
 pub mod proto;
 mod publish;
 mod quality;

@@ -209,9 +209,11 @@ pub async fn run_with(
     }
     let closed = journal.close();
     let access_flushed = access.store.flush();
+    let processing_closed = access.processing.close();
     served?;
     closed?;
     access_flushed?;
+    processing_closed?;
     store.close_clean(journal.last_sequence())?;
     tracing::info!("loket gateway stopped");
     Ok(())

@@ -16,9 +16,9 @@ use crate::proto::gateway_server::Gateway;
 use crate::proto::timestamp::from_micros;
 use crate::proto::{
     AckReply, AckRequest, Delivery, EventStatusReply, EventStatusRequest, ExportEntry, ExportRequest, KafkaRelayStatus,
-    ListDenialsReply, ListDenialsRequest, ListExportsReply, ListExportsRequest, ListSchemasReply, ListSchemasRequest,
-    PublishReply, PublishRequest, PublishStreamReply, QualityReport, QualityReportRequest, SchemaInfo, StatusReply,
-    StatusRequest, SubscribeRequest,
+    ListDenialsReply, ListDenialsRequest, ListExportsReply, ListExportsRequest, ListProcessingReply,
+    ListProcessingRequest, ListSchemasReply, ListSchemasRequest, PublishReply, PublishRequest, PublishStreamReply,
+    QualityReport, QualityReportRequest, SchemaInfo, StatusReply, StatusRequest, SubscribeRequest,
 };
 use crate::publish::{publish_stream, Publisher};
 use crate::quality::Quality;
@@ -159,6 +159,18 @@ impl Gateway for GatewayService {
             None => None,
         };
         Ok(Response::new(StatusReply { last_sequence: self.journal.last_sequence(), kafka }))
+    }
+
+    async fn list_processing(
+        &self,
+        request: Request<ListProcessingRequest>,
+    ) -> Result<Response<ListProcessingReply>, Status> {
+        let partner = self.access.caller(&request, "audit").await?;
+        if !self.access.policy.is_auditor(partner.as_str()) {
+            return Err(Error::ProcessingAuditNotPermitted { partner: partner.to_string() }.into());
+        }
+        let records = self.access.processing.list(&request.get_ref().case).await?;
+        Ok(Response::new(ListProcessingReply { records }))
     }
 }
 

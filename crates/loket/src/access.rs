@@ -4,10 +4,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use loket_messagelog::timestamp::{parse_rfc3339, rfc3339};
-use loket_server::proto::{EventStatusRequest, ListDenialsRequest, ListExportsRequest};
+use loket_server::proto::{EventStatusRequest, ListDenialsRequest, ListExportsRequest, ListProcessingRequest};
 use serde_json::json;
 
-use crate::cli::{AuditDenialsArgs, AuditExportsArgs, StatusArgs};
+use crate::cli::{AuditDenialsArgs, AuditExportsArgs, AuditProcessingArgs, StatusArgs};
 use crate::output;
 use crate::publish::connected;
 
@@ -61,6 +61,25 @@ pub async fn exports(args: AuditExportsArgs) -> anyhow::Result<ExitCode> {
             json!({"startedAt": e.started_at.as_ref().map(rfc3339), "partner": e.partner, "mode": e.mode,
                    "filters": e.filters, "entries": e.entries, "state": e.state,
                    "finishedAt": e.finished_at.as_ref().map(rfc3339)})
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn processing(args: AuditProcessingArgs) -> anyhow::Result<ExitCode> {
+    let mut client = connected(&args.client).await?;
+    let reply = match client.list_processing(ListProcessingRequest { case: args.case.clone() }).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => return Ok(output::report_failure("audit processing", &status)),
+    };
+    for r in &reply.records {
+        println!(
+            "{}",
+            json!({"operation": r.operation, "channel": r.channel, "activity": r.activity, "partner": r.partner,
+                   "type": r.event_type, "id": r.event_id, "sequence": r.sequence, "traceId": r.trace_id,
+                   "spanId": r.span_id, "parentSpanId": r.parent_span_id, "status": r.status,
+                   "startedAt": r.started_at.as_ref().map(rfc3339), "endedAt": r.ended_at.as_ref().map(rfc3339),
+                   "subject": r.subject})
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -191,6 +191,10 @@ pub enum AuditCommand {
     /// Every export of the message log (who, when, full or pseudonymised, filters, entries
     /// sent), as JSON lines, oldest first. An auditor sees every export, a partner its own.
     Exports(AuditExportsArgs),
+    /// The processing log of one data subject (Logboek dataverwerkingen): every publish,
+    /// delivery and export of the case's data, who, when, under which trace, as JSON lines,
+    /// oldest first. Auditors only.
+    Processing(AuditProcessingArgs),
     /// Walk the hash chain and report the first entry that was altered, removed or
     /// reordered. Exit status 3 when the chain is broken.
     Verify(AuditVerifyArgs),
@@ -376,6 +380,15 @@ pub struct AuditExportsArgs {
     /// Only exports started at or after this RFC 3339 time.
     #[arg(long, value_name = "RFC3339")]
     pub since: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditProcessingArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The data subject's V-number; the gateway looks it up by its keyed pseudonym.
+    #[arg(long, value_name = "VNUMBER")]
+    pub case: String,
 }
 
 #[derive(Debug, Args)]

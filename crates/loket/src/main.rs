@@ -87,6 +87,7 @@ fn main() -> ExitCode {
             Command::Status(args) => access::status(args).await,
             Command::Audit { command: AuditCommand::Denials(args) } => access::denials(args).await,
             Command::Audit { command: AuditCommand::Exports(args) } => access::exports(args).await,
+            Command::Audit { command: AuditCommand::Processing(args) } => access::processing(args).await,
             Command::Quality { command: Some(QualityCommand::Rebuild(args)), .. } => quality::rebuild(args),
             Command::Quality { command: None, report } => quality::report(report).await,
             Command::Schemas { command: SchemasCommand::List(args) } => schemas::list(args).await,

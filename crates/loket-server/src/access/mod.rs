@@ -24,6 +24,7 @@ pub use identity::PARTNER_HEADER;
 pub(crate) use store::{AccessStore, DenialRecord, ExportRecord, IndexedEvent};
 
 use crate::config::{Config, IdentitySource, TlsSource};
+use crate::processing::ProcessingLog;
 use crate::Error;
 
 /// Journal events read per step when the consent claims are brought up to date at start.
@@ -65,6 +66,8 @@ pub(crate) struct Access {
     pub claims: ConsentClaims,
     /// How events are named on every output (NL GOV profile).
     pub profile: Arc<Profile>,
+    /// Every processing of personal data.
+    pub processing: ProcessingLog,
 }
 
 impl Access {
@@ -91,6 +94,11 @@ impl Access {
             rules: Arc::new(rules),
             claims: ConsentClaims::default(),
             profile: Arc::new(config.profile()?),
+            processing: if config.processing.enabled {
+                ProcessingLog::open(&config.processing_dir(), config.processing.activities.clone())?
+            } else {
+                ProcessingLog::disabled()
+            },
         })
     }
 

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 pub use sections::{
     CloudEventsConfig, ExportConfig, GrpcConfig, IdentitySource, JournalSettings, LogConfig, LogFormat, MetricsConfig,
-    QualityConfig, SchemasConfig, TelemetryConfig, TlsConfig,
+    ProcessingConfig, QualityConfig, SchemasConfig, TelemetryConfig, TlsConfig,
 };
 
 use crate::Error;
@@ -77,6 +77,9 @@ pub struct Config {
     /// The format of the gateway's log lines.
     #[serde(default)]
     pub log: LogConfig,
+    /// The processing log of personal data.
+    #[serde(default)]
+    pub processing: ProcessingConfig,
 }
 
 /// The shipped configuration, whose `[partners]` are the built-in policy.
@@ -103,6 +106,7 @@ impl Default for Config {
             cloudevents: CloudEventsConfig::default(),
             telemetry: TelemetryConfig::default(),
             log: LogConfig::default(),
+            processing: ProcessingConfig::default(),
         }
     }
 }
@@ -345,6 +349,11 @@ impl Config {
         let partners = self.partner_policies()?;
         let sources = partners.iter().filter_map(|(id, p)| Some((id.as_str(), p.oin.as_deref()?, p.system.as_deref())));
         Ok(loket_domain::Profile::new(&self.cloudevents.type_prefix, sources))
+    }
+
+    /// The processing log's own store.
+    pub fn processing_dir(&self) -> PathBuf {
+        self.data_dir.join("processing")
     }
 
     /// The quality figures' own store.

@@ -256,3 +256,22 @@ pub struct LogConfig {
     #[serde(default)]
     pub format: LogFormat,
 }
+
+/// The processing log (Logboek dataverwerkingen) in `<data_dir>/processing`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessingConfig {
+    /// Record every processing of personal data (publish, delivery, export).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Per event type, the processing activity its records name (an entry of the
+    /// organisation's register of processing activities); the type itself when absent.
+    #[serde(default)]
+    pub activities: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for ProcessingConfig {
+    fn default() -> Self {
+        Self { enabled: true, activities: Default::default() }
+    }
+}

@@ -24,11 +24,13 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::access::{denials, Access, AccessStore, ExportRecord};
+use crate::processing::{span_of, Processing, ProcessingLog};
 use crate::proto::timestamp::{from_micros, to_micros};
 use crate::proto::{
     export_request, CloudEvent, ExportEntry, ExportRequest, ExportViolation, ListExportsReply, ListExportsRequest,
     Outcome, Outcomes,
 };
+use crate::trace::next_hop;
 use crate::Error;
 
 /// Entries buffered per export stream.
@@ -59,6 +61,24 @@ impl Mode {
             }
         }
     }
+}
+
+/// One exported event in the processing log: a hop of its trace, to the exporter.
+fn record_export(log: &ProcessingLog, exporter: &str, event: &loket_journal::StoredEvent) {
+    let started_micros = now_micros();
+    let span = tracing::info_span!("export", sequence = event.sequence, id = %event.id);
+    log.record(Processing {
+        operation: "export",
+        channel: "export",
+        partner: exporter,
+        event_type: &event.event_type,
+        event_id: &event.id,
+        sequence: event.sequence,
+        subject: &event.subject,
+        traceparent: &next_hop(&event.traceparent, &span),
+        parent_span: span_of(&event.traceparent),
+        started_micros,
+    });
 }
 
 /// The Export RPC: the log entries `request` selects, as `partner` may see them.
@@ -110,11 +130,16 @@ pub(crate) async fn export(
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     let store = access.store.clone();
     let profile = access.profile.clone();
+    let processing = access.processing.clone();
+    let exporter = partner.to_string();
     // Reading is blocking sled work: off the async threads, throttled by the channel.
     tokio::task::spawn_blocking(move || {
         let mut sent = 0u64;
         let mut completed = true;
         for entry in entries {
+            if let Ok(Entry::Accepted(event)) = &entry {
+                record_export(&processing, &exporter, event);
+            }
             let item = entry.map(|e| mode.entry(e, &profile)).map_err(|e| Status::from(Error::from(e)));
             let failed = item.is_err();
             if tx.blocking_send(item).is_err() || failed {

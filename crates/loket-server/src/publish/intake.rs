@@ -44,6 +44,8 @@ pub(crate) struct Admitted {
     pub expected: Vec<String>,
     /// The `flag` rules it failed.
     pub flagged: Vec<String>,
+    /// The publisher's span the intake continued (hex; empty when it sent no trace).
+    pub publisher_span: String,
 }
 
 impl Intake {
@@ -148,12 +150,13 @@ impl Intake {
             missing_expected: completeness.missing,
             extensions,
             traceparent: trace.parent.to_string(),
-            tracestate: trace.state.unwrap_or_default(),
+            tracestate: trace.state.clone().unwrap_or_default(),
         };
         Ok(Admitted {
             event,
             expected: schema.expected().to_vec(),
             flagged: flagged.into_iter().map(|f| f.name).collect(),
+            publisher_span: trace.publisher_span.unwrap_or_default(),
         })
     }
 }
@@ -163,6 +166,8 @@ impl Intake {
 struct Trace {
     parent: TraceParent,
     state: Option<String>,
+    /// The publisher's span id, hex.
+    publisher_span: Option<String>,
 }
 
 /// The event's trace context: its `traceparent`/`tracestate` extensions, else the call's
@@ -189,7 +194,7 @@ fn trace_of(event: &CloudEvent, call: &CallTrace, span: &tracing::Span, problems
             format!("{state:?} is not a W3C tracestate: at most 32 key=value members, 512 characters"),
         ));
     }
-    Trace { parent: continue_trace(span, parent), state }
+    Trace { parent: continue_trace(span, parent), state, publisher_span: parent.map(|p| p.span_id_hex()) }
 }
 
 /// Every envelope problem at once; returns the event time in microseconds when valid, and

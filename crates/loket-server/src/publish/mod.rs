@@ -22,6 +22,7 @@ use crate::access::{denials, Access};
 use crate::http::metrics as m;
 use crate::kafka::KafkaMode;
 use crate::messagelog::record_rejection;
+use crate::processing::{Processing, ProcessingLog};
 use crate::proto::timestamp::from_micros;
 use crate::proto::{PublishReply, PublishRequest};
 use crate::quality::{AdmittedFacts, Quality};
@@ -59,6 +60,7 @@ impl Publisher {
         call: &CallTrace,
     ) -> impl Future<Output = Result<PublishReply, Error>> + Send + 'static {
         let started = Instant::now();
+        let started_micros = now_micros();
         let claimed = req.event.as_ref().map(|e| e.r#type.as_str()).unwrap_or_default();
         let claimed_type = self.intake.profile.short_type(claimed).to_owned();
         // Only known types become labels and buckets: a client cannot invent series.
@@ -71,8 +73,9 @@ impl Publisher {
             Ok(admitted) => {
                 let dataschema = admitted.event.dataschema.clone();
                 let facts = AdmittedFacts::of(&admitted);
+                let processed = Processed::of(&admitted);
                 let journal = tracing::info_span!(parent: &intake, "journal");
-                Ok((self.journal.submit(admitted.event).instrument(journal), dataschema, facts))
+                Ok((self.journal.submit(admitted.event).instrument(journal), dataschema, facts, processed))
             }
             Err(refusal) => {
                 // Enqueued now, so the rejection log keeps the stream's order.
@@ -86,9 +89,13 @@ impl Publisher {
         let counted = tokio::spawn(
             async move {
                 let result = match stored {
-                    Ok((future, dataschema, facts)) => match future.await {
+                    Ok((future, dataschema, facts, processed)) => match future.await {
                         Ok(appended) => {
                             publisher.quality.accepted(&facts, &appended);
+                            if !appended.duplicate {
+                                let log = &publisher.access.processing;
+                                processed.record(log, &partner, appended.sequence, started_micros);
+                            }
                             publisher.confirmed(appended, dataschema, facts.flagged).await
                         }
                         Err(e) => Err(Error::from(e)),
@@ -148,3 +155,41 @@ impl Publisher {
 
 #[cfg(test)]
 mod tests;
+
+/// What the processing log needs of an admitted event, kept before the journal takes it.
+struct Processed {
+    event_type: String,
+    id: String,
+    subject: String,
+    traceparent: String,
+    publisher_span: String,
+}
+
+impl Processed {
+    fn of(admitted: &Admitted) -> Self {
+        let e = &admitted.event;
+        Processed {
+            event_type: e.event_type.clone(),
+            id: e.id.clone(),
+            subject: e.subject.clone(),
+            traceparent: e.traceparent.clone(),
+            publisher_span: admitted.publisher_span.clone(),
+        }
+    }
+
+    /// Records the accepted publish: the intake's span, under the publisher's.
+    fn record(self, log: &ProcessingLog, partner: &PartnerId, sequence: u64, started_micros: i64) {
+        log.record(Processing {
+            operation: "publish",
+            channel: "grpc",
+            partner: partner.as_str(),
+            event_type: &self.event_type,
+            event_id: &self.id,
+            sequence,
+            subject: &self.subject,
+            traceparent: &self.traceparent,
+            parent_span: self.publisher_span,
+            started_micros,
+        });
+    }
+}

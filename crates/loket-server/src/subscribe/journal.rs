@@ -94,7 +94,7 @@ impl JournalSubscription {
                     self.report_lag(last.event.sequence.max(last.position));
                 }
                 for viewed in group {
-                    if tx.send(Ok(viewed.delivery(&self.viewer.access.profile))).await.is_err() {
+                    if tx.send(Ok(viewed.delivered_to(&self.partner, &self.viewer.access))).await.is_err() {
                         return;
                     }
                     delivered += 1;

@@ -5,12 +5,14 @@ use std::future::Future;
 use std::pin::Pin;
 
 use loket_access::SubscriberScan;
+use loket_domain::time::now_micros;
 use loket_domain::SPEC_VERSION;
 use loket_journal::StoredEvent;
 use loket_kafka::{CloudEventRecord, DeliveryPolicy, Target, ViewError, ViewRecord};
 use tokio_util::sync::CancellationToken;
 
 use super::{Digests, Reading, Viewer};
+use crate::processing::{span_of, Processing};
 use crate::proto::timestamp::from_micros;
 use crate::proto::{extensions, CloudEvent, Delivery};
 use crate::trace::next_hop;
@@ -109,11 +111,28 @@ impl DeliveryPolicy for PartnerViews {
             // A partner's quality digests are its own; the canonical view carries none.
             let digests = if *target == Target::Canonical { Digests::Skip } else { Digests::Include };
             for viewed in self.viewer.view(scan, digests, &mut reading)? {
-                let profile = &self.viewer.access.profile;
+                let started_micros = now_micros();
+                let access = &self.viewer.access;
+                let profile = &access.profile;
                 let span =
                     tracing::info_span!("relay", ?target, sequence = viewed.event.sequence, id = %viewed.event.id);
                 let traceparent = next_hop(&viewed.event.traceparent, &span);
                 let event = &viewed.event;
+                access.processing.record(Processing {
+                    operation: "delivery",
+                    channel: "kafka",
+                    partner: match &*target {
+                        Target::Delivery(partner) => partner,
+                        Target::Canonical => "canonical",
+                    },
+                    event_type: &event.event_type,
+                    event_id: &event.id,
+                    sequence: event.sequence,
+                    subject: &event.subject,
+                    traceparent: &traceparent,
+                    parent_span: span_of(&event.traceparent),
+                    started_micros,
+                });
                 let record = CloudEventRecord::new(event, event.data.clone(), viewed.redacted, profile, traceparent);
                 let record = if viewed.released { record.released() } else { record };
                 let event_type = viewed.event.event_type.clone();

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use loket_access::{EventFacts, Need, Step, SubscriberScan, Verdict};
+use loket_domain::profile::TRACEPARENT;
 use loket_domain::time::now_micros;
 use loket_domain::Profile;
 use loket_journal::{Journal, StoredEvent};
@@ -21,6 +22,7 @@ use serde_json::Value;
 pub(crate) use kafka::{from_kafka, PartnerViews};
 
 use crate::access::{parse, Access, DenialRecord};
+use crate::processing::{span_of, Processing};
 use crate::proto::timestamp::from_micros;
 use crate::proto::{CloudEvent, Delivery};
 use crate::quality::is_digest;
@@ -40,6 +42,29 @@ pub(crate) struct Viewed {
 }
 
 impl Viewed {
+    /// The gRPC delivery to `partner`, recorded in the processing log.
+    pub fn delivered_to(self, partner: &str, access: &Access) -> Delivery {
+        let started_micros = now_micros();
+        let e = &self.event;
+        let (event_type, id, sequence, subject) = (e.event_type.clone(), e.id.clone(), e.sequence, e.subject.clone());
+        let parent_span = span_of(&e.traceparent);
+        let delivery = self.delivery(&access.profile);
+        let hop = delivery.event.as_ref().and_then(|e| e.extensions.get(TRACEPARENT));
+        access.processing.record(Processing {
+            operation: "delivery",
+            channel: "grpc",
+            partner,
+            event_type: &event_type,
+            event_id: &id,
+            sequence,
+            subject: &subject,
+            traceparent: hop.map_or("", String::as_str),
+            parent_span,
+            started_micros,
+        });
+        delivery
+    }
+
     /// The gRPC delivery, in the profile's names, as a new hop of the event's trace.
     pub fn delivery(self, profile: &Profile) -> Delivery {
         let Viewed { mut event, redacted, released, position } = self;
