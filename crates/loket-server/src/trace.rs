@@ -3,14 +3,18 @@
 //! stored event keeps the trace id and the intake's span id; every delivery and Kafka
 //! record names a span of its own under the same trace id.
 //!
-//! Each hop is also a `tracing` span (intake, journal, delivery, relay). With the
+//! Each hop is also a `tracing` span (intake, journal, delivery; the relay's through the
+//! OpenTelemetry tracer itself, see [`relay_hop`]). With the
 //! OpenTelemetry layer installed (`[telemetry] otlp_endpoint`, set up by the binary) the
 //! span continues the stored trace and its OpenTelemetry span id is the hop's span id, so
 //! the exported spans and the `traceparent` on the wire name the same spans; without it the
 //! span id is random.
 
 use loket_domain::TraceParent;
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _,
+};
+use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -81,4 +85,54 @@ pub(crate) fn continue_trace(span: &tracing::Span, parent: Option<TraceParent>) 
 /// events) start a trace here.
 pub(crate) fn next_hop(stored: &str, span: &tracing::Span) -> String {
     continue_trace(span, TraceParent::parse(stored)).to_string()
+}
+
+/// The `traceparent` of a Kafka record of the stored event (`stored`, its intake's
+/// traceparent) for `reader`'s topic. The relay re-produces records after a crash and they
+/// must be the same records, so the span id is derived from the trace, the reader and the
+/// record (its id and sequence) rather than drawn; the `relay` span is exported under that
+/// id through the process's OpenTelemetry tracer (none is installed without
+/// `[telemetry]`). An event stored without a trace gets a derived trace id as well.
+pub(crate) fn relay_hop(stored: &str, reader: &str, id: &str, sequence: u64) -> String {
+    let digest: [u8; 32] = Sha256::new()
+        .chain_update(stored.len().to_be_bytes())
+        .chain_update(stored)
+        .chain_update(reader.len().to_be_bytes())
+        .chain_update(reader)
+        .chain_update(sequence.to_be_bytes())
+        .chain_update(id)
+        .finalize()
+        .into();
+    let mut span_id: [u8; 8] = digest[..8].try_into().expect("8 bytes");
+    span_id[0] |= 1;
+    let parent = TraceParent::parse(stored);
+    let hop = match parent {
+        Some(p) => p.child(span_id),
+        None => {
+            let mut trace_id: [u8; 16] = digest[16..].try_into().expect("16 bytes");
+            trace_id[0] |= 1;
+            TraceParent { trace_id, span_id, flags: 1 }
+        }
+    };
+    let tracer = opentelemetry::global::tracer("loket");
+    let builder = tracer
+        .span_builder("relay")
+        .with_span_id(SpanId::from_bytes(hop.span_id))
+        .with_trace_id(TraceId::from_bytes(hop.trace_id))
+        .with_attributes([
+            opentelemetry::KeyValue::new("reader", reader.to_owned()),
+            opentelemetry::KeyValue::new("sequence", sequence as i64),
+        ]);
+    let context = match parent {
+        Some(p) => opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from_bytes(p.trace_id),
+            SpanId::from_bytes(p.span_id),
+            TraceFlags::new(p.flags),
+            true,
+            TraceState::default(),
+        )),
+        None => opentelemetry::Context::new(),
+    };
+    builder.start_with_context(&tracer, &context).end();
+    hop.to_string()
 }

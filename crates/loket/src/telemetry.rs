@@ -71,6 +71,11 @@ pub fn init(default_level: &str, format: LogFormat, telemetry: Option<&Telemetry
             )
         }
     };
+    if let Some(provider) = &provider {
+        // The relay's spans have derived ids and go through the global tracer (see
+        // loket-server's trace.rs); everything else through the tracing layer.
+        opentelemetry::global::set_tracer_provider(provider.clone());
+    }
     let spans = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("loket")));
     tracing_subscriber::registry().with(lines).with(spans).with(filter).init();
     Ok(Telemetry { provider })

@@ -15,7 +15,7 @@ use super::{Digests, Reading, Viewer};
 use crate::processing::{span_of, Processing};
 use crate::proto::timestamp::from_micros;
 use crate::proto::{extensions, CloudEvent, Delivery};
-use crate::trace::next_hop;
+use crate::trace::{next_hop, relay_hop};
 use crate::Error;
 
 /// A record read from a partner's delivery topic, as a gRPC delivery: the record's
@@ -114,17 +114,16 @@ impl DeliveryPolicy for PartnerViews {
                 let started_micros = now_micros();
                 let access = &self.viewer.access;
                 let profile = &access.profile;
-                let span =
-                    tracing::info_span!("relay", ?target, sequence = viewed.event.sequence, id = %viewed.event.id);
-                let traceparent = next_hop(&viewed.event.traceparent, &span);
+                let reader = match &*target {
+                    Target::Delivery(partner) => partner.as_str(),
+                    Target::Canonical => "canonical",
+                };
                 let event = &viewed.event;
+                let traceparent = relay_hop(&event.traceparent, reader, &event.id, event.sequence);
                 access.processing.record(Processing {
                     operation: "delivery",
                     channel: "kafka",
-                    partner: match &*target {
-                        Target::Delivery(partner) => partner,
-                        Target::Canonical => "canonical",
-                    },
+                    partner: reader,
                     event_type: &event.event_type,
                     event_id: &event.id,
                     sequence: event.sequence,
