@@ -171,10 +171,13 @@ fn publish_subscribe_and_list_through_the_cli() {
     assert_eq!(events[0]["specversion"], "1.0");
     assert_eq!(events[0]["id"], "bag-1");
     assert_eq!(events[0]["source"], "coa");
-    assert_eq!(events[0]["type"], "baggage");
+    assert_eq!(events[0]["type"], "nl.vreemdelingenketen.baggage");
     assert_eq!(events[0]["subject"], example("baggage")["vNumber"]);
     assert_eq!(events[0]["data"], example("baggage"));
-    assert_eq!(events[0]["sequence"], 1);
+    assert_eq!(
+        (&events[0]["sequence"], &events[0]["sequencetype"]),
+        (&serde_json::json!("00000000000000000001"), &serde_json::json!("DecimalU64"))
+    );
     assert_eq!(events[1]["missingexpected"], "/dangerousItemsFound,/plannedAt");
     *sub.last_mut().unwrap() = "1";
     let out = loket(&sub);

@@ -89,7 +89,9 @@ async fn export_then_replay_elsewhere_and_a_schema_change_shows_exactly_the_affe
     // Besides every publish the log holds the gateway's own findings (handover readiness),
     // which a replay leaves to the gateway it replays into.
     let own = exported.iter().filter(|l| l["source"] == "loket").count();
-    assert!(own > 0 && exported.iter().filter(|l| l["source"] == "loket").all(|l| l["type"] == "handover-readiness"));
+    assert!(
+        own > 0 && exported.iter().filter(|l| l["source"] == "loket").all(|l| l["type"] == ns("handover-readiness"))
+    );
     assert_eq!(exported.len() - own, generated.len() + 3, "every publish, accepted or refused, is in the log");
     let rejected: Vec<&Value> = exported.iter().filter(|l| l["outcome"] == "rejected").collect();
     let reasons: BTreeSet<&str> = rejected.iter().map(|l| l["reason"].as_str().unwrap()).collect();
@@ -101,7 +103,8 @@ async fn export_then_replay_elsewhere_and_a_schema_change_shows_exactly_the_affe
     // the types the shipped policy lets dtv receive in full).
     let accepted = exported.iter().filter(|l| l["outcome"] == "accepted" && l["source"] != "loket").count();
     let dtv_types = ["physical-features", "baggage", "transport-status"];
-    let for_dtv = |l: &&Value| l["outcome"] == "accepted" && dtv_types.contains(&l["type"].as_str().unwrap());
+    // Accepted lines name their type in reverse-DNS form.
+    let for_dtv = |l: &&Value| l["outcome"] == "accepted" && dtv_types.iter().any(|t| l["type"] == ns(t));
     let dtv_accepted = exported.iter().filter(for_dtv).count();
     let mut sub = gw
         .client("dtv")
@@ -161,7 +164,7 @@ async fn export_then_replay_elsewhere_and_a_schema_change_shows_exactly_the_affe
         .iter()
         .enumerate()
         .filter(|(_, l)| {
-            l["type"] == "baggage" && l["outcome"] == "accepted" && l["data"].get("handedOverTo").is_none()
+            l["type"] == ns("baggage") && l["outcome"] == "accepted" && l["data"].get("handedOverTo").is_none()
         })
         .map(|(i, _)| i as u64 + 1)
         .collect();
@@ -210,10 +213,14 @@ async fn export_filters_and_offline_export_equals_online() {
     };
     check(0, &|l| l["outcome"] == "accepted");
     check(2, &|l| l["outcome"] == "rejected");
-    check(3, &|l| l["outcome"] == "accepted" && l["type"] == "transport-status");
+    check(3, &|l| l["outcome"] == "accepted" && l["type"] == ns("transport-status"));
     check(4, &|l| l["source"] == "dvo" || l["source"] == "kmar");
     check(5, &|l| l["subject"] == case.as_str());
-    check(6, &|l| l["sequence"].as_u64().is_some_and(|s| (5..=12).contains(&s)));
+    // The profile's sequence: 20 zero-padded digits, with its sequencetype.
+    check(6, &|l| {
+        l["sequencetype"] == "DecimalU64"
+            && l["sequence"].as_str().is_some_and(|s| s.len() == 20 && (5..=12).contains(&s.parse::<u64>().unwrap()))
+    });
     check(7, &|l| l["receivedat"].as_str().unwrap() >= middle.as_str());
 
     // Only the configured exporters (default: quality) may export.
@@ -521,7 +528,7 @@ async fn a_testers_export_is_pseudonymised_replays_without_mismatches_and_every_
     let omitted: Vec<&Value> = tester_lines.iter().filter(|l| l["omitted"] == true).collect();
     // The withheld file, and generated files no one was given (e.g. without addressee).
     assert!(omitted.iter().any(|l| l["id"] == "mft-withheld"), "{omitted:?}");
-    assert!(omitted.iter().all(|l| l["type"] == "medical-file-transfer" && l.get("data").is_none()));
+    assert!(omitted.iter().all(|l| l["type"] == ns("medical-file-transfer") && l.get("data").is_none()));
 
     // Replayed against a fresh gateway: every outcome as recorded.
     let fresh = Gateway::start_in(&dir.path().join("b"), "").await;
@@ -571,4 +578,9 @@ async fn a_testers_export_is_pseudonymised_replays_without_mismatches_and_every_
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     gw.stop().await;
     fresh.stop().await;
+}
+
+/// The NL GOV profile's reverse-DNS name of a type, as exported lines carry it.
+fn ns(event_type: &str) -> String {
+    format!("nl.vreemdelingenketen.{event_type}")
 }

@@ -36,7 +36,9 @@ async fn missing_expected_fields_lower_completeness() {
     let reply = publish(&mut client, event("dji", "physical-features", "pf-1", &data)).await.unwrap();
     assert_eq!(reply.missing_expected, vec!["/eyeColour", "/hairColour"]);
     let list = gw.client("dji").await.list_schemas(loket_server::proto::ListSchemasRequest {}).await.unwrap();
-    let schema = list.into_inner().schemas.into_iter().find(|s| s.r#type == "physical-features").unwrap();
+    // ListSchemas names the type in reverse-DNS form, with the short name as its alias.
+    let schema = list.into_inner().schemas.into_iter().find(|s| s.alias == "physical-features").unwrap();
+    assert_eq!(schema.r#type, "nl.vreemdelingenketen.physical-features");
     let expected = schema.expected.len() as f64;
     assert!((reply.completeness - (expected - 2.0) / expected).abs() < 1e-9, "{}", reply.completeness);
     gw.stop().await;

@@ -34,7 +34,8 @@ fn baggage(case: &str) -> Value {
 async fn expected_fields(gw: &Gateway) -> HashMap<String, Vec<String>> {
     let mut client = gw.client("dvo").await;
     let reply = client.list_schemas(loket_server::proto::ListSchemasRequest {}).await.unwrap().into_inner();
-    reply.schemas.into_iter().map(|s| (s.r#type, s.expected)).collect()
+    // By the short name, as the figures name types.
+    reply.schemas.into_iter().map(|s| (s.alias, s.expected)).collect()
 }
 
 async fn report_as(gw: &Gateway, partner: &str, partners: &[&str]) -> Result<QualityReport, tonic::Status> {

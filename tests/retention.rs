@@ -21,8 +21,7 @@ fn baggage(id: &str, case: &str) -> loket_server::proto::CloudEvent {
 
 /// The rejections a stopped gateway's journal holds.
 fn rejections(data_dir: &Path) -> Vec<loket_journal::StoredRejection> {
-    let journal =
-        Journal::open(&JournalConfig { dir: data_dir.join("journal"), ..JournalConfig::default() }).unwrap();
+    let journal = Journal::open(&JournalConfig { dir: data_dir.join("journal"), ..JournalConfig::default() }).unwrap();
     let all = journal.read_rejections_from(1, 1000).unwrap();
     journal.close().unwrap();
     all
@@ -191,7 +190,11 @@ fn free_space(dir: &Path) -> u64 {
 }
 
 fn loket_cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_loket")).args(args).stdin(std::process::Stdio::null()).output().unwrap()
+    std::process::Command::new(env!("CARGO_BIN_EXE_loket"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,7 +224,12 @@ async fn expired_events_of_a_type_leave_every_store_and_the_chain_still_verifies
     let types = ["baggage", "transport-status", "medical-file-transfer"].map(String::from).to_vec();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let first = loop {
-        let req = SubscribeRequest { types: types.clone(), start: Some(Start::Earliest(Earliest {})), limit: 1, ..Default::default() };
+        let req = SubscribeRequest {
+            types: types.clone(),
+            start: Some(Start::Earliest(Earliest {})),
+            limit: 1,
+            ..Default::default()
+        };
         let mut stream = dji.subscribe(req).await.unwrap().into_inner();
         let d = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.unwrap().unwrap().unwrap();
         if d.first_retained != 0 {
@@ -265,7 +273,12 @@ async fn expired_events_of_a_type_leave_every_store_and_the_chain_still_verifies
     let o = loket_cli(&["audit", "verify", "--data", data_dir.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(o.status.success(), "{text}");
-    assert!(text.contains("expired: chain positions 1..=1 (events before sequence 2, rejections before 1) removed by purge record 1"), "{text}");
+    assert!(
+        text.contains(
+            "expired: chain positions 1..=1 (events before sequence 2, rejections before 1) removed by purge record 1"
+        ),
+        "{text}"
+    );
     assert!(text.contains("purge record 1 expired"), "{text}");
     assert!(text.contains("payload removed by purge record 1 (links checked, content no longer hashable): accepted event sequence 3, accepted event sequence 4"), "{text}");
     assert!(text.contains("chain intact"), "{text}");
@@ -316,11 +329,27 @@ async fn erasing_a_case_leaves_no_payload_byte_and_tells_subscribers() {
     let certs = gw.certs_dir();
     let erase = |partner: &str, case: &str, reason: &str| {
         loket_cli(&[
-            "erase", "--server", &url, "--certs", certs.to_str().unwrap(), "--as", partner, "--case", case, "--reason", reason,
+            "erase",
+            "--server",
+            &url,
+            "--certs",
+            certs.to_str().unwrap(),
+            "--as",
+            partner,
+            "--case",
+            case,
+            "--reason",
+            reason,
         ])
     };
     let o = erase("dji", erased, "legal ground ended");
-    assert_eq!(o.status.code(), Some(2), "{} {}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{} {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(String::from_utf8_lossy(&o.stdout).contains("ERASURE_NOT_ALLOWED"));
     let o = erase("quality", erased, " ");
     assert_eq!(o.status.code(), Some(2));

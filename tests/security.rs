@@ -96,7 +96,14 @@ async fn health_and_reflection_are_served() {
     let reply = health.check(HealthCheckRequest { service: "loket.v1.Gateway".into() }).await.unwrap();
     assert_eq!(reply.into_inner().status, ServingStatus::Serving as i32);
 
-    let mut reflection = ServerReflectionClient::new(channel);
+    // Both reflection versions list the gateway, health and reflection itself.
+    let want = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "loket.v1.Gateway",
+    ];
+    let mut reflection = ServerReflectionClient::new(channel.clone());
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -104,8 +111,25 @@ async fn health_and_reflection_are_served() {
     let mut replies = reflection.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
     let reply = replies.message().await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else { panic!("{reply:?}") };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(names.contains(&"loket.v1.Gateway".to_owned()), "{names:?}");
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(names, want);
+
+    use tonic_reflection::pb::v1alpha as alpha;
+    let mut reflection = alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = reflection.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) = reply.message_response
+    else {
+        panic!("{reply:?}")
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(names, want, "v1alpha, as grpcio's Python reflection client asks");
     gw.stop().await;
 }
 
@@ -113,16 +137,18 @@ async fn health_and_reflection_are_served() {
 async fn schemas_are_listed_with_their_expected_fields() {
     let gw = Gateway::start().await;
     let list = gw.client("ind").await.list_schemas(ListSchemasRequest {}).await.unwrap().into_inner();
-    let mut types: Vec<&str> = list.schemas.iter().map(|s| s.r#type.as_str()).collect();
+    // Each type by its reverse-DNS name, with the short name as the alias.
+    assert!(list.schemas.iter().all(|s| s.r#type == format!("nl.vreemdelingenketen.{}", s.alias)));
+    let mut types: Vec<&str> = list.schemas.iter().map(|s| s.alias.as_str()).collect();
     types.sort();
     let mut want = [TYPES, GATEWAY_TYPES].concat();
     want.sort();
     assert_eq!(types, want);
     for s in &list.schemas {
-        if GATEWAY_TYPES.contains(&s.r#type.as_str()) {
+        if GATEWAY_TYPES.contains(&s.alias.as_str()) {
             // The gateway's own events: a digest is about a partner, a handover finding about
             // a case.
-            let about = if s.r#type == "quality-digest" { "partner" } else { "vNumber" };
+            let about = if s.alias == "quality-digest" { "partner" } else { "vNumber" };
             assert!(s.latest && s.version == 1 && s.required.contains(&about.to_owned()), "{}", s.r#type);
             continue;
         }

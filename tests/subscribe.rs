@@ -55,7 +55,12 @@ async fn start_positions() {
     let all = take(&mut sub, request(Start::Earliest(Earliest {}), "", 10), 10).await;
     assert_eq!(seqs(&all), [first.clone(), second.clone()].concat());
     let e = all[0].event.as_ref().unwrap();
-    assert_eq!((e.source.as_str(), e.r#type.as_str(), e.specversion.as_str()), ("dtv", "baggage", "1.0"));
+    // Delivered in the NL GOV profile's names: a reverse-DNS type (the partner has no OIN
+    // configured, so the source is its id).
+    assert_eq!(
+        (e.source.as_str(), e.r#type.as_str(), e.specversion.as_str()),
+        ("dtv", "nl.vreemdelingenketen.baggage", "1.0")
+    );
     assert_eq!(e.subject, "0000000000");
     assert_eq!(all[0].completeness, 1.0);
 
@@ -79,8 +84,13 @@ async fn start_positions() {
     let mut typed = request(Start::Earliest(Earliest {}), "", 1);
     typed.types = vec!["physical-features".into()];
     publish(&mut pub_client, event("dtv", "physical-features", "pf", &example("physical-features"))).await.unwrap();
-    let only = take(&mut sub, typed, 1).await;
-    assert_eq!(only[0].event.as_ref().unwrap().r#type, "physical-features");
+    let only = take(&mut sub, typed.clone(), 1).await;
+    assert_eq!(only[0].event.as_ref().unwrap().r#type, "nl.vreemdelingenketen.physical-features");
+    // The reverse-DNS name selects the same.
+    typed.types = vec!["nl.vreemdelingenketen.physical-features".into()];
+    let again = take(&mut sub, typed, 1).await;
+    let (a, b) = (again[0].event.as_ref().unwrap(), only[0].event.as_ref().unwrap());
+    assert_eq!((&a.id, &a.r#type), (&b.id, &b.r#type));
     gw.stop().await;
 }
 

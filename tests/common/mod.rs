@@ -54,6 +54,7 @@ pub fn event(source: &str, event_type: &str, id: &str, data: &Value) -> CloudEve
         datacontenttype: "application/json".to_owned(),
         data: serde_json::to_vec(data).unwrap(),
         specversion: "1.0".to_owned(),
+        extensions: Default::default(),
     }
 }
 
@@ -160,6 +161,12 @@ pub struct ServeProcess {
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// The `address` field of a log line, text (`address=…`) or JSON (`[log] format = "json"`).
+fn address_in(line: &str) -> Option<SocketAddr> {
+    let text = line.split_whitespace().find_map(|w| w.strip_prefix("address=")).and_then(|a| a.parse().ok());
+    text.or_else(|| serde_json::from_str::<Value>(line).ok()?["fields"]["address"].as_str()?.parse().ok())
+}
+
 impl ServeProcess {
     /// Writes a config for `data_dir` (plus `extra_toml`) next to it and starts the binary.
     pub fn spawn(data_dir: &Path, extra_toml: &str) -> Self {
@@ -199,15 +206,10 @@ impl ServeProcess {
         while std::time::Instant::now() < deadline {
             match rx.recv_timeout(std::time::Duration::from_millis(100)) {
                 Ok(line) if line.contains("metrics and quality dashboard serving") => {
-                    metrics_addr =
-                        line.split_whitespace().find_map(|w| w.strip_prefix("address=")).and_then(|a| a.parse().ok());
+                    metrics_addr = address_in(&line);
                 }
                 Ok(line) if line.contains("loket gateway serving") => {
-                    let addr = line
-                        .split_whitespace()
-                        .find_map(|w| w.strip_prefix("address="))
-                        .and_then(|a| a.parse().ok())
-                        .expect("address in the serving line");
+                    let addr = address_in(&line).expect("address in the serving line");
                     return Ok(Self { child, addr, metrics_addr, log });
                 }
                 Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {

@@ -61,6 +61,11 @@ pub struct PartnerConfig {
     /// identity = "oin"` the partner is the one whose OIN is in the certificate subject's
     /// serialNumber, whatever its common name.
     pub oin: Option<String>,
+    /// The name of the partner's system that publishes (letters, digits, '.', '_', '-'):
+    /// with `oin`, its events' CloudEvents `source` is `urn:nld:oin:<oin>:systeem:<system>`
+    /// (the NL GOV profile); the partner id when absent. Without `oin` the source is the
+    /// partner id.
+    pub system: Option<String>,
     /// Event types the partner may publish.
     #[serde(default)]
     pub publish: Vec<String>,

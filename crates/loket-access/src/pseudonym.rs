@@ -71,6 +71,12 @@ impl Pseudonymiser {
 
     /// The pseudonym of a case (V-number, or whatever stands in the subject): every digit
     /// a keyed digit, every letter a keyed letter of the same case, the rest as it was.
+    /// A value's keyed digest, 64 hex digits: a pseudonym without the value's shape, for
+    /// records that must never hold the value itself (the processing log).
+    pub fn digest(&self, domain: &str, value: &str) -> String {
+        self.stream(domain, value, 32).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     pub fn case(&self, case: &str) -> String {
         let bytes = self.stream("case", case, case.chars().count());
         case.chars()

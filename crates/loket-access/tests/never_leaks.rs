@@ -269,7 +269,7 @@ proptest! {
                 Rule::Allow(l) => FieldsConfig { allow: Some(l.clone()), deny: None },
                 Rule::Deny(l) => FieldsConfig { allow: None, deny: Some(l.clone()) },
             })).collect();
-            ((*p).to_owned(), PartnerConfig { identity: None, oin: None, publish: vec![], subscribe })
+            ((*p).to_owned(), PartnerConfig { identity: None, oin: None, system: None, publish: vec![], subscribe })
         }).collect();
         let access = AccessConfig {
             auditors: vec![],

@@ -83,6 +83,7 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<Item>> {
             datacontenttype: "application/json".to_owned(),
             data,
             specversion: "1.0".to_owned(),
+            extensions: Default::default(),
         };
         let recorded_accepted = v.get("outcome").and_then(Value::as_str).map(|o| o == "accepted");
         items.push(Item { source, event, recorded_accepted });

@@ -100,6 +100,13 @@ impl Gateway for NullGateway {
         Err(Status::unimplemented("the transport baseline only acknowledges publishes"))
     }
 
+    async fn list_processing(
+        &self,
+        _request: Request<loket_server::proto::ListProcessingRequest>,
+    ) -> Result<Response<loket_server::proto::ListProcessingReply>, Status> {
+        Err(Status::unimplemented("the transport baseline only acknowledges publishes"))
+    }
+
     async fn list_schemas(&self, _request: Request<ListSchemasRequest>) -> Result<Response<ListSchemasReply>, Status> {
         Ok(Response::new(ListSchemasReply::default()))
     }

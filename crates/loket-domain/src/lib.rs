@@ -7,7 +7,9 @@ mod envelope;
 mod error;
 mod ids;
 mod position;
+pub mod profile;
 pub mod time;
+pub mod trace;
 mod violation;
 
 pub use completeness::{is_filled, Completeness};
@@ -17,4 +19,6 @@ pub use envelope::{
 pub use error::Error;
 pub use ids::{CaseId, PartnerId};
 pub use position::StartPosition;
+pub use profile::Profile;
+pub use trace::TraceParent;
 pub use violation::FieldViolation;

@@ -329,12 +329,14 @@ pub fn verify_dir(dir: &Path) -> Result<AuditReport, Error> {
     };
     let mut walk = ChainWalk::retained(&retained);
     let mut events = EventRecords::from(&store, retained.first_sequence).peekable();
-    let mut rejections = store.rejections.range(crate::event::seq_key(retained.first_rejection)..).map(|item| -> Result<StoredRejection, Problem> {
-        let (key, value) = item.map_err(|e| unreadable(0, format!("rejection log: {e}")))?;
-        let number = chunk_first(&key).unwrap_or(0);
-        StoredRejection::decode(&value[..])
-            .map_err(|e| unreadable(0, format!("rejection {number} cannot be decoded: {e}")))
-    });
+    let mut rejections = store.rejections.range(crate::event::seq_key(retained.first_rejection)..).map(
+        |item| -> Result<StoredRejection, Problem> {
+            let (key, value) = item.map_err(|e| unreadable(0, format!("rejection log: {e}")))?;
+            let number = chunk_first(&key).unwrap_or(0);
+            StoredRejection::decode(&value[..])
+                .map_err(|e| unreadable(0, format!("rejection {number} cannot be decoded: {e}")))
+        },
+    );
     let mut next_rejection = rejections.next();
     loop {
         let take_event = match (events.peek(), &next_rejection) {

@@ -19,7 +19,13 @@ fn config(dir: &Path, window: Duration) -> JournalConfig {
 }
 
 fn event(id: &str) -> NewEvent {
-    NewEvent { source: "urn:p".into(), id: id.into(), event_type: "t".into(), data: b"{}".to_vec(), ..NewEvent::default() }
+    NewEvent {
+        source: "urn:p".into(),
+        id: id.into(),
+        event_type: "t".into(),
+        data: b"{}".to_vec(),
+        ..NewEvent::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +91,10 @@ async fn expired_entries_leave_the_front_and_their_payload_but_the_chain_verifie
     for i in 0..40 {
         journal.submit(typed(&format!("old-{i}"), "short", 1500)).await.unwrap();
     }
-    journal.reject(NewRejection { id: "refused".into(), data: b"x".to_vec(), ..NewRejection::default() }).await.unwrap();
+    journal
+        .reject(NewRejection { id: "refused".into(), data: b"x".to_vec(), ..NewRejection::default() })
+        .await
+        .unwrap();
     journal.submit(typed("keep", "long", 10)).await.unwrap();
     journal.submit(typed("old-mixed", "short", 10)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -191,7 +200,11 @@ async fn erasing_a_case_destroys_its_key_and_keeps_the_chain() {
     let purged: Vec<_> = report.walk.purged.iter().map(|(e, n)| (e.to_string(), *n)).collect();
     assert_eq!(
         purged,
-        [("accepted event sequence 1".to_owned(), 1), ("accepted event sequence 3".to_owned(), 1), ("rejection 1".to_owned(), 1)]
+        [
+            ("accepted event sequence 1".to_owned(), 1),
+            ("accepted event sequence 3".to_owned(), 1),
+            ("rejection 1".to_owned(), 1)
+        ]
     );
     assert_eq!(report.purges, vec![record.clone()]);
 

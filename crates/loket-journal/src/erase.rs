@@ -47,8 +47,7 @@ impl Journal {
                 rejections.push(r.number);
             }
         }
-        let Some(key_slot) = keys.current_slot(case).filter(|_| !sequences.is_empty() || !rejections.is_empty())
-        else {
+        let Some(key_slot) = keys.current_slot(case).filter(|_| !sequences.is_empty() || !rejections.is_empty()) else {
             return Ok(None);
         };
         let record = PurgeRecord {
@@ -68,7 +67,12 @@ impl Journal {
         store.purges.insert(seq_key(record.number), record.encode_to_vec())?;
         store.db.flush()?;
         keys.erase(key_slot, record.number)?;
-        tracing::info!(purge = record.number, events = record.stripped.len(), actor, "journal: case erased (its key destroyed)");
+        tracing::info!(
+            purge = record.number,
+            events = record.stripped.len(),
+            actor,
+            "journal: case erased (its key destroyed)"
+        );
         Ok(Some(record))
     }
 
@@ -78,7 +82,10 @@ impl Journal {
         let store = self.inner.shared.store()?;
         for record in read_purges(&store)?.into_iter().filter(|r| r.key_slot != 0) {
             if self.inner.shared.keys.is_live(record.key_slot) {
-                tracing::warn!(purge = record.number, "journal: finishing an erasure interrupted before its key was destroyed");
+                tracing::warn!(
+                    purge = record.number,
+                    "journal: finishing an erasure interrupted before its key was destroyed"
+                );
                 self.inner.shared.keys.erase(record.key_slot, record.number)?;
             }
         }

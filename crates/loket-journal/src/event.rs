@@ -1,5 +1,7 @@
 //! The journal's record types and the on-disk key encodings.
 
+use std::collections::BTreeMap;
+
 /// An event accepted by the gateway, not yet sequenced.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NewEvent {
@@ -25,6 +27,15 @@ pub struct NewEvent {
     pub completeness: f64,
     /// Expected fields that were missing (not part of the idempotency content).
     pub missing_expected: Vec<String>,
+    /// The publisher's CloudEvents extension attributes (checked at intake; never one of
+    /// loket's own names, never the trace context).
+    pub extensions: BTreeMap<String, String>,
+    /// W3C `traceparent` of the gateway's intake span: the publisher's trace id (or a new
+    /// one), the intake's span id. Not part of the idempotency content: a retry is a new
+    /// hop of the same event.
+    pub traceparent: String,
+    /// W3C `tracestate` as the publisher sent it.
+    pub tracestate: String,
 }
 
 /// An event as stored in the journal.
@@ -94,6 +105,15 @@ pub struct StoredEvent {
     /// which covers the plain record.
     #[prost(uint32, tag = "41")]
     pub key: u32,
+    /// See [`NewEvent::extensions`]. Tags from 80 on are this record's envelope additions.
+    #[prost(btree_map = "string, string", tag = "80")]
+    pub extensions: BTreeMap<String, String>,
+    /// See [`NewEvent::traceparent`].
+    #[prost(string, tag = "81")]
+    pub traceparent: String,
+    /// See [`NewEvent::tracestate`].
+    #[prost(string, tag = "82")]
+    pub tracestate: String,
 }
 
 loket_domain::impl_envelope!(StoredEvent);
@@ -119,6 +139,9 @@ impl StoredEvent {
             hash: Vec::new(),
             purged_by: 0,
             key: 0,
+            extensions: event.extensions,
+            traceparent: event.traceparent,
+            tracestate: event.tracestate,
         }
     }
 
@@ -132,6 +155,7 @@ impl StoredEvent {
             && self.time_micros == event.time_micros
             && self.datacontenttype == event.datacontenttype
             && self.data == event.data
+            && self.extensions == event.extensions
     }
 
     pub(crate) fn appended(&self, duplicate: bool) -> Appended {

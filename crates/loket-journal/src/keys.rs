@@ -70,8 +70,13 @@ impl KeyStore {
     /// key that no acknowledged entry can use yet) is cut off.
     pub fn open(dir: &Path) -> Result<KeyStore, Error> {
         std::fs::create_dir_all(dir).map_err(io)?;
-        let mut file =
-            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join(KEY_FILE)).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(KEY_FILE))
+            .map_err(io)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
         let whole = bytes.len() / SLOT * SLOT;
@@ -153,7 +158,8 @@ impl KeyStore {
     /// Decrypts what [`KeyStore::seal`] made with the key in `slot`.
     pub fn open_sealed(&self, slot: u32, sealed: &[u8]) -> Result<Opened, Error> {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
-        let bad = |reason: &str| Error::Corrupt { sequence: 0, reason: format!("sealed payload (key {slot}): {reason}") };
+        let bad =
+            |reason: &str| Error::Corrupt { sequence: 0, reason: format!("sealed payload (key {slot}): {reason}") };
         match slots.slots.get((slot as usize).wrapping_sub(1)) {
             Some(Slot::Erased(purge)) => Ok(Opened::Erased(*purge)),
             Some(Slot::Live(key)) => {

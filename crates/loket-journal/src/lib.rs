@@ -14,10 +14,10 @@
 
 pub mod audit;
 pub mod chain;
+mod erase;
 mod event;
 pub mod export;
 mod keys;
-mod erase;
 mod prune;
 pub mod retention;
 mod store;
@@ -38,8 +38,8 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 
-pub use retention::{ExpireOutcome, PurgeRecord, Retained, RetentionPolicy};
 pub use event::{Appended, NewEvent, NewRejection, StoredEvent, StoredRejection, Violation};
+pub use retention::{ExpireOutcome, PurgeRecord, Retained, RetentionPolicy};
 
 use event::{cursor_key, decode_u64, seq_key};
 use store::{missing, FaultHook, NoFaults, Store, StoreConfig};

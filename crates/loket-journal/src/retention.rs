@@ -266,7 +266,8 @@ impl Journal {
                 next_kept = Some(c.events[0].clone());
             }
         }
-        let doomed_rejections: Vec<u64> = rejections.iter().filter(|(_, chain)| *chain < cut).map(|(n, _)| *n).collect();
+        let doomed_rejections: Vec<u64> =
+            rejections.iter().filter(|(_, chain)| *chain < cut).map(|(n, _)| *n).collect();
         let strip: Vec<&ScannedChunk> = chunks[removable.len()..]
             .iter()
             .filter(|c| c.events.iter().zip(&c.expired).any(|(e, x)| *x && e.purged_by == 0))
@@ -313,10 +314,9 @@ impl Journal {
                 (_, Some(r)) if r.chain == cut => Some(&r.prev_hash),
                 _ => None,
             };
-            let checkpoint_hash = at_cut.and_then(|h| crate::chain::to_array(h)).ok_or_else(|| Error::Corrupt {
-                sequence: 0,
-                reason: format!("no entry at chain position {cut}"),
-            })?;
+            let checkpoint_hash = at_cut
+                .and_then(|h| crate::chain::to_array(h))
+                .ok_or_else(|| Error::Corrupt { sequence: 0, reason: format!("no entry at chain position {cut}") })?;
             next_retained = Retained {
                 first_sequence: if events_below > 0 { events_below } else { retained.first_sequence },
                 first_rejection: if rejections_below > 0 { rejections_below } else { retained.first_rejection },
@@ -354,7 +354,9 @@ impl Journal {
 fn rewrite_chunk(store: &Store, first: u64, events: &[StoredEvent]) -> Result<(), Error> {
     let mut buf = Vec::new();
     for event in events {
-        event.encode_length_delimited(&mut buf).map_err(|e| Error::Corrupt { sequence: first, reason: e.to_string() })?;
+        event
+            .encode_length_delimited(&mut buf)
+            .map_err(|e| Error::Corrupt { sequence: first, reason: e.to_string() })?;
     }
     store.events.insert(seq_key(first), buf)?;
     Ok(())

@@ -27,6 +27,7 @@ fn event(source: &str, id: &str, data: &[u8]) -> NewEvent {
         data: data.to_vec(),
         completeness: 0.75,
         missing_expected: vec!["address".into()],
+        ..NewEvent::default()
     }
 }
 

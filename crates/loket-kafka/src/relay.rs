@@ -274,7 +274,7 @@ impl Running {
     /// The records of one event: what the policy's views give, each with its topic.
     fn records(&mut self, event: &StoredEvent) -> Result<Vec<Outgoing>, Error> {
         let views = self.policy.records(event).map_err(|source| Error::View { sequence: event.sequence, source })?;
-        Ok(views.into_iter().map(|v| (v.target.topic(&self.settings.topics, &v.record), v.record)).collect())
+        Ok(views.into_iter().map(|v| (v.target.topic(&self.settings.topics, &v.event_type), v.record)).collect())
     }
 
     /// The records of a batch, moving the policy's state past it.

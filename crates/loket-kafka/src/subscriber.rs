@@ -164,7 +164,8 @@ impl KafkaSubscription {
                 }
             };
             // A tombstone shares its event's id: it is never a duplicate of the event.
-            let fresh = record.tombstone || self.dedup.admit(partition, &record.source, &record.id, record.received_at_micros);
+            let fresh =
+                record.tombstone || self.dedup.admit(partition, &record.source, &record.id, record.received_at_micros);
             if !fresh {
                 metrics::counter!(DUPLICATES_METRIC).increment(1);
                 tracing::debug!(

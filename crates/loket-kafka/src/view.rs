@@ -22,10 +22,10 @@ pub enum Target {
 }
 
 impl Target {
-    /// The topic a record with this target goes to.
-    pub fn topic(&self, topics: &Topics, record: &CloudEventRecord) -> String {
+    /// The topic a record of the (short) `event_type` with this target goes to.
+    pub fn topic(&self, topics: &Topics, event_type: &str) -> String {
         match self {
-            Target::Canonical => topics.canonical(&record.event_type),
+            Target::Canonical => topics.canonical(event_type),
             Target::Delivery(partner) => topics.delivery(partner),
         }
     }
@@ -35,6 +35,9 @@ impl Target {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ViewRecord {
     pub target: Target,
+    /// The event's short type (as stored), which names its canonical topic; the record
+    /// carries the profile's reverse-DNS name.
+    pub event_type: String,
     /// The view of the event: the event as that reader may see it, or an earlier withheld
     /// event that the event releases (`released` set, its own id and sequence).
     pub record: CloudEventRecord,

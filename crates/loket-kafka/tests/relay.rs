@@ -18,6 +18,11 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+/// `event` as a record in the default profile's names, with no trace.
+fn record(event: &StoredEvent, payload: Vec<u8>, redacted: Vec<String>) -> CloudEventRecord {
+    CloudEventRecord::new(event, payload, redacted, &loket_domain::Profile::default(), String::new())
+}
+
 /// kmar sees everything but `/medical`; coa never sees `medical-file-transfer`, and coa's
 /// is the canonical view.
 struct Views;
@@ -30,9 +35,9 @@ impl Views {
                 let mut data: Value = serde_json::from_slice(&event.data).unwrap();
                 let removed = data.as_object_mut().unwrap().remove("medical").is_some();
                 let redacted = if removed { vec!["/medical".into()] } else { vec![] };
-                Some(CloudEventRecord::new(event, serde_json::to_vec(&data).unwrap(), redacted))
+                Some(record(event, serde_json::to_vec(&data).unwrap(), redacted))
             }
-            _ => Some(CloudEventRecord::new(event, event.data.clone(), vec![])),
+            _ => Some(record(event, event.data.clone(), vec![])),
         }
     }
 }
@@ -55,7 +60,7 @@ impl DeliveryPolicy for Views {
                     Target::Delivery(partner) => partner.as_str(),
                     Target::Canonical => "coa",
                 };
-                Some(ViewRecord { record: Self::view(reader, event)?, target })
+                Some(ViewRecord { record: Self::view(reader, event)?, target, event_type: event.event_type.clone() })
             })
             .collect())
     }
@@ -87,8 +92,8 @@ impl DeliveryPolicy for Numbering {
         }
         self.seen += 1;
         let payload = serde_json::to_vec(&json!({ "n": self.seen })).unwrap();
-        let record = CloudEventRecord::new(event, payload, vec![]);
-        Ok(vec![ViewRecord { target: Target::Delivery("kmar".into()), record }])
+        let record = record(event, payload, vec![]);
+        Ok(vec![ViewRecord { target: Target::Delivery("kmar".into()), record, event_type: event.event_type.clone() }])
     }
 }
 
@@ -105,6 +110,7 @@ fn new_event(id: &str, event_type: &str, data: Value) -> NewEvent {
         data: serde_json::to_vec(&data).unwrap(),
         completeness: 1.0,
         missing_expected: vec![],
+        ..NewEvent::default()
     }
 }
 
@@ -151,9 +157,13 @@ fn setup() -> (String, tempfile::TempDir, Journal) {
         "LOKET_TEST_KAFKA is not set: the Kafka tests need a broker; run them with tests/run, which starts Tansu",
     );
     let dir = tempfile::tempdir().unwrap();
-    let journal =
-        Journal::open(&JournalConfig { dir: dir.path().to_owned(), cache_capacity_bytes: 8 << 20, max_batch: 64, ..JournalConfig::default() })
-            .unwrap();
+    let journal = Journal::open(&JournalConfig {
+        dir: dir.path().to_owned(),
+        cache_capacity_bytes: 8 << 20,
+        max_batch: 64,
+        ..JournalConfig::default()
+    })
+    .unwrap();
     (brokers, dir, journal)
 }
 
@@ -243,9 +253,13 @@ async fn a_failed_batch_rewinds_the_policy_to_the_cursor() {
 async fn relay_throughput() {
     let brokers = std::env::var("LOKET_TEST_KAFKA").expect("LOKET_TEST_KAFKA: run through tests/run");
     let dir = tempfile::tempdir().unwrap();
-    let journal =
-        Journal::open(&JournalConfig { dir: dir.path().to_owned(), cache_capacity_bytes: 64 << 20, max_batch: 4096, ..JournalConfig::default() })
-            .unwrap();
+    let journal = Journal::open(&JournalConfig {
+        dir: dir.path().to_owned(),
+        cache_capacity_bytes: 64 << 20,
+        max_batch: 4096,
+        ..JournalConfig::default()
+    })
+    .unwrap();
     const EVENTS: u64 = 20_000;
     let pending: Vec<_> = (0..EVENTS)
         .map(|n| {

@@ -9,6 +9,8 @@ pub enum Error {
     Malformed(serde_json::Error),
     #[error("outcome must be \"accepted\" or \"rejected\", not {0:?}")]
     Outcome(String),
+    #[error("extension attribute {name:?}: {reason}")]
+    Extension { name: String, reason: String },
     #[error("data and data_base64 are both present")]
     DataTwice,
     #[error("cases {first} to {} do not fit the six digits of a synthetic V-number (9999xxxxxx)", u64::from(*first) + u64::from(*cases))]

@@ -2,9 +2,14 @@
 //! `audit verify --log` read: NDJSON, one structured-mode CloudEvent per line, with the
 //! gateway's outcome as extension attributes (CloudEvents allows strings, integers and
 //! booleans there, so lists travel as strings). Field order is fixed, so equal logs are
-//! byte-identical.
+//! byte-identical. An exported accepted line is in the NL GOV profile's names: reverse-DNS
+//! `type`, `source` URN (the partner id in `caller`), `sequence` as 20 zero-padded digits
+//! with `sequencetype`, the trace context and the publisher's extension attributes last.
+
+use std::collections::BTreeMap;
 
 use base64::Engine;
+use loket_domain::profile::{check_extensions, RESERVED_ATTRIBUTES, SEQUENCE_TYPE, TRACEPARENT, TRACESTATE};
 use loket_journal::{StoredEvent, StoredRejection, Violation};
 use loket_server::proto::{CloudEvent, ExportEntry, Outcome};
 use loket_server::timestamp::to_micros;
@@ -17,9 +22,9 @@ use crate::Error;
 pub const ACCEPTED: &str = "accepted";
 pub const REJECTED: &str = "rejected";
 
-/// One line of a message log.
+/// One line of a message log. Members other than these are the publisher's extension
+/// attributes ([`LogLine::extensions`]), so unknown members are not refused.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LogLine {
     pub specversion: String,
     pub id: String,
@@ -42,8 +47,13 @@ pub struct LogLine {
     pub data_base64: Option<String>,
     /// "accepted" or "rejected".
     pub outcome: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Accepted: the journal sequence, written as 20 zero-padded digits (read as a number
+    /// too, as older logs have it).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "padded")]
     pub sequence: Option<u64>,
+    /// `DecimalU64` beside a sequence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequencetype: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejection: Option<u64>,
     pub receivedat: String,
@@ -90,7 +100,18 @@ pub struct LogLine {
     /// the entry's hashes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purgedby: Option<u64>,
+    /// Accepted: W3C trace context as stored (the gateway's intake span).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
+    /// The publisher's extension attributes, written after every other member.
+    #[serde(skip)]
+    pub extensions: BTreeMap<String, String>,
 }
+
+/// `sequence` as the profile's string-sortable text.
+mod padded;
 
 #[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ViolationJson {
@@ -118,7 +139,13 @@ fn join_violations(violations: &[ViolationJson]) -> String {
 
 impl LogLine {
     pub fn from_export(entry: ExportEntry) -> LogLine {
-        let event = entry.event.unwrap_or_default();
+        let mut event = entry.event.unwrap_or_default();
+        let mut take = |name: &str| event.extensions.remove(name).filter(|v| !v.is_empty());
+        let (traceparent, tracestate) = (take(TRACEPARENT), take(TRACESTATE));
+        // Written as members of their own.
+        for own in ["sequence", "sequencetype", "receivedat"] {
+            take(own);
+        }
         let (data, data_base64) = encode_data(&event.data);
         let accepted = entry.outcome == Outcome::Accepted as i32;
         let hex_opt = |b: &[u8]| (!b.is_empty()).then(|| hex::encode(b));
@@ -135,6 +162,7 @@ impl LogLine {
             data_base64,
             outcome: if accepted { ACCEPTED } else { REJECTED }.to_owned(),
             sequence: accepted.then_some(entry.sequence),
+            sequencetype: accepted.then(|| SEQUENCE_TYPE.to_owned()),
             rejection: (!accepted).then_some(entry.rejection),
             receivedat: entry.received_at.as_ref().map(rfc3339).unwrap_or_default(),
             completeness: accepted.then(|| format!("{}", entry.completeness)),
@@ -151,7 +179,7 @@ impl LogLine {
                         .collect::<Vec<_>>(),
                 )
             }),
-            caller: (!accepted).then_some(entry.caller),
+            caller: Some(entry.caller).filter(|c| !c.is_empty()),
             chain: (entry.chain != 0).then_some(entry.chain),
             prevhash: hex_opt(&entry.prev_hash),
             hash: hex_opt(&entry.hash),
@@ -160,15 +188,41 @@ impl LogLine {
             datasize: (!accepted && entry.data_size != 0).then_some(entry.data_size),
             datasha256: (!accepted).then(|| hex_opt(&entry.data_sha256)).flatten(),
             purgedby: (entry.purged_by != 0).then_some(entry.purged_by),
+            traceparent,
+            tracestate,
+            extensions: event.extensions.into_iter().collect(),
         }
     }
 
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a log line always serialises")
+        let mut json = serde_json::to_string(self).expect("a log line always serialises");
+        // Appended to the object text, so `data` stays byte for byte as stored.
+        json.pop();
+        for (name, value) in &self.extensions {
+            let value = serde_json::to_string(value).expect("a string serialises");
+            json.push_str(&format!(",{}:{value}", serde_json::to_string(name).expect("a string serialises")));
+        }
+        json.push('}');
+        json
     }
 
     pub fn parse(text: &str) -> Result<LogLine, Error> {
-        let line: LogLine = serde_json::from_str(text).map_err(Error::Malformed)?;
+        let mut line: LogLine = serde_json::from_str(text).map_err(Error::Malformed)?;
+        let members: BTreeMap<String, &RawValue> = serde_json::from_str(text).map_err(Error::Malformed)?;
+        for (name, value) in members {
+            let own =
+                RESERVED_ATTRIBUTES.contains(&name.as_str()) || [TRACEPARENT, TRACESTATE].contains(&name.as_str());
+            if !own {
+                let value: String = serde_json::from_str(value.get())
+                    .map_err(|_| Error::Extension { name: name.clone(), reason: "is not a string".into() })?;
+                line.extensions.insert(name, value);
+            }
+        }
+        let extensions = line.extensions.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        if let Some(problem) = check_extensions(extensions).into_iter().next() {
+            let name = problem.field.trim_start_matches("@extensions.").to_owned();
+            return Err(Error::Extension { name, reason: problem.description });
+        }
         if line.outcome != ACCEPTED && line.outcome != REJECTED {
             return Err(Error::Outcome(line.outcome));
         }
@@ -233,7 +287,22 @@ impl LogLine {
             datacontenttype: self.datacontenttype.clone(),
             data: self.data_bytes()?,
             specversion: self.specversion.clone(),
+            extensions: self.extensions_with_trace(),
         })
+    }
+
+    /// The publisher's extensions and, as the event's own, its trace context: a replayed
+    /// event continues the recorded trace.
+    fn extensions_with_trace(&self) -> std::collections::HashMap<String, String> {
+        let trace = [(TRACEPARENT, &self.traceparent), (TRACESTATE, &self.tracestate)];
+        let trace = trace.into_iter().filter_map(|(k, v)| Some((k.to_owned(), v.clone()?)));
+        self.extensions.clone().into_iter().chain(trace).collect()
+    }
+
+    /// The type as the journal stores it: a reverse-DNS name without its prefix (event
+    /// types themselves contain no dot), a short name as it is.
+    pub fn short_type(&self) -> &str {
+        self.event_type.rsplit('.').next().unwrap_or_default()
     }
 
     pub fn missing_expected(&self) -> Vec<String> {
@@ -269,9 +338,9 @@ impl LogLine {
         Ok(StoredEvent {
             sequence: self.sequence.ok_or(Error::NoSequence)?,
             received_at_micros: self.received_micros()?,
-            source: self.source.clone(),
+            source: self.publisher().to_owned(),
             id: self.id.clone(),
-            event_type: self.event_type.clone(),
+            event_type: self.short_type().to_owned(),
             schema_version: self.schemaversion.unwrap_or_default(),
             dataschema: self.dataschema.clone(),
             subject: self.subject.clone(),
@@ -285,6 +354,9 @@ impl LogLine {
             hash: Self::hash_bytes(&self.hash, "hash")?,
             purged_by: self.purgedby.unwrap_or_default(),
             key: 0,
+            extensions: self.extensions.clone(),
+            traceparent: self.traceparent.clone().unwrap_or_default(),
+            tracestate: self.tracestate.clone().unwrap_or_default(),
         })
     }
 
@@ -363,7 +435,21 @@ mod tests {
             err(r#""receivedat":"2026-01-05T08:00:00Z","time":"noon""#),
             r#"time "noon" is not an RFC 3339 time"#
         );
-        assert!(err(r#""receivedat":"2026-01-05T08:00:00Z","colour":"red""#).starts_with("not a message-log line: "));
+        // Other members are extension attributes: strings under a valid name.
+        let extension = LogLine::parse(&line(r#""receivedat":"2026-01-05T08:00:00Z","colour":"red""#)).unwrap();
+        assert_eq!(extension.extensions.get("colour").map(String::as_str), Some("red"));
+        assert!(extension.to_json().ends_with(r#","colour":"red"}"#), "{}", extension.to_json());
+        assert!(err(r#""receivedat":"2026-01-05T08:00:00Z","colour":3"#).contains("is not a string"));
+        assert!(
+            err(r#""receivedat":"2026-01-05T08:00:00Z","Colour":"red""#).starts_with("extension attribute \"Colour\"")
+        );
+        // The profile's sequence reads back, and so does an older log's number.
+        let padded = line(r#""receivedat":"2026-01-05T08:00:00Z","sequence":"00000000000000000042""#);
+        assert_eq!(LogLine::parse(&padded).unwrap().sequence, Some(42));
+        assert_eq!(
+            LogLine::parse(&line(r#""receivedat":"2026-01-05T08:00:00Z","sequence":42"#)).unwrap().sequence,
+            Some(42)
+        );
         let parsed = LogLine::parse(&line(r#""receivedat":"2026-01-05T08:00:00Z","hash":"xyz""#)).unwrap();
         assert_eq!(parsed.stored_event().unwrap_err().to_string(), "an accepted entry needs a sequence");
     }

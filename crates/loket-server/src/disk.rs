@@ -49,7 +49,12 @@ impl DiskGuard {
         let free = free_bytes(&dir)?;
         let low = min_free > 0 && free < min_free;
         if low {
-            tracing::warn!(free, min_free, reason = "DISK_LOW", "disk space low: publishes are refused until space returns");
+            tracing::warn!(
+                free,
+                min_free,
+                reason = "DISK_LOW",
+                "disk space low: publishes are refused until space returns"
+            );
         }
         Ok(DiskGuard {
             state: Arc::new(State { dir, min_free, free: AtomicU64::new(free), low: AtomicBool::new(low) }),
@@ -99,7 +104,12 @@ impl DiskGuard {
             let low = free < self.state.min_free;
             if self.state.low.swap(low, Ordering::AcqRel) != low {
                 if low {
-                    tracing::warn!(free, min_free = self.state.min_free, reason = "DISK_LOW", "disk space low: publishes are refused until space returns");
+                    tracing::warn!(
+                        free,
+                        min_free = self.state.min_free,
+                        reason = "DISK_LOW",
+                        "disk space low: publishes are refused until space returns"
+                    );
                 } else {
                     tracing::info!(free, min_free = self.state.min_free, "disk space back: publishing resumed");
                 }

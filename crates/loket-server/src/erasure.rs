@@ -13,6 +13,7 @@ use loket_journal::{Journal, NewEvent};
 use loket_quality::chain::ChainStore;
 
 use crate::access::Access;
+use crate::processing::Processing;
 use crate::proto::timestamp::from_micros;
 use crate::proto::{EraseCaseReply, EraseCaseRequest};
 use crate::view::ErasureNotice;
@@ -64,8 +65,24 @@ impl Erasure {
                 data: serde_json::to_vec(&notice).map_err(|e| Error::TaskFailed(e.to_string()))?,
                 completeness: 1.0,
                 missing_expected: Vec::new(),
+                extensions: Default::default(),
+                traceparent: String::new(),
+                tracestate: String::new(),
             })
             .await?;
+        // The erasure is a processing of the person's data too (Logboek dataverwerkingen).
+        self.access.processing.record(Processing {
+            operation: "erasure",
+            channel: "grpc",
+            partner: caller.as_str(),
+            event_type: ERASURE_TYPE,
+            event_id: &format!("erasure-{}", record.number),
+            sequence: appended.sequence,
+            subject: &req.case,
+            traceparent: "",
+            parent_span: String::new(),
+            started_micros: at,
+        });
         tracing::info!(
             erasure = record.number,
             by = %caller,

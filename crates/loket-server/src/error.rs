@@ -63,6 +63,13 @@ pub enum Error {
     /// The access store failed; details stay in the log.
     #[error("access store failure: {0}")]
     Access(String),
+    #[error("partner {partner:?} may not read the processing log (only access.auditors)")]
+    ProcessingAuditNotPermitted { partner: String },
+    #[error("{0:?} is not a V-number (exactly 10 digits)")]
+    InvalidCase(String),
+    /// The processing log failed; details stay in the log.
+    #[error("processing log failure: {0}")]
+    Processing(String),
     #[error("event id {id:?} was already used by {publisher:?} for different content (sequence {sequence})")]
     IdConflict { publisher: String, id: String, sequence: u64 },
     #[error("invalid subscription request: {}", join(.0))]
@@ -146,6 +153,9 @@ impl Error {
             Error::EventNotFound { .. } => "EVENT_NOT_FOUND",
             Error::AuditNotPermitted { .. } => "AUDIT_NOT_PERMITTED",
             Error::Access(_) => "ACCESS_STORE_UNAVAILABLE",
+            Error::ProcessingAuditNotPermitted { .. } => "PROCESSING_AUDIT_NOT_PERMITTED",
+            Error::InvalidCase(_) => "INVALID_CASE",
+            Error::Processing(_) => "PROCESSING_LOG_UNAVAILABLE",
             Error::IdConflict { .. } => "ID_CONFLICT",
             Error::InvalidSubscription(_) => "INVALID_SUBSCRIPTION",
             Error::SubscriptionNotFound { .. } => "SUBSCRIPTION_NOT_FOUND",
@@ -185,6 +195,7 @@ impl Error {
             | Error::InvalidSubscription(_)
             | Error::InvalidExport(_)
             | Error::InvalidErasure(_)
+            | Error::InvalidCase(_)
             | Error::AckNotDelivered { .. } => Code::InvalidArgument,
             Error::ReservedType(_)
             | Error::QualityAccessDenied { .. }
@@ -194,6 +205,7 @@ impl Error {
             | Error::SubscribeNotGranted { .. }
             | Error::NoGrants { .. }
             | Error::AuditNotPermitted { .. }
+            | Error::ProcessingAuditNotPermitted { .. }
             | Error::NotAConsentRegistrar { .. }
             | Error::ConsentNotOwned { .. }
             | Error::ExportNotAllowed { .. }
@@ -208,6 +220,7 @@ impl Error {
             Error::DiskLow { .. } => Code::ResourceExhausted,
             Error::Quality(_)
             | Error::Access(_)
+            | Error::Processing(_)
             | Error::Journal(_)
             | Error::ShuttingDown
             | Error::NotOnKafka { .. }
@@ -265,6 +278,7 @@ impl Error {
             Error::AuditNotPermitted { .. } => {
                 vec![FieldViolation::new("partner", "only auditors read other partners' denials")]
             }
+            Error::InvalidCase(_) => vec![FieldViolation::new("case", "must be a V-number: exactly 10 digits")],
             Error::AckNotDelivered { sequence, .. } => {
                 vec![FieldViolation::new("sequence", format!("{sequence} was not delivered on this stream"))]
             }
@@ -327,6 +341,7 @@ impl Error {
         Some(match self {
             Error::Quality(_) => "the quality figures cannot be read now; retry later",
             Error::Access(_) => "the access store could not be read or written; retry later",
+            Error::Processing(_) => "the processing log could not be read or written; retry later",
             Error::Journal(_) => "the journal could not store or read the event; nothing was stored, retry later",
             Error::Kafka(_) => "kafka is not reachable from this gateway; retry later",
             Error::TaskFailed(_)

@@ -18,6 +18,7 @@ mod error;
 mod http;
 mod kafka;
 pub mod messagelog;
+mod processing;
 pub mod proto;
 mod publish;
 mod quality;
@@ -26,6 +27,7 @@ mod server;
 mod service;
 mod subscribe;
 mod tls;
+mod trace;
 mod view;
 
 pub use access::PARTNER_HEADER;

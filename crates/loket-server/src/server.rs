@@ -17,12 +17,12 @@ use tonic::transport::Server;
 use crate::access::Access;
 use crate::config::Config;
 use crate::disk::DiskGuard;
-use crate::retention::Compaction;
 use crate::http::metrics;
 use crate::kafka::{denial_hook, KafkaMode};
 use crate::proto::gateway_server::GatewayServer;
 use crate::publish::{Intake, Publisher};
 use crate::quality::{run_digests, Chain, Quality};
+use crate::retention::Compaction;
 use crate::service::GatewayService;
 use crate::subscribe::Subscriptions;
 use crate::view::{PartnerViews, Viewer};
@@ -109,6 +109,7 @@ pub async fn run_with(
             rules,
             max_event_bytes: config.grpc.max_event_bytes,
             claims: access.claims.clone(),
+            profile: access.profile.clone(),
         },
         journal: journal.clone(),
         quality: quality.clone(),
@@ -137,10 +138,19 @@ pub async fn run_with(
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<GatewayServer<GatewayService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| Error::Config(vec![format!("reflection service: {e}")]))?;
+    // Reflection in both versions (grpcurl speaks v1, grpcio's Python client v1alpha), each
+    // listing the gateway, health and both reflection services.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+            .include_reflection_service(false)
+    };
+    let reflection_error = |e: tonic_reflection::server::Error| Error::Config(vec![format!("reflection service: {e}")]);
+    let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
 
     let mut builder = Server::builder();
     let local = listener.local_addr().map_err(|e| Error::io("cannot read the listener address", e))?;
@@ -190,7 +200,8 @@ pub async fn run_with(
             stopping.cancel();
         }
     };
-    let router = builder.add_service(health).add_service(reflection).add_service(gateway);
+    let router =
+        builder.add_service(health).add_service(reflection_v1).add_service(reflection_v1alpha).add_service(gateway);
     let served = match tls {
         Some(tls) => {
             let connections = tls::incoming(listener, tls, stopping.clone());
@@ -216,9 +227,11 @@ pub async fn run_with(
     }
     let closed = journal.close();
     let access_flushed = access.store.flush();
+    let processing_closed = access.processing.close();
     served?;
     closed?;
     access_flushed?;
+    processing_closed?;
     store.close_clean(journal.last_sequence())?;
     tracing::info!("loket gateway stopped");
     Ok(())

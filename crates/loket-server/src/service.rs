@@ -15,14 +15,16 @@ use crate::access::Access;
 use crate::proto::gateway_server::Gateway;
 use crate::proto::timestamp::from_micros;
 use crate::proto::{
-    AckReply, AckRequest, Delivery, EraseCaseReply, EraseCaseRequest, EventStatusReply, EventStatusRequest, ExportEntry, ExportRequest, KafkaRelayStatus,
-    ListDenialsReply, ListDenialsRequest, ListExportsReply, ListExportsRequest, ListSchemasReply, ListSchemasRequest,
-    PublishReply, PublishRequest, PublishStreamReply, QualityReport, QualityReportRequest, SchemaInfo, StatusReply,
-    StatusRequest, SubscribeRequest,
+    AckReply, AckRequest, Delivery, EraseCaseReply, EraseCaseRequest, EventStatusReply, EventStatusRequest,
+    ExportEntry, ExportRequest, KafkaRelayStatus, ListDenialsReply, ListDenialsRequest, ListExportsReply,
+    ListExportsRequest, ListProcessingReply, ListProcessingRequest, ListSchemasReply, ListSchemasRequest, PublishReply,
+    PublishRequest, PublishStreamReply, QualityReport, QualityReportRequest, SchemaInfo, StatusReply, StatusRequest,
+    SubscribeRequest,
 };
 use crate::publish::{publish_stream, Publisher};
 use crate::quality::Quality;
 use crate::subscribe::Subscriptions;
+use crate::trace::CallTrace;
 use crate::{messagelog, Error};
 
 pub(crate) struct GatewayService {
@@ -43,7 +45,8 @@ type ReplyStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Se
 impl Gateway for GatewayService {
     async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishReply>, Status> {
         let partner = self.access.caller(&request, "publish").await?;
-        Ok(Response::new(self.publisher.start(&partner, request.into_inner()).await?))
+        let call = CallTrace::of(request.metadata());
+        Ok(Response::new(self.publisher.start(&partner, request.into_inner(), &call).await?))
     }
 
     type PublishStreamStream = ReplyStream<PublishStreamReply>;
@@ -53,9 +56,11 @@ impl Gateway for GatewayService {
         request: Request<Streaming<PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
         let partner = self.access.caller(&request, "publish").await?;
+        let call = CallTrace::of(request.metadata());
         let replies = publish_stream(
             self.publisher.clone(),
             partner,
+            call,
             request.into_inner(),
             self.stream_in_flight,
             self.shutdown.clone(),
@@ -108,7 +113,8 @@ impl Gateway for GatewayService {
         let schemas = registry
             .schemas()
             .map(|s| SchemaInfo {
-                r#type: s.event_type().to_owned(),
+                r#type: self.access.profile.event_type(s.event_type()),
+                alias: s.event_type().to_owned(),
                 version: s.version(),
                 id: s.id().to_owned(),
                 title: s.title().to_owned(),
@@ -161,6 +167,18 @@ impl Gateway for GatewayService {
             None => None,
         };
         Ok(Response::new(StatusReply { last_sequence: self.journal.last_sequence(), kafka }))
+    }
+
+    async fn list_processing(
+        &self,
+        request: Request<ListProcessingRequest>,
+    ) -> Result<Response<ListProcessingReply>, Status> {
+        let partner = self.access.caller(&request, "audit").await?;
+        if !self.access.policy.is_auditor(partner.as_str()) {
+            return Err(Error::ProcessingAuditNotPermitted { partner: partner.to_string() }.into());
+        }
+        let records = self.access.processing.list(&request.get_ref().case).await?;
+        Ok(Response::new(ListProcessingReply { records }))
     }
 }
 

@@ -4,10 +4,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use loket_messagelog::timestamp::{parse_rfc3339, rfc3339};
-use loket_server::proto::{EraseCaseRequest, EventStatusRequest, ListDenialsRequest, ListExportsRequest};
+use loket_server::proto::{
+    EraseCaseRequest, EventStatusRequest, ListDenialsRequest, ListExportsRequest, ListProcessingRequest,
+};
 use serde_json::json;
 
-use crate::cli::{AuditDenialsArgs, AuditExportsArgs, EraseArgs, StatusArgs};
+use crate::cli::{AuditDenialsArgs, AuditExportsArgs, AuditProcessingArgs, EraseArgs, StatusArgs};
 use crate::output;
 use crate::publish::connected;
 
@@ -79,6 +81,26 @@ pub async fn erase(args: EraseArgs) -> anyhow::Result<ExitCode> {
         json!({"erasure": reply.erasure, "case": args.case, "erasedAt": reply.erased_at.as_ref().map(rfc3339),
                "sequences": reply.sequences, "rejections": reply.rejections, "notice": reply.notice_sequence})
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `loket audit processing --case V`.
+pub async fn processing(args: AuditProcessingArgs) -> anyhow::Result<ExitCode> {
+    let mut client = connected(&args.client).await?;
+    let reply = match client.list_processing(ListProcessingRequest { case: args.case.clone() }).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => return Ok(output::report_failure("audit processing", &status)),
+    };
+    for r in &reply.records {
+        println!(
+            "{}",
+            json!({"operation": r.operation, "channel": r.channel, "activity": r.activity, "partner": r.partner,
+                   "type": r.event_type, "id": r.event_id, "sequence": r.sequence, "traceId": r.trace_id,
+                   "spanId": r.span_id, "parentSpanId": r.parent_span_id, "status": r.status,
+                   "startedAt": r.started_at.as_ref().map(rfc3339), "endedAt": r.ended_at.as_ref().map(rfc3339),
+                   "subject": r.subject})
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

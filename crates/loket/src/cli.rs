@@ -131,6 +131,11 @@ pub struct ExportArgs {
     /// Write to this file instead of standard output.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// With --data: the stopped gateway's configuration, for the names events are
+    /// exported under (`[cloudevents] type_prefix`, the partners' OIN and system); the
+    /// defaults when absent.
+    #[arg(long, value_name = "FILE", requires = "data")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -203,6 +208,10 @@ pub enum AuditCommand {
     /// Every export of the message log (who, when, full or pseudonymised, filters, entries
     /// sent), as JSON lines, oldest first. An auditor sees every export, a partner its own.
     Exports(AuditExportsArgs),
+    /// The processing log of one data subject (Logboek dataverwerkingen): every publish,
+    /// delivery and export of the case's data, who, when, under which trace, as JSON lines,
+    /// oldest first. Auditors only.
+    Processing(AuditProcessingArgs),
     /// Walk the hash chain and report the first entry that was altered, removed or
     /// reordered. Exit status 3 when the chain is broken.
     Verify(AuditVerifyArgs),
@@ -332,6 +341,10 @@ pub struct PublishArgs {
     /// Schema id (dataschema); the type's latest version when absent.
     #[arg(long)]
     pub dataschema: Option<String>,
+    /// A CloudEvents extension attribute NAME=VALUE (repeatable), e.g. dataref=https://...
+    /// or traceparent=00-...: names are 1 to 20 lowercase letters or digits.
+    #[arg(long = "extension", value_name = "NAME=VALUE")]
+    pub extensions: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -384,6 +397,15 @@ pub struct AuditExportsArgs {
     /// Only exports started at or after this RFC 3339 time.
     #[arg(long, value_name = "RFC3339")]
     pub since: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditProcessingArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The data subject's V-number; the gateway looks it up by its keyed pseudonym.
+    #[arg(long, value_name = "VNUMBER")]
+    pub case: String,
 }
 
 #[derive(Debug, Args)]

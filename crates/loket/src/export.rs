@@ -76,7 +76,9 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         let record = loket_server::messagelog::OfflineExport::start(data, &request).await.with_context(|| {
             format!("cannot record the export in {} (is the gateway still running?)", data.display())
         })?;
-        let written = export_offline(data, request, &mut out);
+        let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+        let profile = loket_server::Config::load(args.config.as_deref(), &env)?.profile()?;
+        let written = export_offline(data, request, &profile, &mut out);
         record.finish(*written.as_ref().unwrap_or(&0), written.is_ok())?;
         count = written?;
     } else {
@@ -106,16 +108,26 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Exports from `<data>/journal` of a stopped gateway.
-pub fn export_offline(data: &Path, request: ExportRequest, out: &mut dyn Write) -> anyhow::Result<u64> {
+pub fn export_offline(
+    data: &Path,
+    request: ExportRequest,
+    profile: &loket_domain::Profile,
+    out: &mut dyn Write,
+) -> anyhow::Result<u64> {
     let dir = data.join("journal");
     anyhow::ensure!(dir.is_dir(), "{} holds no journal (expected {})", data.display(), dir.display());
-    let filter = loket_server::messagelog::filter(&request)?;
-    let journal = Journal::open(&JournalConfig { dir: dir.clone(), cache_capacity_bytes: 64 << 20, max_batch: 1, ..JournalConfig::default() })
-        .with_context(|| format!("cannot open the journal in {} (is the gateway still running?)", dir.display()))?;
+    let filter = loket_server::messagelog::filter(&request, profile)?;
+    let journal = Journal::open(&JournalConfig {
+        dir: dir.clone(),
+        cache_capacity_bytes: 64 << 20,
+        max_batch: 1,
+        ..JournalConfig::default()
+    })
+    .with_context(|| format!("cannot open the journal in {} (is the gateway still running?)", dir.display()))?;
     let mut count = 0;
     for entry in journal.entries(filter)? {
         let entry = entry?;
-        writeln!(out, "{}", LogLine::from_export(loket_server::messagelog::export_entry(entry)).to_json())
+        writeln!(out, "{}", LogLine::from_export(loket_server::messagelog::export_entry(entry, profile)).to_json())
             .context("cannot write the export")?;
         count += 1;
     }

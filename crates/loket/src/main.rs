@@ -14,6 +14,7 @@ mod replay;
 mod schemas;
 mod serve;
 mod subscribe;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -23,11 +24,16 @@ use crate::cli::{AuditCommand, CertsCommand, Cli, Command, QualityCommand, Schem
 
 /// mimalloc asks for transparent huge pages (MADV_HUGEPAGE) for its arenas; each touched
 /// 2 MiB region then stays resident whole, which cost the gateway ~16 % of its RSS after a
-/// load (BENCHMARKS.md). Opting the process out keeps ordinary 4 KiB pages.
+/// load (BENCHMARKS.md). Opting the process out keeps ordinary 4 KiB pages. Linux only:
+/// other systems have no such flag (and no prctl), so the binary builds there without it.
+#[cfg(target_os = "linux")]
 fn disable_transparent_huge_pages() {
     // SAFETY: PR_SET_THP_DISABLE only sets a flag on this process; no memory is touched.
     let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
+
+#[cfg(not(target_os = "linux"))]
+fn disable_transparent_huge_pages() {}
 
 // glibc's malloc took a third of the gateway's request threads under load (sled 0.34 and
 // the publish path make many short-lived allocations across threads); see BENCHMARKS.md.
@@ -43,20 +49,29 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level =
         if matches!(cli.command, Command::Serve(_) | Command::BenchTransport { .. }) { "info" } else { "warn" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
+        }
+    };
+    // `serve` logs and exports spans as its configuration says; a configuration that does
+    // not load is reported by `serve` itself.
+    let config = match &cli.command {
+        Command::Serve(args) if !args.check_config => serve::load(args).ok(),
+        _ => None,
+    };
+    let format = config.as_ref().map(|c| c.log.format).unwrap_or_default();
+    let telemetry = {
+        // The OTLP exporter's connection lives in the runtime.
+        let _runtime = runtime.enter();
+        match telemetry::init(default_level, format, config.as_ref().map(|c| &c.telemetry)) {
+            Ok(telemetry) => telemetry,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
         }
     };
     let result = runtime.block_on(async move {
@@ -72,6 +87,7 @@ fn main() -> ExitCode {
             Command::Status(args) => access::status(args).await,
             Command::Audit { command: AuditCommand::Denials(args) } => access::denials(args).await,
             Command::Audit { command: AuditCommand::Exports(args) } => access::exports(args).await,
+            Command::Audit { command: AuditCommand::Processing(args) } => access::processing(args).await,
             Command::Quality { command: Some(QualityCommand::Rebuild(args)), .. } => quality::rebuild(args),
             Command::Quality { command: None, report } => quality::report(report).await,
             Command::Schemas { command: SchemasCommand::List(args) } => schemas::list(args).await,
@@ -87,6 +103,7 @@ fn main() -> ExitCode {
             Command::Erase(args) => access::erase(args).await,
         }
     });
+    telemetry.shutdown();
     match result {
         Ok(code) => code,
         Err(e) => {

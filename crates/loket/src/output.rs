@@ -23,8 +23,11 @@ pub fn publish_reply(id: &str, reply: &PublishReply) -> Value {
     })
 }
 
-/// A delivery as a structured-mode CloudEvent. loket's own facts travel as extension
-/// attributes, whose values CloudEvents limits to strings, integers and booleans.
+/// A delivery as a structured-mode CloudEvent in the NL GOV profile's names. loket's own
+/// facts travel as extension attributes, whose values CloudEvents limits to strings,
+/// integers and booleans: the event's extensions as delivered (the publisher's, and
+/// `sequence` as 20 zero-padded digits with `sequencetype`, `receivedat`, `traceparent`),
+/// then the delivery's.
 pub fn cloud_event(delivery: &Delivery) -> Value {
     let mut out = Map::new();
     if let Some(e) = &delivery.event {
@@ -41,8 +44,11 @@ pub fn cloud_event(delivery: &Delivery) -> Value {
         let data = serde_json::from_slice::<Value>(&e.data)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&e.data).into_owned()));
         out.insert("data".into(), data);
+        let extensions: std::collections::BTreeMap<_, _> = e.extensions.iter().collect();
+        for (name, value) in extensions {
+            out.insert(name.clone(), json!(value));
+        }
     }
-    out.insert("sequence".into(), json!(delivery.sequence));
     out.insert("position".into(), json!(delivery.position));
     if !delivery.redacted.is_empty() {
         out.insert("redacted".into(), json!(delivery.redacted.join(",")));
@@ -52,9 +58,6 @@ pub fn cloud_event(delivery: &Delivery) -> Value {
     }
     out.insert("completeness".into(), json!(format!("{}", delivery.completeness)));
     out.insert("missingexpected".into(), json!(delivery.missing_expected.join(",")));
-    if let Some(t) = &delivery.received_at {
-        out.insert("receivedat".into(), json!(rfc3339(t)));
-    }
     Value::Object(out)
 }
 

@@ -33,7 +33,17 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
         Some(t) => Some(parse_rfc3339(t).with_context(|| format!("--time {t:?} is not an RFC 3339 time"))?),
     };
     let id = args.id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let extensions = args
+        .extensions
+        .iter()
+        .map(|pair| {
+            let (name, value) =
+                pair.split_once('=').with_context(|| format!("--extension {pair:?} is not NAME=VALUE"))?;
+            Ok((name.to_owned(), value.to_owned()))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let event = CloudEvent {
+        extensions,
         id: id.clone(),
         source: args.client.partner.clone(),
         r#type: args.event_type.clone(),

@@ -9,12 +9,19 @@ use loket_server::{certs, Config};
 
 use crate::cli::{CertsInitArgs, CertsRevokeArgs, ServeArgs};
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+/// The configuration `serve` runs with: the file (or defaults) and the environment's
+/// overrides.
+pub fn load(args: &ServeArgs) -> Result<Config, loket_server::Error> {
     let env: HashMap<String, String> = std::env::vars().collect();
+    Config::load(args.config.as_deref(), &env)
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.check_config {
+        let env: HashMap<String, String> = std::env::vars().collect();
         return Ok(check_config(args, &env));
     }
-    let config = Config::load(args.config.as_deref(), &env)?;
+    let config = load(&args)?;
     let addr = config.listen_addr();
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     loket_server::run(listener, config, shutdown_signal()).await?;

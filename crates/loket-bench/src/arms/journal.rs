@@ -34,6 +34,7 @@ fn journal_entries(items: &[Item]) -> anyhow::Result<Vec<NewEvent>> {
             data: serde_json::to_vec(&data)?,
             completeness: completeness.score,
             missing_expected: completeness.missing,
+            ..NewEvent::default()
         });
     }
     anyhow::ensure!(!out.is_empty(), "the corpus holds no valid event");

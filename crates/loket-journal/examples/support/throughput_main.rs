@@ -71,6 +71,7 @@ fn main() {
                             data,
                             completeness: 1.0,
                             missing_expected: vec![],
+                            ..NewEvent::default()
                         }));
                         if in_flight.len() >= window {
                             in_flight.pop_front().unwrap().await.expect("submit");

@@ -179,6 +179,7 @@ pub fn generate(options: &GenOptions, out: &mut dyn Write) -> Result<Generated, 
             data_base64,
             outcome: ACCEPTED.into(),
             sequence: None,
+            sequencetype: None,
             rejection: None,
             receivedat: stamp(p.received),
             completeness: None,
@@ -196,6 +197,9 @@ pub fn generate(options: &GenOptions, out: &mut dyn Write) -> Result<Generated, 
             datasize: None,
             datasha256: None,
             purgedby: None,
+            traceparent: None,
+            tracestate: None,
+            extensions: Default::default(),
         };
         match schema.check(&p.data) {
             Ok(c) => {

@@ -13,6 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use loket_access::{Policy, SubscriberScan, CONSENT_TYPE};
+use loket_domain::Profile;
 use loket_journal::{Journal, StoredEvent};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -23,6 +24,7 @@ pub use identity::PARTNER_HEADER;
 pub(crate) use store::{AccessStore, DenialRecord, ExportRecord, IndexedEvent};
 
 use crate::config::{Config, IdentitySource, TlsSource};
+use crate::processing::ProcessingLog;
 use crate::Error;
 
 /// Journal events read per step when the consent claims are brought up to date at start.
@@ -62,6 +64,10 @@ pub(crate) struct Access {
     rules: Arc<String>,
     /// The registrar of every consent form.
     pub claims: ConsentClaims,
+    /// How events are named on every output (NL GOV profile).
+    pub profile: Arc<Profile>,
+    /// Every processing of personal data.
+    pub processing: ProcessingLog,
 }
 
 impl Access {
@@ -88,6 +94,12 @@ impl Access {
             indexed: Arc::new(tx),
             rules: Arc::new(rules),
             claims: ConsentClaims::default(),
+            profile: Arc::new(config.profile()?),
+            processing: if config.processing.enabled {
+                ProcessingLog::open(&config.processing_dir(), config.processing.activities.clone())?
+            } else {
+                ProcessingLog::disabled()
+            },
         })
     }
 

@@ -18,7 +18,8 @@ use loket_schema::Registry;
 use serde::Deserialize;
 
 pub use sections::{
-    ExportConfig, GrpcConfig, IdentitySource, JournalSettings, MetricsConfig, QualityConfig, SchemasConfig, TlsConfig,
+    CloudEventsConfig, ExportConfig, GrpcConfig, IdentitySource, JournalSettings, LogConfig, LogFormat, MetricsConfig,
+    ProcessingConfig, QualityConfig, SchemasConfig, TelemetryConfig, TlsConfig,
 };
 
 pub use period::Period;
@@ -75,6 +76,18 @@ pub struct Config {
     /// How long events, rejections and denials are kept (absent: forever).
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// The envelope's names on every output (NL GOV profile for CloudEvents).
+    #[serde(default)]
+    pub cloudevents: CloudEventsConfig,
+    /// Span export over OTLP (OpenTelemetry).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    /// The format of the gateway's log lines.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// The processing log of personal data.
+    #[serde(default)]
+    pub processing: ProcessingConfig,
 }
 
 /// The shipped configuration, whose `[partners]` are the built-in policy.
@@ -99,6 +112,10 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             kafka: None,
             retention: RetentionConfig::default(),
+            cloudevents: CloudEventsConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            log: LogConfig::default(),
+            processing: ProcessingConfig::default(),
         }
     }
 }
@@ -237,6 +254,30 @@ impl Config {
         if let Some(kafka) = &self.kafka {
             problems.extend(kafka.problems());
         }
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint {
+            let url = endpoint.parse::<tonic::transport::Uri>();
+            let http =
+                url.as_ref().is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+            if !http {
+                problems.push(format!("telemetry.otlp_endpoint: {endpoint:?} is not a URL like http://127.0.0.1:4317"));
+            }
+        }
+        let prefix = &self.cloudevents.type_prefix;
+        let label =
+            |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if prefix.split('.').count() < 2 || !prefix.split('.').all(label) {
+            problems.push(format!(
+                "cloudevents.type_prefix: {prefix:?} is not a reverse-DNS name like nl.vreemdelingenketen"
+            ));
+        }
+        for (id, partner) in self.partners.iter().flatten() {
+            let system_ok = |s: &String| {
+                !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            };
+            if partner.system.as_ref().is_some_and(|s| !system_ok(s)) {
+                problems.push(format!("partners.{id}.system: use letters, digits, '.', '_' or '-'"));
+            }
+        }
         if let Some(dir) = &self.schemas.dir {
             if !dir.is_dir() {
                 problems.push(format!("schemas.dir: {} is not a directory", dir.display()));
@@ -327,6 +368,19 @@ impl Config {
             }
             _ => Ok(policy),
         })
+    }
+
+    /// How events are named on the outside: the type prefix and each partner's source
+    /// URN (`[partners.<id>] oin` and `system`).
+    pub fn profile(&self) -> Result<loket_domain::Profile, Error> {
+        let partners = self.partner_policies()?;
+        let sources = partners.iter().filter_map(|(id, p)| Some((id.as_str(), p.oin.as_deref()?, p.system.as_deref())));
+        Ok(loket_domain::Profile::new(&self.cloudevents.type_prefix, sources))
+    }
+
+    /// The processing log's own store.
+    pub fn processing_dir(&self) -> PathBuf {
+        self.data_dir.join("processing")
     }
 
     /// The quality figures' own store.

@@ -33,7 +33,13 @@ fn default_compact_every() -> Period {
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        Self { default: None, types: BTreeMap::new(), rejections: None, denials: None, compact_every: default_compact_every() }
+        Self {
+            default: None,
+            types: BTreeMap::new(),
+            rejections: None,
+            denials: None,
+            compact_every: default_compact_every(),
+        }
     }
 }
 
@@ -62,9 +68,13 @@ impl RetentionConfig {
             .map(|t| format!("retention.types: {t:?} is not an event type of the schemas"))
             .collect();
         let periods = self.types.iter().map(|(t, p)| (format!("retention.types.{t}"), p)).chain(
-            [("retention.default", &self.default), ("retention.rejections", &self.rejections), ("retention.denials", &self.denials)]
-                .into_iter()
-                .filter_map(|(name, p)| p.as_ref().map(|p| (name.to_owned(), p))),
+            [
+                ("retention.default", &self.default),
+                ("retention.rejections", &self.rejections),
+                ("retention.denials", &self.denials),
+            ]
+            .into_iter()
+            .filter_map(|(name, p)| p.as_ref().map(|p| (name.to_owned(), p))),
         );
         for (name, period) in periods.chain([("retention.compact_every".to_owned(), &self.compact_every)]) {
             if period.0.is_zero() {

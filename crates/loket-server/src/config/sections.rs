@@ -230,3 +230,79 @@ impl Default for JournalSettings {
         }
     }
 }
+
+/// How events are named on every output, per the NL GOV profile for CloudEvents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudEventsConfig {
+    /// Reverse-DNS prefix of the event types: `transport-status` is published and
+    /// delivered as `<type_prefix>.transport-status`; the short name stays accepted as an
+    /// alias on input (publish, subscribe).
+    #[serde(default = "default_type_prefix")]
+    pub type_prefix: String,
+}
+
+fn default_type_prefix() -> String {
+    loket_domain::profile::DEFAULT_TYPE_PREFIX.to_owned()
+}
+
+impl Default for CloudEventsConfig {
+    fn default() -> Self {
+        Self { type_prefix: default_type_prefix() }
+    }
+}
+
+/// Export of the gateway's spans (intake, journal, delivery, relay) over OTLP.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC endpoint of an OpenTelemetry collector, e.g. `http://127.0.0.1:4317`.
+    /// Absent: spans are not exported (they still shape the log lines).
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+fn default_service_name() -> String {
+    "loket".to_owned()
+}
+
+/// The log lines `loket serve` writes to standard error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (coloured on a terminal unless NO_COLOR is set).
+    #[default]
+    Text,
+    /// One JSON object per line, with the spans it happened in.
+    Json,
+}
+
+/// Logging of `loket serve`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json`. The level comes from RUST_LOG (default `info`).
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// The processing log (Logboek dataverwerkingen) in `<data_dir>/processing`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessingConfig {
+    /// Record every processing of personal data (publish, delivery, export).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Per event type, the processing activity its records name (an entry of the
+    /// organisation's register of processing activities); the type itself when absent.
+    #[serde(default)]
+    pub activities: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for ProcessingConfig {
+    fn default() -> Self {
+        Self { enabled: true, activities: Default::default() }
+    }
+}

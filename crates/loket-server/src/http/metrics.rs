@@ -77,7 +77,11 @@ fn describe() {
     );
     describe_counter!(RETENTION_RUNS, "Retention compaction passes completed.");
     describe_gauge!(FIRST_RETAINED, "The first sequence still in the journal after retention.");
-    describe_gauge!(STORE_SIZE, Unit::Bytes, "Bytes each store (journal, access, quality) takes under the data directory.");
+    describe_gauge!(
+        STORE_SIZE,
+        Unit::Bytes,
+        "Bytes each store (journal, access, quality) takes under the data directory."
+    );
     describe_gauge!(
         SUBSCRIBER_LAG,
         "Events in the journal after the last one delivered, per partner and subscription name."

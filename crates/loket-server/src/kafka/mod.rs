@@ -34,7 +34,8 @@ pub(crate) struct KafkaStreamRequest<'a> {
     pub partner: &'a str,
     pub name: &'a str,
     pub start: StartAt,
-    /// Event types to deliver; empty means all.
+    /// Event types to deliver, by their reverse-DNS names (as records carry them); empty
+    /// means all.
     pub types: HashSet<String>,
     /// Stop after this many deliveries; 0 means never.
     pub limit: u64,

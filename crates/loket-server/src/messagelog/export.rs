@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use loket_access::{Pseudonymiser, Step, SubscriberScan};
 use loket_domain::time::now_micros;
-use loket_domain::{FieldViolation, PartnerId, SPEC_VERSION};
+use loket_domain::{FieldViolation, PartnerId, Profile, SPEC_VERSION};
 use loket_journal::export::{Entry, Filter};
 use loket_journal::Journal;
 use loket_schema::Registry;
@@ -24,11 +24,13 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::access::{denials, Access, AccessStore, ExportRecord};
+use crate::processing::{span_of, Processing, ProcessingLog};
 use crate::proto::timestamp::{from_micros, to_micros};
 use crate::proto::{
     export_request, CloudEvent, ExportEntry, ExportRequest, ExportViolation, ListExportsReply, ListExportsRequest,
     Outcome, Outcomes,
 };
+use crate::trace::next_hop;
 use crate::Error;
 
 /// Entries buffered per export stream.
@@ -50,15 +52,33 @@ impl Mode {
         }
     }
 
-    fn entry(&self, entry: Entry) -> ExportEntry {
+    fn entry(&self, entry: Entry, profile: &Profile) -> ExportEntry {
         match self {
-            Mode::Full => export_entry(entry),
+            Mode::Full => export_entry(entry, profile),
             Mode::Pseudonymised { pseudonyms, registry, omitted } => {
                 let omit = matches!(&entry, Entry::Accepted(e) if omitted.contains(&e.sequence));
-                pseudonymise(export_entry(entry), pseudonyms, registry, omit)
+                pseudonymise(export_entry(entry, profile), pseudonyms, registry, profile, omit)
             }
         }
     }
+}
+
+/// One exported event in the processing log: a hop of its trace, to the exporter.
+fn record_export(log: &ProcessingLog, exporter: &str, event: &loket_journal::StoredEvent) {
+    let started_micros = now_micros();
+    let span = tracing::info_span!("export", sequence = event.sequence, id = %event.id);
+    log.record(Processing {
+        operation: "export",
+        channel: "export",
+        partner: exporter,
+        event_type: &event.event_type,
+        event_id: &event.id,
+        sequence: event.sequence,
+        subject: &event.subject,
+        traceparent: &next_hop(&event.traceparent, &span),
+        parent_span: span_of(&event.traceparent),
+        started_micros,
+    });
 }
 
 /// The Export RPC: the log entries `request` selects, as `partner` may see them.
@@ -77,7 +97,7 @@ pub(crate) async fn export(
         denials::record_refusal(access, "export-refused", partner.as_str(), &e, "", "").await;
         return Err(e);
     }
-    let entries = journal.entries(filter(request)?)?;
+    let entries = journal.entries(filter(request, &access.profile)?)?;
     let mode = if tester {
         // Which medical events some recipient was given is known once the index covers
         // everything this export can contain.
@@ -109,12 +129,18 @@ pub(crate) async fn export(
     tracing::info!(partner = %partner, mode = mode.name(), filters = %record.filters, "message log export started");
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     let store = access.store.clone();
+    let profile = access.profile.clone();
+    let processing = access.processing.clone();
+    let exporter = partner.to_string();
     // Reading is blocking sled work: off the async threads, throttled by the channel.
     tokio::task::spawn_blocking(move || {
         let mut sent = 0u64;
         let mut completed = true;
         for entry in entries {
-            let item = entry.map(|e| mode.entry(e)).map_err(|e| Status::from(Error::from(e)));
+            if let Ok(Entry::Accepted(event)) = &entry {
+                record_export(&processing, &exporter, event);
+            }
+            let item = entry.map(|e| mode.entry(e, &profile)).map_err(|e| Status::from(Error::from(e)));
             let failed = item.is_err();
             if tx.blocking_send(item).is_err() || failed {
                 completed = false;
@@ -245,10 +271,19 @@ fn undelivered_medical(access: &Access, registry: &Registry) -> Result<HashSet<u
 /// An entry as a tester sees it: the case and free text pseudonymised in the payload and
 /// wherever they are repeated (id, subject, message, violations); the chain hashes left
 /// out (they no longer match); the payload left out when `omit`.
-fn pseudonymise(mut entry: ExportEntry, pseudonyms: &Pseudonymiser, registry: &Registry, omit: bool) -> ExportEntry {
+fn pseudonymise(
+    mut entry: ExportEntry,
+    pseudonyms: &Pseudonymiser,
+    registry: &Registry,
+    profile: &Profile,
+    omit: bool,
+) -> ExportEntry {
     let mut event = entry.event.take().unwrap_or_default();
     let dataschema = Some(event.dataschema.as_str()).filter(|d| !d.is_empty());
-    let schema = registry.resolve(&event.r#type, dataschema).map(|s| s.document().clone()).unwrap_or(Value::Null);
+    let schema = registry
+        .resolve(profile.short_type(&event.r#type), dataschema)
+        .map(|s| s.document().clone())
+        .unwrap_or(Value::Null);
     let mut replaced = vec![(event.subject.clone(), pseudonyms.case(&event.subject))];
     if omit {
         event.data.clear();
@@ -267,6 +302,10 @@ fn pseudonymise(mut entry: ExportEntry, pseudonyms: &Pseudonymiser, registry: &R
     replaced.sort_by_key(|(original, _)| std::cmp::Reverse(original.len()));
     event.subject = pseudonyms.case(&event.subject);
     event.id = Pseudonymiser::scrub(&event.id, &replaced);
+    // A publisher's extension (a `dataref` URL, say) may name the case too.
+    for value in event.extensions.values_mut() {
+        *value = Pseudonymiser::scrub(value, &replaced);
+    }
     entry.message = Pseudonymiser::scrub(&entry.message, &replaced);
     for v in &mut entry.violations {
         v.description = Pseudonymiser::scrub(&v.description, &replaced);
@@ -281,10 +320,11 @@ fn pseudonymise(mut entry: ExportEntry, pseudonyms: &Pseudonymiser, registry: &R
 }
 
 /// The journal filter of an Export request; every problem at once.
-pub fn filter(request: &ExportRequest) -> Result<Filter, Error> {
+pub fn filter(request: &ExportRequest, profile: &Profile) -> Result<Filter, Error> {
     let mut problems = Vec::new();
     let mut filter = Filter {
-        types: request.types.clone(),
+        // The journal stores short types; the reverse-DNS name is an alias.
+        types: request.types.iter().map(|t| profile.short_type(t).to_owned()).collect(),
         sources: request.sources.clone(),
         subjects: request.subjects.clone(),
         ..Filter::default()
@@ -318,9 +358,11 @@ pub fn filter(request: &ExportRequest) -> Result<Filter, Error> {
     }
 }
 
-/// One log entry as the Export RPC sends it. Public so that the offline export of a
-/// stopped gateway's journal produces exactly what the RPC would.
-pub fn export_entry(entry: Entry) -> ExportEntry {
+/// One log entry as the Export RPC sends it, an accepted event in the `profile`'s names
+/// with the trace context it was stored with (so the line's record hashes as stored).
+/// Public so that the offline export of a stopped gateway's journal produces exactly what
+/// the RPC would.
+pub fn export_entry(entry: Entry, profile: &Profile) -> ExportEntry {
     match entry {
         Entry::Accepted(mut e) => ExportEntry {
             outcome: Outcome::Accepted as i32,
@@ -333,9 +375,10 @@ pub fn export_entry(entry: Entry) -> ExportEntry {
             chain: e.chain,
             prev_hash: std::mem::take(&mut e.prev_hash),
             hash: std::mem::take(&mut e.hash),
+            caller: e.source.clone(),
             event: Some({
                 let data = std::mem::take(&mut e.data);
-                CloudEvent::stored(e, data)
+                CloudEvent::stored(e, data, profile, String::new())
             }),
             ..ExportEntry::default()
         },
@@ -350,6 +393,7 @@ pub fn export_entry(entry: Entry) -> ExportEntry {
                 datacontenttype: r.datacontenttype,
                 data: r.data,
                 specversion: SPEC_VERSION.to_owned(),
+                extensions: Default::default(),
             }),
             outcome: Outcome::Rejected as i32,
             rejection: r.number,

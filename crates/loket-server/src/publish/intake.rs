@@ -5,7 +5,11 @@
 use std::sync::Arc;
 
 use loket_access::{Policy, CONSENT_TYPE};
-use loket_domain::{CaseId, FieldViolation, PartnerId, GATEWAY_TYPES, JSON_CONTENT_TYPE as JSON, SPEC_VERSION};
+use loket_domain::profile::{check_extensions, TRACEPARENT, TRACESTATE};
+use loket_domain::trace::valid_tracestate;
+use loket_domain::{
+    CaseId, FieldViolation, PartnerId, Profile, TraceParent, GATEWAY_TYPES, JSON_CONTENT_TYPE as JSON, SPEC_VERSION,
+};
 use loket_journal::NewEvent;
 use loket_quality::{RuleSet, Severity};
 use loket_schema::Registry;
@@ -14,6 +18,7 @@ use serde_json::Value;
 use crate::access::ConsentClaims;
 use crate::proto::timestamp::to_micros;
 use crate::proto::CloudEvent;
+use crate::trace::{continue_trace, CallTrace};
 use crate::Error;
 
 /// Longest accepted `id`; CloudEvents sets no limit, but an id is a key, not a document.
@@ -27,6 +32,8 @@ pub(crate) struct Intake {
     pub max_event_bytes: usize,
     /// Who registered each consent form.
     pub claims: ConsentClaims,
+    /// The envelope's outside names: type aliases, partners' source URNs.
+    pub profile: Arc<Profile>,
 }
 
 /// An event that passed every check, ready for the journal.
@@ -37,28 +44,40 @@ pub(crate) struct Admitted {
     pub expected: Vec<String>,
     /// The `flag` rules it failed.
     pub flagged: Vec<String>,
+    /// The publisher's span the intake continued (hex; empty when it sent no trace).
+    pub publisher_span: String,
 }
 
 impl Intake {
     /// Checks one event from `caller` and turns it into a journal entry, or says every
     /// reason it cannot be accepted.
-    pub fn admit(&self, caller: &PartnerId, event: Option<&CloudEvent>) -> Result<Admitted, Error> {
+    /// `span` is the intake's span: it continues the publisher's trace.
+    pub fn admit(
+        &self,
+        caller: &PartnerId,
+        event: Option<&CloudEvent>,
+        call: &CallTrace,
+        span: &tracing::Span,
+    ) -> Result<Admitted, Error> {
         let event = event.ok_or_else(|| {
             Error::InvalidEnvelope(vec![FieldViolation::attribute("event", "the request carries no event")])
         })?;
-        let time_micros = check_envelope(event)?;
-        if event.source != caller.as_str() {
+        let (time_micros, trace) = check_envelope(event, call, span)?;
+        if !self.profile.is_source_of(&event.source, caller.as_str()) {
             return Err(Error::SourceMismatch { identity: caller.to_string(), claimed: event.source.clone() });
         }
+        // The journal, the policy and the schemas speak short types; the canonical
+        // reverse-DNS name is an alias of it on input.
+        let event_type = self.profile.short_type(&event.r#type);
         // An unknown type is a mistake to hear about before a missing grant for it.
-        let schema = self.registry.resolve(&event.r#type, Some(event.dataschema.as_str()))?;
-        if let Some(reserved) = GATEWAY_TYPES.iter().find(|t| **t == event.r#type) {
+        let schema = self.registry.resolve(event_type, Some(event.dataschema.as_str()))?;
+        if let Some(reserved) = GATEWAY_TYPES.iter().find(|t| **t == event_type) {
             return Err(Error::ReservedType(reserved));
         }
-        if !self.policy.may_publish(caller.as_str(), &event.r#type) {
-            return Err(Error::PublishNotGranted { partner: caller.to_string(), event_type: event.r#type.clone() });
+        if !self.policy.may_publish(caller.as_str(), event_type) {
+            return Err(Error::PublishNotGranted { partner: caller.to_string(), event_type: event_type.to_owned() });
         }
-        let consent = event.r#type == CONSENT_TYPE;
+        let consent = event_type == CONSENT_TYPE;
         if consent && !self.policy.is_consent_registrar(caller.as_str()) {
             return Err(Error::NotAConsentRegistrar { partner: caller.to_string() });
         }
@@ -97,7 +116,7 @@ impl Intake {
 
         // Quality rules only see data the schema accepted, so they may rely on its shape.
         let (rejected, flagged): (Vec<_>, Vec<_>) =
-            self.rules.evaluate(&event.r#type, &data).into_iter().partition(|f| f.severity == Severity::Reject);
+            self.rules.evaluate(event_type, &data).into_iter().partition(|f| f.severity == Severity::Reject);
         if !rejected.is_empty() {
             return Err(Error::RuleViolation { dataschema: schema.id().to_owned(), rules: rejected });
         }
@@ -109,10 +128,16 @@ impl Intake {
                 owner,
             })?;
         }
+        let extensions = event
+            .extensions
+            .iter()
+            .filter(|(name, _)| !matches!(name.as_str(), TRACEPARENT | TRACESTATE))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let event = NewEvent {
-            source: event.source.clone(),
+            source: caller.to_string(),
             id: event.id.clone(),
-            event_type: event.r#type.clone(),
+            event_type: event_type.to_owned(),
             schema_version: schema.version(),
             dataschema: schema.id().to_owned(),
             subject,
@@ -123,18 +148,60 @@ impl Intake {
             data: serde_json::to_vec(&data).map_err(|e| Error::MalformedJson(e.to_string()))?,
             completeness: completeness.score,
             missing_expected: completeness.missing,
+            extensions,
+            traceparent: trace.parent.to_string(),
+            tracestate: trace.state.clone().unwrap_or_default(),
         };
         Ok(Admitted {
             event,
             expected: schema.expected().to_vec(),
             flagged: flagged.into_iter().map(|f| f.name).collect(),
+            publisher_span: trace.publisher_span.unwrap_or_default(),
         })
     }
 }
 
-/// Every envelope problem at once; returns the event time in microseconds when valid.
-fn check_envelope(event: &CloudEvent) -> Result<Option<i64>, Error> {
-    let mut problems = Vec::new();
+/// The trace an admitted event is stored with: the intake's span under the publisher's
+/// trace (or a new one), and the publisher's `tracestate`.
+struct Trace {
+    parent: TraceParent,
+    state: Option<String>,
+    /// The publisher's span id, hex.
+    publisher_span: Option<String>,
+}
+
+/// The event's trace context: its `traceparent`/`tracestate` extensions, else the call's
+/// metadata. A malformed extension is the publisher's mistake to hear about; a malformed
+/// header was already ignored.
+fn trace_of(event: &CloudEvent, call: &CallTrace, span: &tracing::Span, problems: &mut Vec<FieldViolation>) -> Trace {
+    let extension = |name: &str| event.extensions.get(name).map(String::as_str);
+    let (parent, state) = match extension(TRACEPARENT) {
+        Some(text) => {
+            let parent = TraceParent::parse(text);
+            if parent.is_none() {
+                problems.push(FieldViolation::attribute(
+                    "extensions.traceparent",
+                    "must be a W3C traceparent: 00-<32 hex>-<16 hex>-<2 hex>, ids not all zero",
+                ));
+            }
+            (parent, extension(TRACESTATE).map(str::to_owned))
+        }
+        None => (call.parent, call.state.clone()),
+    };
+    if let Some(state) = state.as_deref().filter(|s| !valid_tracestate(s)) {
+        problems.push(FieldViolation::attribute(
+            "extensions.tracestate",
+            format!("{state:?} is not a W3C tracestate: at most 32 key=value members, 512 characters"),
+        ));
+    }
+    Trace { parent: continue_trace(span, parent), state, publisher_span: parent.map(|p| p.span_id_hex()) }
+}
+
+/// Every envelope problem at once; returns the event time in microseconds when valid, and
+/// the trace the event continues.
+fn check_envelope(event: &CloudEvent, call: &CallTrace, span: &tracing::Span) -> Result<(Option<i64>, Trace), Error> {
+    let mut problems = check_extensions(event.extensions.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let trace = trace_of(event, call, span, &mut problems);
     if event.id.is_empty() {
         problems.push(FieldViolation::attribute("id", "is required"));
     } else if event.id.len() > MAX_ID_LEN || event.id.chars().any(char::is_control) {
@@ -173,7 +240,7 @@ fn check_envelope(event: &CloudEvent) -> Result<Option<i64>, Error> {
         },
     };
     if problems.is_empty() {
-        Ok(time)
+        Ok((time, trace))
     } else {
         Err(Error::InvalidEnvelope(problems))
     }

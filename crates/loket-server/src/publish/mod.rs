@@ -13,6 +13,7 @@ use std::time::Instant;
 use loket_domain::time::now_micros;
 use loket_domain::PartnerId;
 use loket_journal::{Appended, Journal};
+use tracing::Instrument;
 
 pub(crate) use intake::{Admitted, Intake};
 pub(crate) use stream::publish_stream;
@@ -22,9 +23,11 @@ use crate::disk::DiskGuard;
 use crate::http::metrics as m;
 use crate::kafka::KafkaMode;
 use crate::messagelog::record_rejection;
+use crate::processing::{Processing, ProcessingLog};
 use crate::proto::timestamp::from_micros;
 use crate::proto::{PublishReply, PublishRequest};
 use crate::quality::{AdmittedFacts, Quality};
+use crate::trace::CallTrace;
 use crate::Error;
 
 /// What the publish path needs.
@@ -57,21 +60,28 @@ impl Publisher {
         &self,
         partner: &PartnerId,
         req: PublishRequest,
+        call: &CallTrace,
     ) -> impl Future<Output = Result<PublishReply, Error>> + Send + 'static {
         let started = Instant::now();
-        let claimed_type = req.event.as_ref().map(|e| e.r#type.clone()).unwrap_or_default();
+        let started_micros = now_micros();
+        let claimed = req.event.as_ref().map(|e| e.r#type.as_str()).unwrap_or_default();
+        let claimed_type = self.intake.profile.short_type(claimed).to_owned();
         // Only known types become labels and buckets: a client cannot invent series.
         let event_type = self.intake.registry.resolve(&claimed_type, None).is_ok().then_some(claimed_type);
         let publisher = self.clone();
         let partner = partner.clone();
+        let id = req.event.as_ref().map(|e| e.id.as_str()).unwrap_or_default();
+        let intake = tracing::info_span!("intake", partner = %partner, id, r#type = claimed);
         // A low disk refuses before intake: nothing of the event is written, not even to
         // the rejection log.
-        let admitted = self.disk.check().and_then(|()| self.intake.admit(&partner, req.event.as_ref()));
+        let admitted = self.disk.check().and_then(|()| self.intake.admit(&partner, req.event.as_ref(), call, &intake));
         let stored = match admitted {
             Ok(admitted) => {
                 let dataschema = admitted.event.dataschema.clone();
                 let facts = AdmittedFacts::of(&admitted);
-                Ok((self.journal.submit(admitted.event), dataschema, facts))
+                let processed = Processed::of(&admitted);
+                let journal = tracing::info_span!(parent: &intake, "journal");
+                Ok((self.journal.submit(admitted.event).instrument(journal), dataschema, facts, processed))
             }
             Err(refusal) => {
                 // Enqueued now, so the rejection log keeps the stream's order.
@@ -82,39 +92,47 @@ impl Publisher {
         };
         // Spawned so that the figures and metrics count the event even when the caller
         // hangs up (dropping the reply future) after it was submitted to the journal.
-        let counted = tokio::spawn(async move {
-            let result = match stored {
-                Ok((future, dataschema, facts)) => match future.await {
-                    Ok(appended) => {
-                        publisher.quality.accepted(&facts, &appended);
-                        publisher.confirmed(appended, dataschema, facts.flagged).await
+        let counted = tokio::spawn(
+            async move {
+                let result = match stored {
+                    Ok((future, dataschema, facts, processed)) => match future.await {
+                        Ok(appended) => {
+                            publisher.quality.accepted(&facts, &appended);
+                            if !appended.duplicate {
+                                let log = &publisher.access.processing;
+                                processed.record(log, &partner, appended.sequence, started_micros);
+                            }
+                            publisher.confirmed(appended, dataschema, facts.flagged).await
+                        }
+                        Err(e) => Err(Error::from(e)),
+                    },
+                    Err((refusal, id, journalled)) => {
+                        if let Some(journalled) = journalled {
+                            journalled.await;
+                        }
+                        let kind = "publish-refused";
+                        let event_type = event_type.as_deref().unwrap_or_default();
+                        denials::record_refusal(&publisher.access, kind, partner.as_str(), &refusal, &id, event_type)
+                            .await;
+                        // A full disk says nothing about the partner's data quality.
+                        if !event_type.is_empty() && !matches!(refusal, Error::DiskLow { .. }) {
+                            publisher.quality.rejected(&partner, event_type, &refusal, now_micros());
+                        }
+                        Err(refusal)
                     }
-                    Err(e) => Err(Error::from(e)),
-                },
-                Err((refusal, id, journalled)) => {
-                    if let Some(journalled) = journalled {
-                        journalled.await;
-                    }
-                    let kind = "publish-refused";
-                    let event_type = event_type.as_deref().unwrap_or_default();
-                    denials::record_refusal(&publisher.access, kind, partner.as_str(), &refusal, &id, event_type).await;
-                    // A full disk says nothing about the partner's data quality.
-                    if !event_type.is_empty() && !matches!(refusal, Error::DiskLow { .. }) {
-                        publisher.quality.rejected(&partner, event_type, &refusal, now_micros());
-                    }
-                    Err(refusal)
-                }
-            };
-            let outcome = outcome(&result);
-            let labels = [
-                ("partner", partner.to_string()),
-                ("type", event_type.unwrap_or_else(|| "unknown".to_owned())),
-                ("outcome", outcome.to_owned()),
-            ];
-            metrics::counter!(m::PUBLISH_TOTAL, &labels).increment(1);
-            metrics::histogram!(m::PUBLISH_DURATION, "outcome" => outcome).record(started.elapsed().as_secs_f64());
-            result
-        });
+                };
+                let outcome = outcome(&result);
+                let labels = [
+                    ("partner", partner.to_string()),
+                    ("type", event_type.unwrap_or_else(|| "unknown".to_owned())),
+                    ("outcome", outcome.to_owned()),
+                ];
+                metrics::counter!(m::PUBLISH_TOTAL, &labels).increment(1);
+                metrics::histogram!(m::PUBLISH_DURATION, "outcome" => outcome).record(started.elapsed().as_secs_f64());
+                result
+            }
+            .instrument(intake),
+        );
         async move {
             counted.await.unwrap_or_else(|e| {
                 tracing::error!(error = %e, "publish task failed");
@@ -147,3 +165,41 @@ impl Publisher {
 
 #[cfg(test)]
 mod tests;
+
+/// What the processing log needs of an admitted event, kept before the journal takes it.
+struct Processed {
+    event_type: String,
+    id: String,
+    subject: String,
+    traceparent: String,
+    publisher_span: String,
+}
+
+impl Processed {
+    fn of(admitted: &Admitted) -> Self {
+        let e = &admitted.event;
+        Processed {
+            event_type: e.event_type.clone(),
+            id: e.id.clone(),
+            subject: e.subject.clone(),
+            traceparent: e.traceparent.clone(),
+            publisher_span: admitted.publisher_span.clone(),
+        }
+    }
+
+    /// Records the accepted publish: the intake's span, under the publisher's.
+    fn record(self, log: &ProcessingLog, partner: &PartnerId, sequence: u64, started_micros: i64) {
+        log.record(Processing {
+            operation: "publish",
+            channel: "grpc",
+            partner: partner.as_str(),
+            event_type: &self.event_type,
+            event_id: &self.id,
+            sequence,
+            subject: &self.subject,
+            traceparent: &self.traceparent,
+            parent_span: self.publisher_span,
+            started_micros,
+        });
+    }
+}

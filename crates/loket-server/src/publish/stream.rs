@@ -15,14 +15,17 @@ use tonic::{Status, Streaming};
 use super::Publisher;
 use crate::error::to_rpc_status;
 use crate::proto::{publish_stream_reply, PublishRequest, PublishStreamReply};
+use crate::trace::CallTrace;
 use crate::Error;
 
 type PendingReply = Pin<Box<dyn Future<Output = PublishStreamReply> + Send>>;
 
-/// Serves one publish stream from `partner` until the client ends it or the gateway stops.
+/// Serves one publish stream from `partner` (whose call carried the trace context `call`)
+/// until the client ends it or the gateway stops.
 pub(crate) fn publish_stream(
     publisher: Publisher,
     partner: PartnerId,
+    call: CallTrace,
     mut inbound: Streaming<PublishRequest>,
     in_flight: usize,
     stopping: CancellationToken,
@@ -48,7 +51,7 @@ pub(crate) fn publish_stream(
                     interrupted = true;
                 }
                 message = inbound.message(), if reading && pending.len() < in_flight => match message {
-                    Ok(Some(req)) => pending.push_back(publish_one(&publisher, &partner, req)),
+                    Ok(Some(req)) => pending.push_back(publish_one(&publisher, &partner, req, &call)),
                     Ok(None) => reading = false,
                     Err(status) => {
                         tracing::debug!(%status, partner = %partner, "publish stream ended by the client");
@@ -65,9 +68,9 @@ pub(crate) fn publish_stream(
     ReceiverStream::new(rx)
 }
 
-fn publish_one(publisher: &Publisher, partner: &PartnerId, req: PublishRequest) -> PendingReply {
+fn publish_one(publisher: &Publisher, partner: &PartnerId, req: PublishRequest, call: &CallTrace) -> PendingReply {
     let id = req.event.as_ref().map(|e| e.id.clone()).unwrap_or_default();
-    let reply = publisher.start(partner, req);
+    let reply = publisher.start(partner, req, call);
     Box::pin(async move {
         let outcome = match reply.await {
             Ok(reply) => publish_stream_reply::Outcome::Accepted(reply),

@@ -161,5 +161,6 @@ fn readiness_event(
         })?,
         completeness: completeness.score,
         missing_expected: completeness.missing,
+        ..NewEvent::default()
     })
 }

@@ -95,6 +95,7 @@ fn digests(registry: &Registry, store: &QualityStore, now: i64) -> Result<Vec<Ne
             data: serde_json::to_vec(&data).map_err(|e| e.to_string())?,
             completeness: completeness.score,
             missing_expected: completeness.missing,
+            ..NewEvent::default()
         });
     }
     Ok(events)

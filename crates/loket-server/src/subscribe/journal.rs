@@ -99,7 +99,7 @@ impl JournalSubscription {
                     self.report_lag(last.event.sequence.max(last.position));
                 }
                 for viewed in group {
-                    let mut delivery: Delivery = viewed.into();
+                    let mut delivery = viewed.delivered_to(&self.partner, &self.viewer.access);
                     delivery.first_retained = tell_first_retained.take().unwrap_or_default();
                     if tx.send(Ok(delivery)).await.is_err() {
                         return;

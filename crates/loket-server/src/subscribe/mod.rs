@@ -46,7 +46,11 @@ pub(crate) struct Subscriptions {
 impl Subscriptions {
     /// Opens `partner`'s subscription: every problem with the request at once, then the
     /// grants (a refusal is recorded in the denial log).
-    pub async fn subscribe(&self, partner: &PartnerId, req: SubscribeRequest) -> Result<Deliveries, Error> {
+    pub async fn subscribe(&self, partner: &PartnerId, mut req: SubscribeRequest) -> Result<Deliveries, Error> {
+        // Types are asked for by their reverse-DNS name or its short alias; the policy and
+        // the journal speak the short one.
+        let profile = self.viewer.access.profile.clone();
+        req.types = req.types.iter().map(|t| profile.short_type(t).to_owned()).collect();
         let (start, kafka_start) = self.check(&req)?;
         if let Err(refusal) = self.viewer.access.policy.check_subscription(partner.as_str(), &req.types) {
             let e = match refusal {
@@ -65,7 +69,13 @@ impl Subscriptions {
                 partner: partner.as_str(),
                 name: &req.name,
                 start: kafka_start,
-                types: req.types.iter().filter(|t| t.as_str() != DIGEST_TYPE).cloned().collect::<HashSet<_>>(),
+                // Records carry the reverse-DNS type.
+                types: req
+                    .types
+                    .iter()
+                    .filter(|t| t.as_str() != DIGEST_TYPE)
+                    .map(|t| profile.event_type(t))
+                    .collect::<HashSet<_>>(),
                 limit: req.limit,
             };
             kafka.subscribe(request, tx, self.shutdown.clone())?;

@@ -5,40 +5,51 @@ use std::future::Future;
 use std::pin::Pin;
 
 use loket_access::SubscriberScan;
+use loket_domain::time::now_micros;
+use loket_domain::SPEC_VERSION;
 use loket_journal::StoredEvent;
 use loket_kafka::{CloudEventRecord, DeliveryPolicy, Target, ViewError, ViewRecord};
 use tokio_util::sync::CancellationToken;
 
-use super::{Digests, Reading, Viewed, Viewer};
-use crate::proto::Delivery;
+use super::{Digests, Reading, Viewer};
+use crate::processing::{span_of, Processing};
+use crate::proto::timestamp::from_micros;
+use crate::proto::{extensions, CloudEvent, Delivery};
+use crate::trace::{next_hop, relay_hop};
 use crate::Error;
 
-/// A record read from a partner's delivery topic, as a gRPC delivery. `time` is the
-/// record's `ce_time`: the publisher's time, or when the event was stored. Kafka-mode
-/// subscriptions acknowledge by sequence, so that is the position too.
+/// A record read from a partner's delivery topic, as a gRPC delivery: the record's
+/// attributes are already in the profile's names, so they pass as they are, and the
+/// delivery is a hop of the trace after the record's. Kafka-mode subscriptions acknowledge
+/// by sequence, so that is the position too.
 pub(crate) fn from_kafka(record: CloudEventRecord) -> Delivery {
-    let event = StoredEvent {
+    let span = tracing::info_span!("delivery", sequence = record.sequence, id = %record.id, kafka = true);
+    let traceparent = next_hop(&record.traceparent, &span);
+    let extensions =
+        extensions(record.extensions, record.sequence, record.received_at_micros, traceparent, record.tracestate);
+    Delivery {
         sequence: record.sequence,
-        received_at_micros: record.received_at_micros,
-        source: record.source,
-        id: record.id,
-        event_type: record.event_type,
-        subject: record.subject,
-        time_micros: Some(record.time_micros),
-        dataschema: record.dataschema,
-        datacontenttype: record.content_type,
-        data: record.data,
+        position: record.sequence,
         completeness: record.completeness,
         missing_expected: record.missing_expected,
-        ..StoredEvent::default()
-    };
-    Delivery::from(Viewed {
-        event,
+        received_at: Some(from_micros(record.received_at_micros)),
         redacted: record.redacted,
         released: record.released,
-        position: record.sequence,
+        first_retained: 0,
         tombstone: record.tombstone,
-    })
+        event: Some(CloudEvent {
+            id: record.id,
+            source: record.source,
+            r#type: record.event_type,
+            subject: record.subject,
+            time: record.time_micros.map(from_micros),
+            dataschema: record.dataschema,
+            datacontenttype: record.content_type,
+            data: record.data,
+            specversion: SPEC_VERSION.to_owned(),
+            extensions,
+        }),
+    }
 }
 
 /// The views on the Kafka delivery topics: one topic per partner the policy lets receive
@@ -102,10 +113,32 @@ impl DeliveryPolicy for PartnerViews {
             // A partner's quality digests are its own; the canonical view carries none.
             let digests = if *target == Target::Canonical { Digests::Skip } else { Digests::Include };
             for viewed in self.viewer.view(scan, digests, &mut reading)? {
-                let record = CloudEventRecord::new(&viewed.event, viewed.event.data.clone(), viewed.redacted);
+                let started_micros = now_micros();
+                let access = &self.viewer.access;
+                let profile = &access.profile;
+                let reader = match &*target {
+                    Target::Delivery(partner) => partner.as_str(),
+                    Target::Canonical => "canonical",
+                };
+                let event = &viewed.event;
+                let traceparent = relay_hop(&event.traceparent, reader, &event.id, event.sequence);
+                access.processing.record(Processing {
+                    operation: "delivery",
+                    channel: "kafka",
+                    partner: reader,
+                    event_type: &event.event_type,
+                    event_id: &event.id,
+                    sequence: event.sequence,
+                    subject: &event.subject,
+                    traceparent: &traceparent,
+                    parent_span: span_of(&event.traceparent),
+                    started_micros,
+                });
+                let record = CloudEventRecord::new(event, event.data.clone(), viewed.redacted, profile, traceparent);
                 let record = if viewed.released { record.released() } else { record };
                 let record = if viewed.tombstone { record.tombstone() } else { record };
-                out.push(ViewRecord { target: target.clone(), record });
+                let event_type = viewed.event.event_type.clone();
+                out.push(ViewRecord { target: target.clone(), record, event_type });
             }
         }
         Ok(out)

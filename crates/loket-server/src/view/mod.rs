@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use loket_access::{EventFacts, Need, Step, SubscriberScan, Verdict};
+use loket_domain::profile::TRACEPARENT;
 use loket_domain::time::now_micros;
+use loket_domain::Profile;
 use loket_journal::{Journal, StoredEvent};
 use loket_schema::Registry;
 use serde_json::Value;
@@ -22,9 +24,11 @@ pub(crate) use kafka::{from_kafka, PartnerViews};
 pub(crate) use tombstones::ErasureNotice;
 
 use crate::access::{parse, Access, DenialRecord};
+use crate::processing::{span_of, Processing};
 use crate::proto::timestamp::from_micros;
 use crate::proto::{CloudEvent, Delivery};
 use crate::quality::is_digest;
+use crate::trace::next_hop;
 use crate::Error;
 
 /// A stored event as one subscriber may see it.
@@ -41,10 +45,36 @@ pub(crate) struct Viewed {
     pub tombstone: bool,
 }
 
-impl From<Viewed> for Delivery {
-    fn from(viewed: Viewed) -> Self {
-        let Viewed { mut event, redacted, released, position, tombstone } = viewed;
+impl Viewed {
+    /// The gRPC delivery to `partner`, recorded in the processing log.
+    pub fn delivered_to(self, partner: &str, access: &Access) -> Delivery {
+        let started_micros = now_micros();
+        let e = &self.event;
+        let (event_type, id, sequence, subject) = (e.event_type.clone(), e.id.clone(), e.sequence, e.subject.clone());
+        let parent_span = span_of(&e.traceparent);
+        let delivery = self.delivery(&access.profile);
+        let hop = delivery.event.as_ref().and_then(|e| e.extensions.get(TRACEPARENT));
+        access.processing.record(Processing {
+            operation: "delivery",
+            channel: "grpc",
+            partner,
+            event_type: &event_type,
+            event_id: &id,
+            sequence,
+            subject: &subject,
+            traceparent: hop.map_or("", String::as_str),
+            parent_span,
+            started_micros,
+        });
+        delivery
+    }
+
+    /// The gRPC delivery, in the profile's names, as a new hop of the event's trace.
+    pub fn delivery(self, profile: &Profile) -> Delivery {
+        let Viewed { mut event, redacted, released, position, tombstone } = self;
         let data = std::mem::take(&mut event.data);
+        let span = tracing::info_span!("delivery", sequence = event.sequence, id = %event.id);
+        let traceparent = next_hop(&event.traceparent, &span);
         Delivery {
             position,
             redacted,
@@ -53,7 +83,7 @@ impl From<Viewed> for Delivery {
             completeness: event.completeness,
             missing_expected: std::mem::take(&mut event.missing_expected),
             received_at: Some(from_micros(event.received_at_micros)),
-            event: Some(CloudEvent::stored(event, data)),
+            event: Some(CloudEvent::stored(event, data, profile, traceparent)),
             first_retained: 0,
             tombstone,
         }

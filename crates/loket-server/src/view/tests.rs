@@ -13,6 +13,7 @@ use super::{Digests, Reading, Viewed, Viewer};
 use crate::access::Access;
 use crate::proto::CloudEvent;
 use crate::publish::Intake;
+use crate::trace::CallTrace;
 use crate::Config;
 
 struct Fixture {
@@ -29,9 +30,13 @@ fn fixture() -> Fixture {
     let policy = config.policy(&registry).unwrap();
     let types: Vec<&str> = registry.event_types().collect();
     let rules = RuleSet::embedded(&types).unwrap();
-    let journal =
-        Journal::open(&JournalConfig { dir: config.journal_dir(), cache_capacity_bytes: 1 << 20, max_batch: 64, ..JournalConfig::default() })
-            .unwrap();
+    let journal = Journal::open(&JournalConfig {
+        dir: config.journal_dir(),
+        cache_capacity_bytes: 1 << 20,
+        max_batch: 64,
+        ..JournalConfig::default()
+    })
+    .unwrap();
     let access = Access::open(&config, policy, &journal).unwrap();
     let registry = Arc::new(registry);
     let intake = Intake {
@@ -40,6 +45,7 @@ fn fixture() -> Fixture {
         rules,
         max_event_bytes: 1 << 20,
         claims: access.claims.clone(),
+        profile: access.profile.clone(),
     };
     Fixture { viewer: Viewer { access, journal, registry }, intake, _dir: dir }
 }
@@ -63,7 +69,10 @@ impl Fixture {
             data: serde_json::to_vec(&data).unwrap(),
             ..CloudEvent::default()
         };
-        let admitted = self.intake.admit(&source.parse().unwrap(), Some(&event)).unwrap();
+        let admitted = self
+            .intake
+            .admit(&source.parse().unwrap(), Some(&event), &CallTrace::default(), &tracing::Span::none())
+            .unwrap();
         self.append(admitted.event).await
     }
 

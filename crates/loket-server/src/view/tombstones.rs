@@ -39,7 +39,13 @@ impl Viewer {
                 continue;
             }
             let event = StoredEvent { data: Vec::new(), ..erased };
-            out.push(Viewed { event, redacted: Vec::new(), released: false, position: notice.sequence, tombstone: true });
+            out.push(Viewed {
+                event,
+                redacted: Vec::new(),
+                released: false,
+                position: notice.sequence,
+                tombstone: true,
+            });
         }
         Ok(out)
     }
