@@ -15,6 +15,7 @@ pub mod config;
 mod error;
 mod http;
 mod kafka;
+mod limits;
 pub mod messagelog;
 pub mod proto;
 mod publish;

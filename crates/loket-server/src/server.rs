@@ -10,13 +10,14 @@ use loket_quality::chain::{ChainStore, HandoverSet};
 use loket_quality::{QualityStore, RuleSet};
 use loket_schema::Registry;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
 use crate::access::Access;
 use crate::config::Config;
 use crate::http::metrics;
+use crate::limits::connections::{self, ConnectionGate};
+use crate::limits::Limits;
 use crate::kafka::{denial_hook, KafkaMode};
 use crate::proto::gateway_server::GatewayServer;
 use crate::publish::{Intake, Publisher};
@@ -99,6 +100,7 @@ pub async fn run_with(
         None => (None, None),
     };
     let relay_handle = kafka.as_ref().map(|k| k.relay.clone());
+    let limits = Limits::new(config.limits.clone(), journal.clone());
     let publisher = Publisher {
         intake: Intake {
             registry: registry.clone(),
@@ -111,8 +113,19 @@ pub async fn run_with(
         quality: quality.clone(),
         access: access.clone(),
         kafka: kafka.clone(),
+        limits: limits.clone(),
     };
-    let subscriptions = Subscriptions { viewer, registry: registry.clone(), kafka, shutdown: stopping.clone() };
+    let grpc = &config.grpc;
+    let subscriptions = Subscriptions {
+        viewer,
+        registry: registry.clone(),
+        kafka,
+        shutdown: stopping.clone(),
+        limits: limits.clone(),
+        open: Default::default(),
+        buffer_bytes: grpc.subscriber_buffer_bytes,
+        slow_after: Duration::from_secs(grpc.slow_subscriber_timeout_secs),
+    };
     let service = GatewayService {
         publisher,
         subscriptions,
@@ -121,8 +134,10 @@ pub async fn run_with(
         quality: quality.clone(),
         registry: registry.clone(),
         stream_in_flight: config.grpc.stream_in_flight,
+        stream_idle: Duration::from_secs(grpc.stream_idle_timeout_secs),
         shutdown: stopping.clone(),
     };
+    let expiry = limits.subscription_expiry().map(|after| service.subscriptions.clone().expire_unused(after, stopping.clone()));
     let gateway =
         GatewayServer::new(service).max_decoding_message_size(config.grpc.max_event_bytes + ENVELOPE_ALLOWANCE);
 
@@ -133,7 +148,12 @@ pub async fn run_with(
         .build_v1()
         .map_err(|e| Error::Config(vec![format!("reflection service: {e}")]))?;
 
-    let mut builder = Server::builder();
+    let keepalive = (grpc.keepalive_interval_secs > 0).then(|| Duration::from_secs(grpc.keepalive_interval_secs));
+    let mut builder = Server::builder()
+        .max_concurrent_streams(grpc.max_concurrent_streams)
+        .http2_keepalive_interval(keepalive)
+        .http2_keepalive_timeout(Some(Duration::from_secs(grpc.keepalive_timeout_secs)))
+        .timeout(Duration::from_secs(grpc.request_timeout_secs));
     let local = listener.local_addr().map_err(|e| Error::io("cannot read the listener address", e))?;
 
     // Tasks that hold the journal and the quality store: awaited before both are closed,
@@ -149,6 +169,9 @@ pub async fn run_with(
             http::router(prometheus, journal.clone(), quality.clone(), relay_handle),
             stopping.clone(),
         )));
+    }
+    if let Some(expiry) = expiry {
+        background.push(tokio::spawn(expiry));
     }
     background.push(tokio::spawn(chain.run(journal.clone(), registry.clone(), stopping.clone())));
     if config.quality.digest_interval_secs > 0 {
@@ -173,12 +196,19 @@ pub async fn run_with(
         }
     };
     let router = builder.add_service(health).add_service(reflection).add_service(gateway);
+    let gate = ConnectionGate::new(grpc.max_connections, grpc.max_connections_per_address);
+    let handshake = Duration::from_secs(grpc.handshake_timeout_secs);
     let served = match tls {
         Some(tls) => {
-            let connections = tls::incoming(listener, tls, stopping.clone());
+            let connections = tls::incoming(listener, tls, gate, handshake, stopping.clone());
             router.serve_with_incoming_shutdown(connections, on_shutdown).await
         }
-        None => router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown).await,
+        None => {
+            let connections = connections::incoming(listener, gate, handshake, stopping.clone(), |stream| {
+                std::future::ready(Ok(stream))
+            });
+            router.serve_with_incoming_shutdown(connections, on_shutdown).await
+        }
     };
     stopping.cancel();
     if let Err(e) = indexer.await {

@@ -15,8 +15,9 @@ use crate::access::Access;
 use crate::proto::gateway_server::Gateway;
 use crate::proto::timestamp::from_micros;
 use crate::proto::{
-    AckReply, AckRequest, Delivery, EventStatusReply, EventStatusRequest, ExportEntry, ExportRequest, KafkaRelayStatus,
-    ListDenialsReply, ListDenialsRequest, ListExportsReply, ListExportsRequest, ListSchemasReply, ListSchemasRequest,
+    AckReply, AckRequest, DeleteSubscriptionReply, DeleteSubscriptionRequest, Delivery, EventStatusReply, EventStatusRequest, ExportEntry, ExportRequest, KafkaRelayStatus,
+    ListDenialsReply, ListDenialsRequest, ListExportsReply, ListExportsRequest, ListSchemasReply, ListSchemasRequest, ListSubscriptionsReply,
+    ListSubscriptionsRequest,
     PublishReply, PublishRequest, PublishStreamReply, QualityReport, QualityReportRequest, SchemaInfo, StatusReply,
     StatusRequest, SubscribeRequest,
 };
@@ -33,6 +34,8 @@ pub(crate) struct GatewayService {
     pub quality: Quality,
     pub registry: Arc<Registry>,
     pub stream_in_flight: usize,
+    /// `[grpc] stream_idle_timeout_secs`.
+    pub stream_idle: std::time::Duration,
     pub shutdown: CancellationToken,
 }
 
@@ -57,6 +60,7 @@ impl Gateway for GatewayService {
             partner,
             request.into_inner(),
             self.stream_in_flight,
+            self.stream_idle,
             self.shutdown.clone(),
         );
         Ok(Response::new(Box::pin(replies)))
@@ -154,6 +158,23 @@ impl Gateway for GatewayService {
             None => None,
         };
         Ok(Response::new(StatusReply { last_sequence: self.journal.last_sequence(), kafka }))
+    }
+
+    async fn list_subscriptions(
+        &self,
+        request: Request<ListSubscriptionsRequest>,
+    ) -> Result<Response<ListSubscriptionsReply>, Status> {
+        let partner = self.access.caller(&request, "subscribe").await?;
+        Ok(Response::new(self.subscriptions.list(&partner)?))
+    }
+
+    async fn delete_subscription(
+        &self,
+        request: Request<DeleteSubscriptionRequest>,
+    ) -> Result<Response<DeleteSubscriptionReply>, Status> {
+        let partner = self.access.caller(&request, "subscribe").await?;
+        self.subscriptions.delete(&partner, &request.get_ref().name)?;
+        Ok(Response::new(DeleteSubscriptionReply {}))
     }
 }
 

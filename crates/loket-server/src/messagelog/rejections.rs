@@ -1,5 +1,7 @@
 //! The rejection log: refused publishes journalled with the refusal their publisher got.
 
+use std::future::Future;
+
 use loket_domain::PartnerId;
 use loket_journal::{Journal, NewRejection, Violation};
 
@@ -8,13 +10,19 @@ use crate::proto::CloudEvent;
 use crate::Error;
 
 /// Journals a refused publish with its refusal (reason, message and violations exactly as
-/// the publisher hears them). The future is not awaited: the refusal is answered at once and
-/// becomes durable with the next group commit. Only verdicts on the event are recorded
+/// the publisher hears them), enqueued now; the future resolves once it is durable, with
+/// the next group commit (the publish path answers after it, within the partner's
+/// in-flight quota, so refusals are back-pressured like accepted events). Only verdicts on the event are recorded
 /// (invalid, not permitted): not an unauthenticated caller or an unavailable journal;
 /// conflicts (`ALREADY_EXISTS`) are journalled by the journal's writer, which detects them.
-pub(crate) fn record_rejection(journal: &Journal, caller: &PartnerId, event: Option<&CloudEvent>, refusal: &Error) {
+pub(crate) fn record_rejection(
+    journal: &Journal,
+    caller: &PartnerId,
+    event: Option<&CloudEvent>,
+    refusal: &Error,
+) -> Option<impl Future<Output = Result<u64, loket_journal::Error>> + Send + 'static> {
     if !refusal.is_verdict() {
-        return;
+        return None;
     }
     let empty = CloudEvent::default();
     let event = event.unwrap_or(&empty);
@@ -37,5 +45,5 @@ pub(crate) fn record_rejection(journal: &Journal, caller: &PartnerId, event: Opt
             .map(|v| Violation { field: v.field, description: v.description })
             .collect(),
     };
-    drop(journal.reject(rejection));
+    Some(journal.reject(rejection))
 }

@@ -8,6 +8,7 @@ mod intake;
 mod stream;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Instant;
 
 use loket_domain::time::now_micros;
@@ -20,6 +21,7 @@ pub(crate) use stream::publish_stream;
 use crate::access::{denials, Access};
 use crate::http::metrics as m;
 use crate::kafka::KafkaMode;
+use crate::limits::Limits;
 use crate::messagelog::record_rejection;
 use crate::proto::timestamp::from_micros;
 use crate::proto::{PublishReply, PublishRequest};
@@ -35,6 +37,8 @@ pub(crate) struct Publisher {
     pub access: Access,
     /// With `ack = "kafka"`, replies wait for the relay's confirmation.
     pub kafka: Option<KafkaMode>,
+    /// Quotas and load shedding, checked before intake.
+    pub limits: Limits,
 }
 
 /// How a publish ended, as the metrics label it.
@@ -50,11 +54,20 @@ impl Publisher {
     /// Checks the event and enqueues it for the journal *now* (so a stream's events keep
     /// their order); the future resolves with the reply once it is durable. Counts the
     /// outcome in the metrics and the quality figures.
+    ///
+    /// First the quotas and the load shedding (`limits/`): a call over them is refused
+    /// before any work. Admitted, the event holds a place in the partner's in-flight
+    /// quota until its reply, and a refused one until its entry in the rejection log is
+    /// durable: a partner sending invalid events is slowed like any other.
     pub fn start(
         &self,
         partner: &PartnerId,
         req: PublishRequest,
-    ) -> impl Future<Output = Result<PublishReply, Error>> + Send + 'static {
+    ) -> Pin<Box<dyn Future<Output = Result<PublishReply, Error>> + Send + 'static>> {
+        let permit = match self.limits.admit_publish(partner) {
+            Ok(permit) => permit,
+            Err(refusal) => return Box::pin(std::future::ready(Err(refusal))),
+        };
         let started = Instant::now();
         let claimed_type = req.event.as_ref().map(|e| e.r#type.clone()).unwrap_or_default();
         // Only known types become labels and buckets: a client cannot invent series.
@@ -69,9 +82,9 @@ impl Publisher {
             }
             Err(refusal) => {
                 // Enqueued now, so the rejection log keeps the stream's order.
-                record_rejection(&self.journal, &partner, req.event.as_ref(), &refusal);
+                let logged = record_rejection(&self.journal, &partner, req.event.as_ref(), &refusal);
                 let id = req.event.as_ref().map(|e| e.id.clone()).unwrap_or_default();
-                Err((refusal, id))
+                Err((refusal, id, logged))
             }
         };
         // Spawned so that the figures and metrics count the event even when the caller
@@ -85,7 +98,12 @@ impl Publisher {
                     }
                     Err(e) => Err(Error::from(e)),
                 },
-                Err((refusal, id)) => {
+                Err((refusal, id, logged)) => {
+                    if let Some(logged) = logged {
+                        if let Err(e) = logged.await {
+                            tracing::warn!(error = %e, "a refused publish could not be journalled in the rejection log");
+                        }
+                    }
                     let kind = "publish-refused";
                     let event_type = event_type.as_deref().unwrap_or_default();
                     denials::record_refusal(&publisher.access, kind, partner.as_str(), &refusal, &id, event_type).await;
@@ -103,14 +121,15 @@ impl Publisher {
             ];
             metrics::counter!(m::PUBLISH_TOTAL, &labels).increment(1);
             metrics::histogram!(m::PUBLISH_DURATION, "outcome" => outcome).record(started.elapsed().as_secs_f64());
+            drop(permit);
             result
         });
-        async move {
+        Box::pin(async move {
             counted.await.unwrap_or_else(|e| {
                 tracing::error!(error = %e, "publish task failed");
                 Err(Error::TaskFailed(e.to_string()))
             })
-        }
+        })
     }
 
     /// The reply to an event the journal holds, once Kafka confirmed it where that is asked.
