@@ -296,3 +296,51 @@ async fn random_bytes_on_publish_are_invalid_argument() {
     assert!(publish(&mut client, valid("dtv", "after-noise")).await.is_ok());
     gw.stop().await;
 }
+
+/// Runs the binary off the async threads (the gateway under test shares the runtime).
+async fn loket(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_loket")).args(&args).stdin(std::process::Stdio::null()).output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loket_publish_waits_as_the_retry_info_advises() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_in(&dir.path().join("gw"), "[limits.partners.dtv]\nevents_per_second = 1\nburst = 1\n").await;
+    let data = dir.path().join("baggage.json");
+    std::fs::write(&data, serde_json::to_vec(&example("baggage")).unwrap()).unwrap();
+    for i in 0..3 {
+        let certs = gw.certs_dir().display().to_string();
+        let args = ["publish", "--server", &gw.url(), "--certs", &certs, "--as", "dtv", "--type", "baggage"];
+        let mut args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        args.extend(["--data".to_owned(), data.display().to_string(), "--id".to_owned(), format!("cli-{i}")]);
+        let out = loket(args).await;
+        assert!(out.status.success(), "publish {i} within a quota of 1/s: {}", text(&out));
+    }
+    let refused = metric(gw.metrics_addr.unwrap(), "loket_quota_refused_total", &[("partner", "dtv")]);
+    assert!(refused.unwrap_or(0.0) >= 1.0, "the quota was hit and waited out: {refused:?}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loket_replay_resends_what_the_quota_refused_and_matches_the_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_in(&dir.path().join("gw"), "[limits]\nevents_per_second = 40\nburst = 5\n").await;
+    let log = dir.path().join("gen.ndjson");
+    let o = loket(["gen", "--seed", "5", "--cases", "6", "-o"].iter().map(|s| (*s).to_owned()).chain([log.display().to_string()]).collect()).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let certs = gw.certs_dir().display().to_string();
+    let args = ["replay", &log.display().to_string(), "--server", &gw.url(), "--certs", &certs, "--expect-recorded"];
+    let out = loket(args.iter().map(|s| (*s).to_owned()).collect()).await;
+    assert_eq!(out.status.code(), Some(0), "every outcome as recorded: {}", text(&out));
+    let refused = metric(gw.metrics_addr.unwrap(), "loket_quota_refused_total", &[("quota", "events_per_second")]);
+    assert!(refused.unwrap_or(0.0) >= 1.0, "the replay ran into the quota: {refused:?}");
+    gw.stop().await;
+}

@@ -222,3 +222,41 @@ async fn subscribers_that_never_read_keep_the_gateway_memory_bounded() {
     }
     assert_eq!(read, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loket_subscriptions_lists_and_deletes_named_subscriptions() {
+    let gw = Gateway::start().await;
+    let mut politie = gw.client("politie").await;
+    drop(politie.subscribe(from(Start::Earliest(Earliest {}), "nightly")).await.unwrap());
+    let certs = gw.certs_dir().display().to_string();
+    let url = gw.url();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || std::process::Command::new(env!("CARGO_BIN_EXE_loket")).args(args).output().unwrap())
+    };
+    let base = |cmd: &str| -> Vec<String> {
+        ["subscriptions", cmd, "--server", &url, "--certs", &certs, "--as", "politie"].iter().map(|s| (*s).to_owned()).collect()
+    };
+    let mut list = base("list");
+    list.push("--json".into());
+    let listed = run(list.clone()).await.unwrap();
+    assert!(listed.status.success());
+    let line: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(line["name"], "nightly");
+    assert_eq!(line["acked"], 0);
+    let mut delete = base("delete");
+    delete.push("nightly".into());
+    let mut deleted = run(delete.clone()).await.unwrap();
+    for _ in 0..100 {
+        if deleted.status.success() {
+            break;
+        }
+        // The dropped stream's task may still hold the name a moment.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        deleted = run(delete.clone()).await.unwrap();
+    }
+    assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));
+    assert!(run(list).await.unwrap().stdout.is_empty(), "nothing left to list");
+    let again = run(delete).await.unwrap();
+    assert_eq!(again.status.code(), Some(2), "deleting it again: no such subscription");
+    gw.stop().await;
+}
