@@ -30,5 +30,6 @@ pub use access::PARTNER_HEADER;
 pub use config::Config;
 pub use error::{Error, ERROR_DOMAIN};
 pub use proto::timestamp;
+pub use publish::OfflineIntake;
 pub use server::{check_config, rebuild_quality, run, run_with};
 pub use tls::{certs, client};

@@ -243,7 +243,7 @@ pub fn check_config(config: &Config) -> Result<(), Error> {
     config.policy(&registry).map(drop)
 }
 
-fn load_schemas_and_rules(config: &Config) -> Result<(Registry, Arc<RuleSet>), Error> {
+pub(crate) fn load_schemas_and_rules(config: &Config) -> Result<(Registry, Arc<RuleSet>), Error> {
     let registry = match &config.schemas.dir {
         Some(dir) => Registry::load_dir(dir),
         None => Registry::embedded(),

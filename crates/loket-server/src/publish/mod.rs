@@ -5,6 +5,7 @@
 //! metrics, and becomes a gRPC status only in the service adapter.
 
 mod intake;
+mod offline;
 mod stream;
 
 use std::future::Future;
@@ -16,6 +17,7 @@ use loket_domain::PartnerId;
 use loket_journal::{Appended, Journal};
 
 pub(crate) use intake::{Admitted, Intake};
+pub use offline::OfflineIntake;
 pub(crate) use stream::publish_stream;
 
 use crate::access::{denials, Access};
