@@ -15,6 +15,8 @@ pub struct Plan {
     pub latency_run: Duration,
     pub rates: Vec<u64>,
     pub concurrency: usize,
+    /// How long the overload arm offers three times the saturation rate.
+    pub overload_run: Duration,
 }
 
 impl Plan {
@@ -28,6 +30,7 @@ impl Plan {
                 latency_run: Duration::from_millis(500),
                 rates: vec![200],
                 concurrency: 8,
+                overload_run: Duration::from_secs(1),
             }
         } else {
             Self {
@@ -38,6 +41,7 @@ impl Plan {
                 latency_run: Duration::from_secs(args.latency_seconds),
                 rates: args.rates.clone(),
                 concurrency: args.concurrency,
+                overload_run: Duration::from_secs(10),
             }
         }
     }
@@ -49,7 +53,7 @@ impl Plan {
                 .map(str::to_owned)
                 .into();
         arms.extend(self.rates.iter().map(|r| format!("gateway-at-{r}/s")));
-        arms.extend(["gateway-kafka", "rdkafka-raw", "replay", "memory"].map(str::to_owned));
+        arms.extend(["gateway-kafka", "rdkafka-raw", "replay", "memory", "overload"].map(str::to_owned));
         arms
     }
 }
