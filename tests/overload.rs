@@ -167,6 +167,23 @@ async fn past_the_queue_high_water_mark_publishes_are_shed_with_retry_info() {
     gw.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_gateway_admission_rate_publishes_are_shed_for_every_partner() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_in(dir.path(), "[limits]\nevents_per_second = 0\ngateway_events_per_second = 5\n").await;
+    let batch = |p: &'static str| (0..40).map(|i| valid(p, &format!("{p}-g-{i}"))).collect::<Vec<_>>();
+    let (a, b) = tokio::join!(stream_all(&gw, "dtv", batch("dtv")), stream_all(&gw, "dji", batch("dji")));
+    let shed: Vec<tonic::Status> = a.iter().chain(&b).filter_map(refusal).collect();
+    assert!(shed.len() >= 60, "80 events against 5/s: {} shed", shed.len());
+    for status in &shed {
+        let (reason, retry, quota) = exhausted(status);
+        assert_eq!(reason, "OVERLOADED");
+        assert!(retry.is_some_and(|d| !d.is_zero()));
+        assert!(quota.is_empty(), "not a partner's quota");
+    }
+    gw.stop().await;
+}
+
 /// Connects from `source` (a loopback address) and sends nothing.
 async fn idle(source: &str, to: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
@@ -218,9 +235,11 @@ async fn connections_past_the_limits_are_closed_at_once_and_other_clients_still_
     for stream in &mut from_two {
         assert!(!closed_within(stream, Duration::from_millis(100)).await, "the first three stay open");
     }
-    // Another address still gets in and publishes (one connection: 4 of 6).
-    let published = publish_ok(&gw, "dtv", 3, "legit").await;
-    assert!(published.iter().all(Result::is_ok), "{published:?}");
+    // Another address still gets in and publishes (one connection, kept: 4 of 6).
+    let mut legit = gw.client("dtv").await;
+    for i in 0..3 {
+        publish(&mut legit, valid("dtv", &format!("legit-{i}"))).await.unwrap();
+    }
     let _more = (idle("127.0.0.3", gw.addr).await, idle("127.0.0.4", gw.addr).await);
     let mut seventh = idle("127.0.0.5", gw.addr).await;
     assert!(closed_within(&mut seventh, Duration::from_secs(10)).await, "past max_connections");

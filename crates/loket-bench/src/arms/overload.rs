@@ -2,7 +2,8 @@
 //! partners, plus one abusive partner offering as much again alone. First the saturation
 //! rate S is measured (closed-loop unary publishes); then for the run every partner but
 //! the abuser offers its share of 3·S as an open loop (latency from each request's
-//! scheduled time), the abuser 3·S under a rate quota of S/10. Reported per partner:
+//! scheduled time), the abuser 3·S under a rate quota of S/10, against a gateway whose
+//! `gateway_events_per_second` is S. Reported per partner:
 //! accepted/s, shed (RESOURCE_EXHAUSTED, by reason), p99 of the accepted, errors of any
 //! other kind (which must be 0: no broken pipe, no timeout), and the gateway's RSS.
 
@@ -105,9 +106,13 @@ pub async fn overload_arm(
     let s = (saturated.done as f64 / saturated.elapsed.as_secs_f64()).max(10.0);
     eprintln!("overload: saturation {s:.0} events/s; offering 3x from {} partners plus {abuser} alone", partners.len() - 1);
 
-    // The run: production defaults but the abuser's quota.
+    // The run: production defaults, the gateway's admission rate set to the saturation
+    // just measured (as README advises operators), and the abuser's quota.
     let quota = ((s / 10.0) as u64).max(1);
-    let config = format!("[limits.partners.{abuser}]\nevents_per_second = {quota}\nburst = {quota}\n");
+    let config = format!(
+        "[limits]\ngateway_events_per_second = {}\n[limits.partners.{abuser}]\nevents_per_second = {quota}\nburst = {quota}\n",
+        s as u64
+    );
     let server = ServerProcess::gateway(work, "overload", certs_dir, &config)?;
     let clients = Arc::new(Clients::connect(&server.url(), certs_dir, items).await?);
     let others: Vec<&String> = partners.iter().filter(|p| **p != abuser).collect();

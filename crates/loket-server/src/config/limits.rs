@@ -30,6 +30,13 @@ pub struct LimitsConfig {
     /// than queued; 0 turns load shedding off.
     #[serde(default = "default_shed_queue_depth")]
     pub shed_queue_depth: usize,
+    /// Events per second the whole gateway admits (a token bucket over every partner, one
+    /// second deep); beyond it publishes are refused at once with RESOURCE_EXHAUSTED
+    /// (reason OVERLOADED), so that the accepted ones keep their latency when the CPU is
+    /// the bottleneck (the journal queue then never fills). Set it to about what
+    /// `loket bench` measures as saturation on the machine; 0 turns it off.
+    #[serde(default)]
+    pub gateway_events_per_second: u32,
     /// Milliseconds a shed or unavailable caller is told to wait (google.rpc.RetryInfo).
     #[serde(default = "default_retry_after_ms")]
     pub retry_after_ms: u64,
@@ -135,6 +142,7 @@ impl Default for LimitsConfig {
             subscriptions: default_subscriptions(),
             named_subscriptions: default_named_subscriptions(),
             shed_queue_depth: default_shed_queue_depth(),
+            gateway_events_per_second: 0,
             retry_after_ms: default_retry_after_ms(),
             unused_subscription_secs: default_unused_subscription_secs(),
             partners: BTreeMap::new(),

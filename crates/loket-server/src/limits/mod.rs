@@ -60,6 +60,8 @@ pub(crate) struct Limits {
     /// Created on a partner's first call: only authenticated partners of the policy get
     /// here, so the map is bounded by the policy.
     partners: Arc<Mutex<HashMap<String, Arc<PartnerState>>>>,
+    /// `gateway_events_per_second`, when set.
+    gateway_rate: Option<Arc<DefaultDirectRateLimiter>>,
 }
 
 fn refused(partner: &PartnerId, quota: &'static str, limit: u32, retry_after: Duration) -> Error {
@@ -69,7 +71,9 @@ fn refused(partner: &PartnerId, quota: &'static str, limit: u32, retry_after: Du
 
 impl Limits {
     pub fn new(config: LimitsConfig, journal: Journal) -> Self {
-        Self { config: Arc::new(config), journal, partners: Arc::default() }
+        let gateway_rate = NonZeroU32::new(config.gateway_events_per_second)
+            .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))));
+        Self { config: Arc::new(config), journal, partners: Arc::default(), gateway_rate }
     }
 
     fn state(&self, partner: &PartnerId) -> Arc<PartnerState> {
@@ -86,7 +90,8 @@ impl Limits {
     }
 
     /// Admits one publish of `partner`, or refuses it before any work: the journal queue
-    /// past its high-water mark (OVERLOADED), the partner's rate, its events in flight.
+    /// past its high-water mark (OVERLOADED), the partner's rate, the gateway's rate
+    /// (OVERLOADED), the partner's events in flight.
     /// The permit is the event's place in flight, held until its reply (or its
     /// rejection's journal entry) is settled.
     pub fn admit_publish(&self, partner: &PartnerId) -> Result<OwnedSemaphorePermit, Error> {
@@ -102,6 +107,13 @@ impl Limits {
                 // Never advise less than a millisecond: a zero delay invites a busy loop.
                 let wait = wait.max(Duration::from_millis(1));
                 return Err(refused(partner, EVENTS_PER_SECOND, state.quotas.events_per_second, wait));
+            }
+        }
+        if let Some(rate) = &self.gateway_rate {
+            if let Err(not_until) = rate.check() {
+                metrics::counter!(m::PUBLISH_SHED, "partner" => partner.to_string()).increment(1);
+                let wait = not_until.wait_time_from(DefaultClock::default().now()).max(self.retry_after());
+                return Err(Error::Overloaded { retry_after: wait });
             }
         }
         state
