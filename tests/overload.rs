@@ -251,6 +251,30 @@ async fn connections_past_the_limits_are_closed_at_once_and_other_clients_still_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_gets_no_more_calls_at_once_than_max_concurrent_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_in(dir.path(), "[grpc]\nmax_concurrent_streams = 2\n").await;
+    // One connection: two subscriber streams take both of its slots.
+    let mut client = gw.client("kmar").await;
+    let request = || loket_server::proto::SubscribeRequest {
+        start: Some(loket_server::proto::subscribe_request::Start::Earliest(loket_server::proto::Earliest {})),
+        ..Default::default()
+    };
+    let first = client.subscribe(request()).await.unwrap().into_inner();
+    let _second = client.subscribe(request()).await.unwrap().into_inner();
+    let mut third = client.clone();
+    let call = tokio::spawn(async move { third.list_schemas(loket_server::proto::ListSchemasRequest {}).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!call.is_finished(), "a third call waits for a free stream");
+    // Another connection is not affected.
+    assert!(publish_ok(&gw, "dtv", 1, "other-connection").await[0].is_ok());
+    drop(first);
+    let listed = tokio::time::timeout(Duration::from_secs(30), call).await.expect("served once a slot is free");
+    assert!(listed.unwrap().is_ok());
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_publish_stream_is_ended_with_stream_idle() {
     let dir = tempfile::tempdir().unwrap();
     let gw = Gateway::start_in(dir.path(), "[grpc]\nstream_idle_timeout_secs = 1\n").await;
