@@ -140,3 +140,37 @@ impl Journal {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Journal, JournalConfig};
+
+    #[test]
+    fn cursors_are_listed_per_partner_deleted_and_found_unused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = JournalConfig { dir: dir.path().join("j"), cache_capacity_bytes: 1 << 20, max_batch: 16 };
+        let journal = Journal::open(&config).unwrap();
+        journal.create_cursor("ab", "c", 1).unwrap();
+        journal.create_cursor("a", "bc", 2).unwrap();
+        journal.create_cursor("a", "x", 3).unwrap();
+        journal.create_cursor("@kafka", "relay", 4).unwrap();
+        let names: Vec<(String, u64)> = journal.cursors_of("a").unwrap().into_iter().map(|c| (c.name, c.acked)).collect();
+        assert_eq!(names, vec![("bc".to_owned(), 2), ("x".to_owned(), 3)], "not ab's, whose key shares a prefix");
+        assert!(journal.cursors_of("a").unwrap().iter().all(|c| c.last_used_micros.is_some()));
+
+        // Everything is unused before a time in the future; internal cursors never are.
+        let mut unused = journal.unused_cursors(i64::MAX).unwrap();
+        unused.sort();
+        let expected: Vec<(String, String)> =
+            [("a", "bc"), ("a", "x"), ("ab", "c")].iter().map(|(p, n)| ((*p).to_owned(), (*n).to_owned())).collect();
+        assert_eq!(unused, expected);
+        assert!(journal.unused_cursors(0).unwrap().is_empty(), "all used since 1970");
+
+        assert!(journal.delete_cursor("a", "x").unwrap());
+        assert!(!journal.delete_cursor("a", "x").unwrap(), "gone");
+        assert_eq!(journal.cursor("a", "x").unwrap(), None);
+        assert_eq!(journal.cursors_of("a").unwrap().len(), 1);
+        assert_eq!(journal.queue_depth(), 0, "nothing waits for the writer");
+        journal.close().unwrap();
+    }
+}
