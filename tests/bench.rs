@@ -81,6 +81,18 @@ fn every_benchmark_arm_runs_and_reports_figures() {
     for name in ["gateway-kafka", "rdkafka-raw"] {
         assert!(arm(name)["records_per_second"].as_f64().is_some_and(|r| r > 0.0), "{name}: {}", arm(name));
     }
+    // The overload arm: one row per partner, one of them abusive and held to its quota; no
+    // call fails with anything but RESOURCE_EXHAUSTED.
+    let overload: Vec<&Value> =
+        results.iter().filter(|r| r["arm"].as_str().unwrap().starts_with("overload-")).collect();
+    assert!(overload.len() >= 2, "{arms:?}");
+    for r in &overload {
+        let note = r["note"].as_str().unwrap();
+        assert!(note.contains("other errors 0"), "{r}");
+        assert!(r["peak_rss_mib"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
+    }
+    let abusive = overload.iter().find(|r| r["note"].as_str().unwrap().starts_with("abusive")).expect("an abusive row");
+    assert!(!abusive["note"].as_str().unwrap().contains("(quota 0,"), "the abuser ran into its quota: {abusive}");
     let ratios: Vec<&str> = doc["ratios"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
     assert!(
         arm("recovery")["note"].as_str().unwrap().contains("first publish acked"),

@@ -16,6 +16,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("loket_descriptor.bin"), fds.encode_to_vec())?;
 
-    tonic_prost_build::configure().extern_path(".google.rpc.Status", "::tonic_types::pb::Status").compile_fds(fds)?;
+    // Decode errors are INVALID_ARGUMENT (src/proto/codec.rs), not tonic-prost's INTERNAL.
+    tonic_prost_build::configure()
+        .extern_path(".google.rpc.Status", "::tonic_types::pb::Status")
+        .codec_path("crate::proto::codec::GatewayCodec")
+        .compile_fds(fds)?;
     Ok(())
 }

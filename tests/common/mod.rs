@@ -300,3 +300,25 @@ pub fn headless(profile: &Path, args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// A series' value from `/metrics`: the first line of `name` carrying every label given.
+pub fn metric(addr: SocketAddr, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let (_, text) = http_get(addr, "/metrics");
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .find(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// What a RESOURCE_EXHAUSTED status says: its reason, the advised wait (RetryInfo) and
+/// the QuotaFailure violations as (subject, description).
+pub fn exhausted(status: &tonic::Status) -> (String, Option<std::time::Duration>, Vec<(String, String)>) {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    let retry = status.get_details_retry_info().and_then(|r| r.retry_delay);
+    let quota = status
+        .get_details_quota_failure()
+        .map(|q| q.violations.into_iter().map(|v| (v.subject, v.description)).collect())
+        .unwrap_or_default();
+    (reason(status), retry, quota)
+}

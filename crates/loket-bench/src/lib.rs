@@ -133,6 +133,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         results.push(arms::soak::soak_arm(work.path(), &certs_dir, &items, &plan).await?);
     }
 
+    if selection.runs("overload") {
+        let events = plan.events.min(20_000);
+        let run = plan.overload_run;
+        results.extend(
+            arms::overload::overload_arm(work.path(), &certs_dir, &items, events, plan.concurrency, run).await?,
+        );
+    }
+
     report::print(&results);
     if let Some(path) = &args.json {
         let corpus = CorpusFacts { path: &corpus_path, events: items.len(), mean_payload_bytes: mean_bytes };

@@ -46,6 +46,11 @@ impl Clients {
     fn get(&self, source: &str) -> Client {
         self.0[source].clone()
     }
+
+    /// The connection of `source`, for arms with a load of their own.
+    pub fn client(&self, source: &str) -> Client {
+        self.get(source)
+    }
 }
 
 /// Whether a failed publish is the gateway refusing a bad event (expected: the corpus has

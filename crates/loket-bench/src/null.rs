@@ -110,6 +110,20 @@ impl Gateway for NullGateway {
     async fn list_schemas(&self, _request: Request<ListSchemasRequest>) -> Result<Response<ListSchemasReply>, Status> {
         Ok(Response::new(ListSchemasReply::default()))
     }
+
+    async fn list_subscriptions(
+        &self,
+        _request: Request<loket_server::proto::ListSubscriptionsRequest>,
+    ) -> Result<Response<loket_server::proto::ListSubscriptionsReply>, Status> {
+        Err(Status::unimplemented("the transport baseline only acknowledges publishes"))
+    }
+
+    async fn delete_subscription(
+        &self,
+        _request: Request<loket_server::proto::DeleteSubscriptionRequest>,
+    ) -> Result<Response<loket_server::proto::DeleteSubscriptionReply>, Status> {
+        Err(Status::unimplemented("the transport baseline only acknowledges publishes"))
+    }
 }
 
 /// Serves the null gateway with the certificates in `certs_dir` until killed.

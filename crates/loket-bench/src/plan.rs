@@ -23,6 +23,8 @@ pub struct Plan {
     pub soak_run: Duration,
     pub soak_rate: u64,
     pub soak_retention: String,
+    /// How long the overload arm offers three times the saturation rate.
+    pub overload_run: Duration,
 }
 
 impl Plan {
@@ -40,6 +42,7 @@ impl Plan {
                 soak_run: Duration::from_secs(6),
                 soak_rate: 100,
                 soak_retention: "2s".to_owned(),
+                overload_run: Duration::from_secs(1),
             }
         } else {
             Self {
@@ -54,6 +57,7 @@ impl Plan {
                 soak_run: Duration::from_secs(args.soak_minutes * 60),
                 soak_rate: args.soak_rate,
                 soak_retention: args.soak_retention.clone(),
+                overload_run: Duration::from_secs(10),
             }
         }
     }
@@ -68,7 +72,8 @@ impl Plan {
         arms.push(crate::arms::publish::SATURATION_ARM.to_owned());
         arms.push(format!("gateway-kafka-at-{}/s", self.kafka_rate));
         arms.extend(
-            ["gateway-kafka", "rdkafka-raw", "replay", "memory", "recovery", "journal-read", SOAK].map(str::to_owned),
+            ["gateway-kafka", "rdkafka-raw", "replay", "memory", "recovery", "journal-read", "overload", SOAK]
+                .map(str::to_owned),
         );
         arms
     }

@@ -14,6 +14,7 @@
 
 pub mod audit;
 pub mod chain;
+mod cursors;
 mod erase;
 mod event;
 pub mod export;
@@ -30,7 +31,7 @@ mod tests;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -38,10 +39,11 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 
+pub use cursors::CursorInfo;
 pub use event::{Appended, NewEvent, NewRejection, StoredEvent, StoredRejection, Violation};
 pub use retention::{ExpireOutcome, PurgeRecord, Retained, RetentionPolicy};
 
-use event::{cursor_key, decode_u64, seq_key};
+use event::decode_u64;
 use store::{missing, FaultHook, NoFaults, Store, StoreConfig};
 use writer::{Msg, Writer};
 
@@ -145,6 +147,9 @@ pub(crate) struct Shared {
     batches: AtomicU64,
     events: AtomicU64,
     reopens: AtomicU64,
+    /// Submits and rejections sent to the writer and not yet taken by it: read by the
+    /// gateway's load shedding on every publish, so one atomic rather than a channel query.
+    queued: AtomicUsize,
 }
 
 impl Shared {
@@ -218,6 +223,7 @@ impl Journal {
             batches: AtomicU64::new(0),
             events: AtomicU64::new(0),
             reopens: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
         });
         let (tx, rx) = mpsc::channel();
         let writer = Writer::new(shared.clone(), rx, store_config, faults, config, &recovered);
@@ -249,6 +255,7 @@ impl Journal {
             None
         } else {
             let (reply, rx) = oneshot::channel();
+            self.inner.shared.queued.fetch_add(1, Ordering::Relaxed);
             self.inner.tx.send(Msg::Submit(event, reply)).ok().map(|()| rx)
         };
         async move {
@@ -270,6 +277,7 @@ impl Journal {
             None
         } else {
             let (reply, rx) = oneshot::channel();
+            self.inner.shared.queued.fetch_add(1, Ordering::Relaxed);
             self.inner.tx.send(Msg::Reject(rejection, reply)).ok().map(|()| rx)
         };
         async move {
@@ -278,6 +286,12 @@ impl Journal {
                 None => Err(Error::Closed),
             }
         }
+    }
+
+    /// Submits and rejections waiting for the writer (not yet in a batch): what load
+    /// shedding compares with its high-water mark.
+    pub fn queue_depth(&self) -> usize {
+        self.inner.shared.queued.load(Ordering::Relaxed)
     }
 
     /// Highest durable rejection number, 0 when none.
@@ -365,53 +379,6 @@ impl Journal {
         Ok(lo)
     }
 
-    /// Durable subscription cursors, keyed by (partner, name): the last acknowledged sequence.
-    pub fn cursor(&self, partner: &str, name: &str) -> Result<Option<u64>, Error> {
-        let store = self.inner.shared.store()?;
-        let value = store.cursors.get(cursor_key(partner, name))?;
-        value.map(|v| decode_cursor(&v)).transpose()
-    }
-
-    /// Creates the cursor at `acked` if absent; returns the cursor now in force.
-    ///
-    /// Like [`Journal::ack`], made durable by the next flush (≤ ~0.5 s), not synchronously.
-    pub fn create_cursor(&self, partner: &str, name: &str, acked: u64) -> Result<u64, Error> {
-        let store = self.inner.shared.store()?;
-        let key = cursor_key(partner, name);
-        match store.cursors.compare_and_swap(&key, None as Option<&[u8]>, Some(&seq_key(acked)[..]))? {
-            Ok(()) => Ok(acked),
-            Err(current) => match current.current {
-                Some(v) => decode_cursor(&v),
-                // Removed meanwhile: cursors are never removed by this API, so unreachable
-                // in practice; report what the caller asked for is not in force.
-                None => Err(Error::NotFound { partner: partner.into(), name: name.into() }),
-            },
-        }
-    }
-
-    /// Moves the cursor forward to `acked` (never backwards: a lower value leaves it as is); NotFound if absent; returns the cursor now in force. Need not flush synchronously (redelivery after a crash is allowed: at-least-once) but must be flushed within ~1 s and on close.
-    ///
-    /// sled's background flusher runs every 500 ms, and the writer's batch flushes cover
-    /// cursors too (one log for all trees).
-    pub fn ack(&self, partner: &str, name: &str, acked: u64) -> Result<u64, Error> {
-        let store = self.inner.shared.store()?;
-        let key = cursor_key(partner, name);
-        loop {
-            let Some(current) = store.cursors.get(&key)? else {
-                return Err(Error::NotFound { partner: partner.into(), name: name.into() });
-            };
-            let value = decode_cursor(&current)?;
-            if acked <= value {
-                return Ok(value);
-            }
-            // Compare-and-swap so that concurrent acks can only move it forward.
-            let swapped = store.cursors.compare_and_swap(&key, Some(&current), Some(&seq_key(acked)[..]))?;
-            if swapped.is_ok() {
-                return Ok(acked);
-            }
-        }
-    }
-
     /// Stops the writer after draining what was submitted, flushes everything.
     ///
     /// Submits after (or racing with) close resolve to [`Error::Closed`]. Reads keep
@@ -447,8 +414,4 @@ impl Journal {
             reopens: shared.reopens.load(Ordering::Relaxed),
         }
     }
-}
-
-fn decode_cursor(bytes: &[u8]) -> Result<u64, Error> {
-    decode_u64(bytes).ok_or_else(|| Error::Corrupt { sequence: 0, reason: "cursor value is not a u64".into() })
 }

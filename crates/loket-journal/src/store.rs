@@ -29,6 +29,9 @@ pub(crate) struct Store {
     pub ids: sled::Tree,
     /// len(partner) u32 BE ++ partner ++ name -> acked sequence (u64 BE)
     pub cursors: sled::Tree,
+    /// the same keys as `cursors` -> when the cursor was last used (opened or acknowledged),
+    /// Unix µs (i64 BE), for expiring unused named subscriptions
+    pub cursor_used: sled::Tree,
     /// rejection number (u64 BE) -> one prost StoredRejection. One insert each: rejections
     /// are few compared with accepted events.
     pub rejections: sled::Tree,
@@ -58,6 +61,7 @@ impl Store {
             events: db.open_tree("events")?,
             ids: db.open_tree("ids")?,
             cursors: db.open_tree("cursors")?,
+            cursor_used: db.open_tree("cursor_used")?,
             rejections: db.open_tree("rejections")?,
             purges: db.open_tree("purges")?,
             meta: db.open_tree("meta")?,

@@ -10,7 +10,6 @@ use loket_quality::chain::{ChainStore, HandoverSet};
 use loket_quality::{QualityStore, RuleSet};
 use loket_schema::Registry;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
@@ -19,6 +18,8 @@ use crate::config::Config;
 use crate::disk::DiskGuard;
 use crate::http::metrics;
 use crate::kafka::{denial_hook, KafkaMode};
+use crate::limits::connections::{self, ConnectionGate};
+use crate::limits::Limits;
 use crate::proto::gateway_server::GatewayServer;
 use crate::publish::{Intake, Publisher};
 use crate::quality::{run_digests, Chain, Quality};
@@ -102,6 +103,7 @@ pub async fn run_with(
         None => (None, None),
     };
     let relay_handle = kafka.as_ref().map(|k| k.relay.clone());
+    let limits = Limits::new(config.limits.clone(), journal.clone());
     let publisher = Publisher {
         intake: Intake {
             registry: registry.clone(),
@@ -116,8 +118,19 @@ pub async fn run_with(
         access: access.clone(),
         kafka: kafka.clone(),
         disk: disk.clone(),
+        limits: limits.clone(),
     };
-    let subscriptions = Subscriptions { viewer, registry: registry.clone(), kafka, shutdown: stopping.clone() };
+    let grpc = &config.grpc;
+    let subscriptions = Subscriptions {
+        viewer,
+        registry: registry.clone(),
+        kafka,
+        shutdown: stopping.clone(),
+        limits: limits.clone(),
+        open: Default::default(),
+        buffer_bytes: grpc.subscriber_buffer_bytes,
+        slow_after: Duration::from_secs(grpc.slow_subscriber_timeout_secs),
+    };
     let service = GatewayService {
         publisher,
         subscriptions,
@@ -126,6 +139,7 @@ pub async fn run_with(
         quality: quality.clone(),
         registry: registry.clone(),
         stream_in_flight: config.grpc.stream_in_flight,
+        stream_idle: Duration::from_secs(grpc.stream_idle_timeout_secs),
         shutdown: stopping.clone(),
         erasure: crate::erasure::Erasure {
             journal: journal.clone(),
@@ -133,6 +147,8 @@ pub async fn run_with(
             chain: chain.store.clone(),
         },
     };
+    let expiry =
+        limits.subscription_expiry().map(|after| service.subscriptions.clone().expire_unused(after, stopping.clone()));
     let gateway =
         GatewayServer::new(service).max_decoding_message_size(config.grpc.max_event_bytes + ENVELOPE_ALLOWANCE);
 
@@ -152,7 +168,12 @@ pub async fn run_with(
     let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
 
-    let mut builder = Server::builder();
+    let keepalive = (grpc.keepalive_interval_secs > 0).then(|| Duration::from_secs(grpc.keepalive_interval_secs));
+    let mut builder = Server::builder()
+        .max_concurrent_streams(grpc.max_concurrent_streams)
+        .http2_keepalive_interval(keepalive)
+        .http2_keepalive_timeout(Some(Duration::from_secs(grpc.keepalive_timeout_secs)))
+        .timeout(Duration::from_secs(grpc.request_timeout_secs));
     let local = listener.local_addr().map_err(|e| Error::io("cannot read the listener address", e))?;
 
     // Tasks that hold the journal and the quality store: awaited before both are closed,
@@ -178,6 +199,9 @@ pub async fn run_with(
         stopping.clone(),
     )));
     background.push(tokio::spawn(disk.clone().run(health_reporter.clone(), stopping.clone())));
+    if let Some(expiry) = expiry {
+        background.push(tokio::spawn(expiry));
+    }
     background.push(tokio::spawn(chain.run(journal.clone(), registry.clone(), stopping.clone())));
     if config.quality.digest_interval_secs > 0 {
         let every = std::time::Duration::from_secs(config.quality.digest_interval_secs);
@@ -202,12 +226,19 @@ pub async fn run_with(
     };
     let router =
         builder.add_service(health).add_service(reflection_v1).add_service(reflection_v1alpha).add_service(gateway);
+    let gate = ConnectionGate::new(grpc.max_connections, grpc.max_connections_per_address);
+    let handshake = Duration::from_secs(grpc.handshake_timeout_secs);
     let served = match tls {
         Some(tls) => {
-            let connections = tls::incoming(listener, tls, stopping.clone());
+            let connections = tls::incoming(listener, tls, gate, handshake, stopping.clone());
             router.serve_with_incoming_shutdown(connections, on_shutdown).await
         }
-        None => router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown).await,
+        None => {
+            let connections = connections::incoming(listener, gate, handshake, stopping.clone(), |stream| {
+                std::future::ready(Ok(stream))
+            });
+            router.serve_with_incoming_shutdown(connections, on_shutdown).await
+        }
     };
     stopping.cancel();
     if let Err(e) = indexer.await {
@@ -244,7 +275,7 @@ pub fn check_config(config: &Config) -> Result<(), Error> {
     config.policy(&registry).map(drop)
 }
 
-fn load_schemas_and_rules(config: &Config) -> Result<(Registry, Arc<RuleSet>), Error> {
+pub(crate) fn load_schemas_and_rules(config: &Config) -> Result<(Registry, Arc<RuleSet>), Error> {
     let registry = match &config.schemas.dir {
         Some(dir) => Registry::load_dir(dir),
         None => Registry::embedded(),

@@ -15,11 +15,12 @@ use crate::access::Access;
 use crate::proto::gateway_server::Gateway;
 use crate::proto::timestamp::from_micros;
 use crate::proto::{
-    AckReply, AckRequest, Delivery, EraseCaseReply, EraseCaseRequest, EventStatusReply, EventStatusRequest,
-    ExportEntry, ExportRequest, KafkaRelayStatus, ListDenialsReply, ListDenialsRequest, ListExportsReply,
-    ListExportsRequest, ListProcessingReply, ListProcessingRequest, ListSchemasReply, ListSchemasRequest, PublishReply,
-    PublishRequest, PublishStreamReply, QualityReport, QualityReportRequest, SchemaInfo, StatusReply, StatusRequest,
-    SubscribeRequest,
+    AckReply, AckRequest, DeleteSubscriptionReply, DeleteSubscriptionRequest, Delivery, EraseCaseReply,
+    EraseCaseRequest, EventStatusReply, EventStatusRequest, ExportEntry, ExportRequest, KafkaRelayStatus,
+    ListDenialsReply, ListDenialsRequest, ListExportsReply, ListExportsRequest, ListProcessingReply,
+    ListProcessingRequest, ListSchemasReply, ListSchemasRequest, ListSubscriptionsReply, ListSubscriptionsRequest,
+    PublishReply, PublishRequest, PublishStreamReply, QualityReport, QualityReportRequest, SchemaInfo, StatusReply,
+    StatusRequest, SubscribeRequest,
 };
 use crate::publish::{publish_stream, Publisher};
 use crate::quality::Quality;
@@ -35,6 +36,8 @@ pub(crate) struct GatewayService {
     pub quality: Quality,
     pub registry: Arc<Registry>,
     pub stream_in_flight: usize,
+    /// `[grpc] stream_idle_timeout_secs`.
+    pub stream_idle: std::time::Duration,
     pub shutdown: CancellationToken,
     pub erasure: crate::erasure::Erasure,
 }
@@ -63,6 +66,7 @@ impl Gateway for GatewayService {
             call,
             request.into_inner(),
             self.stream_in_flight,
+            self.stream_idle,
             self.shutdown.clone(),
         );
         Ok(Response::new(Box::pin(replies)))
@@ -179,6 +183,23 @@ impl Gateway for GatewayService {
         }
         let records = self.access.processing.list(&request.get_ref().case).await?;
         Ok(Response::new(ListProcessingReply { records }))
+    }
+
+    async fn list_subscriptions(
+        &self,
+        request: Request<ListSubscriptionsRequest>,
+    ) -> Result<Response<ListSubscriptionsReply>, Status> {
+        let partner = self.access.caller(&request, "subscribe").await?;
+        Ok(Response::new(self.subscriptions.list(&partner)?))
+    }
+
+    async fn delete_subscription(
+        &self,
+        request: Request<DeleteSubscriptionRequest>,
+    ) -> Result<Response<DeleteSubscriptionReply>, Status> {
+        let partner = self.access.caller(&request, "subscribe").await?;
+        self.subscriptions.delete(&partner, &request.get_ref().name)?;
+        Ok(Response::new(DeleteSubscriptionReply {}))
     }
 }
 

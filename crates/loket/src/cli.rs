@@ -45,6 +45,11 @@ pub enum Command {
         #[command(flatten)]
         report: QualityReportArgs,
     },
+    /// Your named subscriptions: list them, or delete one (its cursor and name).
+    Subscriptions {
+        #[command(subcommand)]
+        command: crate::subscriptions::SubscriptionsCommand,
+    },
     /// The event schemas the gateway accepts.
     Schemas {
         #[command(subcommand)]

@@ -11,9 +11,11 @@ mod output;
 mod publish;
 mod quality;
 mod replay;
+mod retry;
 mod schemas;
 mod serve;
 mod subscribe;
+mod subscriptions;
 mod telemetry;
 
 use std::process::ExitCode;
@@ -91,6 +93,7 @@ fn main() -> ExitCode {
             Command::Quality { command: Some(QualityCommand::Rebuild(args)), .. } => quality::rebuild(args),
             Command::Quality { command: None, report } => quality::report(report).await,
             Command::Schemas { command: SchemasCommand::List(args) } => schemas::list(args).await,
+            Command::Subscriptions { command } => subscriptions::run(command).await,
             Command::Bench(args) => loket_bench::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::BenchTransport { certs } => {
                 loket_bench::serve_null_gateway(certs).await.map(|()| ExitCode::SUCCESS)

@@ -10,6 +10,7 @@ use loket_server::proto::{CloudEvent, PublishRequest};
 
 use crate::cli::{ClientArgs, PublishArgs};
 use crate::output;
+use crate::retry::retrying;
 
 pub fn options(args: &ClientArgs) -> ClientOptions {
     ClientOptions { server: args.server.clone(), certs: args.certs.clone(), partner: args.partner.clone() }
@@ -54,8 +55,15 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
         data,
         specversion: "1.0".to_owned(),
     };
-    let mut client = connected(&args.client).await?;
-    match client.publish(PublishRequest { event: Some(event) }).await {
+    let client = connected(&args.client).await?;
+    // Over a quota, shed or unavailable: wait as the gateway advises and try again.
+    let published = retrying(|| {
+        let mut client = client.clone();
+        let request = PublishRequest { event: Some(event.clone()) };
+        async move { client.publish(request).await }
+    })
+    .await;
+    match published {
         Ok(reply) => {
             println!("{}", output::publish_reply(&id, reply.get_ref()));
             Ok(ExitCode::SUCCESS)

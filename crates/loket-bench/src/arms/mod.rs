@@ -3,6 +3,7 @@
 
 pub mod gateway_kafka;
 pub mod journal;
+pub mod overload;
 pub mod publish;
 pub mod rdkafka_raw;
 pub mod recovery;

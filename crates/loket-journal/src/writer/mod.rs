@@ -154,7 +154,11 @@ impl Writer {
         while !stopping {
             // Block for the first message, then take whatever queued up meanwhile: while one
             // batch is being flushed the next one accumulates, which is the group commit.
-            match self.rx.recv() {
+            let first = self.rx.recv();
+            if matches!(first, Ok(Msg::Submit(..) | Msg::Reject(..))) {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            }
+            match first {
                 Ok(Msg::Submit(event, reply)) => {
                     self.events.push(event);
                     self.replies.push(reply);
@@ -163,7 +167,11 @@ impl Writer {
                 Ok(Msg::Shutdown) | Err(_) => stopping = true,
             }
             while !stopping && self.events.len() < self.max_batch {
-                match self.rx.try_recv() {
+                let next = self.rx.try_recv();
+                if matches!(next, Ok(Msg::Submit(..) | Msg::Reject(..))) {
+                    self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                }
+                match next {
                     Ok(Msg::Submit(event, reply)) => {
                         self.events.push(event);
                         self.replies.push(reply);

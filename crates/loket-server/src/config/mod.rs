@@ -3,6 +3,7 @@
 //! Environment overrides are passed in by the caller (the binary hands over the process
 //! environment), so tests never depend on globals.
 
+mod limits;
 mod period;
 mod retention;
 mod sections;
@@ -17,6 +18,7 @@ pub use loket_kafka::{AckMode, KafkaConfig};
 use loket_schema::Registry;
 use serde::Deserialize;
 
+pub use limits::{LimitsConfig, PartnerLimitsConfig, PartnerQuotas};
 pub use sections::{
     CloudEventsConfig, ExportConfig, GrpcConfig, IdentitySource, JournalSettings, LogConfig, LogFormat, MetricsConfig,
     ProcessingConfig, QualityConfig, SchemasConfig, TelemetryConfig, TlsConfig,
@@ -88,6 +90,9 @@ pub struct Config {
     /// The processing log of personal data.
     #[serde(default)]
     pub processing: ProcessingConfig,
+    /// Per-partner quotas and load shedding.
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 /// The shipped configuration, whose `[partners]` are the built-in policy.
@@ -116,6 +121,7 @@ impl Default for Config {
             telemetry: TelemetryConfig::default(),
             log: LogConfig::default(),
             processing: ProcessingConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -182,6 +188,20 @@ impl Config {
         }
         if self.grpc.stream_in_flight == 0 {
             problems.push("grpc.stream_in_flight: must be greater than 0".to_owned());
+        }
+        for (key, value) in [
+            ("grpc.handshake_timeout_secs", self.grpc.handshake_timeout_secs),
+            ("grpc.max_connections", self.grpc.max_connections as u64),
+            ("grpc.max_connections_per_address", self.grpc.max_connections_per_address as u64),
+            ("grpc.max_concurrent_streams", u64::from(self.grpc.max_concurrent_streams)),
+            ("grpc.request_timeout_secs", self.grpc.request_timeout_secs),
+            ("grpc.stream_idle_timeout_secs", self.grpc.stream_idle_timeout_secs),
+            ("grpc.slow_subscriber_timeout_secs", self.grpc.slow_subscriber_timeout_secs),
+            ("grpc.subscriber_buffer_bytes", self.grpc.subscriber_buffer_bytes as u64),
+        ] {
+            if value == 0 {
+                problems.push(format!("{key}: must be greater than 0"));
+            }
         }
         if self.journal.cache_mib == 0 {
             problems.push("journal.cache_mib: must be greater than 0".to_owned());
@@ -367,6 +387,10 @@ impl Config {
                 Err(Error::Config(vec![format!("kafka.canonical_view: {view:?} is not a partner in [partners]")]))
             }
             _ => Ok(policy),
+        })
+        .and_then(|policy| match self.limits.problems(|p| policy.is_partner(p)) {
+            problems if problems.is_empty() => Ok(policy),
+            problems => Err(Error::Config(problems)),
         })
     }
 

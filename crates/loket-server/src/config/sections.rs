@@ -49,6 +49,43 @@ pub struct GrpcConfig {
     /// wait (back-pressure through HTTP/2 flow control).
     #[serde(default = "default_stream_in_flight")]
     pub stream_in_flight: usize,
+    /// Seconds a client may take from connecting to a finished TLS handshake; then the
+    /// connection is closed (connections that never handshake hold no descriptor longer).
+    #[serde(default = "default_handshake_timeout_secs")]
+    pub handshake_timeout_secs: u64,
+    /// Most open connections (handshaking or established) overall; a connection beyond
+    /// it is closed at once, before its handshake.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Most open connections from one client IP address.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: most calls open at once on one connection.
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// Seconds between HTTP/2 keepalive pings to an idle client; 0 sends none.
+    #[serde(default = "default_keepalive_interval_secs")]
+    pub keepalive_interval_secs: u64,
+    /// Seconds to wait for a keepalive ping's answer before closing the connection.
+    #[serde(default = "default_keepalive_timeout_secs")]
+    pub keepalive_timeout_secs: u64,
+    /// Seconds a unary call may take (a client's shorter `grpc-timeout` wins); then it
+    /// ends with CANCELLED ("Timeout expired", tonic's own status). Streams are not cut.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// Seconds a publish stream may stay without a new event and with nothing pending
+    /// before the gateway ends it (DEADLINE_EXCEEDED, reason STREAM_IDLE).
+    #[serde(default = "default_stream_idle_timeout_secs")]
+    pub stream_idle_timeout_secs: u64,
+    /// Seconds a subscriber may go without reading while deliveries wait for it; then
+    /// its stream ends with RESOURCE_EXHAUSTED (reason SLOW_SUBSCRIBER) and what was
+    /// buffered for it is dropped (it resumes from its cursor or a start position).
+    #[serde(default = "default_slow_subscriber_timeout_secs")]
+    pub slow_subscriber_timeout_secs: u64,
+    /// Most bytes of deliveries buffered in the gateway per subscriber stream (besides
+    /// HTTP/2's own send window); a larger single delivery still goes out alone.
+    #[serde(default = "default_subscriber_buffer_bytes")]
+    pub subscriber_buffer_bytes: usize,
 }
 
 /// What in a client certificate names the partner.
@@ -192,6 +229,36 @@ fn default_max_event_bytes() -> usize {
 fn default_stream_in_flight() -> usize {
     1024
 }
+fn default_handshake_timeout_secs() -> u64 {
+    10
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_max_connections_per_address() -> usize {
+    1_000
+}
+fn default_max_concurrent_streams() -> u32 {
+    256
+}
+fn default_keepalive_interval_secs() -> u64 {
+    30
+}
+fn default_keepalive_timeout_secs() -> u64 {
+    10
+}
+fn default_request_timeout_secs() -> u64 {
+    30
+}
+fn default_stream_idle_timeout_secs() -> u64 {
+    300
+}
+fn default_slow_subscriber_timeout_secs() -> u64 {
+    60
+}
+fn default_subscriber_buffer_bytes() -> usize {
+    4 * 1024 * 1024
+}
 fn default_cache_mib() -> u64 {
     64
 }
@@ -215,6 +282,16 @@ impl Default for GrpcConfig {
             max_event_bytes: default_max_event_bytes(),
             insecure: false,
             stream_in_flight: default_stream_in_flight(),
+            handshake_timeout_secs: default_handshake_timeout_secs(),
+            max_connections: default_max_connections(),
+            max_connections_per_address: default_max_connections_per_address(),
+            max_concurrent_streams: default_max_concurrent_streams(),
+            keepalive_interval_secs: default_keepalive_interval_secs(),
+            keepalive_timeout_secs: default_keepalive_timeout_secs(),
+            request_timeout_secs: default_request_timeout_secs(),
+            stream_idle_timeout_secs: default_stream_idle_timeout_secs(),
+            slow_subscriber_timeout_secs: default_slow_subscriber_timeout_secs(),
+            subscriber_buffer_bytes: default_subscriber_buffer_bytes(),
         }
     }
 }

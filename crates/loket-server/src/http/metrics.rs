@@ -36,6 +36,14 @@ pub const READINESS: &str = "loket_quality_readiness";
 pub const HANDOVERS: &str = "loket_handovers";
 pub const HANDOVERS_READY: &str = "loket_handovers_ready";
 pub const HANDOVER_ITEMS: &str = "loket_handover_items";
+pub const QUOTA_REFUSED: &str = "loket_quota_refused_total";
+pub const PUBLISH_SHED: &str = "loket_publish_shed_total";
+pub const CONNECTIONS_OPEN: &str = "loket_connections_open";
+pub const CONNECTIONS_REFUSED: &str = "loket_connections_refused_total";
+pub const HANDSHAKE_TIMEOUTS: &str = "loket_tls_handshake_timeouts_total";
+pub const SUBSCRIPTIONS_OPEN: &str = "loket_subscriptions_open";
+pub const SLOW_SUBSCRIBERS: &str = "loket_slow_subscribers_total";
+pub const SUBSCRIPTIONS_EXPIRED: &str = "loket_subscriptions_expired_total";
 
 static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 
@@ -66,6 +74,14 @@ fn describe() {
         "Publish requests by partner, event type and outcome (accepted, duplicate, rejected)."
     );
     describe_histogram!(PUBLISH_DURATION, Unit::Seconds, "Time from receiving a publish to its reply, by outcome.");
+    describe_counter!(QUOTA_REFUSED, "Calls refused over a partner quota, by partner and quota.");
+    describe_counter!(PUBLISH_SHED, "Publishes refused because the journal queue was past its high-water mark.");
+    describe_gauge!(CONNECTIONS_OPEN, "Open gRPC connections (handshaking or established).");
+    describe_counter!(CONNECTIONS_REFUSED, "Connections closed at accept over a connection limit, by limit.");
+    describe_counter!(HANDSHAKE_TIMEOUTS, "Connections closed because their TLS handshake took too long.");
+    describe_gauge!(SUBSCRIPTIONS_OPEN, "Open subscriber streams per partner.");
+    describe_counter!(SLOW_SUBSCRIBERS, "Subscriber streams ended because the subscriber stopped reading.");
+    describe_counter!(SUBSCRIPTIONS_EXPIRED, "Named subscriptions deleted after going unused.");
     describe_gauge!(JOURNAL_SIZE, Unit::Bytes, "Bytes the journal takes on disk.");
     describe_gauge!(JOURNAL_LAST_SEQUENCE, "The journal's last durable sequence.");
     describe_gauge!(DISK_FREE, Unit::Bytes, "Free bytes on the data directory's filesystem at the last check.");

@@ -1,6 +1,7 @@
 //! The wire: the generated `loket.v1` messages, client and server, and the one place a
 //! stored event becomes a `CloudEvent` message.
 
+pub mod codec;
 pub mod timestamp;
 
 use std::collections::HashMap;

@@ -5,9 +5,11 @@
 //! metrics, and becomes a gRPC status only in the service adapter.
 
 mod intake;
+mod offline;
 mod stream;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Instant;
 
 use loket_domain::time::now_micros;
@@ -16,12 +18,14 @@ use loket_journal::{Appended, Journal};
 use tracing::Instrument;
 
 pub(crate) use intake::{Admitted, Intake};
+pub use offline::OfflineIntake;
 pub(crate) use stream::publish_stream;
 
 use crate::access::{denials, Access};
 use crate::disk::DiskGuard;
 use crate::http::metrics as m;
 use crate::kafka::KafkaMode;
+use crate::limits::Limits;
 use crate::messagelog::record_rejection;
 use crate::processing::{Processing, ProcessingLog};
 use crate::proto::timestamp::from_micros;
@@ -41,6 +45,8 @@ pub(crate) struct Publisher {
     pub kafka: Option<KafkaMode>,
     /// Refuses publishes while the disk is low (`[journal] min_free_bytes`).
     pub disk: DiskGuard,
+    /// Quotas and load shedding, checked before intake.
+    pub limits: Limits,
 }
 
 /// How a publish ended, as the metrics label it.
@@ -56,12 +62,21 @@ impl Publisher {
     /// Checks the event and enqueues it for the journal *now* (so a stream's events keep
     /// their order); the future resolves with the reply once it is durable. Counts the
     /// outcome in the metrics and the quality figures.
+    ///
+    /// First the quotas and the load shedding (`limits/`): a call over them is refused
+    /// before any work. Admitted, the event holds a place in the partner's in-flight
+    /// quota until its reply, and a refused one until its entry in the rejection log is
+    /// durable: a partner sending invalid events is slowed like any other.
     pub fn start(
         &self,
         partner: &PartnerId,
         req: PublishRequest,
         call: &CallTrace,
-    ) -> impl Future<Output = Result<PublishReply, Error>> + Send + 'static {
+    ) -> Pin<Box<dyn Future<Output = Result<PublishReply, Error>> + Send + 'static>> {
+        let permit = match self.limits.admit_publish(partner) {
+            Ok(permit) => permit,
+            Err(refusal) => return Box::pin(std::future::ready(Err(refusal))),
+        };
         let started = Instant::now();
         let started_micros = now_micros();
         let claimed = req.event.as_ref().map(|e| e.r#type.as_str()).unwrap_or_default();
@@ -129,16 +144,17 @@ impl Publisher {
                 ];
                 metrics::counter!(m::PUBLISH_TOTAL, &labels).increment(1);
                 metrics::histogram!(m::PUBLISH_DURATION, "outcome" => outcome).record(started.elapsed().as_secs_f64());
+                drop(permit);
                 result
             }
             .instrument(intake),
         );
-        async move {
+        Box::pin(async move {
             counted.await.unwrap_or_else(|e| {
                 tracing::error!(error = %e, "publish task failed");
                 Err(Error::TaskFailed(e.to_string()))
             })
-        }
+        })
     }
 
     /// The reply to an event the journal holds, once Kafka confirmed it where that is asked.

@@ -6,18 +6,21 @@
 
 use std::collections::BTreeSet;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::http::metrics::SUBSCRIBER_LAG;
+use super::outbox::{Outbox, Refused};
+use super::Held;
+use crate::http::metrics::{SLOW_SUBSCRIBERS, SUBSCRIBER_LAG};
 use crate::proto::Delivery;
 use crate::view::{Digests, Reading, Viewer};
 use crate::Error;
 
-/// Events read from the journal per step; large enough to amortise a read, small enough to
-/// keep a slow subscriber's memory bounded.
+/// Most events read from the journal per step; large enough to amortise a read. Fewer
+/// are read when events are large, so that a chunk takes about as many bytes as the
+/// subscriber's buffer (a waiting subscriber holds its chunk too).
 const READ_CHUNK: usize = 256;
+const FIRST_CHUNK: usize = 4;
 
 pub(crate) struct JournalSubscription {
     pub viewer: Viewer,
@@ -33,6 +36,20 @@ pub(crate) struct JournalSubscription {
     /// The subscription name ("" when transient), for the lag metric.
     pub name: String,
     pub shutdown: CancellationToken,
+    /// The partner's subscription slot, the open-subscriptions gauge and the name's use:
+    /// released when the task ends, however it ends.
+    pub _held: Held,
+    /// Seconds without reading after which the subscriber is dropped (for its status).
+    pub slow_secs: u64,
+    /// The subscriber's buffer in bytes, which sizes the journal reads.
+    pub buffer_bytes: usize,
+}
+
+/// How one send to the subscriber went.
+enum Sent {
+    Ok,
+    /// The stream is over (client gone, or a slow subscriber dropped): stop.
+    Stop,
 }
 
 impl JournalSubscription {
@@ -42,77 +59,95 @@ impl JournalSubscription {
         metrics::gauge!(SUBSCRIBER_LAG, &labels).set(lag as f64);
     }
 
-    pub async fn run(mut self, tx: mpsc::Sender<Result<Delivery, Status>>) {
+    /// Sends one item; a subscriber that stopped reading is dropped with its buffer.
+    async fn send(&self, outbox: &Outbox, item: Result<Delivery, Status>) -> Sent {
+        match outbox.send(item).await {
+            Ok(()) => Sent::Ok,
+            Err(Refused::Gone) => Sent::Stop,
+            Err(Refused::Slow) => {
+                metrics::counter!(SLOW_SUBSCRIBERS, "partner" => self.partner.clone()).increment(1);
+                tracing::info!(partner = %self.partner, name = %self.name, "slow subscriber disconnected");
+                Sent::Stop
+            }
+        }
+    }
+
+    /// Serves the subscription into `outbox` until the limit, the client's going away,
+    /// a slow subscriber's timeout or the gateway's shutdown.
+    pub async fn run(self, outbox: Outbox) {
+        let slow = Error::SlowSubscriber { seconds: self.slow_secs };
+        match self.serve(&outbox).await {
+            Ok(()) => outbox.finish(None),
+            Err(None) => outbox.abort(slow.into()),
+            Err(Some(status)) => outbox.finish(Some(status)),
+        }
+    }
+
+    /// `Err(None)`: the subscriber was too slow (or went away); `Err(Some(status))`: end
+    /// with that status.
+    async fn serve(mut self, outbox: &Outbox) -> Result<(), Option<Status>> {
         // A start before the retained range starts at its beginning, and the first
         // delivery says so.
         let first_retained = self.viewer.journal.first_retained();
         let mut tell_first_retained = (self.next < first_retained).then_some(first_retained);
         self.next = self.next.max(first_retained);
         let access = self.viewer.access.clone();
-        if !access.indexed_up_to(self.next.saturating_sub(1), &self.shutdown).await {
-            let _ = tx.send(Err(Error::ShuttingDown.into())).await;
-            return;
-        }
-        let mut scan = match access.scan_before(&self.partner, std::mem::take(&mut self.types), self.next) {
-            Ok(scan) => scan,
-            Err(e) => {
-                let _ = tx.send(Err(e.into())).await;
-                return;
-            }
+        let indexed = tokio::select! {
+            indexed = access.indexed_up_to(self.next.saturating_sub(1), &self.shutdown) => indexed,
+            () = outbox.closed() => return Ok(()),
         };
+        if !indexed {
+            return Err(Some(Error::ShuttingDown.into()));
+        }
+        let mut scan = access
+            .scan_before(&self.partner, std::mem::take(&mut self.types), self.next)
+            .map_err(|e| Some(e.into()))?;
         let journal = self.viewer.journal.clone();
         let mut durable = journal.watch();
         let mut delivered = 0u64;
+        // The first read is small, until the events' size is known.
+        let mut chunk = FIRST_CHUNK;
         loop {
             // Mark the current durable sequence as seen *before* reading, so an event made
             // durable after the read still wakes us.
             durable.borrow_and_update();
-            let batch = match journal.read_from(self.next, READ_CHUNK) {
-                Ok(batch) => batch,
-                Err(e) => {
-                    let _ = tx.send(Err(Error::from(e).into())).await;
-                    return;
-                }
-            };
+            let batch = journal.read_from(self.next, chunk).map_err(|e| Some(Error::from(e).into()))?;
+            let bytes: usize = batch.iter().map(|e| e.data.len()).sum();
+            if !batch.is_empty() {
+                let mean = bytes / batch.len();
+                chunk = (self.buffer_bytes / mean.max(1)).clamp(1, READ_CHUNK);
+            }
             if batch.is_empty() {
                 self.report_lag(self.next.saturating_sub(1));
                 tokio::select! {
-                    changed = durable.changed() => if changed.is_err() { return },
-                    () = tx.closed() => return,
-                    () = self.shutdown.cancelled() => {
-                        let _ = tx.send(Err(Error::ShuttingDown.into())).await;
-                        return;
-                    }
+                    changed = durable.changed() => if changed.is_err() { return Ok(()) },
+                    () = outbox.closed() => return Ok(()),
+                    () = self.shutdown.cancelled() => return Err(Some(Error::ShuttingDown.into())),
                 }
                 continue;
             }
-            for event in &batch {
+            // By value, so each event's memory goes as soon as it is handed on.
+            for event in batch {
                 self.next = event.sequence + 1;
-                let group = match self.viewer.view(&mut scan, self.digests, &mut Reading::new(event)) {
-                    Ok(group) => group,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
-                    }
-                };
+                let group =
+                    self.viewer.view(&mut scan, self.digests, &mut Reading::new(&event)).map_err(|e| Some(e.into()))?;
                 if let Some(last) = group.last() {
                     self.report_lag(last.event.sequence.max(last.position));
                 }
                 for viewed in group {
                     let mut delivery = viewed.delivered_to(&self.partner, &self.viewer.access);
                     delivery.first_retained = tell_first_retained.take().unwrap_or_default();
-                    if tx.send(Ok(delivery)).await.is_err() {
-                        return;
+                    if let Sent::Stop = self.send(outbox, Ok(delivery)).await {
+                        return Err(None);
                     }
                     delivered += 1;
                     if self.limit != 0 && delivered >= self.limit {
-                        return;
+                        return Ok(());
                     }
                 }
             }
             if self.shutdown.is_cancelled() {
-                let _ = tx.send(Err(Error::ShuttingDown.into())).await;
-                return;
+                return Err(Some(Error::ShuttingDown.into()));
             }
         }
     }

@@ -4,22 +4,29 @@
 //! delivery topic (`crate::kafka`).
 
 mod journal;
+mod named;
+mod outbox;
 
-use std::collections::{BTreeSet, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use futures::StreamExt;
 use loket_access::SubscribeRefusal;
 use loket_domain::{FieldViolation, PartnerId, StartPosition, DIGEST_TYPE};
 use loket_kafka::StartAt;
 use loket_schema::Registry;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use self::journal::JournalSubscription;
 use crate::access::denials;
+use crate::http::metrics::SUBSCRIPTIONS_OPEN;
 use crate::kafka::{KafkaMode, KafkaStreamRequest};
+use crate::limits::Limits;
 use crate::proto::timestamp::to_micros;
 use crate::proto::{subscribe_request, AckReply, AckRequest, Delivery, SubscribeRequest};
 use crate::view::{Digests, Viewer};
@@ -28,10 +35,50 @@ use crate::Error;
 /// Longest durable subscription name.
 const MAX_NAME_LEN: usize = 64;
 
-/// Deliveries buffered per subscriber stream.
+/// Deliveries buffered per subscriber stream of Kafka mode (whose records are bounded by
+/// the broker's fetch size).
 const STREAM_BUFFER: usize = 256;
 
-pub(crate) type Deliveries = ReceiverStream<Result<Delivery, Status>>;
+pub(crate) type Deliveries = Pin<Box<dyn futures::Stream<Item = Result<Delivery, Status>> + Send>>;
+
+/// Named subscriptions with a stream open on this gateway, by (partner, name), counted.
+type OpenNames = Arc<Mutex<HashMap<(String, String), usize>>>;
+
+/// What an open subscriber stream holds until it ends: its slot in the partner's quota,
+/// its place in the open-subscriptions gauge and, when named, in [`OpenNames`].
+pub(crate) struct Held {
+    _slot: OwnedSemaphorePermit,
+    partner: String,
+    name: String,
+    open: OpenNames,
+}
+
+impl Held {
+    fn new(slot: OwnedSemaphorePermit, partner: &PartnerId, name: &str, open: &OpenNames) -> Self {
+        metrics::gauge!(SUBSCRIPTIONS_OPEN, "partner" => partner.to_string()).increment(1.0);
+        if !name.is_empty() {
+            let mut names = open.lock().unwrap_or_else(|e| e.into_inner());
+            *names.entry((partner.to_string(), name.to_owned())).or_insert(0) += 1;
+        }
+        Self { _slot: slot, partner: partner.to_string(), name: name.to_owned(), open: open.clone() }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        metrics::gauge!(SUBSCRIPTIONS_OPEN, "partner" => self.partner.clone()).decrement(1.0);
+        if !self.name.is_empty() {
+            let mut names = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (std::mem::take(&mut self.partner), std::mem::take(&mut self.name));
+            if let Some(n) = names.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    names.remove(&key);
+                }
+            }
+        }
+    }
+}
 
 /// What subscriptions need.
 #[derive(Clone)]
@@ -41,6 +88,13 @@ pub(crate) struct Subscriptions {
     /// Present when `[kafka]` is configured.
     pub kafka: Option<KafkaMode>,
     pub shutdown: CancellationToken,
+    pub limits: Limits,
+    /// Named subscriptions open now (not expired, listed as open).
+    pub open: OpenNames,
+    /// Bytes buffered per subscriber stream (`[grpc] subscriber_buffer_bytes`).
+    pub buffer_bytes: usize,
+    /// `[grpc] slow_subscriber_timeout_secs`.
+    pub slow_after: Duration,
 }
 
 impl Subscriptions {
@@ -63,8 +117,9 @@ impl Subscriptions {
             denials::record_refusal(&self.viewer.access, "subscribe-refused", partner.as_str(), &e, "", &types).await;
             return Err(e);
         }
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let slot = self.limits.open_subscription(partner)?;
         if let Some(kafka) = self.kafka.as_ref().filter(|_| !req.name.is_empty()) {
+            let (tx, rx) = mpsc::channel(STREAM_BUFFER);
             let request = KafkaStreamRequest {
                 partner: partner.as_str(),
                 name: &req.name,
@@ -80,7 +135,12 @@ impl Subscriptions {
             };
             kafka.subscribe(request, tx, self.shutdown.clone())?;
             tracing::debug!(partner = %partner, name = %req.name, "kafka subscription started");
-            return Ok(ReceiverStream::new(rx));
+            let held = Held::new(slot, partner, &req.name, &self.open);
+            // The stream holds the slot: tonic drops it when the client goes away.
+            return Ok(Box::pin(ReceiverStream::new(rx).map(move |item| {
+                let _held = &held;
+                item
+            })));
         }
         let next = if req.name.is_empty() {
             self.start_sequence(start)?
@@ -95,6 +155,7 @@ impl Subscriptions {
         } else {
             Digests::Skip
         };
+        let (outbox, deliveries) = outbox::outbox(self.buffer_bytes, self.slow_after);
         let subscription = JournalSubscription {
             viewer: self.viewer.clone(),
             partner: partner.to_string(),
@@ -102,11 +163,14 @@ impl Subscriptions {
             types: req.types.into_iter().filter(|t| t != DIGEST_TYPE).collect::<BTreeSet<_>>(),
             digests,
             limit: req.limit,
+            _held: Held::new(slot, partner, &req.name, &self.open),
             name: req.name,
             shutdown: self.shutdown.clone(),
+            slow_secs: self.slow_after.as_secs(),
+            buffer_bytes: self.buffer_bytes,
         };
-        tokio::spawn(subscription.run(tx));
-        Ok(ReceiverStream::new(rx))
+        tokio::spawn(subscription.run(outbox));
+        Ok(Box::pin(deliveries))
     }
 
     /// Every problem with the request at once; where it starts, on the journal and on Kafka.
@@ -152,12 +216,20 @@ impl Subscriptions {
         }
     }
 
+    /// The first sequence to read; a start past the next event to come is OUT_OF_RANGE
+    /// (nothing could ever be delivered before the journal got there).
     fn start_sequence(&self, start: StartPosition) -> Result<u64, Error> {
         let journal = &self.viewer.journal;
         Ok(match start {
             StartPosition::Earliest => 1,
             StartPosition::Latest => journal.last_sequence() + 1,
-            StartPosition::Sequence(s) => s.max(1),
+            StartPosition::Sequence(s) => {
+                let last = journal.last_sequence();
+                if s > last.saturating_add(1) {
+                    return Err(Error::StartBeyondEnd { start: s, last });
+                }
+                s.max(1)
+            }
             StartPosition::Time(micros) => journal.first_sequence_at_or_after(micros)?,
         })
     }
@@ -167,9 +239,11 @@ impl Subscriptions {
     fn resume_or_create(&self, partner: &PartnerId, name: &str, start: StartPosition) -> Result<u64, Error> {
         let journal = &self.viewer.journal;
         if let Some(acked) = journal.cursor(partner.as_str(), name)? {
+            journal.touch_cursor(partner.as_str(), name)?;
             return Ok(acked + 1);
         }
         let first = self.start_sequence(start)?;
+        self.limits.check_named(partner, journal.cursors_of(partner.as_str())?.len())?;
         let acked = journal.create_cursor(partner.as_str(), name, first - 1)?;
         Ok(acked + 1)
     }

@@ -6,7 +6,8 @@
 //! because tonic cannot check client certificates against revocation lists: the client
 //! verifier is webpki's with the `[tls] crl` lists, so a revoked certificate fails the
 //! handshake. Handshakes run in their own tasks (a slow or hostile client holds up no
-//! other), and tonic gets the finished streams with the peer certificates it hands to
+//! other, within `[grpc] handshake_timeout_secs` and the connection limits of
+//! `limits/connections.rs`), and tonic gets the finished streams with the peer certificates it hands to
 //! `Request::peer_certs`.
 
 pub mod certs;
@@ -21,19 +22,14 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKey
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, TlsSource};
+use crate::limits::connections::{self, ConnectionGate, Limited};
 use crate::Error;
-
-/// Longest a client may take over its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Finished handshakes waiting for the server to take them.
-const ACCEPTED_BUFFER: usize = 64;
 
 /// The server's rustls configuration, `None` on an insecure gateway.
 pub(crate) fn server_tls(config: &Config) -> Result<Option<Arc<ServerConfig>>, Error> {
@@ -122,42 +118,16 @@ fn load(client_ca: &Path, server_cert: &Path, server_key: &Path, crls: &[PathBuf
     Ok(Arc::new(config))
 }
 
-/// The connections of `listener` after a successful handshake, each handshake in its own
-/// task. A refused handshake (an unknown CA, a revoked or expired certificate) is logged
-/// with the peer's address and the reason, and the connection closed.
+/// The connections of `listener` under `gate` after a successful handshake within
+/// `timeout`. A refused handshake (an unknown CA, a revoked or expired certificate) is
+/// logged with the peer's address and the reason, and the connection closed.
 pub(crate) fn incoming(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
+    gate: ConnectionGate,
+    timeout: Duration,
     shutdown: CancellationToken,
-) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
-    let (tx, rx) = mpsc::channel(ACCEPTED_BUFFER);
+) -> ReceiverStream<Result<Limited<TlsStream<TcpStream>>, std::io::Error>> {
     let acceptor = TlsAcceptor::from(tls);
-    tokio::spawn(async move {
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of descriptors and the like: wait a moment rather than spin.
-                        tracing::warn!(error = %e, "accepting a connection failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = shutdown.cancelled() => return,
-            };
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(tls)).await;
-                    }
-                    Ok(Err(e)) => tracing::warn!(peer = %peer, error = %e, "tls handshake refused"),
-                    Err(_) => tracing::warn!(peer = %peer, "tls handshake timed out"),
-                }
-            });
-        }
-    });
-    ReceiverStream::new(rx)
+    connections::incoming(listener, gate, timeout, shutdown, move |stream| acceptor.clone().accept(stream))
 }

@@ -1,13 +1,24 @@
-//! The server crate's one error type, and the one place where errors become gRPC statuses.
+//! The server crate's one error type; `status.rs` is the one place where errors become
+//! gRPC statuses.
 
-use std::collections::HashMap;
+mod status;
+
+pub(crate) use status::to_rpc_status;
 
 use loket_domain::FieldViolation;
+use std::time::Duration;
+
 use tonic::Code;
-use tonic_types::{ErrorDetails, StatusExt};
 
 /// The `domain` of every google.rpc.ErrorInfo loket sends.
 pub const ERROR_DOMAIN: &str = "loket";
+
+/// The pause an UNAVAILABLE status advises (google.rpc.RetryInfo): the gateway shutting
+/// down, a store or Kafka briefly unreachable.
+const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
+/// The pause a DISK_LOW refusal advises: space returns when someone or the retention
+/// compaction frees it, not within a second.
+const DISK_LOW_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -76,6 +87,8 @@ pub enum Error {
     InvalidSubscription(Vec<FieldViolation>),
     #[error("no subscription named {name:?} for partner {partner:?}")]
     SubscriptionNotFound { partner: String, name: String },
+    #[error("subscription {name:?} has a stream open; close it before deleting the subscription")]
+    SubscriptionOpen { name: String },
     #[error("cannot acknowledge sequence {sequence}: the journal ends at {last}")]
     AckBeyondEnd { sequence: u64, last: u64 },
     /// The journal could not store or read; the client may retry. Details stay in the log.
@@ -106,6 +119,21 @@ pub enum Error {
     /// Kafka failed while serving a request (subscribe in Kafka mode). Details stay in the log.
     #[error("kafka failure: {0}")]
     Kafka(#[from] loket_kafka::Error),
+    /// Over one of the partner's quotas (`[limits]`).
+    #[error("partner {partner:?} is over its {quota} quota of {limit}; retry in {} ms", .retry_after.as_millis())]
+    QuotaExceeded { partner: String, quota: &'static str, limit: u32, retry_after: Duration },
+    /// The journal queue is past its high-water mark: refused before any work.
+    #[error("the gateway is overloaded; nothing was stored, retry in {} ms", .retry_after.as_millis())]
+    Overloaded { retry_after: Duration },
+    #[error("the subscriber did not read for {seconds} s; its stream is closed and its buffer dropped")]
+    SlowSubscriber { seconds: u64 },
+    #[error("the publish stream sent no event for {seconds} s and is closed")]
+    StreamIdle { seconds: u64 },
+    #[error("cannot start at sequence {start}: the journal ends at {last}, so {} is the furthest start", .last + 1)]
+    StartBeyondEnd { start: u64, last: u64 },
+    /// A request message that is not valid protobuf for its method.
+    #[error("the request is not a valid protobuf message: {0}")]
+    MalformedMessage(String),
     /// A task serving a request ended abnormally. Details stay in the log.
     #[error("a request task failed: {0}")]
     TaskFailed(String),
@@ -159,6 +187,7 @@ impl Error {
             Error::IdConflict { .. } => "ID_CONFLICT",
             Error::InvalidSubscription(_) => "INVALID_SUBSCRIPTION",
             Error::SubscriptionNotFound { .. } => "SUBSCRIPTION_NOT_FOUND",
+            Error::SubscriptionOpen { .. } => "SUBSCRIPTION_OPEN",
             Error::AckBeyondEnd { .. } => "ACK_BEYOND_END",
             Error::Journal(_) => "JOURNAL_UNAVAILABLE",
             Error::ShuttingDown => "SHUTTING_DOWN",
@@ -172,6 +201,12 @@ impl Error {
             Error::SubscriptionNotOpen { .. } => "SUBSCRIPTION_NOT_OPEN",
             Error::AckNotDelivered { .. } => "ACK_NOT_DELIVERED",
             Error::Kafka(_) => "KAFKA_UNAVAILABLE",
+            Error::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
+            Error::Overloaded { .. } => "OVERLOADED",
+            Error::SlowSubscriber { .. } => "SLOW_SUBSCRIBER",
+            Error::StreamIdle { .. } => "STREAM_IDLE",
+            Error::StartBeyondEnd { .. } => "START_BEYOND_END",
+            Error::MalformedMessage(_) => "MALFORMED_MESSAGE",
             Error::TaskFailed(_)
             | Error::Config(_)
             | Error::Tls(_)
@@ -196,7 +231,12 @@ impl Error {
             | Error::InvalidExport(_)
             | Error::InvalidErasure(_)
             | Error::InvalidCase(_)
-            | Error::AckNotDelivered { .. } => Code::InvalidArgument,
+            | Error::AckNotDelivered { .. }
+            | Error::MalformedMessage(_) => Code::InvalidArgument,
+            Error::QuotaExceeded { .. } | Error::Overloaded { .. } | Error::SlowSubscriber { .. } => {
+                Code::ResourceExhausted
+            }
+            Error::StreamIdle { .. } => Code::DeadlineExceeded,
             Error::ReservedType(_)
             | Error::QualityAccessDenied { .. }
             | Error::SourceMismatch { .. }
@@ -215,8 +255,8 @@ impl Error {
                 Code::NotFound
             }
             Error::IdConflict { .. } => Code::AlreadyExists,
-            Error::AckBeyondEnd { .. } => Code::OutOfRange,
-            Error::SubscriptionNotOpen { .. } => Code::FailedPrecondition,
+            Error::AckBeyondEnd { .. } | Error::StartBeyondEnd { .. } => Code::OutOfRange,
+            Error::SubscriptionNotOpen { .. } | Error::SubscriptionOpen { .. } => Code::FailedPrecondition,
             Error::DiskLow { .. } => Code::ResourceExhausted,
             Error::Quality(_)
             | Error::Access(_)
@@ -288,6 +328,9 @@ impl Error {
             Error::ConsentNotOwned { owner, .. } => {
                 vec![FieldViolation::new("/consentId", format!("the form belongs to registrar {owner}"))]
             }
+            Error::StartBeyondEnd { last, .. } => {
+                vec![FieldViolation::new("sequence", format!("must be at most {}", last + 1))]
+            }
             _ => Vec::new(),
         }
     }
@@ -300,8 +343,22 @@ impl Error {
         }
     }
 
+    /// How long the caller should wait before retrying (google.rpc.RetryInfo): the quota's
+    /// own wait, or for a shed or unavailable call a short pause.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::QuotaExceeded { retry_after, .. } if retry_after.is_zero() => None,
+            Error::QuotaExceeded { retry_after, .. } | Error::Overloaded { retry_after } => Some(*retry_after),
+            Error::SlowSubscriber { .. } => Some(UNAVAILABLE_RETRY),
+            // Space comes back when an operator or the retention compaction frees it.
+            Error::DiskLow { .. } => Some(DISK_LOW_RETRY),
+            _ if self.code() == Code::Unavailable => Some(UNAVAILABLE_RETRY),
+            _ => None,
+        }
+    }
+
     /// google.rpc.ErrorInfo metadata.
-    fn metadata(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn metadata(&self) -> Vec<(&'static str, String)> {
         match self {
             Error::PayloadTooLarge { size, limit } => vec![("size", size.to_string()), ("limit", limit.to_string())],
             Error::SchemaViolation { dataschema, .. } => vec![("dataschema", dataschema.clone())],
@@ -330,14 +387,18 @@ impl Error {
             Error::IdConflict { sequence, .. } | Error::NotOnKafka { sequence } => {
                 vec![("sequence", sequence.to_string())]
             }
-            Error::AckBeyondEnd { last, .. } => vec![("last", last.to_string())],
+            Error::AckBeyondEnd { last, .. } | Error::StartBeyondEnd { last, .. } => vec![("last", last.to_string())],
+            Error::DiskLow { free, min_free } => vec![("free", free.to_string()), ("min_free", min_free.to_string())],
+            Error::QuotaExceeded { partner, quota, limit, .. } => {
+                vec![("partner", partner.clone()), ("quota", (*quota).to_owned()), ("limit", limit.to_string())]
+            }
             _ => Vec::new(),
         }
     }
 
     /// The message the client reads: the error itself, except for failures inside the
     /// gateway, whose details stay in the log.
-    fn public_message(&self) -> Option<&'static str> {
+    pub(crate) fn public_message(&self) -> Option<&'static str> {
         Some(match self {
             Error::Quality(_) => "the quality figures cannot be read now; retry later",
             Error::Access(_) => "the access store could not be read or written; retry later",
@@ -400,42 +461,4 @@ fn join(violations: &[FieldViolation]) -> String {
 
 fn join_rules(rules: &[loket_quality::RuleFailure]) -> String {
     rules.iter().map(|r| format!("{}: {}", r.name, r.description)).collect::<Vec<_>>().join("; ")
-}
-
-/// The edge: the one place an error becomes a gRPC status.
-impl From<Error> for tonic::Status {
-    fn from(error: Error) -> Self {
-        if let Some(message) = error.public_message() {
-            tracing::error!(%error, reason = error.reason(), "failure while serving a request");
-            if error.code() == Code::Internal {
-                return tonic::Status::internal(message);
-            }
-            return tonic::Status::with_error_details(error.code(), message, details(&error));
-        }
-        tonic::Status::with_error_details(error.code(), error.to_string(), details(&error))
-    }
-}
-
-fn details(error: &Error) -> ErrorDetails {
-    let mut details = ErrorDetails::new();
-    let metadata: HashMap<String, String> = error.metadata().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-    details.set_error_info(error.reason(), ERROR_DOMAIN, metadata);
-    for v in error.violations() {
-        details.add_bad_request_violation(v.field, v.description);
-    }
-    details
-}
-
-/// The google.rpc.Status a unary call would have failed with, for stream replies.
-pub(crate) fn to_rpc_status(status: &tonic::Status) -> tonic_types::pb::Status {
-    use prost::Message;
-    let plain = || tonic_types::pb::Status {
-        code: status.code() as i32,
-        message: status.message().to_owned(),
-        details: Vec::new(),
-    };
-    if status.details().is_empty() {
-        return plain();
-    }
-    tonic_types::pb::Status::decode(status.details()).unwrap_or_else(|_| plain())
 }

@@ -8,23 +8,20 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use loket_messagelog::LogLine;
-use loket_server::client::{connect, ClientOptions};
 use loket_server::proto::{publish_stream_reply, PublishRequest, PublishStreamReply};
 use prost::Message;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
 use tonic_types::StatusExt;
 
+use self::publisher::{publisher, Publisher};
 use crate::cli::ReplayArgs;
 use crate::EXIT_REJECTED;
 
-/// Requests per partner stream waiting to be sent.
-const SEND_WINDOW: usize = 512;
+mod publisher;
+
 /// Completeness scores closer than this are equal (they are ratios of small integers).
 const EPSILON: f64 = 1e-9;
 
@@ -120,6 +117,10 @@ impl Recorded {
 }
 
 struct Expectation {
+    /// The event as sent, kept to send it again when the gateway advises a retry.
+    request: PublishRequest,
+    /// Retries so far.
+    retry: u32,
     line: u64,
     id: String,
     source: String,
@@ -133,6 +134,15 @@ struct Replayed {
     duplicate: bool,
 }
 
+/// A refused event's status as tonic's (with its details).
+fn refusal(status: &tonic_types::pb::Status) -> tonic::Status {
+    tonic::Status::with_details(
+        tonic::Code::from(status.code),
+        status.message.clone(),
+        tonic::codegen::Bytes::from(status.encode_to_vec()),
+    )
+}
+
 fn replayed(reply: &PublishStreamReply) -> Replayed {
     match &reply.outcome {
         Some(publish_stream_reply::Outcome::Accepted(a)) => {
@@ -144,12 +154,7 @@ fn replayed(reply: &PublishStreamReply) -> Replayed {
             }
         }
         Some(publish_stream_reply::Outcome::Rejected(status)) => {
-            let full = tonic::Status::with_details(
-                tonic::Code::from(status.code),
-                status.message.clone(),
-                tonic::codegen::Bytes::from(status.encode_to_vec()),
-            );
-            let details = full.get_error_details();
+            let details = refusal(status).get_error_details();
             let mut fields: Vec<String> = details
                 .bad_request()
                 .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
@@ -196,43 +201,6 @@ fn differences(recorded: &Recorded, replayed: &Recorded) -> Vec<&'static str> {
 struct Outcome {
     expectation: Expectation,
     replayed: Replayed,
-}
-
-struct Publisher {
-    requests: mpsc::Sender<PublishRequest>,
-    expectations: mpsc::UnboundedSender<Expectation>,
-    reader: JoinHandle<anyhow::Result<()>>,
-}
-
-async fn publisher(
-    options: &ReplayOptions,
-    partner: &str,
-    results: mpsc::UnboundedSender<Outcome>,
-) -> anyhow::Result<Publisher> {
-    let client_options =
-        ClientOptions { server: options.server.clone(), certs: options.certs.clone(), partner: partner.to_owned() };
-    let mut client =
-        connect(&client_options).await.with_context(|| format!("cannot connect to {} as {partner}", options.server))?;
-    let (requests, rx) = mpsc::channel(SEND_WINDOW);
-    let mut replies = client
-        .publish_stream(ReceiverStream::new(rx))
-        .await
-        .map_err(|s| anyhow::anyhow!("publish stream as {partner} refused ({:?}): {}", s.code(), s.message()))?
-        .into_inner();
-    let (expectations, mut expected) = mpsc::unbounded_channel::<Expectation>();
-    let partner = partner.to_owned();
-    let reader = tokio::spawn(async move {
-        while let Some(reply) = replies.next().await {
-            let reply = reply
-                .map_err(|s| anyhow::anyhow!("publish stream as {partner} failed ({:?}): {}", s.code(), s.message()))?;
-            let Some(expectation) = expected.recv().await else {
-                bail!("the gateway answered more events than {partner} sent");
-            };
-            let _ = results.send(Outcome { expectation, replayed: replayed(&reply) });
-        }
-        Ok(())
-    });
-    Ok(Publisher { requests, expectations, reader })
 }
 
 enum Progress {
@@ -407,6 +375,8 @@ pub async fn replay(path: &Path, options: &ReplayOptions) -> anyhow::Result<Summ
         }
         let publisher = publishers.get(&partner).expect("inserted above");
         let expectation = Expectation {
+            request: PublishRequest { event: Some(event) },
+            retry: 0,
             line: number,
             id: line.id.clone(),
             source: line.source.clone(),
@@ -414,9 +384,7 @@ pub async fn replay(path: &Path, options: &ReplayOptions) -> anyhow::Result<Summ
             subject: line.subject.clone(),
             recorded,
         };
-        if publisher.expectations.send(expectation).is_err()
-            || publisher.requests.send(PublishRequest { event: Some(event) }).await.is_err()
-        {
+        if !publisher.send(expectation).await {
             // The reader ended early: its error is reported below.
             break;
         }
@@ -424,9 +392,7 @@ pub async fn replay(path: &Path, options: &ReplayOptions) -> anyhow::Result<Summ
     }
     drop(results_tx);
     for (_, p) in publishers.drain() {
-        drop(p.requests);
-        drop(p.expectations);
-        match p.reader.await {
+        match p.finish().await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => failure = failure.or(Some(e)),
             Err(e) => failure = failure.or(Some(anyhow::anyhow!("reply reader failed: {e}"))),

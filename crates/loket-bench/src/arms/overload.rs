@@ -1,0 +1,169 @@
+//! The `overload` arm: a gateway offered three times what it sustains, from several
+//! partners, plus one abusive partner offering as much again alone. First the saturation
+//! rate S is measured (closed-loop unary publishes); then for the run every partner but
+//! the abuser offers its share of 3·S as an open loop (latency from each request's
+//! scheduled time), the abuser 3·S under a rate quota of S/10, against a gateway whose
+//! `gateway_events_per_second` is S. Reported per partner:
+//! accepted/s, shed (RESOURCE_EXHAUSTED, by reason), p99 of the accepted, errors of any
+//! other kind (which must be 0: no broken pipe, no timeout), and the gateway's RSS.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::corpus::{sources, Item};
+use crate::load::{self, Clients};
+use crate::procs::ServerProcess;
+use crate::stats::{histogram, record, ArmResult};
+
+/// What one partner's open loop saw.
+#[derive(Default)]
+struct Tally {
+    accepted: AtomicU64,
+    /// Refused by intake (the corpus has defects): answered, not shed.
+    refused: AtomicU64,
+    over_quota: AtomicU64,
+    overloaded: AtomicU64,
+    errors: AtomicU64,
+    first_error: Mutex<Option<String>>,
+    latency: Mutex<Option<Histogram<u64>>>,
+}
+
+impl Tally {
+    fn note(&self, outcome: Result<(), tonic::Status>, scheduled: Instant) {
+        match outcome {
+            Ok(()) => {
+                self.accepted.fetch_add(1, Ordering::Relaxed);
+                let mut h = self.latency.lock().expect("histogram lock");
+                record(h.get_or_insert_with(histogram), scheduled.elapsed());
+            }
+            Err(s) if matches!(s.code(), Code::InvalidArgument | Code::AlreadyExists | Code::PermissionDenied) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                let reason = s.get_details_error_info().map(|i| i.reason).unwrap_or_default();
+                let counter = if reason == "OVERLOADED" { &self.overloaded } else { &self.over_quota };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(s) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.first_error.lock().expect("error lock").get_or_insert_with(|| s.to_string());
+            }
+        }
+    }
+}
+
+/// One partner's events offered at `rate` per second for `duration`, each call in its own
+/// task so a slow answer never delays the schedule.
+async fn offer(clients: Arc<Clients>, items: Vec<Item>, rate: f64, duration: Duration, tally: Arc<Tally>) {
+    let total = (rate * duration.as_secs_f64()).max(1.0) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        let scheduled = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(scheduled.into()).await;
+        let item = &items[(i % items.len() as u64) as usize];
+        // Rounds from 10^7 on: never the ids of the saturation run.
+        let request = item.request(10_000_000 + i / items.len() as u64);
+        let mut client = clients.client(&item.source);
+        let tally = tally.clone();
+        tasks.spawn(async move {
+            let outcome = client.publish(request).await.map(drop);
+            tally.note(outcome, scheduled);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+pub async fn overload_arm(
+    work: &Path,
+    certs_dir: &Path,
+    items: &Arc<Vec<Item>>,
+    saturation_events: u64,
+    concurrency: usize,
+    run: Duration,
+) -> anyhow::Result<Vec<ArmResult>> {
+    let partners = sources(items);
+    anyhow::ensure!(partners.len() >= 2, "the overload arm needs events of at least two partners");
+    // The abuser: the partner with the most events, so it can send at any rate.
+    let count = |p: &String| items.iter().filter(|i| &i.source == p).count();
+    let abuser = partners.iter().max_by_key(|p| count(p)).expect("two partners").clone();
+
+    // Saturation, measured without quotas in the way.
+    let unlimited = "[limits]\nevents_per_second = 0\nin_flight = 1000000\nshed_queue_depth = 0\n";
+    let server = ServerProcess::gateway(work, "overload-saturation", certs_dir, unlimited)?;
+    let clients = Clients::connect(&server.url(), certs_dir, items).await?;
+    let saturated = load::unary_closed(&clients, items, concurrency, saturation_events).await?;
+    server.stop()?;
+    let s = (saturated.done as f64 / saturated.elapsed.as_secs_f64()).max(10.0);
+    eprintln!(
+        "overload: saturation {s:.0} events/s; offering 3x from {} partners plus {abuser} alone",
+        partners.len() - 1
+    );
+
+    // The run: production defaults, the gateway's admission rate set to the saturation
+    // just measured (as README advises operators), and the abuser's quota.
+    let quota = ((s / 10.0) as u64).max(1);
+    let config = format!(
+        "[limits]\ngateway_events_per_second = {}\n[limits.partners.{abuser}]\nevents_per_second = {quota}\nburst = {quota}\n",
+        s as u64
+    );
+    let server = ServerProcess::gateway(work, "overload", certs_dir, &config)?;
+    let clients = Arc::new(Clients::connect(&server.url(), certs_dir, items).await?);
+    let others: Vec<&String> = partners.iter().filter(|p| **p != abuser).collect();
+    let mut offered: HashMap<String, f64> =
+        others.iter().map(|p| ((*p).clone(), 3.0 * s / others.len() as f64)).collect();
+    offered.insert(abuser.clone(), 3.0 * s);
+    let tallies: HashMap<String, Arc<Tally>> = partners.iter().map(|p| (p.clone(), Arc::default())).collect();
+    let start = Instant::now();
+    let mut loops = Vec::new();
+    for partner in &partners {
+        let own: Vec<Item> = items.iter().filter(|i| &i.source == partner).cloned().collect();
+        loops.push(tokio::spawn(offer(clients.clone(), own, offered[partner], run, tallies[partner].clone())));
+    }
+    for l in loops {
+        l.await?;
+    }
+    let elapsed = start.elapsed();
+    let (_, peak) = server.memory()?;
+    server.stop()?;
+
+    let mut out = Vec::new();
+    let mut errors = 0;
+    for partner in &partners {
+        let t = &tallies[partner];
+        let accepted = t.accepted.load(Ordering::Relaxed);
+        let refused = t.refused.load(Ordering::Relaxed);
+        let (quota_shed, load_shed) = (t.over_quota.load(Ordering::Relaxed), t.overloaded.load(Ordering::Relaxed));
+        let other = t.errors.load(Ordering::Relaxed);
+        errors += other;
+        let role = if *partner == abuser { "abusive" } else { "partner" };
+        let mut note = format!(
+            "{role}, offered {:.0}/s; shed {} (quota {quota_shed}, overloaded {load_shed}); other errors {other}",
+            offered[partner],
+            quota_shed + load_shed
+        );
+        if let Some(e) = t.first_error.lock().expect("error lock").take() {
+            note.push_str(&format!(" (first: {e})"));
+        }
+        let mut result =
+            ArmResult::new(&format!("overload-{partner}"), accepted + refused, refused, elapsed).note(note);
+        if let Some(h) = t.latency.lock().expect("histogram lock").as_ref() {
+            result = result.latency(h);
+        }
+        result.peak_rss_mib = Some(peak as f64 / (1024.0 * 1024.0));
+        out.push(result);
+    }
+    if errors > 0 {
+        eprintln!("overload: {errors} calls failed with something other than RESOURCE_EXHAUSTED (must be 0)");
+    }
+    Ok(out)
+}
