@@ -3,23 +3,29 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
-#[test]
-fn every_benchmark_arm_runs_and_reports_figures() {
-    let broker = common::kafka::shared_broker();
+/// `loket bench --smoke ARGS`, which must succeed; its output and its JSON report.
+fn smoke(args: &[&str]) -> (Output, Value) {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("bench.json");
-
     let out = Command::new(env!("CARGO_BIN_EXE_loket"))
-        .args(["bench", "--smoke", "--kafka", &broker, "--json"])
+        .args(["bench", "--smoke"])
+        .args(args)
+        .arg("--json")
         .arg(&report)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let doc: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    (out, serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap())
+}
+
+#[test]
+fn every_benchmark_arm_runs_and_reports_figures() {
+    let broker = common::kafka::shared_broker();
+    let (out, doc) = smoke(&["--kafka", &broker]);
     let results = doc["results"].as_array().unwrap();
     let arms: Vec<&str> = results.iter().map(|r| r["arm"].as_str().unwrap()).collect();
     let arm = |name: &str| {
@@ -117,15 +123,7 @@ fn every_benchmark_arm_runs_and_reports_figures() {
 /// The soak arm runs only when named; a smoke run of it samples disk and memory.
 #[test]
 fn the_soak_arm_samples_disk_and_memory() {
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("soak.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_loket"))
-        .args(["bench", "--smoke", "--arms", "soak", "--json"])
-        .arg(&report)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let doc: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let (out, doc) = smoke(&["--arms", "soak"]);
     let results = doc["results"].as_array().unwrap();
     assert_eq!(results.len(), 1, "{results:?}");
     let soak = &results[0];
