@@ -11,9 +11,22 @@ use opentelemetry::trace::TracerProvider;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
+use tracing_subscriber::filter::{filter_fn, Filtered};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+/// The spans of one event's hops (`loket-server`: `trace.rs` lists them). They exist for the
+/// trace exported over OTLP; the log lines leave them out, since formatting their fields
+/// for every event and delivery cost more than the rest of a delivery's tracing.
+const HOP_SPANS: [&str; 5] = ["intake", "journal", "delivery", "relay", "export"];
+
+type Lines = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// The log lines' layer, without the per-event hop spans.
+fn without_hops(lines: Lines) -> Filtered<Lines, impl tracing_subscriber::layer::Filter<Registry>, Registry> {
+    lines.with_filter(filter_fn(|meta| !(meta.is_span() && HOP_SPANS.contains(&meta.name()))))
+}
 
 /// Whether stderr gets ANSI colours: a terminal, and no `NO_COLOR` (https://no-color.org:
 /// set and not empty).
@@ -46,7 +59,7 @@ impl Telemetry {
 /// its exporter's connection lives in the current tokio runtime.
 pub fn init(default_level: &str, format: LogFormat, telemetry: Option<&TelemetryConfig>) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let lines: Box<dyn Layer<Registry> + Send + Sync> = match format {
+    let lines: Lines = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colour()).boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
@@ -77,7 +90,7 @@ pub fn init(default_level: &str, format: LogFormat, telemetry: Option<&Telemetry
         opentelemetry::global::set_tracer_provider(provider.clone());
     }
     let spans = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("loket")));
-    tracing_subscriber::registry().with(lines).with(spans).with(filter).init();
+    tracing_subscriber::registry().with(without_hops(lines)).with(spans).with(filter).init();
     Ok(Telemetry { provider })
 }
 
