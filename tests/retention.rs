@@ -395,3 +395,132 @@ async fn erasing_a_case_leaves_no_payload_byte_and_tells_subscribers() {
     assert!(text.contains(&format!("by quality case {erased}: residence permit granted")), "{text}");
     assert!(text.contains("chain intact"), "{text}");
 }
+
+/// The case pages the chain view links to: (pseudonym, page).
+fn case_pages(gw: &Gateway) -> Vec<(String, String)> {
+    let addr = gw.metrics_addr.unwrap();
+    let (code, chain) = http_get(addr, "/quality/chain");
+    assert_eq!(code, 200, "{chain}");
+    let mut pages: Vec<(String, String)> = chain
+        .split("href=\"/quality/case/")
+        .skip(1)
+        .map(|rest| rest[..rest.find('"').unwrap()].to_owned())
+        .map(|p| (p.clone(), http_get(addr, &format!("/quality/case/{p}")).1))
+        .collect();
+    pages.dedup();
+    pages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_case_leaves_no_handover_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    // Transports expire, baggage stays: a case of transports alone goes entirely, a case
+    // with baggage keeps its baggage and loses the handover its transport triggered.
+    let config = "[quality]\ndigest_interval_secs = 0\n[retention]\ncompact_every = \"1s\"\n\
+                  [retention.types]\n\"transport-status\" = \"3s\"\n";
+    let gw = Gateway::start_in(&data_dir, config).await;
+    let (gone, kept) = ("0000000091", "0000000092");
+    let mut dvo = gw.client("dvo").await;
+    publish(&mut dvo, event("dvo", "transport-status", "gone-ts", &example_for("transport-status", gone)))
+        .await
+        .unwrap();
+    publish(&mut dvo, event("dvo", "baggage", "kept-bag", &example_for("baggage", kept))).await.unwrap();
+    publish(&mut dvo, event("dvo", "transport-status", "kept-ts", &example_for("transport-status", kept)))
+        .await
+        .unwrap();
+    let pages = case_pages(&gw);
+    assert_eq!(pages.len(), 2, "{pages:?}");
+    let (bag, ts) = ("data-type=\"baggage\"", "data-type=\"transport-status\"");
+    let (gone_p, kept_p) = if pages[0].1.contains(bag) { (&pages[1], &pages[0]) } else { (&pages[0], &pages[1]) };
+    assert!(kept_p.1.contains(bag) && !gone_p.1.contains(bag) && !gone_p.1.contains("No handover yet"), "{pages:?}");
+
+    let addr = gw.metrics_addr.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while http_get(addr, &format!("/quality/case/{}", gone_p.0)).0 != 404 {
+        assert!(std::time::Instant::now() < deadline, "the expired case's page stays");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, page) = http_get(addr, &format!("/quality/case/{}", kept_p.0));
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains(bag) && page.contains("No handover yet") && !page.contains(ts), "{page}");
+    let linked: Vec<String> = case_pages(&gw).into_iter().map(|(p, _)| p).collect();
+    assert!(!linked.contains(&gone_p.0) && !linked.contains(&kept_p.0), "expired handovers are not listed: {linked:?}");
+    assert!(metric(addr, "loket_retention_removed_total", &[("store", "handover_cases")]).unwrap() >= 1.0);
+    assert!(metric(addr, "loket_retention_removed_total", &[("store", "handovers")]).unwrap() >= 2.0);
+    gw.stop().await;
+
+    // No tree of the quality store holds the expired case's V-number or pseudonym; the
+    // kept case is still there.
+    let quality = sled::open(data_dir.join("quality")).unwrap();
+    let holding =
+        |needle: &[u8]| -> Vec<String> {
+            let trees = quality.tree_names().into_iter();
+            trees
+                .filter(|name| {
+                    quality.open_tree(name).unwrap().iter().map(Result::unwrap).any(|(k, v)| {
+                        [k.as_ref(), v.as_ref()].iter().any(|b| b.windows(needle.len()).any(|w| w == needle))
+                    })
+                })
+                .map(|name| String::from_utf8_lossy(&name).into_owned())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        };
+    assert_eq!(holding(gone.as_bytes()), Vec::<String>::new());
+    assert_eq!(holding(gone_p.0.as_bytes()), Vec::<String>::new());
+    assert_eq!(holding(kept.as_bytes()), ["chain-cases", "chain-pseudonyms", "chain-sequences", "chain-timeline"]);
+}
+
+/// The ids of the medical files `client` (their publisher) is delivered from the start,
+/// as far as they arrive within a short wait.
+async fn medical_ids(client: &mut loket_server::client::Client) -> Vec<String> {
+    let req = SubscribeRequest {
+        types: vec!["medical-file-transfer".to_owned()],
+        start: Some(Start::Earliest(Earliest {})),
+        limit: 2,
+        ..Default::default()
+    };
+    let mut stream = client.subscribe(req).await.unwrap().into_inner();
+    let mut ids = Vec::new();
+    while let Ok(Some(d)) =
+        tokio::time::timeout(Duration::from_millis(1500), stream.message()).await.unwrap_or(Ok(None))
+    {
+        ids.push(d.event.unwrap().id);
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_medical_file_counted_from_its_case_lives_while_the_case_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[quality]\ndigest_interval_secs = 0\nchain_dir = \"no-handovers\"\n\
+                  [retention]\ncompact_every = \"500ms\"\n[retention.types]\n\
+                  \"medical-file-transfer\" = { period = \"4s\", from = \"case-last-event\" }\n";
+    let gw = Gateway::start_in(dir.path(), config).await;
+    let mut dji = gw.client("dji").await;
+    let (alive, quiet) = ("0000000101", "0000000102");
+    for (id, case) in [("alive-mft", alive), ("quiet-mft", quiet)] {
+        publish(&mut dji, event("dji", "medical-file-transfer", id, &example_for("medical-file-transfer", case)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(medical_ids(&mut dji).await, ["alive-mft", "quiet-mft"]);
+    // The alive case keeps having events (baggage, kept forever); the quiet one has none.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    for n in 0.. {
+        publish(&mut dji, baggage(&format!("alive-bag-{n}"), alive)).await.unwrap();
+        let ids = medical_ids(&mut dji).await;
+        if ids == ["alive-mft"] {
+            break;
+        }
+        assert_eq!(ids, ["alive-mft", "quiet-mft"], "the alive case's file stays while the case has events");
+        assert!(std::time::Instant::now() < deadline, "the quiet case's file never expired");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Once the alive case is quiet too, its file goes as well.
+    while !medical_ids(&mut dji).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the alive case's file never expired after its last event");
+    }
+    gw.stop().await;
+}

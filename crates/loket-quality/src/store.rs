@@ -147,6 +147,23 @@ impl QualityStore {
         update::<Rejections>(&self.rejected, &encode_key(key), |r| r.duplicates += 1)
     }
 
+    /// Drops the buckets (accepted and refused) of days before `day`. They hold no
+    /// personal data, but a bucket per day × partner × type must not add up forever
+    /// (`[retention] quality`). Returns the buckets removed.
+    pub fn expire_days(&self, day: i32) -> Result<u64, Error> {
+        // Not between a pending write's read and its compare-and-swap.
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let end = ((day as u32) ^ 0x8000_0000).to_be_bytes();
+        let mut removed = 0;
+        for tree in [&self.accepted, &self.rejected] {
+            for key in tree.range(..end).keys() {
+                tree.remove(key?)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// The database, for the handover state kept beside the figures ([`crate::chain::ChainStore`]).
     pub fn db(&self) -> &sled::Db {
         &self.db

@@ -190,8 +190,14 @@ pub async fn run_with(
             stopping.clone(),
         )));
     }
-    let compaction =
-        Compaction { journal: journal.clone(), access: access.store.clone(), config: config.retention.clone() };
+    let compaction = Compaction {
+        journal: journal.clone(),
+        access: access.store.clone(),
+        processing: access.processing.clone(),
+        quality: quality.store.clone(),
+        chain: chain.store.clone(),
+        config: config.retention.clone(),
+    };
     background.push(tokio::spawn(compaction.run(stopping.clone())));
     background.push(tokio::spawn(crate::retention::run_pruning(
         journal.clone(),

@@ -89,7 +89,7 @@ fn describe() {
     describe_counter!(IDS_PRUNED, "Id index entries removed because their event left the dedup window.");
     describe_counter!(
         RETENTION_REMOVED,
-        "Entries removed by retention compaction, by store (journal, rejections, payloads purged in place, access_index, denials)."
+        "Entries removed by retention compaction, by store (journal, rejections, payloads purged in place, access_index, denials, handover_events, handovers, handover_cases, processing, quality_days)."
     );
     describe_counter!(RETENTION_RUNS, "Retention compaction passes completed.");
     describe_gauge!(FIRST_RETAINED, "The first sequence still in the journal after retention.");
