@@ -319,9 +319,16 @@ async fn erasing_a_case_leaves_no_payload_byte_and_tells_subscribers() {
     let mut mft = example_for("medical-file-transfer", erased);
     mft["attentionPoints"] = serde_json::json!([marker]);
     let m = publish(&mut dji, event("dji", "medical-file-transfer", "erase-mft", &mft)).await.unwrap();
+    // Refused, with a violation message that quotes the V-number the payload names (which
+    // differs from the subject): the rejection's texts hold it, not only its excerpt.
+    let quoted = "7707707707";
     let mut bad = bag.clone();
     bad["pieces"] = "several".into();
-    assert!(publish(&mut dji, event("dji", "baggage", "erase-refused", &bad)).await.is_err());
+    bad["vNumber"] = quoted.into();
+    let mut refused = event("dji", "baggage", "erase-refused", &bad);
+    refused.subject = erased.to_owned();
+    let status = publish(&mut dji, refused).await.unwrap_err();
+    assert!(violation_fields(&status).contains(&"/vNumber".to_owned()), "{status:?}");
     let other = publish(&mut dji, event("dji", "baggage", "keep-bag", &example_for("baggage", kept))).await.unwrap();
 
     // Only auditors erase; a reason is required.
@@ -388,6 +395,8 @@ async fn erasing_a_case_leaves_no_payload_byte_and_tells_subscribers() {
 
     let found = files_containing(&data_dir, marker.as_bytes());
     assert!(found.is_empty(), "payload bytes of the erased case remain in {found:?}");
+    let found = files_containing(&data_dir, quoted.as_bytes());
+    assert!(found.is_empty(), "the rejection's message of the erased case remains in {found:?}");
     let o = loket_cli(&["audit", "verify", "--data", data_dir.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(o.status.success(), "{text}");
