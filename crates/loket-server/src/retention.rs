@@ -88,18 +88,26 @@ impl Compaction {
 
     /// One pass as of `now` (Unix µs).
     pub fn once(&self, policy: &RetentionPolicy, now: i64) -> Result<(), Error> {
-        let outcome = self.journal.expire(policy, now)?;
-        // Every purged payload, not only this pass's: an earlier pass may have been
-        // interrupted before the access store caught up.
-        let purged: HashSet<u64> = self.journal.purges()?.into_iter().flat_map(|p| p.stripped).collect();
-        let denials_before = self.config.denials.map(|p| before(now, p.0));
-        let first_retained = self.journal.first_retained();
-        let (index_removed, denials_removed) = self.access.expire(first_retained, &purged, denials_before)?;
-        let handover = self.chain.expire(first_retained, &purged)?;
-        let processing_removed = match self.config.processing {
-            Some(p) => self.processing.expire(before(now, p.0))?,
-            None => 0,
+        // Without periods for entries (only the figures' default one) nothing can have
+        // expired, and the access index is not scanned for nothing.
+        let (outcome, index_removed, denials_removed, handover, processing_removed) = if self.config.any() {
+            let outcome = self.journal.expire(policy, now)?;
+            // Every purged payload, not only this pass's: an earlier pass may have been
+            // interrupted before the access store caught up.
+            let purged: HashSet<u64> = self.journal.purges()?.into_iter().flat_map(|p| p.stripped).collect();
+            let denials_before = self.config.denials.map(|p| before(now, p.0));
+            let first_retained = self.journal.first_retained();
+            let (index, denials) = self.access.expire(first_retained, &purged, denials_before)?;
+            let handover = self.chain.expire(first_retained, &purged)?;
+            let processing = match self.config.processing {
+                Some(p) => self.processing.expire(before(now, p.0))?,
+                None => 0,
+            };
+            (outcome, index, denials, handover, processing)
+        } else {
+            Default::default()
         };
+        let first_retained = self.journal.first_retained();
         // A day's figures go once the whole day is older than the period.
         let first_day = day_of(before(now, self.config.quality.0));
         let days_removed = self.quality.expire_days(first_day)? + self.chain.expire_days(first_day)?;

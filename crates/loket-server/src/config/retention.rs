@@ -77,6 +77,15 @@ impl RetentionConfig {
         }
     }
 
+    /// Whether any entry expires (the quality figures' days always do, by their default).
+    pub fn any(&self) -> bool {
+        self.default.is_some()
+            || !self.types.is_empty()
+            || self.rejections.is_some()
+            || self.denials.is_some()
+            || self.processing.is_some()
+    }
+
     /// Every problem: unknown event types, zero periods.
     pub fn problems(&self, registry: &Registry) -> Vec<String> {
         let known: Vec<&str> = registry.event_types().collect();
