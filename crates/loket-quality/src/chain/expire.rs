@@ -198,6 +198,10 @@ mod tests {
         assert_eq!(sequences(&store, "A"), Some((vec![4], vec![])));
         assert!(store.recent(10, false).unwrap().is_empty());
         assert_eq!(store.expire(4, &HashSet::new()).unwrap(), Removed::default(), "nothing twice");
+        // The day's figures stay until the day is past the quality period (day 0 here).
+        assert_eq!(store.expire_days(0).unwrap(), 0);
+        assert_eq!(store.expire_days(1).unwrap(), 1);
+        assert_eq!(store.days.len(), 0);
         assert!(store.erase_case("A").unwrap());
         assert_eq!((sequences(&store, "A"), store.sequences.len()), (None, 0));
     }
