@@ -57,7 +57,7 @@ pub async fn soak_arm(work: &Path, certs_dir: &Path, items: &Arc<Vec<Item>>, pla
     server.stop()?;
     for t in stores::per_tree(&data_dir)? {
         eprintln!(
-            "soak: {:<10} {:<24} {:>9} entries {:>10.1} KiB",
+            "soak tree: {:<10} {:<24} {:>9} entries {:>10.1} KiB",
             t.store,
             t.tree,
             t.entries,
