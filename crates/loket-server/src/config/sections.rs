@@ -70,7 +70,7 @@ pub struct GrpcConfig {
     #[serde(default = "default_keepalive_timeout_secs")]
     pub keepalive_timeout_secs: u64,
     /// Seconds a unary call may take (a client's shorter `grpc-timeout` wins); then it
-    /// ends with CANCELLED ("Timeout expired", tonic's own status). Streams are not cut.
+    /// ends with DEADLINE_EXCEEDED (reason REQUEST_TIMEOUT). Streams are not cut.
     #[serde(default = "default_request_timeout_secs")]
     pub request_timeout_secs: u64,
     /// Seconds a publish stream may stay without a new event and with nothing pending
