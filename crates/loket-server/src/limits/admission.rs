@@ -19,8 +19,8 @@
 //! - while it is below, the limit grows by one per limit's worth of replies, up to
 //!   `gateway_in_flight`;
 //! - a publish that waited longer than the target before its handler ran, while the limit
-//!   is cut, is refused there: it would miss its latency whatever happens next, and
-//!   refusing it is cheaper than serving it (CoDel's drop of old work).
+//!   is cut and reached, is refused there: it would miss its latency whatever happens
+//!   next, and refusing it is cheaper than serving it (CoDel's drop of old work).
 //!
 //! A refusal is `Error::Overloaded` (RESOURCE_EXHAUSTED, reason OVERLOADED, RetryInfo).
 //! Streams are not counted: each stream is already bounded by its own window
@@ -35,8 +35,10 @@ use loket_domain::PartnerId;
 use crate::http::metrics as m;
 use crate::Error;
 
-/// The limit never falls below this, so the gateway keeps serving and keeps measuring.
-const MIN_LIMIT: f64 = 4.0;
+/// The limit never falls below this (or `gateway_in_flight` when smaller), so the
+/// gateway keeps serving and measuring, and a slow gateway at low load (a debug build, a
+/// large event on a slow link) does not shed a handful of concurrent callers.
+const MIN_LIMIT: f64 = 16.0;
 /// Weight of a new latency sample in the moving average.
 const SMOOTHING: f64 = 1.0 / 16.0;
 /// What is left of the in-flight count when the latency is over target.
@@ -51,6 +53,7 @@ struct State {
 
 pub(crate) struct Admission {
     max: f64,
+    min: f64,
     target: Duration,
     in_flight: AtomicU32,
     state: Mutex<State>,
@@ -70,9 +73,10 @@ impl Admission {
     /// `max` publishes in flight at most; `target` the latency to hold (zero: a fixed
     /// limit of `max`, never adapted).
     pub fn new(max: u32, target: Duration) -> Arc<Self> {
-        let max = f64::from(max).max(MIN_LIMIT);
+        let max = f64::from(max.max(1));
         Arc::new(Self {
             max,
+            min: MIN_LIMIT.min(max),
             target,
             in_flight: AtomicU32::new(0),
             state: Mutex::new(State { limit: max, latency: 0.0, last_cut: Instant::now() }),
@@ -114,7 +118,7 @@ impl Admission {
         if state.latency > self.target.as_secs_f64() {
             if now.duration_since(state.last_cut) >= self.target {
                 let in_flight = f64::from(self.in_flight.load(Ordering::Acquire));
-                state.limit = (state.limit.min(in_flight) * CUT).max(MIN_LIMIT);
+                state.limit = (state.limit.min(in_flight) * CUT).max(self.min);
                 state.last_cut = now;
             }
         } else {
@@ -134,7 +138,11 @@ impl Ticket {
         metrics::histogram!(m::PUBLISH_WAIT).record(waited.as_secs_f64());
         let admission = &self.admission;
         let target = admission.target;
-        if !target.is_zero() && waited > target && admission.state().limit < admission.max {
+        // Only while the limit is cut and reached: at low load a publish that took long
+        // to arrive (a large event on a slow link) is no sign of a queue.
+        let limit = admission.state().limit;
+        let full = f64::from(admission.in_flight.load(Ordering::Acquire)) >= limit.floor();
+        if !target.is_zero() && waited > target && limit < admission.max && full {
             metrics::counter!(m::PUBLISH_SHED, "partner" => partner.to_string()).increment(1);
             return Err(Error::Overloaded { retry_after });
         }
