@@ -122,10 +122,6 @@ fn describe() {
         Unit::Bytes,
         "Bytes each store (journal, access, quality) takes under the data directory."
     );
-    describe_gauge!(
-        SUBSCRIBER_LAG,
-        "Events in the journal after the last one delivered, per partner and subscription name."
-    );
     describe_gauge!(RELAY_BACKLOG, "Events stored in the journal but not yet confirmed by Kafka (with [kafka]).");
     describe_gauge!(RELAY_OLDEST_AGE, Unit::Seconds, "Age of the oldest event not yet on Kafka; 0 without a backlog.");
     describe_gauge!(FILL_RATE, "Share of accepted events with the expected field filled, all time.");
