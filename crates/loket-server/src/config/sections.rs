@@ -82,8 +82,9 @@ pub struct GrpcConfig {
     /// buffered for it is dropped (it resumes from its cursor or a start position).
     #[serde(default = "default_slow_subscriber_timeout_secs")]
     pub slow_subscriber_timeout_secs: u64,
-    /// Most bytes of deliveries buffered in the gateway per subscriber stream (besides
-    /// HTTP/2's own send window); a larger single delivery still goes out alone.
+    /// Most bytes of deliveries buffered in the gateway per subscriber stream, in journal
+    /// and Kafka mode alike (besides HTTP/2's own send window); a larger single delivery
+    /// still goes out alone.
     #[serde(default = "default_subscriber_buffer_bytes")]
     pub subscriber_buffer_bytes: usize,
 }
