@@ -28,7 +28,8 @@ const V_NUMBER: &str = "vNumber";
 /// Pseudonyms under one key.
 #[derive(Clone)]
 pub struct Pseudonymiser {
-    key: Vec<u8>,
+    /// The MAC keyed once: keying hashes the key, so each pseudonym starts from a clone.
+    keyed: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for Pseudonymiser {
@@ -48,7 +49,7 @@ pub struct Pseudonymised {
 
 impl Pseudonymiser {
     pub fn new(key: &[u8]) -> Self {
-        Self { key: key.to_vec() }
+        Self { keyed: Hmac::<Sha256>::new_from_slice(key).expect("hmac takes keys of any length") }
     }
 
     /// `count` keyed bytes for `value` in `domain` (a V-number and a text that happen to
@@ -57,7 +58,7 @@ impl Pseudonymiser {
         let mut out = Vec::with_capacity(count + 32);
         let mut block = 0u32;
         while out.len() < count {
-            let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("hmac takes keys of any length");
+            let mut mac = self.keyed.clone();
             mac.update(domain.as_bytes());
             mac.update(&[0]);
             mac.update(value.as_bytes());
@@ -74,7 +75,7 @@ impl Pseudonymiser {
     /// A value's keyed digest, 64 hex digits: a pseudonym without the value's shape, for
     /// records that must never hold the value itself (the processing log).
     pub fn digest(&self, domain: &str, value: &str) -> String {
-        self.stream(domain, value, 32).iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.stream(domain, value, 32))
     }
 
     pub fn case(&self, case: &str) -> String {

@@ -63,7 +63,7 @@ pub fn valid_tracestate(text: &str) -> bool {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 fn hex_bytes<const N: usize>(text: &str) -> Option<[u8; N]> {

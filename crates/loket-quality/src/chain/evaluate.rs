@@ -4,6 +4,9 @@
 
 use std::sync::{Arc, OnceLock};
 
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -90,16 +93,73 @@ fn latest_value(l: &LatestEvent) -> Value {
     event_value(&l.event_type, &l.source, l.received_at_micros, l.at_micros, &l.data)
 }
 
-/// Whether `program` gives `true`; anything else is `Err` with the reason, or `Ok(false)`.
-fn holds(program: &cel::Program, vars: &[(&str, &Value)]) -> Result<bool, String> {
-    let mut context = cel::Context::with_env(env());
-    for (name, value) in vars {
-        context.add_variable(*name, *value).map_err(|e| format!("cannot pass {name}: {e}"))?;
+/// A JSON value as CEL holds it. Converting a value costs more than evaluating an
+/// expression on it, so each value is converted once per trigger and lent to every
+/// expression that reads it (see [`Vars`]).
+type CelValue = Box<dyn Val>;
+
+fn cel_value(value: &Value) -> Result<CelValue, String> {
+    let value = cel::to_value(value).map_err(|e| format!("cannot pass a value: {e}"))?;
+    value.try_into().map_err(|e| format!("cannot pass a value: {e}"))
+}
+
+/// The variables of one evaluation, lent to CEL rather than copied into its context.
+struct Vars<'a>(Vec<(&'static str, &'a (dyn Val + 'a))>);
+
+impl VariableResolver for Vars<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        self.0.iter().find(|(name, _)| *name == variable).map(|(_, value)| CowVal::Borrowed(*value))
     }
+}
+
+/// Whether `program` gives `true`; anything else is `Err` with the reason, or `Ok(false)`.
+fn holds(program: &cel::Program, vars: &Vars<'_>) -> Result<bool, String> {
+    let mut context = cel::Context::with_env(env());
+    context.set_variable_resolver(vars);
     match program.execute(&context) {
         Ok(cel::Value::Bool(b)) => Ok(b),
         Ok(other) => Err(format!("the expression gave {other:?}, not a boolean")),
         Err(e) => Err(format!("the expression could not be evaluated: {e}")),
+    }
+}
+
+/// The values items are evaluated on, each converted once: the trigger, the case (every
+/// latest event) and, on first use, each latest event an item names.
+struct ItemValues<'s> {
+    trigger: Result<CelValue, String>,
+    case: Result<CelValue, String>,
+    latest: Vec<Option<Result<CelValue, String>>>,
+    state: &'s CaseState,
+}
+
+impl<'s> ItemValues<'s> {
+    fn new(state: &'s CaseState, trigger: &Observed<'_>, data: &Map<String, Value>) -> Self {
+        let trigger =
+            event_value(trigger.event_type, trigger.source, trigger.received_at_micros, trigger.at_micros(), data);
+        let case = Value::Array(state.latest.iter().map(latest_value).collect());
+        ItemValues {
+            trigger: cel_value(&trigger),
+            case: cel_value(&case),
+            latest: vec![None; state.latest.len()],
+            state,
+        }
+    }
+
+    /// Converts `found` on first use; returns where it is kept (`None`: the trigger).
+    fn convert(&mut self, found: Option<&LatestEvent>) -> Option<usize> {
+        let index = found.and_then(|found| self.state.latest.iter().position(|l| std::ptr::eq(l, found)))?;
+        self.latest[index].get_or_insert_with(|| cel_value(&latest_value(&self.state.latest[index])));
+        Some(index)
+    }
+
+    /// The variables of an item whose `event` was converted at `index`.
+    fn vars(&self, index: Option<usize>) -> Result<Vars<'_>, String> {
+        let event = index.and_then(|i| self.latest[i].as_ref()).unwrap_or(&self.trigger);
+        [("trigger", &self.trigger), ("event", event), ("case", &self.case)]
+            .into_iter()
+            .map(|(name, value)| value.as_ref().map(|v| (name, v.as_ref())).map_err(Clone::clone))
+            .collect::<Result<Vec<_>, String>>()
+            .map(Vars)
     }
 }
 
@@ -115,21 +175,22 @@ impl HandoverSet {
             Value::Object(o) => self.members.iter().filter_map(|m| Some((m.clone(), o.get(m)?.clone()))).collect(),
             _ => Map::new(),
         };
-        let payload = Value::Object(data.clone());
-        let trigger_value =
-            event_value(trigger.event_type, trigger.source, trigger.received_at_micros, trigger.at_micros(), &data);
-        let case = Value::Array(state.latest.iter().map(latest_value).collect());
+        let payload = cel_value(&Value::Object(data.clone()));
+        // Most triggers are no handover (their `when` fails): the trigger and the case are
+        // made into values only for one that is.
+        let mut values = None;
         let mut out = Vec::new();
         for handover in candidates {
             // A trigger condition that cannot be evaluated is not a handover: nothing to count.
-            if holds(&handover.when, &[(DATA, &payload)]) != Ok(true) {
+            let when = payload
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|p| holds(&handover.when, &Vars(vec![(DATA, p.as_ref())])));
+            if when != Ok(true) {
                 continue;
             }
-            let items = handover
-                .items
-                .iter()
-                .filter_map(|item| item_outcome(item, state, trigger, &trigger_value, &case))
-                .collect();
+            let values = values.get_or_insert_with(|| ItemValues::new(state, trigger, &data));
+            let items = handover.items.iter().filter_map(|item| item_outcome(item, state, trigger, values)).collect();
             out.push(HandoverOutcome {
                 kind: handover.kind.clone(),
                 receiver: handover.receiver.clone(),
@@ -149,16 +210,12 @@ fn item_outcome(
     item: &Item,
     state: &CaseState,
     trigger: &Observed<'_>,
-    trigger_value: &Value,
-    case: &Value,
+    values: &mut ItemValues<'_>,
 ) -> Option<ItemOutcome> {
     let (partner, event_type, found) = match &item.source {
         Some(s) => (s.partner.as_str(), s.event_type.as_str(), state.latest(&s.event_type, &s.partner)),
         None => (trigger.source, trigger.event_type, None),
     };
-    let event_value = found.map(latest_value);
-    let event = event_value.as_ref().unwrap_or(trigger_value);
-    let vars = [("trigger", trigger_value), ("event", event), ("case", case)];
     let mut outcome = ItemOutcome {
         item: item.name.clone(),
         partner: partner.to_owned(),
@@ -166,8 +223,10 @@ fn item_outcome(
         status: ItemStatus::Met,
         error: String::new(),
     };
+    let index = values.convert(found);
+    let vars = values.vars(index);
     // An `applies` that cannot be evaluated keeps the item due: not knowing is no excuse.
-    if holds(&item.applies, &vars) == Ok(false) {
+    if vars.as_ref().map_err(Clone::clone).and_then(|vars| holds(&item.applies, vars)) == Ok(false) {
         return None;
     }
     if item.source.is_some() && found.is_none() {
@@ -180,7 +239,7 @@ fn item_outcome(
             return Some(outcome);
         }
     }
-    match holds(&item.expr, &vars) {
+    match vars.and_then(|vars| holds(&item.expr, &vars)) {
         Ok(true) => {}
         Ok(false) => outcome.status = ItemStatus::Unmet,
         Err(e) => {

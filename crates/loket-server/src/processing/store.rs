@@ -1,8 +1,14 @@
 //! The processing log on disk: a sled database `<data_dir>/processing`, written by one
-//! thread in batches so that no request waits for it. Records are keyed by the data
-//! subject's pseudonym (32 bytes) and a number in write order, so one subject's records
-//! are one range scan; the V-number itself is never written. The pseudonym key is random
-//! per gateway and kept in the database.
+//! thread in batches so that no request waits for it. The V-number itself is never
+//! written, only its pseudonym; the pseudonym key is random per gateway and kept in the
+//! database.
+//!
+//! A batch is stored as one value (tree `batches`, keyed by its number in write order), and
+//! beside it the sorted 8-byte prefixes of the pseudonyms it holds (tree `subjects`, same
+//! key). A replay delivers hundreds of thousands of events, each a record: one sled value
+//! per record under a random pseudonym key made sled's index the processing log's main
+//! cost, where one value per batch is appended. Listing a subject reads the prefix lists
+//! and decodes only the batches that may hold it.
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::thread::JoinHandle;
@@ -17,6 +23,11 @@ const BATCH_INTERVAL: Duration = Duration::from_millis(100);
 const BATCH_RECORDS: usize = 4096;
 
 const KEY: &[u8] = b"key";
+const BATCHES: &str = "batches";
+const SUBJECTS: &str = "subjects";
+/// Bytes of a pseudonym kept in a batch's subject list: enough to skip nearly every batch
+/// that does not hold the subject.
+const PREFIX: usize = 8;
 
 /// One processing, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,25 +124,89 @@ fn write(db: &sled::Db, records: Vec<Stored>) -> Result<(), Error> {
     if records.is_empty() {
         return Ok(());
     }
-    let mut batch = sled::Batch::default();
-    for record in &records {
-        let mut key = hex_bytes(&record.subject);
-        key.extend_from_slice(&db.generate_id().map_err(storage)?.to_be_bytes());
-        batch.insert(key, serde_json::to_vec(record).map_err(storage)?);
-    }
-    db.apply_batch(batch).map_err(storage)?;
+    let mut prefixes: Vec<[u8; PREFIX]> = records.iter().filter_map(|r| prefix(&r.subject)).collect();
+    prefixes.sort_unstable();
+    prefixes.dedup();
+    let key = db.generate_id().map_err(storage)?.to_be_bytes();
+    let batch = serde_json::to_vec(&records).map_err(storage)?;
+    let (batches, subjects) = (db.open_tree(BATCHES).map_err(storage)?, db.open_tree(SUBJECTS).map_err(storage)?);
+    // The batch first: a subject list never names a batch that is not there.
+    batches.insert(key, batch).map_err(storage)?;
+    subjects.insert(key, prefixes.concat()).map_err(storage)?;
     db.flush().map_err(storage)?;
     Ok(())
 }
 
 /// Every record of the subject with pseudonym `subject`, in write order.
 pub(crate) fn records(db: &sled::Db, subject: &str) -> Result<Vec<Stored>, Error> {
-    db.scan_prefix(hex_bytes(subject))
-        .values()
-        .map(|v| serde_json::from_slice(&v.map_err(storage)?).map_err(storage))
-        .collect()
+    let Some(wanted) = prefix(subject) else { return Ok(Vec::new()) };
+    let (batches, subjects) = (db.open_tree(BATCHES).map_err(storage)?, db.open_tree(SUBJECTS).map_err(storage)?);
+    // Records written one value each, under the pseudonym, by gateways before batches.
+    let mut out: Vec<Stored> = match hex::decode(subject) {
+        Ok(key) => db
+            .scan_prefix(key)
+            .values()
+            .map(|v| serde_json::from_slice(&v.map_err(storage)?).map_err(storage))
+            .collect::<Result<_, _>>()?,
+        Err(_) => Vec::new(),
+    };
+    for entry in subjects.iter() {
+        let (key, list) = entry.map_err(storage)?;
+        let holds = list.chunks_exact(PREFIX).collect::<Vec<_>>().binary_search(&wanted.as_slice()).is_ok();
+        if !holds {
+            continue;
+        }
+        let Some(batch) = batches.get(&key).map_err(storage)? else { continue };
+        let batch: Vec<Stored> = serde_json::from_slice(&batch).map_err(storage)?;
+        out.extend(batch.into_iter().filter(|r| r.subject == subject));
+    }
+    Ok(out)
 }
 
-fn hex_bytes(hex: &str) -> Vec<u8> {
-    (0..hex.len() / 2).filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect()
+/// The first bytes of a pseudonym (hex), as the subject lists keep them.
+fn prefix(hex: &str) -> Option<[u8; PREFIX]> {
+    let bytes = hex::decode(hex.get(..2 * PREFIX)?).ok()?;
+    bytes.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(subject: &str, sequence: u64) -> Stored {
+        Stored {
+            operation: "delivery".into(),
+            channel: "grpc".into(),
+            activity: "a".into(),
+            partner: "dji".into(),
+            event_type: "baggage".into(),
+            event_id: format!("e{sequence}"),
+            sequence,
+            trace_id: String::new(),
+            span_id: String::new(),
+            parent_span_id: String::new(),
+            status: "ok".into(),
+            started_micros: 1,
+            ended_micros: 2,
+            subject: subject.into(),
+        }
+    }
+
+    #[test]
+    fn a_subject_is_found_in_every_batch_that_holds_it_and_only_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = open(dir.path()).unwrap();
+        let (a, b) = ("aa".repeat(32), "ab".repeat(32));
+        // Same 8-byte prefix, another subject: the list lets the batch through, the filter not.
+        let c = format!("{}{}", "aa".repeat(8), "cc".repeat(24));
+        write(&db, vec![record(&a, 1), record(&b, 2)]).unwrap();
+        write(&db, vec![record(&b, 3)]).unwrap();
+        write(&db, vec![record(&c, 4), record(&a, 5)]).unwrap();
+        let found: Vec<u64> = records(&db, &a).unwrap().iter().map(|r| r.sequence).collect();
+        assert_eq!(found, vec![1, 5]);
+        let found: Vec<u64> = records(&db, &b).unwrap().iter().map(|r| r.sequence).collect();
+        assert_eq!(found, vec![2, 3]);
+        assert!(records(&db, &"ff".repeat(32)).unwrap().is_empty());
+        assert!(records(&db, "not hex").unwrap().is_empty());
+    }
 }
