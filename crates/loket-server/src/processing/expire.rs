@@ -1,35 +1,16 @@
 //! Retention of the processing log (`[retention] processing`): records that ended before
-//! a cut-off are removed. Records are keyed by subject for the auditor's one range scan,
-//! not by time, so a pass reads every record's end time; the pass runs in the background
-//! compaction, never on the writer's thread, and the log it scans is the one retention
-//! keeps bounded.
+//! a cut-off are removed. Batches are stored in write order, which is the order records
+//! ended in, so a pass reads batches from the oldest until one holds only records to keep
+//! (`store::expire`); it runs in the background compaction, never on the writer's thread.
 
-use serde::Deserialize;
-
-use super::ProcessingLog;
+use super::{store, ProcessingLog};
 use crate::Error;
-
-/// The one member expiry reads; the others are skipped unbuilt.
-#[derive(Deserialize)]
-struct Ended {
-    ended_micros: i64,
-}
 
 impl ProcessingLog {
     /// Removes the records that ended before `before` (Unix µs); returns how many.
     pub fn expire(&self, before: i64) -> Result<u64, Error> {
         let Some(inner) = &self.inner else { return Ok(0) };
-        let storage = |e: sled::Error| Error::Processing(e.to_string());
-        let mut removed = 0;
-        for item in inner.db.iter() {
-            let (key, value) = item.map_err(storage)?;
-            let ended: Ended = serde_json::from_slice(&value).map_err(|e| Error::Processing(e.to_string()))?;
-            if ended.ended_micros < before {
-                inner.db.remove(key).map_err(storage)?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        store::expire(&inner.db, before)
     }
 }
 
