@@ -132,4 +132,9 @@ fn the_soak_arm_samples_disk_and_memory() {
     assert!(soak["note"].as_str().unwrap().contains("disk/RSS MiB"), "{soak}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().filter(|l| l.starts_with("soak:")).count(), 12, "{stderr}");
+    // After the run, the size of every sled tree, per store.
+    let trees: Vec<&str> = stderr.lines().filter(|l| l.starts_with("soak tree:")).collect();
+    for tree in ["journal    events", "quality    chain-timeline", "processing __sled__default"] {
+        assert!(trees.iter().any(|l| l.contains(tree)), "{tree}: {stderr}");
+    }
 }

@@ -787,3 +787,68 @@ async fn an_erased_case_leaves_a_tombstone_per_event_on_the_delivery_topics() {
     assert_eq!(records.iter().filter(|r| !r.null_value).count(), 3, "the events themselves were produced before");
     gw.stop().await;
 }
+
+/// A Kafka-mode subscriber that stops reading holds no more than its buffer (in bytes, as
+/// in journal mode) and, after the slow-subscriber timeout, is disconnected with
+/// SLOW_SUBSCRIBER: what was buffered, then the status, and nothing of the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_mode_subscriber_that_stops_reading_is_bounded_and_dropped() {
+    const EVENTS: usize = 40;
+    let brokers = shared_broker();
+    let prefix = unique_prefix();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{}\n[grpc]\nsubscriber_buffer_bytes = 65536\nslow_subscriber_timeout_secs = 2\n",
+        kafka_toml(&brokers, &prefix, "")
+    );
+    let gw = Gateway::start_in(dir.path(), &toml).await;
+    let mut dtv = gw.client("dtv").await;
+    // About 100 KB each: 4 MB in all, more than HTTP/2's windows and the socket buffers
+    // take, so the gateway's side of the stream fills up.
+    for i in 0..EVENTS {
+        let mut data = example_for("baggage", "5000000002");
+        let description = format!("{i:05}").repeat(100);
+        data["items"] = serde_json::json!(vec![serde_json::json!({"category": "other", "description": description}); 200]);
+        publish(&mut dtv, event("dtv", "baggage", &format!("big-{i:02}"), &data)).await.unwrap();
+    }
+    wait_drained(&mut dtv).await;
+
+    let mut kmar = gw.client("kmar").await;
+    let request = SubscribeRequest {
+        types: vec![],
+        start: Some(Start::Earliest(Earliest {})),
+        name: "stalled".to_owned(),
+        limit: 0,
+    };
+    let mut stream = kmar.subscribe(request).await.unwrap().into_inner();
+    let metrics = gw.metrics_addr.unwrap();
+    let slow = || metric(metrics, "loket_slow_subscribers_total", &[("partner", "kmar")]).unwrap_or(0.0);
+    for _ in 0..600 {
+        if slow() >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(slow(), 1.0, "the stalled Kafka-mode subscriber was dropped");
+    let mut delivered = 0;
+    let ending = loop {
+        match stream.message().await {
+            Ok(Some(_)) => delivered += 1,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    let (reason, retry, _) = exhausted(&ending);
+    assert_eq!(reason, "SLOW_SUBSCRIBER");
+    assert!(retry.is_some(), "RetryInfo: {ending:?}");
+    assert!(delivered < EVENTS, "only what was in flight before the stall: {delivered} of {EVENTS}");
+    let open = || metric(metrics, "loket_subscriptions_open", &[("partner", "kmar")]);
+    for _ in 0..600 {
+        if open() == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(open(), Some(0.0), "its slot is free again");
+    gw.stop().await;
+}

@@ -1,5 +1,7 @@
-//! Bounded growth through the real interface: the dedup window, the rejection log's payload
-//! cap and the disk-space floor (`[journal]`).
+//! Bounded growth through the real interface: the dedup window and the rejection log's
+//! payload cap (`[journal]`), retention (`[retention]`: expiry from every store, including
+//! what the handover state derived; periods from a case's last event) and erasure by case.
+//! The disk-space floor is in disk.rs.
 
 mod common;
 
@@ -11,9 +13,6 @@ use loket_journal::{Journal, JournalConfig};
 use loket_server::proto::{subscribe_request::Start, Earliest, SubscribeRequest};
 use sha2::{Digest, Sha256};
 use tonic::Code;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 fn baggage(id: &str, case: &str) -> loket_server::proto::CloudEvent {
     event("dji", "baggage", id, &example_for("baggage", case))
@@ -80,113 +79,6 @@ fn dir_size(dir: &Path) -> u64 {
         .map(|e| e.unwrap())
         .map(|e| if e.metadata().unwrap().is_dir() { dir_size(&e.path()) } else { e.metadata().unwrap().len() })
         .sum()
-}
-
-/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop. `None` where this
-/// process may not mount (not root, or no mount namespace rights).
-struct SmallFs {
-    dir: PathBuf,
-    _parent: tempfile::TempDir,
-}
-
-impl SmallFs {
-    fn mount(size: &str) -> Option<SmallFs> {
-        let parent = tempfile::tempdir().ok()?;
-        let dir = parent.path().join("small");
-        std::fs::create_dir(&dir).ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(SmallFs { dir, _parent: parent })
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
-}
-
-async fn health(gw: &Gateway, service: &str) -> ServingStatus {
-    let (endpoint, header) = loket_server::client::endpoint(&gw.options("dji")).unwrap();
-    let mut health = HealthClient::with_interceptor(endpoint.connect().await.unwrap(), header);
-    let reply = health.check(HealthCheckRequest { service: service.to_owned() }).await.unwrap().into_inner();
-    ServingStatus::try_from(reply.status).unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_low_disk_refuses_publishes_before_storage_fails_and_recovers() {
-    let Some(fs) = SmallFs::mount("24m") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); the disk-low test did not run");
-        return;
-    };
-    let data_dir = fs.dir.join("data");
-    std::fs::create_dir(&data_dir).unwrap();
-    // Certificates first, so the ballast leaves what the stores get.
-    let gw = Gateway::start_in(&data_dir, "[journal]\nmin_free_bytes = 4000000\ncache_mib = 4\n").await;
-    let ballast = fs.dir.join("ballast");
-    let free = free_space(&fs.dir);
-    std::fs::write(&ballast, vec![7u8; (free - 8_000_000) as usize]).unwrap();
-    assert_eq!(health(&gw, loket_server::PUBLISH_HEALTH).await, ServingStatus::Serving);
-
-    let mut client = gw.client("dji").await;
-    let mut acked = Vec::new();
-    let low = loop {
-        let mut data = example_for("baggage", "0000000003");
-        let item = serde_json::json!({ "category": "clothing", "description": "z".repeat(190) });
-        data["items"] = serde_json::Value::Array(vec![item; 20]);
-        match publish(&mut client, event("dji", "baggage", &format!("fill-{}", acked.len()), &data)).await {
-            Ok(reply) => acked.push(reply.sequence),
-            Err(status) => break status,
-        }
-        assert!(acked.len() < 100_000, "the disk never got low");
-    };
-    assert_eq!(
-        (low.code(), reason(&low).as_str()),
-        (Code::ResourceExhausted, "DISK_LOW"),
-        "the first refusal is the floor, not a storage failure: {low:?}"
-    );
-    assert!(!acked.is_empty());
-    assert_eq!(health(&gw, loket_server::PUBLISH_HEALTH).await, ServingStatus::NotServing);
-    assert_eq!(health(&gw, "loket.v1.Gateway").await, ServingStatus::Serving);
-    // Subscriptions keep working: everything acked is delivered.
-    let mut sub = gw.client("dji").await;
-    let req = SubscribeRequest {
-        types: vec!["baggage".into()],
-        start: Some(Start::Earliest(Earliest {})),
-        limit: acked.len() as u64,
-        ..Default::default()
-    };
-    let mut stream = sub.subscribe(req).await.unwrap().into_inner();
-    let mut delivered = Vec::new();
-    while let Some(d) = tokio::time::timeout(Duration::from_secs(20), stream.message()).await.unwrap().unwrap() {
-        delivered.push(d.sequence);
-    }
-    assert_eq!(delivered, acked);
-
-    std::fs::remove_file(&ballast).unwrap();
-    let resumed = 'wait: {
-        for _ in 0..100 {
-            match publish(&mut client, baggage("after-space", "0000000003")).await {
-                Ok(reply) => break 'wait reply,
-                Err(status) => assert_eq!(reason(&status), "DISK_LOW"),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("publishing did not resume after space was freed");
-    };
-    assert_eq!(resumed.sequence, acked.last().unwrap() + 1, "nothing acked was lost or reused");
-    assert_eq!(health(&gw, loket_server::PUBLISH_HEALTH).await, ServingStatus::Serving);
-    gw.stop().await;
-    drop(fs);
-}
-
-fn free_space(dir: &Path) -> u64 {
-    let out = std::process::Command::new("df").args(["-B1", "--output=avail"]).arg(dir).output().unwrap();
-    String::from_utf8(out.stdout).unwrap().lines().nth(1).unwrap().trim().parse().unwrap()
 }
 
 fn loket_cli(args: &[&str]) -> std::process::Output {
@@ -319,9 +211,16 @@ async fn erasing_a_case_leaves_no_payload_byte_and_tells_subscribers() {
     let mut mft = example_for("medical-file-transfer", erased);
     mft["attentionPoints"] = serde_json::json!([marker]);
     let m = publish(&mut dji, event("dji", "medical-file-transfer", "erase-mft", &mft)).await.unwrap();
+    // Refused, with a violation message that quotes the V-number the payload names (which
+    // differs from the subject): the rejection's texts hold it, not only its excerpt.
+    let quoted = "7707707707";
     let mut bad = bag.clone();
     bad["pieces"] = "several".into();
-    assert!(publish(&mut dji, event("dji", "baggage", "erase-refused", &bad)).await.is_err());
+    bad["vNumber"] = quoted.into();
+    let mut refused = event("dji", "baggage", "erase-refused", &bad);
+    refused.subject = erased.to_owned();
+    let status = publish(&mut dji, refused).await.unwrap_err();
+    assert!(violation_fields(&status).contains(&"/vNumber".to_owned()), "{status:?}");
     let other = publish(&mut dji, event("dji", "baggage", "keep-bag", &example_for("baggage", kept))).await.unwrap();
 
     // Only auditors erase; a reason is required.
@@ -388,10 +287,141 @@ async fn erasing_a_case_leaves_no_payload_byte_and_tells_subscribers() {
 
     let found = files_containing(&data_dir, marker.as_bytes());
     assert!(found.is_empty(), "payload bytes of the erased case remain in {found:?}");
+    let found = files_containing(&data_dir, quoted.as_bytes());
+    assert!(found.is_empty(), "the rejection's message of the erased case remains in {found:?}");
     let o = loket_cli(&["audit", "verify", "--data", data_dir.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(o.status.success(), "{text}");
     assert!(text.contains("purge record 1 erased at"), "{text}");
     assert!(text.contains(&format!("by quality case {erased}: residence permit granted")), "{text}");
     assert!(text.contains("chain intact"), "{text}");
+}
+
+/// The case pages the chain view links to: (pseudonym, page).
+fn case_pages(gw: &Gateway) -> Vec<(String, String)> {
+    let addr = gw.metrics_addr.unwrap();
+    let (code, chain) = http_get(addr, "/quality/chain");
+    assert_eq!(code, 200, "{chain}");
+    let mut pages: Vec<(String, String)> = chain
+        .split("href=\"/quality/case/")
+        .skip(1)
+        .map(|rest| rest[..rest.find('"').unwrap()].to_owned())
+        .map(|p| (p.clone(), http_get(addr, &format!("/quality/case/{p}")).1))
+        .collect();
+    pages.dedup();
+    pages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_case_leaves_no_handover_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    // Transports expire, baggage stays: a case of transports alone goes entirely, a case
+    // with baggage keeps its baggage and loses the handover its transport triggered.
+    let config = "[quality]\ndigest_interval_secs = 0\n[retention]\ncompact_every = \"1s\"\n\
+                  [retention.types]\n\"transport-status\" = \"3s\"\n";
+    let gw = Gateway::start_in(&data_dir, config).await;
+    let (gone, kept) = ("0000000091", "0000000092");
+    let mut dvo = gw.client("dvo").await;
+    publish(&mut dvo, event("dvo", "transport-status", "gone-ts", &example_for("transport-status", gone)))
+        .await
+        .unwrap();
+    publish(&mut dvo, event("dvo", "baggage", "kept-bag", &example_for("baggage", kept))).await.unwrap();
+    publish(&mut dvo, event("dvo", "transport-status", "kept-ts", &example_for("transport-status", kept)))
+        .await
+        .unwrap();
+    let pages = case_pages(&gw);
+    assert_eq!(pages.len(), 2, "{pages:?}");
+    let (bag, ts) = ("data-type=\"baggage\"", "data-type=\"transport-status\"");
+    let (gone_p, kept_p) = if pages[0].1.contains(bag) { (&pages[1], &pages[0]) } else { (&pages[0], &pages[1]) };
+    assert!(kept_p.1.contains(bag) && !gone_p.1.contains(bag) && !gone_p.1.contains("No handover yet"), "{pages:?}");
+
+    let addr = gw.metrics_addr.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while http_get(addr, &format!("/quality/case/{}", gone_p.0)).0 != 404 {
+        assert!(std::time::Instant::now() < deadline, "the expired case's page stays");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, page) = http_get(addr, &format!("/quality/case/{}", kept_p.0));
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains(bag) && page.contains("No handover yet") && !page.contains(ts), "{page}");
+    let linked: Vec<String> = case_pages(&gw).into_iter().map(|(p, _)| p).collect();
+    assert!(!linked.contains(&gone_p.0) && !linked.contains(&kept_p.0), "expired handovers are not listed: {linked:?}");
+    assert!(metric(addr, "loket_retention_removed_total", &[("store", "handover_cases")]).unwrap() >= 1.0);
+    assert!(metric(addr, "loket_retention_removed_total", &[("store", "handovers")]).unwrap() >= 2.0);
+    gw.stop().await;
+
+    // No tree of the quality store holds the expired case's V-number or pseudonym; the
+    // kept case is still there.
+    let quality = sled::open(data_dir.join("quality")).unwrap();
+    let holding =
+        |needle: &[u8]| -> Vec<String> {
+            let trees = quality.tree_names().into_iter();
+            trees
+                .filter(|name| {
+                    quality.open_tree(name).unwrap().iter().map(Result::unwrap).any(|(k, v)| {
+                        [k.as_ref(), v.as_ref()].iter().any(|b| b.windows(needle.len()).any(|w| w == needle))
+                    })
+                })
+                .map(|name| String::from_utf8_lossy(&name).into_owned())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        };
+    assert_eq!(holding(gone.as_bytes()), Vec::<String>::new());
+    assert_eq!(holding(gone_p.0.as_bytes()), Vec::<String>::new());
+    assert_eq!(holding(kept.as_bytes()), ["chain-cases", "chain-pseudonyms", "chain-sequences", "chain-timeline"]);
+}
+
+/// The ids of the medical files `client` (their publisher) is delivered from the start,
+/// as far as they arrive within a short wait.
+async fn medical_ids(client: &mut loket_server::client::Client) -> Vec<String> {
+    let req = SubscribeRequest {
+        types: vec!["medical-file-transfer".to_owned()],
+        start: Some(Start::Earliest(Earliest {})),
+        limit: 2,
+        ..Default::default()
+    };
+    let mut stream = client.subscribe(req).await.unwrap().into_inner();
+    let mut ids = Vec::new();
+    while let Ok(Some(d)) =
+        tokio::time::timeout(Duration::from_millis(1500), stream.message()).await.unwrap_or(Ok(None))
+    {
+        ids.push(d.event.unwrap().id);
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_medical_file_counted_from_its_case_lives_while_the_case_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[quality]\ndigest_interval_secs = 0\nchain_dir = \"no-handovers\"\n\
+                  [retention]\ncompact_every = \"500ms\"\n[retention.types]\n\
+                  \"medical-file-transfer\" = { period = \"4s\", from = \"case-last-event\" }\n";
+    let gw = Gateway::start_in(dir.path(), config).await;
+    let mut dji = gw.client("dji").await;
+    let (alive, quiet) = ("0000000101", "0000000102");
+    for (id, case) in [("alive-mft", alive), ("quiet-mft", quiet)] {
+        publish(&mut dji, event("dji", "medical-file-transfer", id, &example_for("medical-file-transfer", case)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(medical_ids(&mut dji).await, ["alive-mft", "quiet-mft"]);
+    // The alive case keeps having events (baggage, kept forever); the quiet one has none.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    for n in 0.. {
+        publish(&mut dji, baggage(&format!("alive-bag-{n}"), alive)).await.unwrap();
+        let ids = medical_ids(&mut dji).await;
+        if ids == ["alive-mft"] {
+            break;
+        }
+        assert_eq!(ids, ["alive-mft", "quiet-mft"], "the alive case's file stays while the case has events");
+        assert!(std::time::Instant::now() < deadline, "the quiet case's file never expired");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Once the alive case is quiet too, its file goes as well.
+    while !medical_ids(&mut dji).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the alive case's file never expired after its last event");
+    }
+    gw.stop().await;
 }

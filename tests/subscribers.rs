@@ -277,3 +277,31 @@ async fn loket_subscriptions_lists_and_deletes_named_subscriptions() {
     assert_eq!(again.status.code(), Some(2), "deleting it again: no such subscription");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lag_series_of_deleted_and_expired_subscriptions_leave_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_in(dir.path(), "[limits]\nunused_subscription_secs = 2\n").await;
+    let metrics = gw.metrics_addr.unwrap();
+    let mut kmar = gw.client("kmar").await;
+    publish(&mut kmar, event("kmar", "baggage", "lag-1", &example_for("baggage", "0000000007"))).await.unwrap();
+    let lag = |name: &str| metric(metrics, "loket_subscriber_lag_events", &[("partner", "dtv"), ("subscription", name)]);
+    let mut dtv = gw.client("dtv").await;
+    let mut open = Vec::new();
+    for name in ["to-delete", "to-expire", "kept"] {
+        let mut stream = dtv.subscribe(from(Start::Earliest(Earliest {}), name)).await.unwrap().into_inner();
+        stream.message().await.unwrap().expect("the event");
+        eventually(&format!("{name}'s lag on /metrics"), || lag(name).is_some()).await;
+        // "kept" stays open, so it neither expires nor can be deleted.
+        if name == "kept" {
+            open.push(stream);
+        }
+    }
+    eventually_deleted(&mut dtv, "to-delete").await;
+    assert_eq!(lag("to-delete"), None, "a deleted subscription's series is gone");
+    eventually("the expired subscription's series leaving /metrics", || lag("to-expire").is_none()).await;
+    assert!(names(&mut dtv).await.iter().all(|(name, _)| name != "to-expire"), "it expired");
+    assert_eq!(lag("kept"), Some(0.0), "an open subscription keeps its series");
+    drop(open);
+    gw.stop().await;
+}

@@ -322,3 +322,18 @@ pub fn exhausted(status: &tonic::Status) -> (String, Option<std::time::Duration>
         .unwrap_or_default();
     (reason(status), retry, quota)
 }
+
+/// A unary Publish whose request message never comes, on a connection of its own: the
+/// gateway has its headers (so the call holds a place in flight) and waits for the
+/// message. Resolves with what the gateway answers (e.g. at its request timeout);
+/// dropping the future cancels the call.
+pub async fn publish_without_body(options: &ClientOptions) -> Result<PublishReply, tonic::Status> {
+    let (endpoint, _) = loket_server::client::endpoint(options).unwrap();
+    let channel = endpoint.connect().await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/loket.v1.Gateway/Publish");
+    let codec = tonic_prost::ProstCodec::<PublishRequest, PublishReply>::default();
+    let never = futures::stream::pending::<PublishRequest>();
+    grpc.client_streaming(tonic::Request::new(never), path, codec).await.map(tonic::Response::into_inner)
+}

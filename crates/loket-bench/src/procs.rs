@@ -16,6 +16,8 @@ use crate::TRANSPORT_SUBCOMMAND;
 pub struct ServerProcess {
     child: Child,
     pub addr: SocketAddr,
+    /// The gateway's `/metrics` listener (the transport baseline has none).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl ServerProcess {
@@ -49,13 +51,19 @@ impl ServerProcess {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
+        let address = |line: &str| line.split_whitespace().find_map(|w| w.strip_prefix("address=")).map(str::to_owned);
+        let mut metrics = None;
         while Instant::now() < deadline {
             match rx.recv_timeout(Duration::from_millis(200)) {
+                // Logged before the gRPC listener's line.
+                Ok(line) if line.contains("metrics and quality dashboard serving") => {
+                    metrics = address(&line).and_then(|a| a.parse().ok());
+                }
                 // Both servers log "... gateway serving ... address=HOST:PORT" once listening.
                 Ok(line) if line.contains("gateway serving") => {
-                    if let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix("address=")) {
+                    if let Some(addr) = address(&line) {
                         let addr = addr.parse().with_context(|| format!("bad address in {line:?}"))?;
-                        return Ok(Self { child, addr });
+                        return Ok(Self { child, addr, metrics });
                     }
                 }
                 Ok(_) => {}
@@ -69,6 +77,17 @@ impl ServerProcess {
         let _ = child.kill();
         let _ = child.wait();
         bail!("the server under test did not start within 60 s")
+    }
+
+    /// The gateway's `/metrics` page (Prometheus text).
+    pub fn scrape(&self) -> anyhow::Result<String> {
+        use std::io::{Read, Write};
+        let addr = self.metrics.context("the server under test serves no metrics")?;
+        let mut stream = std::net::TcpStream::connect(addr)?;
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: loket\r\nConnection: close\r\n\r\n")?;
+        let mut page = String::new();
+        stream.read_to_string(&mut page)?;
+        Ok(page)
     }
 
     pub fn url(&self) -> String {

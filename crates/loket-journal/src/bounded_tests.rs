@@ -107,6 +107,7 @@ async fn expired_entries_leave_the_front_and_their_payload_but_the_chain_verifie
         types: [("short".to_owned(), Duration::from_millis(400))].into_iter().collect(),
         default: None,
         rejections: Some(Duration::from_millis(400)),
+        from_case_last_event: Default::default(),
     };
     let outcome = journal.expire(&policy, loket_domain::time::now_micros()).unwrap();
     let record = outcome.record.clone().unwrap();
@@ -226,4 +227,61 @@ async fn erasing_a_case_destroys_its_key_and_keeps_the_chain() {
     }
     let journal = Journal::open(&config(dir.path(), Duration::from_secs(3600))).unwrap();
     assert_eq!(journal.get(sequence).unwrap().unwrap().purged_by, 2);
+}
+
+fn of_case(id: &str, event_type: &str, case: &str) -> NewEvent {
+    NewEvent { subject: case.into(), ..typed(id, event_type, 10) }
+}
+
+#[test]
+fn a_period_from_the_case_last_event_counts_from_the_later_of_it_and_the_event() {
+    let policy = RetentionPolicy {
+        types: [("medical".to_owned(), Duration::from_micros(100)), ("other".to_owned(), Duration::from_micros(100))]
+            .into_iter()
+            .collect(),
+        from_case_last_event: ["medical".to_owned()].into_iter().collect(),
+        ..RetentionPolicy::default()
+    };
+    let stored = |event_type: &str| StoredEvent {
+        event_type: event_type.into(),
+        received_at_micros: 1000,
+        ..StoredEvent::default()
+    };
+    assert!(!policy.expired(&stored("medical"), 1150, || Some(1100)), "its case had an event since");
+    assert!(policy.expired(&stored("medical"), 1250, || Some(1100)));
+    assert!(policy.expired(&stored("medical"), 1150, || None), "an unknown case counts from the event");
+    assert!(!policy.expired(&stored("medical"), 1050, || Some(900)), "never before its own period");
+    assert!(policy.expired(&stored("other"), 1150, || panic!("not read for a type counted from receipt")));
+    assert!(!policy.expired(&stored("untyped"), i64::MAX, || None), "no period: kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_event_of_the_case_keeps_an_event_counted_from_the_case_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&config(dir.path(), Duration::from_secs(3600))).unwrap();
+    let kept = journal.submit(of_case("a-med", "medical", "A")).await.unwrap().sequence;
+    let gone = journal.submit(of_case("b-med", "medical", "B")).await.unwrap().sequence;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let later = journal.submit(of_case("a-bag", "baggage", "A")).await.unwrap().sequence;
+    journal.submit(of_case("tail", "baggage", "C")).await.unwrap();
+    let at = |s: u64| journal.get(s).unwrap().unwrap().received_at_micros;
+    let period = Duration::from_secs(1000);
+    let policy = RetentionPolicy {
+        types: [("medical".to_owned(), period)].into_iter().collect(),
+        from_case_last_event: ["medical".to_owned()].into_iter().collect(),
+        ..RetentionPolicy::default()
+    };
+    // Past both medical events' own periods, not past A's last event's.
+    let now = at(gone).max(at(kept)) + period.as_micros() as i64 + 1;
+    assert!(now <= at(later) + period.as_micros() as i64);
+    journal.expire(&policy, now).unwrap();
+    assert!(!journal.get(kept).unwrap().unwrap().data.is_empty(), "A had an event since");
+    assert!(journal.get(gone).unwrap().is_none_or(|e| e.data.is_empty()), "B had none");
+    let cases = || journal.inner.shared.store().unwrap().case_last.len();
+    assert_eq!(cases(), 2, "B's last event is past the period: its entry decides nothing any more");
+    // Past A's last event too: its medical event goes, and no case is needed any more.
+    journal.expire(&policy, at(later) + period.as_micros() as i64 + 1).unwrap();
+    assert!(journal.get(kept).unwrap().is_none_or(|e| e.data.is_empty()));
+    assert_eq!(cases(), 1, "only C's last event is recent enough to matter");
+    journal.close().unwrap();
 }

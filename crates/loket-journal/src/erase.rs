@@ -67,6 +67,8 @@ impl Journal {
         store.purges.insert(seq_key(record.number), record.encode_to_vec())?;
         store.db.flush()?;
         keys.erase(key_slot, record.number)?;
+        // Nothing of the case is left for a period counted from its last event.
+        store.case_last.remove(case.as_bytes())?;
         tracing::info!(
             purge = record.number,
             events = record.stripped.len(),

@@ -277,6 +277,21 @@ pub struct StoredRejection {
     /// See [`StoredEvent::purged_by`]: the excerpt was erased with its case.
     #[prost(uint64, tag = "43")]
     pub purged_by: u64,
+    /// As stored, for a rejection with a subject: `message` and `violations` as a
+    /// [`RejectionTexts`] sealed with the case's key (those fields then empty), since a
+    /// violation message may quote what the payload says (a V-number): erasing the case
+    /// takes them with the excerpt. Empty in a record as read and as hashed.
+    #[prost(bytes = "vec", tag = "100")]
+    pub sealed_texts: Vec<u8>,
+}
+
+/// The texts of a rejection, sealed together (see [`StoredRejection::sealed_texts`]).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RejectionTexts {
+    #[prost(string, tag = "1")]
+    pub message: String,
+    #[prost(message, repeated, tag = "2")]
+    pub violations: Vec<Violation>,
 }
 
 impl StoredRejection {
@@ -310,6 +325,7 @@ impl StoredRejection {
             data_sha256,
             key: 0,
             purged_by: 0,
+            sealed_texts: Vec::new(),
         }
     }
 }

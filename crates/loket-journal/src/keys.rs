@@ -22,6 +22,9 @@ use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
 
+use prost::Message;
+
+use crate::event::RejectionTexts;
 use crate::{Error, StoredEvent, StoredRejection};
 
 /// The key file's name inside the journal directory.
@@ -194,13 +197,53 @@ impl KeyStore {
     pub fn open_rejection(&self, mut r: StoredRejection) -> Result<StoredRejection, Error> {
         if r.key != 0 {
             let sealed = std::mem::take(&mut r.data);
-            match self.open_sealed(r.key, &sealed)? {
-                Opened::Plain(plain) => r.data = plain,
-                Opened::Erased(purge) => r.purged_by = purge,
+            let texts = std::mem::take(&mut r.sealed_texts);
+            // Records from before the texts were sealed always had an excerpt.
+            if !sealed.is_empty() || texts.is_empty() {
+                match self.open_sealed(r.key, &sealed)? {
+                    Opened::Plain(plain) => r.data = plain,
+                    Opened::Erased(purge) => r.purged_by = purge,
+                }
+            }
+            if !texts.is_empty() {
+                match self.open_sealed(r.key, &texts)? {
+                    Opened::Plain(plain) => {
+                        let texts = RejectionTexts::decode(&plain[..]).map_err(|e| Error::Corrupt {
+                            sequence: r.number,
+                            reason: format!("rejection texts: {e}"),
+                        })?;
+                        r.message = texts.message;
+                        r.violations = texts.violations;
+                    }
+                    Opened::Erased(purge) => r.purged_by = purge,
+                }
             }
             r.key = 0;
         }
         Ok(r)
+    }
+
+    /// Seals a rejection about a case as it is stored: its excerpt and its texts (see
+    /// [`StoredRejection::sealed_texts`]) with the case's key. Called after it is hashed.
+    pub fn seal_rejection(&self, r: &mut StoredRejection) -> Result<(), Error> {
+        if r.subject.is_empty() {
+            return Ok(());
+        }
+        if !r.data.is_empty() {
+            let (slot, sealed) = self.seal(&r.subject, &r.data)?;
+            r.data = sealed;
+            r.key = slot;
+        }
+        if !r.message.is_empty() || !r.violations.is_empty() {
+            let texts = RejectionTexts {
+                message: std::mem::take(&mut r.message),
+                violations: std::mem::take(&mut r.violations),
+            };
+            let (slot, sealed) = self.seal(&r.subject, &texts.encode_to_vec())?;
+            r.sealed_texts = sealed;
+            r.key = slot;
+        }
+        Ok(())
     }
 
     /// The slot of `case`'s current key, if it has one (creates none).

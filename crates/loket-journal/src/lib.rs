@@ -13,6 +13,7 @@
 //! (src/writer.rs).
 
 pub mod audit;
+mod case_last;
 pub mod chain;
 mod cursors;
 mod erase;

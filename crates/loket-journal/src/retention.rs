@@ -15,12 +15,13 @@
 //! Runs on the caller's thread, never on the writer's: chunks at or below the committed
 //! sequence are never written by the writer again, so the two do not meet.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use prost::Message;
 
+use crate::case_last;
 use crate::event::{decode_u64, id_key_into, seq_key, StoredEvent};
 use crate::store::{chunk_first, Frames, Store};
 use crate::{Error, Journal};
@@ -37,6 +38,9 @@ pub struct RetentionPolicy {
     pub types: HashMap<String, Duration>,
     /// The rejection log.
     pub rejections: Option<Duration>,
+    /// Event types whose period counts from their case's last event, not their own
+    /// receipt: such an event expires only once its case has had no event for the period.
+    pub from_case_last_event: HashSet<String>,
 }
 
 impl RetentionPolicy {
@@ -49,8 +53,22 @@ impl RetentionPolicy {
         self.types.values().copied().chain(self.default).min()
     }
 
-    fn expired(&self, event: &StoredEvent, now: i64) -> bool {
-        self.period(&event.event_type).is_some_and(|p| event.received_at_micros.saturating_add(micros(p)) < now)
+    /// The longest period counted from a case's last event (`None`: no type has one).
+    fn longest_from_case(&self) -> Option<Duration> {
+        self.from_case_last_event.iter().filter_map(|t| self.period(t)).max()
+    }
+
+    /// Whether `event` has expired at `now`; `case_last` is the receipt time of its case's
+    /// last event, when known (read only for types counted from it).
+    pub fn expired(&self, event: &StoredEvent, now: i64, case_last: impl FnOnce() -> Option<i64>) -> bool {
+        let Some(period) = self.period(&event.event_type) else { return false };
+        let from = if self.from_case_last_event.contains(&event.event_type) {
+            // Never earlier than the event itself: the table may not know a case yet.
+            case_last().map_or(event.received_at_micros, |last| last.max(event.received_at_micros))
+        } else {
+            event.received_at_micros
+        };
+        from.saturating_add(micros(period)) < now
     }
 }
 
@@ -207,6 +225,11 @@ impl Journal {
         let last_rejection = self.last_rejection();
         let retained = Retained::load(&store)?;
         let mut outcome = ExpireOutcome::default();
+        if let Some(longest) = policy.longest_from_case() {
+            case_last::update(&store, retained.first_sequence, last)?;
+            case_last::prune(&store, now.saturating_sub(micros(longest)))?;
+        }
+        let case_last = |case: &str| case_last::get(&store, case);
         // No event type with a period: no chunk is scanned, only rejections may go.
         let horizon = policy.shortest().map_or(i64::MIN, |p| now.saturating_sub(micros(p)));
         // Chunks that may hold an expired event: received_at never decreases, so the scan
@@ -228,7 +251,12 @@ impl Journal {
                 next_kept = Some(head.clone());
                 break;
             }
-            let expired = events.iter().map(|e| policy.expired(e, now)).collect();
+            let mut expired = Vec::with_capacity(events.len());
+            for e in &events {
+                let last =
+                    if policy.from_case_last_event.contains(&e.event_type) { case_last(&e.subject)? } else { None };
+                expired.push(policy.expired(e, now, || last));
+            }
             chunks.push(ScannedChunk { first, events, expired });
         }
         let last_chunk = store.events.last()?.map(|(k, _)| chunk_first(&k)).transpose()?;

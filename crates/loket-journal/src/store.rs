@@ -37,6 +37,9 @@ pub(crate) struct Store {
     pub rejections: sled::Tree,
     /// purge number (u64 BE) -> one prost `retention::PurgeRecord`: what left the journal.
     pub purges: sled::Tree,
+    /// case (V-number) -> the receipt time of its last partner event, Unix µs (i64 BE), for
+    /// periods counted from it (`case_last.rs`)
+    pub case_last: sled::Tree,
     pub meta: sled::Tree,
 }
 
@@ -64,6 +67,7 @@ impl Store {
             cursor_used: db.open_tree("cursor_used")?,
             rejections: db.open_tree("rejections")?,
             purges: db.open_tree("purges")?,
+            case_last: db.open_tree("case_last")?,
             meta: db.open_tree("meta")?,
             db,
         })

@@ -388,6 +388,7 @@ impl LogLine {
             data_sha256: Self::hash_bytes(&self.datasha256, "datasha256")?,
             key: 0,
             purged_by: self.purgedby.unwrap_or_default(),
+            sealed_texts: Vec::new(),
         })
     }
 }

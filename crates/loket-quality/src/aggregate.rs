@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::dimensions::{delay_bin, DimensionFigure};
 
 /// Microseconds in a day.
-const DAY_MICROS: i64 = 86_400_000_000;
+pub(crate) const DAY_MICROS: i64 = 86_400_000_000;
 /// Completeness is kept in millionths.
 const SCALE: f64 = 1_000_000.0;
 

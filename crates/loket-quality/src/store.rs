@@ -147,6 +147,25 @@ impl QualityStore {
         update::<Rejections>(&self.rejected, &encode_key(key), |r| r.duplicates += 1)
     }
 
+    /// Drops the buckets (accepted and refused) of days before `day`. They hold no
+    /// personal data, but a bucket per day × partner × type must not add up forever
+    /// (`[retention] quality`). Returns the buckets removed.
+    pub fn expire_days(&self, day: i32) -> Result<u64, Error> {
+        // Counts still in memory first, or an old day would be written back after this.
+        self.write_pending()?;
+        // Not between a pending write's read and its compare-and-swap.
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let end = ((day as u32) ^ 0x8000_0000).to_be_bytes();
+        let mut removed = 0;
+        for tree in [&self.accepted, &self.rejected] {
+            for key in tree.range(..end).keys() {
+                tree.remove(key?)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// The database, for the handover state kept beside the figures ([`crate::chain::ChainStore`]).
     pub fn db(&self) -> &sled::Db {
         &self.db
@@ -280,6 +299,31 @@ mod tests {
         let b = BucketKey { day: 2, partner: "coa".into(), event_type: "transport-status".into() };
         assert_eq!(decode_key(&encode_key(&a)), Some(a.clone()));
         assert!(encode_key(&a) < encode_key(&b));
+    }
+
+    #[test]
+    fn days_before_the_period_are_dropped_with_counts_still_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = QualityStore::open(dir.path()).unwrap();
+        let at_day = |day: i64| Accepted {
+            received_at_micros: day * crate::aggregate::DAY_MICROS,
+            partner: "dvo",
+            event_type: "baggage",
+            expected: &[],
+            missing: &[],
+            completeness: 1.0,
+            flagged: &[],
+            time_micros: None,
+        };
+        store.record_accepted(&at_day(1)).unwrap();
+        store.record_accepted(&at_day(10)).unwrap();
+        store.record_rejected(&at_day(1).key(), "SCHEMA_VIOLATION", &[]).unwrap();
+        store.record_rejected(&at_day(10).key(), "SCHEMA_VIOLATION", &[]).unwrap();
+        assert_eq!(store.expire_days(10).unwrap(), 2, "day 1's accepted and refused buckets");
+        let days = |m: Vec<BucketKey>| m.into_iter().map(|k| k.day).collect::<Vec<_>>();
+        assert_eq!(days(store.accepted().unwrap().into_keys().collect()), [10]);
+        assert_eq!(days(store.rejected().unwrap().into_keys().collect()), [10]);
+        assert_eq!(store.expire_days(10).unwrap(), 0);
     }
 
     #[test]

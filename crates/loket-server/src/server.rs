@@ -173,7 +173,9 @@ pub async fn run_with(
         .max_concurrent_streams(grpc.max_concurrent_streams)
         .http2_keepalive_interval(keepalive)
         .http2_keepalive_timeout(Some(Duration::from_secs(grpc.keepalive_timeout_secs)))
-        .timeout(Duration::from_secs(grpc.request_timeout_secs));
+        // Unary publishes are admitted (or refused) as their headers arrive, before any
+        // work; unary calls end at the request timeout.
+        .layer(limits.guard_layer(Duration::from_secs(grpc.request_timeout_secs)));
     let local = listener.local_addr().map_err(|e| Error::io("cannot read the listener address", e))?;
 
     // Tasks that hold the journal and the quality store: awaited before both are closed,
@@ -190,8 +192,14 @@ pub async fn run_with(
             stopping.clone(),
         )));
     }
-    let compaction =
-        Compaction { journal: journal.clone(), access: access.store.clone(), config: config.retention.clone() };
+    let compaction = Compaction {
+        journal: journal.clone(),
+        access: access.store.clone(),
+        processing: access.processing.clone(),
+        quality: quality.store.clone(),
+        chain: chain.store.clone(),
+        config: config.retention.clone(),
+    };
     background.push(tokio::spawn(compaction.run(stopping.clone())));
     background.push(tokio::spawn(crate::retention::run_pruning(
         journal.clone(),

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::access::Access;
+use crate::limits::admission::Admitted;
 use crate::proto::gateway_server::Gateway;
 use crate::proto::timestamp::from_micros;
 use crate::proto::{
@@ -47,9 +48,18 @@ type ReplyStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Se
 #[tonic::async_trait]
 impl Gateway for GatewayService {
     async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishReply>, Status> {
+        // The place in the gateway-wide limit in flight its layer gave; held until the reply.
+        let ticket = Admitted::take(&request);
         let partner = self.access.caller(&request, "publish").await?;
+        if let Some(ticket) = &ticket {
+            ticket.check_wait(&partner, self.publisher.limits.retry_after())?;
+        }
         let call = CallTrace::of(request.metadata());
-        Ok(Response::new(self.publisher.start(&partner, request.into_inner(), &call).await?))
+        let result = self.publisher.start(&partner, request.into_inner(), &call).await;
+        if let Some(ticket) = ticket {
+            ticket.finish(&result);
+        }
+        Ok(Response::new(result?))
     }
 
     type PublishStreamStream = ReplyStream<PublishStreamReply>;

@@ -392,11 +392,7 @@ impl Writer {
         let mut stored = StoredRejection::from_new(rejection, number, received_at, self.rejection_payload_bytes);
         self.staged_tip.link_rejection(&mut stored);
         // Hashed plain, stored sealed with the case (subject as sent) key, like events.
-        if !stored.subject.is_empty() && !stored.data.is_empty() {
-            let (slot, sealed) = self.keys.seal(&stored.subject, &stored.data)?;
-            stored.data = sealed;
-            stored.key = slot;
-        }
+        self.keys.seal_rejection(&mut stored)?;
         // Listed before the write, so that a failure still answers the reply.
         self.written_rejections.push((number, reply));
         self.faults.before_write()?;

@@ -10,16 +10,19 @@
 //!   attributed to the partner that should have supplied it.
 //! * [`figures`]: the counts per day × handover kind × partner × item, and the report.
 //! * [`store`]: all of it on disk, one transaction per chunk of the journal.
+//! * [`expire`]: what goes with a case's events under retention and erasure.
 
 pub mod case;
 pub mod config;
 pub mod evaluate;
+pub mod expire;
 pub mod figures;
 pub mod store;
 
 pub use case::{CaseHistory, CaseState, Observed, TimelineEntry};
 pub use config::HandoverSet;
 pub use evaluate::{HandoverOutcome, ItemOutcome, ItemStatus};
+pub use expire::Removed;
 pub use figures::{HandoverReport, ItemFigure, KindDayFigure, KindFigure};
 pub use store::{ChainStore, HandoverLine};
 

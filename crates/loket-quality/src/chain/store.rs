@@ -6,7 +6,9 @@
 //! trigger sequence | kind → [`HandoverOutcome`]), both append-only so a long case costs no
 //! more per event than a short one; `chain-days` (day | kind → [`HandoverDay`]),
 //! `chain-handovers` (trigger sequence → [`HandoverLine`], for the dashboard's list),
-//! `chain-pseudonyms` (pseudonym → case) and `chain-meta` (`followed`: the journal sequence
+//! `chain-pseudonyms` (pseudonym → case), `chain-sequences` (journal sequence → case: which
+//! case each followed event belongs to, so retention finds what an expired event left
+//! here without scanning every case; see [`super::expire`]) and `chain-meta` (`followed`: the journal sequence
 //! the state covers; `emitted`: the highest trigger whose readiness event was journalled;
 //! `fingerprint`: the expectations and the layout it was built under; `key`: the pseudonym
 //! key).
@@ -19,6 +21,7 @@
 //! content.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use loket_journal::{Journal, StoredEvent};
 use serde::{Deserialize, Serialize};
@@ -39,7 +42,7 @@ const EMITTED: &[u8] = b"emitted";
 const FINGERPRINT: &[u8] = b"fingerprint";
 const KEY: &[u8] = b"key";
 /// Part of the fingerprint: a store written in an older layout is rebuilt from the journal.
-const LAYOUT: &str = "layout 2: bounded case state, append-only timeline and outcomes\n";
+const LAYOUT: &str = "layout 3: bounded case state, append-only timeline and outcomes, sequence index\n";
 /// Journal events applied per transaction.
 pub const CHUNK: usize = 512;
 
@@ -63,31 +66,38 @@ pub struct Step {
     pub outcomes: Vec<(String, HandoverOutcome)>,
     /// The last journal sequence of the chunk.
     pub up_to: u64,
+    /// The store's [`ChainStore::epoch`] when the step was prepared.
+    epoch: u64,
 }
 
 pub struct ChainStore {
-    cases: sled::Tree,
-    timeline: sled::Tree,
-    outcomes: sled::Tree,
-    days: sled::Tree,
-    handovers: sled::Tree,
-    pseudonyms: sled::Tree,
+    pub(super) cases: sled::Tree,
+    pub(super) timeline: sled::Tree,
+    pub(super) outcomes: sled::Tree,
+    pub(super) days: sled::Tree,
+    pub(super) handovers: sled::Tree,
+    pub(super) pseudonyms: sled::Tree,
+    pub(super) sequences: sled::Tree,
     meta: sled::Tree,
     key: Vec<u8>,
+    /// Bumped by every removal (retention, erasure) under this lock, which a commit holds
+    /// too: a step prepared before a removal would write back the state it removed, so
+    /// such a step is not committed but prepared again ([`ChainStore::commit`]).
+    pub(super) epoch: Mutex<u64>,
 }
 
-fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
+pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Corrupt { key: what.to_owned(), reason: e.to_string() }
 }
 
-fn day_key(day: i32, kind: &str) -> Vec<u8> {
+pub(super) fn day_key(day: i32, kind: &str) -> Vec<u8> {
     let mut out = ((day as u32) ^ 0x8000_0000).to_be_bytes().to_vec();
     out.extend_from_slice(kind.as_bytes());
     out
 }
 
 /// Length-prefixed, so one case's keys are a prefix no other case's keys share.
-fn case_key(case: &str) -> Vec<u8> {
+pub(super) fn case_key(case: &str) -> Vec<u8> {
     let bytes = case.as_bytes();
     let mut out = Vec::with_capacity(2 + bytes.len() + 8);
     out.extend_from_slice(&(bytes.len().min(u16::MAX as usize) as u16).to_be_bytes());
@@ -123,8 +133,10 @@ impl ChainStore {
             days: db.open_tree("chain-days")?,
             handovers: db.open_tree("chain-handovers")?,
             pseudonyms: db.open_tree("chain-pseudonyms")?,
+            sequences: db.open_tree("chain-sequences")?,
             meta,
             key,
+            epoch: Mutex::new(0),
         };
         if store.meta.get(FINGERPRINT)?.as_deref() != Some(fingerprint(set).as_bytes()) {
             store.reset(set)?;
@@ -134,7 +146,15 @@ impl ChainStore {
 
     /// Forgets the derived state (not `emitted` nor the key): the follower starts over.
     fn reset(&self, set: &HandoverSet) -> Result<(), Error> {
-        for tree in [&self.cases, &self.timeline, &self.outcomes, &self.days, &self.handovers, &self.pseudonyms] {
+        for tree in [
+            &self.cases,
+            &self.timeline,
+            &self.outcomes,
+            &self.days,
+            &self.handovers,
+            &self.pseudonyms,
+            &self.sequences,
+        ] {
             tree.clear()?;
         }
         self.meta.insert(FOLLOWED, &0u64.to_be_bytes())?;
@@ -161,24 +181,8 @@ impl ChainStore {
         hex::encode(&hash.finalize()[..8])
     }
 
-    /// Erasure by case: drops the case's state, its history and its pseudonym's mapping,
-    /// so nothing derived from its events is kept under the V-number. Returns whether it
-    /// had a state.
-    pub fn erase_case(&self, case: &str) -> Result<bool, Error> {
-        let had = self.cases.remove(case)?.is_some();
-        let prefix = case_key(case);
-        for tree in [&self.timeline, &self.outcomes] {
-            for key in tree.scan_prefix(&prefix).keys() {
-                tree.remove(key?)?;
-            }
-        }
-        self.pseudonyms.remove(self.pseudonym(case).as_bytes())?;
-        self.cases.flush()?;
-        Ok(had)
-    }
-
     /// The stored state of `case`; `None` for a case not seen yet.
-    fn state(&self, case: &str) -> Result<Option<CaseState>, Error> {
+    pub(super) fn state(&self, case: &str) -> Result<Option<CaseState>, Error> {
         match self.cases.get(case)? {
             Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(|e| corrupt(case, e))?)),
             None => Ok(None),
@@ -194,6 +198,7 @@ impl ChainStore {
             days: BTreeMap::new(),
             outcomes: Vec::new(),
             up_to: events.last().map_or(0, |e| e.sequence),
+            epoch: *self.epoch.lock().unwrap_or_else(|e| e.into_inner()),
         };
         // The gateway's own events (digests, readiness) are about the chain, not a case.
         for event in events.iter().filter(|e| e.source != loket_domain::GATEWAY_SOURCE) {
@@ -229,8 +234,10 @@ impl ChainStore {
     }
 
     /// Writes `step` and moves `followed` (and `emitted`) in one transaction. Only the
-    /// follower writes, so the days read here are not changed by anyone in between.
-    pub fn commit(&self, step: Step) -> Result<(), Error> {
+    /// follower adds, so the days read here are not changed by anyone in between. Returns
+    /// false, writing nothing, when a removal ran since the step was prepared: prepare the
+    /// chunk again (its readiness events, journalled again, are duplicates).
+    pub fn commit(&self, step: Step) -> Result<bool, Error> {
         let mut cases = Vec::new();
         let mut pseudonyms = Vec::new();
         for (case, (state, new)) in &step.states {
@@ -243,7 +250,7 @@ impl ChainStore {
         for (case, entry) in &step.timeline {
             let mut key = case_key(case);
             key.extend_from_slice(&entry.sequence.to_be_bytes());
-            timeline.push((key, encode(entry)?));
+            timeline.push((key, encode(entry)?, entry.sequence.to_be_bytes(), case.as_bytes()));
         }
         let mut days = Vec::new();
         for ((day, kind), delta) in &step.days {
@@ -274,14 +281,27 @@ impl ChainStore {
             lines.push((key, encode(&line)?));
         }
         let emitted = self.emitted()?.max(step.up_to);
-        let trees =
-            (&self.cases, &self.timeline, &self.outcomes, &self.days, &self.handovers, &self.pseudonyms, &self.meta);
-        let result = trees.transaction(|(c, t, o, d, h, p, m)| {
+        let epoch = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
+        if *epoch != step.epoch {
+            return Ok(false);
+        }
+        let trees = (
+            &self.cases,
+            &self.timeline,
+            &self.outcomes,
+            &self.days,
+            &self.handovers,
+            &self.pseudonyms,
+            &self.meta,
+            &self.sequences,
+        );
+        let result = trees.transaction(|(c, t, o, d, h, p, m, s)| {
             for (k, v) in &cases {
                 c.insert(k.as_bytes(), v.as_slice())?;
             }
-            for (k, v) in &timeline {
+            for (k, v, sequence, case) in &timeline {
                 t.insert(k.as_slice(), v.as_slice())?;
+                s.insert(sequence.as_slice(), *case)?;
             }
             for (k, v) in &outcomes {
                 o.insert(k.as_slice(), v.as_slice())?;
@@ -300,7 +320,7 @@ impl ChainStore {
             Ok::<(), ConflictableTransactionError<()>>(())
         });
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(true),
             Err(TransactionError::Storage(e)) => Err(e.into()),
             Err(TransactionError::Abort(())) => Err(corrupt("chain transaction", "aborted")),
         }
@@ -319,6 +339,7 @@ impl ChainStore {
             }
             read += chunk.len() as u64;
             let step = self.prepare(set, &chunk)?;
+            // Nothing else writes during a rebuild; a removal in between means: again.
             self.commit(step)?;
         }
         self.meta.flush()?;

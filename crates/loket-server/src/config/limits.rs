@@ -37,6 +37,18 @@ pub struct LimitsConfig {
     /// `loket bench` measures as saturation on the machine; 0 turns it off.
     #[serde(default)]
     pub gateway_events_per_second: u32,
+    /// Unary publishes the whole gateway serves at once (from their arrival to their
+    /// reply); beyond it they are refused at once with RESOURCE_EXHAUSTED (reason
+    /// OVERLOADED). The gateway lowers this limit while the latency of the publishes it
+    /// admits is over `publish_latency_target_ms`, and raises it back while it is under;
+    /// 0 turns the limit off.
+    #[serde(default = "default_gateway_in_flight")]
+    pub gateway_in_flight: u32,
+    /// Milliseconds: the latency of admitted unary publishes (a moving average, from
+    /// their arrival to their reply) above which the gateway admits fewer at once; 0
+    /// keeps `gateway_in_flight` fixed.
+    #[serde(default = "default_publish_latency_target_ms")]
+    pub publish_latency_target_ms: u64,
     /// Milliseconds a shed or unavailable caller is told to wait (google.rpc.RetryInfo).
     #[serde(default = "default_retry_after_ms")]
     pub retry_after_ms: u64,
@@ -126,6 +138,12 @@ fn default_named_subscriptions() -> u32 {
 fn default_shed_queue_depth() -> usize {
     20_000
 }
+fn default_gateway_in_flight() -> u32 {
+    1_024
+}
+fn default_publish_latency_target_ms() -> u64 {
+    250
+}
 fn default_retry_after_ms() -> u64 {
     500
 }
@@ -143,6 +161,8 @@ impl Default for LimitsConfig {
             named_subscriptions: default_named_subscriptions(),
             shed_queue_depth: default_shed_queue_depth(),
             gateway_events_per_second: 0,
+            gateway_in_flight: default_gateway_in_flight(),
+            publish_latency_target_ms: default_publish_latency_target_ms(),
             retry_after_ms: default_retry_after_ms(),
             unused_subscription_secs: default_unused_subscription_secs(),
             partners: BTreeMap::new(),

@@ -70,7 +70,7 @@ pub struct GrpcConfig {
     #[serde(default = "default_keepalive_timeout_secs")]
     pub keepalive_timeout_secs: u64,
     /// Seconds a unary call may take (a client's shorter `grpc-timeout` wins); then it
-    /// ends with CANCELLED ("Timeout expired", tonic's own status). Streams are not cut.
+    /// ends with DEADLINE_EXCEEDED (reason REQUEST_TIMEOUT). Streams are not cut.
     #[serde(default = "default_request_timeout_secs")]
     pub request_timeout_secs: u64,
     /// Seconds a publish stream may stay without a new event and with nothing pending
@@ -82,8 +82,9 @@ pub struct GrpcConfig {
     /// buffered for it is dropped (it resumes from its cursor or a start position).
     #[serde(default = "default_slow_subscriber_timeout_secs")]
     pub slow_subscriber_timeout_secs: u64,
-    /// Most bytes of deliveries buffered in the gateway per subscriber stream (besides
-    /// HTTP/2's own send window); a larger single delivery still goes out alone.
+    /// Most bytes of deliveries buffered in the gateway per subscriber stream, in journal
+    /// and Kafka mode alike (besides HTTP/2's own send window); a larger single delivery
+    /// still goes out alone.
     #[serde(default = "default_subscriber_buffer_bytes")]
     pub subscriber_buffer_bytes: usize,
 }

@@ -129,6 +129,9 @@ pub enum Error {
     SlowSubscriber { seconds: u64 },
     #[error("the publish stream sent no event for {seconds} s and is closed")]
     StreamIdle { seconds: u64 },
+    /// A unary call unanswered after `[grpc] request_timeout_secs`.
+    #[error("the call was not answered within the gateway's request timeout of {seconds} s; whatever it started may still complete, so a publish is safe to retry with the same id")]
+    RequestTimeout { seconds: u64 },
     #[error("cannot start at sequence {start}: the journal ends at {last}, so {} is the furthest start", .last + 1)]
     StartBeyondEnd { start: u64, last: u64 },
     /// A request message that is not valid protobuf for its method.
@@ -205,6 +208,7 @@ impl Error {
             Error::Overloaded { .. } => "OVERLOADED",
             Error::SlowSubscriber { .. } => "SLOW_SUBSCRIBER",
             Error::StreamIdle { .. } => "STREAM_IDLE",
+            Error::RequestTimeout { .. } => "REQUEST_TIMEOUT",
             Error::StartBeyondEnd { .. } => "START_BEYOND_END",
             Error::MalformedMessage(_) => "MALFORMED_MESSAGE",
             Error::TaskFailed(_)
@@ -236,7 +240,7 @@ impl Error {
             Error::QuotaExceeded { .. } | Error::Overloaded { .. } | Error::SlowSubscriber { .. } => {
                 Code::ResourceExhausted
             }
-            Error::StreamIdle { .. } => Code::DeadlineExceeded,
+            Error::StreamIdle { .. } | Error::RequestTimeout { .. } => Code::DeadlineExceeded,
             Error::ReservedType(_)
             | Error::QualityAccessDenied { .. }
             | Error::SourceMismatch { .. }

@@ -38,12 +38,18 @@ pub const HANDOVERS_READY: &str = "loket_handovers_ready";
 pub const HANDOVER_ITEMS: &str = "loket_handover_items";
 pub const QUOTA_REFUSED: &str = "loket_quota_refused_total";
 pub const PUBLISH_SHED: &str = "loket_publish_shed_total";
+pub const PUBLISH_WAIT: &str = "loket_publish_wait_seconds";
+pub const ADMISSION_LIMIT: &str = "loket_publish_admission_limit";
+pub const ADMISSION_REFUSED: &str = "loket_publish_admission_refused_total";
 pub const CONNECTIONS_OPEN: &str = "loket_connections_open";
 pub const CONNECTIONS_REFUSED: &str = "loket_connections_refused_total";
 pub const HANDSHAKE_TIMEOUTS: &str = "loket_tls_handshake_timeouts_total";
 pub const SUBSCRIPTIONS_OPEN: &str = "loket_subscriptions_open";
 pub const SLOW_SUBSCRIBERS: &str = "loket_slow_subscribers_total";
 pub const SUBSCRIPTIONS_EXPIRED: &str = "loket_subscriptions_expired_total";
+
+/// Seconds; up to 10 s, as overload makes a publish wait that long.
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 
@@ -54,7 +60,12 @@ pub(crate) fn handle() -> Result<&'static PrometheusHandle, String> {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Full(PUBLISH_DURATION.to_owned()),
-                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+                    LATENCY_BUCKETS,
+                )
+                .map_err(|e| e.to_string())?
+                .set_buckets_for_metric(
+                    Matcher::Full(PUBLISH_WAIT.to_owned()),
+                    LATENCY_BUCKETS,
                 )
                 .map_err(|e| e.to_string())?
                 .build_recorder();
@@ -75,7 +86,20 @@ fn describe() {
     );
     describe_histogram!(PUBLISH_DURATION, Unit::Seconds, "Time from receiving a publish to its reply, by outcome.");
     describe_counter!(QUOTA_REFUSED, "Calls refused over a partner quota, by partner and quota.");
-    describe_counter!(PUBLISH_SHED, "Publishes refused because the journal queue was past its high-water mark.");
+    describe_counter!(
+        PUBLISH_SHED,
+        "Publishes refused by load shedding (journal queue past its high-water mark, gateway admission rate or publishes in flight), by partner."
+    );
+    describe_histogram!(
+        PUBLISH_WAIT,
+        Unit::Seconds,
+        "Time an admitted unary publish waited between its arrival and its handler (body, authentication)."
+    );
+    describe_counter!(
+        ADMISSION_REFUSED,
+        "Unary publishes refused as they arrived (before authentication), the gateway's limit in flight being reached."
+    );
+    describe_gauge!(ADMISSION_LIMIT, "Unary publishes the gateway admits in flight now (adapted to their latency).");
     describe_gauge!(CONNECTIONS_OPEN, "Open gRPC connections (handshaking or established).");
     describe_counter!(CONNECTIONS_REFUSED, "Connections closed at accept over a connection limit, by limit.");
     describe_counter!(HANDSHAKE_TIMEOUTS, "Connections closed because their TLS handshake took too long.");
@@ -89,7 +113,7 @@ fn describe() {
     describe_counter!(IDS_PRUNED, "Id index entries removed because their event left the dedup window.");
     describe_counter!(
         RETENTION_REMOVED,
-        "Entries removed by retention compaction, by store (journal, rejections, payloads purged in place, access_index, denials)."
+        "Entries removed by retention compaction, by store (journal, rejections, payloads purged in place, access_index, denials, handover_events, handovers, handover_cases, processing, quality_days)."
     );
     describe_counter!(RETENTION_RUNS, "Retention compaction passes completed.");
     describe_gauge!(FIRST_RETAINED, "The first sequence still in the journal after retention.");
@@ -97,10 +121,6 @@ fn describe() {
         STORE_SIZE,
         Unit::Bytes,
         "Bytes each store (journal, access, quality) takes under the data directory."
-    );
-    describe_gauge!(
-        SUBSCRIBER_LAG,
-        "Events in the journal after the last one delivered, per partner and subscription name."
     );
     describe_gauge!(RELAY_BACKLOG, "Events stored in the journal but not yet confirmed by Kafka (with [kafka]).");
     describe_gauge!(RELAY_OLDEST_AGE, Unit::Seconds, "Age of the oldest event not yet on Kafka; 0 without a backlog.");

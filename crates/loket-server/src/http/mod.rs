@@ -3,6 +3,7 @@
 //! HTTP without identities: it shows every partner's figures, so it belongs on a loopback
 //! or management network, where the quality team reads it. Cases appear only by pseudonym.
 
+pub(crate) mod lag;
 pub(crate) mod metrics;
 
 use axum::extract::{Path, State};
@@ -104,7 +105,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
         }
     }
     state.prometheus.run_upkeep();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.prometheus.render()).into_response()
+    let mut page = state.prometheus.render();
+    lag::render(&mut page);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], page).into_response()
 }
 
 async fn chain_page(State(state): State<AppState>) -> Response {

@@ -9,12 +9,15 @@ use std::time::Duration;
 
 use loket_domain::time::now_micros;
 use loket_kafka::{AckMode, KafkaSettings, KafkaSubscription, RecordChecks, RefusalHook, RelayHandle, StartAt};
+use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::access::{Access, DenialRecord};
+use crate::http::metrics::SLOW_SUBSCRIBERS;
 use crate::proto::Delivery;
+use crate::subscribe::outbox::{Outbox, Refused};
 use crate::view::from_kafka;
 use crate::Error;
 
@@ -73,11 +76,11 @@ impl KafkaMode {
         Ok(())
     }
 
-    /// Joins the subscription's consumer group and streams its records into `tx`.
+    /// Joins the subscription's consumer group and streams its records into `outbox`.
     pub fn subscribe(
         &self,
         request: KafkaStreamRequest<'_>,
-        tx: mpsc::Sender<Result<Delivery, Status>>,
+        outbox: Outbox,
         shutdown: CancellationToken,
     ) -> Result<(), Error> {
         let KafkaStreamRequest { partner, name, start, types, limit } = request;
@@ -88,7 +91,8 @@ impl KafkaMode {
         self.open.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), (id, ack_tx));
         let open = self.open.clone();
         tokio::spawn(async move {
-            let stream = Stream { subscription, types, limit, tx, acks, shutdown };
+            let partner = key.0.clone();
+            let stream = Stream { subscription, partner, types, limit, outbox, acks, shutdown };
             let subscription = stream.run().await;
             subscription.close();
             let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
@@ -144,55 +148,37 @@ pub(crate) fn denial_hook(access: Access) -> RefusalHook {
 
 struct Stream {
     subscription: KafkaSubscription,
+    partner: String,
     types: HashSet<String>,
     limit: u64,
-    tx: mpsc::Sender<Result<Delivery, Status>>,
+    /// Bounded in bytes; a subscriber that takes nothing for the slow-subscriber timeout
+    /// is dropped with its buffer.
+    outbox: Outbox,
     acks: mpsc::Receiver<AckCommand>,
     shutdown: CancellationToken,
 }
 
+/// How a stream's delivery loop ended.
+enum End {
+    /// Limit reached, or the client gone.
+    Done,
+    Status(Status),
+    /// The subscriber took nothing for the slow-subscriber timeout.
+    Slow,
+}
+
 impl Stream {
     async fn run(mut self) -> KafkaSubscription {
-        let mut delivered = 0u64;
-        // The next delivery, read but not yet taken by the client's stream. Acks are served
-        // meanwhile: a client that waits for an Ack reply before it reads on must not stall
-        // a stream that waits for the client.
-        let mut ready: Option<Delivery> = None;
-        loop {
-            if ready.is_none() && self.limit != 0 && delivered >= self.limit {
-                break;
-            }
-            tokio::select! {
-                biased;
-                () = self.shutdown.cancelled() => {
-                    let _ = self.tx.send(Err(Error::ShuttingDown.into())).await;
-                    return self.subscription;
-                }
-                () = self.tx.closed() => break,
-                Some((sequence, reply)) = self.acks.recv() => {
-                    let _ = reply.send(self.subscription.ack(sequence).await.map_err(Error::from));
-                }
-                permit = self.tx.reserve(), if ready.is_some() => match (permit, ready.take()) {
-                    (Ok(permit), Some(delivery)) => {
-                        permit.send(Ok(delivery));
-                        delivered += 1;
-                    }
-                    _ => break,
-                },
-                record = self.subscription.next(), if ready.is_none() => match record {
-                    Ok(record) => {
-                        if self.types.is_empty() || self.types.contains(&record.event_type) {
-                            ready = Some(from_kafka(record));
-                        }
-                    }
-                    Err(e) => {
-                        let _ = self.tx.send(Err(Error::from(e).into())).await;
-                        break;
-                    }
-                },
+        match self.deliver().await {
+            End::Done => self.outbox.finish(None),
+            End::Status(status) => self.outbox.finish(Some(status)),
+            End::Slow => {
+                metrics::counter!(SLOW_SUBSCRIBERS, "partner" => self.partner.clone()).increment(1);
+                tracing::info!(partner = %self.partner, "slow kafka-mode subscriber disconnected");
+                let seconds = self.outbox.slow_after().as_secs();
+                self.outbox.abort(Error::SlowSubscriber { seconds }.into());
             }
         }
-        drop(self.tx);
         // Take the acknowledgements that follow the end of the stream.
         let grace = tokio::time::sleep(ACK_GRACE);
         tokio::pin!(grace);
@@ -209,5 +195,53 @@ impl Stream {
             }
         }
         self.subscription
+    }
+
+    /// Delivers records into the outbox until the limit, the client's going away, an
+    /// error, shutdown or a slow subscriber.
+    async fn deliver(&mut self) -> End {
+        let mut delivered = 0u64;
+        // The next delivery (and its size), read but not yet in the outbox. Acks are
+        // served meanwhile: a client that waits for an Ack reply before it reads on must
+        // not stall a stream that waits for the client.
+        let mut ready: Option<(Delivery, usize)> = None;
+        // Since when the ready delivery waits for room, as the slow-subscriber deadline.
+        let mut deadline = None;
+        loop {
+            if ready.is_none() && self.limit != 0 && delivered >= self.limit {
+                return End::Done;
+            }
+            let (size, until) = match &ready {
+                Some((_, size)) => (*size, *deadline.get_or_insert_with(|| self.outbox.deadline())),
+                None => (0, self.outbox.deadline()),
+            };
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return End::Status(Error::ShuttingDown.into()),
+                () = self.outbox.closed() => return End::Done,
+                Some((sequence, reply)) = self.acks.recv() => {
+                    let _ = reply.send(self.subscription.ack(sequence).await.map_err(Error::from));
+                }
+                room = self.outbox.room(size, until), if ready.is_some() => match (room, ready.take()) {
+                    (Ok(()), Some((delivery, size))) => {
+                        self.outbox.push(Ok(delivery), size);
+                        delivered += 1;
+                        deadline = None;
+                    }
+                    (Err(Refused::Slow), _) => return End::Slow,
+                    _ => return End::Done,
+                },
+                record = self.subscription.next(), if ready.is_none() => match record {
+                    Ok(record) => {
+                        if self.types.is_empty() || self.types.contains(&record.event_type) {
+                            let delivery = from_kafka(record);
+                            let size = delivery.encoded_len();
+                            ready = Some((delivery, size));
+                        }
+                    }
+                    Err(e) => return End::Status(Error::from(e).into()),
+                },
+            }
+        }
     }
 }

@@ -4,9 +4,13 @@
 //! count of named subscriptions a partner keeps. A refusal is an [`Error`] with the
 //! quota's name, its limit and how long to wait, which `error/` turns into
 //! RESOURCE_EXHAUSTED with google.rpc.QuotaFailure and RetryInfo. Connection limits live
-//! with the accept loop (`connections.rs`).
+//! with the accept loop (`connections.rs`), the per-call admission and request timeout
+//! in `guard.rs`; the gateway-wide limit of unary publishes in
+//! flight, adapted to their latency, in `admission.rs`.
 
+pub(crate) mod admission;
 pub(crate) mod connections;
+pub(crate) mod guard;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -19,6 +23,8 @@ use loket_domain::PartnerId;
 use loket_journal::Journal;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use self::admission::Admission;
+use self::guard::GuardLayer;
 use crate::config::{LimitsConfig, PartnerQuotas};
 use crate::http::metrics as m;
 use crate::Error;
@@ -62,6 +68,8 @@ pub(crate) struct Limits {
     partners: Arc<Mutex<HashMap<String, Arc<PartnerState>>>>,
     /// `gateway_events_per_second`, when set.
     gateway_rate: Option<Arc<DefaultDirectRateLimiter>>,
+    /// `gateway_in_flight` adapted to `publish_latency_target_ms`, when set.
+    admission: Option<Arc<Admission>>,
 }
 
 fn refused(partner: &PartnerId, quota: &'static str, limit: u32, retry_after: Duration) -> Error {
@@ -73,7 +81,10 @@ impl Limits {
     pub fn new(config: LimitsConfig, journal: Journal) -> Self {
         let gateway_rate = NonZeroU32::new(config.gateway_events_per_second)
             .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))));
-        Self { config: Arc::new(config), journal, partners: Arc::default(), gateway_rate }
+        let admission = (config.gateway_in_flight > 0).then(|| {
+            Admission::new(config.gateway_in_flight, Duration::from_millis(config.publish_latency_target_ms))
+        });
+        Self { config: Arc::new(config), journal, partners: Arc::default(), gateway_rate, admission }
     }
 
     fn state(&self, partner: &PartnerId) -> Arc<PartnerState> {
@@ -121,6 +132,13 @@ impl Limits {
             .clone()
             .try_acquire_owned()
             .map_err(|_| refused(partner, IN_FLIGHT, state.quotas.in_flight, self.retry_after()))
+    }
+
+    /// The layer every call passes: admits unary publishes into the gateway-wide limit
+    /// in flight (`admission.rs`; every call passes when `gateway_in_flight` is 0) and
+    /// ends unary calls unanswered after `request_timeout`.
+    pub fn guard_layer(&self, request_timeout: Duration) -> GuardLayer {
+        GuardLayer { admission: self.admission.clone(), retry_after: self.retry_after(), request_timeout }
     }
 
     /// A slot for one open subscriber stream of `partner`, held by the stream's task.

@@ -7,6 +7,7 @@
 //! batches (`store.rs`), so the request path pays for a keyed hash and a channel send.
 //! Auditors list one subject's records by V-number (`ListProcessing`).
 
+mod expire;
 mod store;
 
 use std::collections::BTreeMap;

@@ -124,15 +124,12 @@ fn write(db: &sled::Db, records: Vec<Stored>) -> Result<(), Error> {
     if records.is_empty() {
         return Ok(());
     }
-    let mut prefixes: Vec<[u8; PREFIX]> = records.iter().filter_map(|r| prefix(&r.subject)).collect();
-    prefixes.sort_unstable();
-    prefixes.dedup();
     let key = db.generate_id().map_err(storage)?.to_be_bytes();
     let batch = serde_json::to_vec(&records).map_err(storage)?;
     let (batches, subjects) = (db.open_tree(BATCHES).map_err(storage)?, db.open_tree(SUBJECTS).map_err(storage)?);
     // The batch first: a subject list never names a batch that is not there.
     batches.insert(key, batch).map_err(storage)?;
-    subjects.insert(key, prefixes.concat()).map_err(storage)?;
+    subjects.insert(key, subject_list(&records)).map_err(storage)?;
     db.flush().map_err(storage)?;
     Ok(())
 }
@@ -161,6 +158,55 @@ pub(crate) fn records(db: &sled::Db, subject: &str) -> Result<Vec<Stored>, Error
         out.extend(batch.into_iter().filter(|r| r.subject == subject));
     }
     Ok(out)
+}
+
+/// Removes the records that ended before `before` (Unix µs); returns how many. A batch
+/// that keeps some records is written again with them alone.
+pub(crate) fn expire(db: &sled::Db, before: i64) -> Result<u64, Error> {
+    #[derive(Deserialize)]
+    struct Ended {
+        ended_micros: i64,
+    }
+    let mut removed = 0;
+    // Records of gateways before batches, one value each.
+    for item in db.iter() {
+        let (key, value) = item.map_err(storage)?;
+        let ended: Ended = serde_json::from_slice(&value).map_err(storage)?;
+        if ended.ended_micros < before {
+            db.remove(key).map_err(storage)?;
+            removed += 1;
+        }
+    }
+    let (batches, subjects) = (db.open_tree(BATCHES).map_err(storage)?, db.open_tree(SUBJECTS).map_err(storage)?);
+    for item in batches.iter() {
+        let (key, value) = item.map_err(storage)?;
+        let records: Vec<Stored> = serde_json::from_slice(&value).map_err(storage)?;
+        let total = records.len();
+        let kept: Vec<Stored> = records.into_iter().filter(|r| r.ended_micros >= before).collect();
+        removed += (total - kept.len()) as u64;
+        if kept.len() == total {
+            // Later batches ended later still.
+            break;
+        }
+        // The subject list first: it never names a batch that is not there.
+        if kept.is_empty() {
+            subjects.remove(&key).map_err(storage)?;
+            batches.remove(&key).map_err(storage)?;
+        } else {
+            subjects.insert(&key, subject_list(&kept)).map_err(storage)?;
+            batches.insert(&key, serde_json::to_vec(&kept).map_err(storage)?).map_err(storage)?;
+        }
+    }
+    db.flush().map_err(storage)?;
+    Ok(removed)
+}
+
+/// The sorted, distinct prefixes of the records' subjects.
+fn subject_list(records: &[Stored]) -> Vec<u8> {
+    let mut prefixes: Vec<[u8; PREFIX]> = records.iter().filter_map(|r| prefix(&r.subject)).collect();
+    prefixes.sort_unstable();
+    prefixes.dedup();
+    prefixes.concat()
 }
 
 /// The first bytes of a pseudonym (hex), as the subject lists keep them.

@@ -100,8 +100,11 @@ impl Chain {
             submitted.await?;
         }
         let up_to = step.up_to;
-        self.store.commit(step)?;
-        self.covered.send_replace(up_to);
+        // False: retention or an erasure removed state since `prepare`; the next round
+        // prepares the chunk again.
+        if self.store.commit(step)? {
+            self.covered.send_replace(up_to);
+        }
         Ok(true)
     }
 }

@@ -11,7 +11,7 @@ use tonic::Status;
 
 use super::outbox::{Outbox, Refused};
 use super::Held;
-use crate::http::metrics::{SLOW_SUBSCRIBERS, SUBSCRIBER_LAG};
+use crate::http::metrics::SLOW_SUBSCRIBERS;
 use crate::proto::Delivery;
 use crate::view::{Digests, Reading, Viewer};
 use crate::Error;
@@ -55,8 +55,7 @@ enum Sent {
 impl JournalSubscription {
     fn report_lag(&self, delivered: u64) {
         let lag = self.viewer.journal.last_sequence().saturating_sub(delivered);
-        let labels = [("partner", self.partner.clone()), ("subscription", self.name.clone())];
-        metrics::gauge!(SUBSCRIBER_LAG, &labels).set(lag as f64);
+        crate::http::lag::set(&self.partner, &self.name, lag);
     }
 
     /// Sends one item; a subscriber that stopped reading is dropped with its buffer.

@@ -5,7 +5,7 @@
 
 mod journal;
 mod named;
-mod outbox;
+pub(crate) mod outbox;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::pin::Pin;
@@ -17,8 +17,7 @@ use loket_access::SubscribeRefusal;
 use loket_domain::{FieldViolation, PartnerId, StartPosition, DIGEST_TYPE};
 use loket_kafka::StartAt;
 use loket_schema::Registry;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -34,10 +33,6 @@ use crate::Error;
 
 /// Longest durable subscription name.
 const MAX_NAME_LEN: usize = 64;
-
-/// Deliveries buffered per subscriber stream of Kafka mode (whose records are bounded by
-/// the broker's fetch size).
-const STREAM_BUFFER: usize = 256;
 
 pub(crate) type Deliveries = Pin<Box<dyn futures::Stream<Item = Result<Delivery, Status>> + Send>>;
 
@@ -119,7 +114,8 @@ impl Subscriptions {
         }
         let slot = self.limits.open_subscription(partner)?;
         if let Some(kafka) = self.kafka.as_ref().filter(|_| !req.name.is_empty()) {
-            let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+            // Bounded in bytes, and dropped when the subscriber stops reading, as below.
+            let (outbox, deliveries) = outbox::outbox(self.buffer_bytes, self.slow_after);
             let request = KafkaStreamRequest {
                 partner: partner.as_str(),
                 name: &req.name,
@@ -133,11 +129,11 @@ impl Subscriptions {
                     .collect::<HashSet<_>>(),
                 limit: req.limit,
             };
-            kafka.subscribe(request, tx, self.shutdown.clone())?;
+            kafka.subscribe(request, outbox, self.shutdown.clone())?;
             tracing::debug!(partner = %partner, name = %req.name, "kafka subscription started");
             let held = Held::new(slot, partner, &req.name, &self.open);
             // The stream holds the slot: tonic drops it when the client goes away.
-            return Ok(Box::pin(ReceiverStream::new(rx).map(move |item| {
+            return Ok(Box::pin(deliveries.map(move |item| {
                 let _held = &held;
                 item
             })));

@@ -50,6 +50,7 @@ impl Subscriptions {
         if !self.viewer.journal.delete_cursor(partner.as_str(), name)? {
             return Err(Error::SubscriptionNotFound { partner: partner.to_string(), name: name.to_owned() });
         }
+        crate::http::lag::forget(partner.as_str(), name);
         tracing::info!(partner = %partner, name, "named subscription deleted");
         Ok(())
     }
@@ -73,6 +74,7 @@ impl Subscriptions {
             for (partner, name) in unused.into_iter().filter(|(p, n)| !self.is_open(p, n)) {
                 match self.viewer.journal.delete_cursor(&partner, &name) {
                     Ok(_) => {
+                        crate::http::lag::forget(&partner, &name);
                         metrics::counter!(SUBSCRIPTIONS_EXPIRED, "partner" => partner.clone()).increment(1);
                         tracing::info!(partner, name, "unused named subscription expired");
                     }

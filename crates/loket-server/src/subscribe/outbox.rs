@@ -49,6 +49,11 @@ pub(crate) enum Refused {
     Slow,
 }
 
+/// What an item takes in the buffer: a delivery its encoded size, a status nothing.
+fn size_of(item: &Result<Delivery, Status>) -> usize {
+    item.as_ref().map_or(0, Message::encoded_len)
+}
+
 /// The task's side.
 pub(crate) struct Outbox {
     shared: Arc<Shared>,
@@ -79,23 +84,35 @@ impl Outbox {
     /// Queues one delivery, waiting while the buffer is full; refuses when the client has
     /// gone or has not read for the slow-subscriber timeout.
     pub async fn send(&self, item: Result<Delivery, Status>) -> Result<(), Refused> {
-        let size = match &item {
-            Ok(delivery) => delivery.encoded_len(),
-            Err(_) => 0,
-        };
-        let deadline = tokio::time::Instant::now() + self.slow_after;
+        let size = size_of(&item);
+        self.room(size, self.deadline()).await?;
+        self.push(item, size);
+        Ok(())
+    }
+
+    /// How long a subscriber may take nothing before it counts as slow.
+    pub fn slow_after(&self) -> Duration {
+        self.slow_after
+    }
+
+    /// When a subscriber that starts waiting for room now counts as slow.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.slow_after
+    }
+
+    /// Waits until `size` more bytes fit (or the buffer is empty); refuses when the
+    /// client has gone or nothing was taken until `deadline`. Takes nothing, so a task
+    /// that also waits for other work can drop this wait and come back with the same
+    /// deadline; [`Outbox::push`] then queues without waiting.
+    pub async fn room(&self, size: usize, deadline: tokio::time::Instant) -> Result<(), Refused> {
         loop {
             let room = self.shared.writable.notified();
             {
-                let mut state = self.shared.lock();
+                let state = self.shared.lock();
                 if state.gone {
                     return Err(Refused::Gone);
                 }
                 if state.items.is_empty() || state.bytes + size <= self.shared.max_bytes {
-                    state.bytes += size;
-                    state.items.push_back((item, size));
-                    drop(state);
-                    self.shared.readable.notify_one();
                     return Ok(());
                 }
             }
@@ -103,6 +120,16 @@ impl Outbox {
                 return Err(Refused::Slow);
             }
         }
+    }
+
+    /// Queues `item` of `size` bytes now (after [`Outbox::room`]: the task is the only
+    /// writer, so the room is still there).
+    pub fn push(&self, item: Result<Delivery, Status>, size: usize) {
+        let mut state = self.shared.lock();
+        state.bytes += size;
+        state.items.push_back((item, size));
+        drop(state);
+        self.shared.readable.notify_one();
     }
 
     /// Resolves when the client has gone.

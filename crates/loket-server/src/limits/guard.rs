@@ -1,0 +1,86 @@
+//! The tower layer every call passes as hyper hands over its headers, before its body is
+//! read: unary publishes are admitted into the gateway-wide limit in flight or refused
+//! at once (`admission.rs`), and a call still unanswered after `[grpc]
+//! request_timeout_secs` ends with DEADLINE_EXCEEDED (`Error::RequestTimeout`, built
+//! where every status is), the code gRPC gives an expired deadline, where tonic's own
+//! timeout answers CANCELLED. A streaming call's response (its headers) is ready at
+//! once, so streams are never cut by the timeout; their limits are the idle and
+//! slow-subscriber timeouts. A client's own shorter `grpc-timeout` is still enforced by
+//! tonic.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tonic::codegen::http;
+use tower::{Layer, Service};
+
+use super::admission::{Admission, Admitted};
+use crate::http::metrics as m;
+use crate::Error;
+
+/// The unary method the admission applies to.
+const PUBLISH_PATH: &str = "/loket.v1.Gateway/Publish";
+
+#[derive(Clone)]
+pub(crate) struct GuardLayer {
+    /// `None` when `[limits] gateway_in_flight` is 0.
+    pub admission: Option<Arc<Admission>>,
+    /// What a refused publish is told to wait.
+    pub retry_after: Duration,
+    pub request_timeout: Duration,
+}
+
+impl<S> Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Guard { inner, layer: self.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Guard<S> {
+    inner: S,
+    layer: GuardLayer,
+}
+
+impl<S, B, R> Service<http::Request<B>> for Guard<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if let (PUBLISH_PATH, Some(admission)) = (request.uri().path(), &self.layer.admission) {
+            match admission.admit(self.layer.retry_after) {
+                Ok(ticket) => {
+                    request.extensions_mut().insert(Admitted(Arc::new(Mutex::new(Some(ticket)))));
+                }
+                Err(refused) => {
+                    metrics::counter!(m::ADMISSION_REFUSED).increment(1);
+                    return Box::pin(std::future::ready(Ok(tonic::Status::from(refused).into_http())));
+                }
+            }
+        }
+        let limit = self.layer.request_timeout;
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            match tokio::time::timeout(limit, response).await {
+                Ok(response) => response,
+                Err(_) => Ok(tonic::Status::from(Error::RequestTimeout { seconds: limit.as_secs() }).into_http()),
+            }
+        })
+    }
+}
