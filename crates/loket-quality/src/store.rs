@@ -9,7 +9,9 @@
 //! the gateway removes the `clean` mark when it opens the store and writes it on close: a
 //! store without the mark, or with another sequence than the journal's, is rebuilt at
 //! start-up. A rebuild recounts the accepted events from the journal; rejections were
-//! never stored there and are kept as counted.
+//! never stored there and are kept as counted. The gateway rebuilds in the background
+//! ([`QualityStore::begin_rebuild`], then [`QualityStore::count_until`]) while it counts
+//! new events as usual: the recount and the live counts are added up.
 //!
 //! Because of that, accepted events are first added up in memory and written to sled as
 //! one read-modify-write per bucket (a handful of partner × type buckets a day) when a
@@ -18,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -46,6 +49,9 @@ pub struct QualityStore {
     pending: Mutex<Pending>,
     /// Held while pending counts are written, so a report waits for counts in transit.
     writing: Mutex<()>,
+    /// Set from [`QualityStore::begin_rebuild`] until its recount is added: the figures
+    /// then lack the recounted events, so the gateway's reports wait for it.
+    rebuilding: AtomicBool,
 }
 
 struct Pending {
@@ -92,6 +98,7 @@ impl QualityStore {
             db,
             pending: Mutex::new(Pending::new()),
             writing: Mutex::new(()),
+            rebuilding: AtomicBool::new(false),
         })
     }
 
@@ -103,10 +110,14 @@ impl QualityStore {
         Ok(mark.and_then(|v| Some(u64::from_be_bytes(v.as_ref().try_into().ok()?))))
     }
 
-    /// Flushes and records that the figures cover the journal up to `journal_last`.
+    /// Flushes and records that the figures cover the journal up to `journal_last`; not
+    /// while a rebuild is unfinished, so the next start rebuilds again.
     pub fn close_clean(&self, journal_last: u64) -> Result<(), Error> {
         self.write_pending()?;
         self.db.flush()?;
+        if self.is_rebuilding() {
+            return Ok(());
+        }
         self.meta.insert(CLEAN, &journal_last.to_be_bytes())?;
         self.db.flush()?;
         Ok(())
@@ -151,6 +162,10 @@ impl QualityStore {
     /// personal data, but a bucket per day × partner × type must not add up forever
     /// (`[retention] quality`). Returns the buckets removed.
     pub fn expire_days(&self, day: i32) -> Result<u64, Error> {
+        // A recount in progress would add the dropped days back; the next pass drops them.
+        if self.is_rebuilding() {
+            return Ok(0);
+        }
         // Counts still in memory first, or an old day would be written back after this.
         self.write_pending()?;
         // Not between a pending write's read and its compare-and-swap.
@@ -189,16 +204,52 @@ impl QualityStore {
     /// Recounts the accepted events' figures from the journal (rules evaluated as they are
     /// now); rejections stay as counted. Returns the number of events read.
     pub fn rebuild(&self, journal: &Journal, registry: &Registry, rules: &RuleSet) -> Result<u64, Error> {
-        let mut buckets: BTreeMap<BucketKey, Bucket> = BTreeMap::new();
-        // What was counted in memory is counted again from the journal.
-        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Pending::new();
         let last = journal.last_sequence();
+        self.begin_rebuild()?;
+        self.count_until(journal, registry, rules, last, &|| false)
+    }
+
+    /// Starts a rebuild that [`QualityStore::count_until`] finishes, possibly in the
+    /// background: the accepted figures are cleared, and events counted from now on (all
+    /// after the journal's last sequence now) are added as usual, beside the recount.
+    pub fn begin_rebuild(&self) -> Result<(), Error> {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Pending::new();
+        self.accepted.clear()?;
+        self.rebuilding.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether a rebuild's recount is not yet added.
+    pub fn is_rebuilding(&self) -> bool {
+        self.rebuilding.load(Ordering::SeqCst)
+    }
+
+    /// Counts the journal's accepted events up to `last` and adds them to the figures,
+    /// ending the rebuild. Returns the number of events read, or stops early (the rebuild
+    /// unfinished) when `stop` says so.
+    pub fn count_until(
+        &self,
+        journal: &Journal,
+        registry: &Registry,
+        rules: &RuleSet,
+        last: u64,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<u64, Error> {
+        let mut buckets: BTreeMap<BucketKey, Bucket> = BTreeMap::new();
         let mut next = 1;
         let mut read = 0;
         while next <= last {
+            if stop() {
+                return Ok(read);
+            }
             let chunk = journal.read_from(next, REBUILD_CHUNK)?;
             let Some(end) = chunk.last().map(|e| e.sequence) else { break };
-            for event in chunk.iter().filter(|e| e.source != loket_domain::GATEWAY_SOURCE) {
+            for event in chunk.iter().filter(|e| e.sequence <= last) {
+                read += 1;
+                if event.source == loket_domain::GATEWAY_SOURCE {
+                    continue;
+                }
                 // Events of a schema the registry no longer has keep no field figures.
                 let expected = registry
                     .resolve(&event.event_type, Some(&event.dataschema))
@@ -228,15 +279,16 @@ impl QualityStore {
                 };
                 buckets.entry(accepted.key()).or_default().add(&accepted);
             }
-            read += chunk.len() as u64;
             next = end + 1;
         }
-        self.accepted.clear()?;
-        for (key, bucket) in &buckets {
-            let value = serde_json::to_vec(bucket).map_err(|e| corrupt(&encode_key(key), e))?;
-            self.accepted.insert(encode_key(key), value)?;
+        {
+            let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+            for (key, bucket) in &buckets {
+                update::<Bucket>(&self.accepted, &encode_key(key), |b| b.merge(bucket))?;
+            }
         }
         self.db.flush()?;
+        self.rebuilding.store(false, Ordering::SeqCst);
         Ok(read)
     }
 }

@@ -62,9 +62,10 @@ pub async fn run_with(
     let tls = tls::server_tls(&config)?;
     let journal = open_journal(&config)?;
     let disk = DiskGuard::new(config.data_dir.clone(), config.journal.min_free_bytes)?;
-    let store = Arc::new(open_quality(&config, &journal, &registry, &rules)?);
+    let (store, recount) = open_quality(&config, &journal)?;
+    let store = Arc::new(store);
     let chain = Chain::new(ChainStore::open(store.db(), &handovers)?, Arc::new(handovers))?;
-    let quality = Quality { store: store.clone(), chain: chain.clone() };
+    let quality = Quality::new(store.clone(), chain.clone());
     let registry = Arc::new(registry);
 
     let access = Access::open(&config, policy, &journal)?;
@@ -108,7 +109,7 @@ pub async fn run_with(
         intake: Intake {
             registry: registry.clone(),
             policy: access.policy.clone(),
-            rules,
+            rules: rules.clone(),
             max_event_bytes: config.grpc.max_event_bytes,
             claims: access.claims.clone(),
             profile: access.profile.clone(),
@@ -211,6 +212,10 @@ pub async fn run_with(
         background.push(tokio::spawn(expiry));
     }
     background.push(tokio::spawn(chain.run(journal.clone(), registry.clone(), stopping.clone())));
+    if let Some(last) = recount {
+        let recount = quality.clone().recount(journal.clone(), registry.clone(), rules.clone(), last, stopping.clone());
+        background.push(tokio::spawn(recount));
+    }
     if config.quality.digest_interval_secs > 0 {
         let every = std::time::Duration::from_secs(config.quality.digest_interval_secs);
         background.push(tokio::spawn(run_digests(
@@ -331,21 +336,19 @@ fn open_journal(config: &Config) -> Result<Journal, Error> {
     Ok(Journal::open(&config.journal_config())?)
 }
 
-/// Opens the quality store and rebuilds it when it does not match the journal: no clean
-/// mark (a crash, or the first start with this feature) or another last sequence.
-fn open_quality(
-    config: &Config,
-    journal: &Journal,
-    registry: &Registry,
-    rules: &RuleSet,
-) -> Result<QualityStore, Error> {
+/// Opens the quality store; when it does not match the journal (no clean mark: a crash, or
+/// the first start with this feature; or another last sequence) its figures are to be
+/// recounted up to the journal's last sequence, returned: in the background
+/// ([`Quality::recount`]).
+fn open_quality(config: &Config, journal: &Journal) -> Result<(QualityStore, Option<u64>), Error> {
     let store = QualityStore::open(&config.quality_dir())?;
     let mark = store.take_clean_mark()?;
-    if mark != Some(journal.last_sequence()) {
-        let read = store.rebuild(journal, registry, rules)?;
-        tracing::info!(events = read, "quality figures rebuilt from the journal (not closed cleanly last time)");
+    let last = journal.last_sequence();
+    if mark == Some(last) {
+        return Ok((store, None));
     }
-    Ok(store)
+    store.begin_rebuild()?;
+    Ok((store, Some(last)))
 }
 
 /// `loket quality rebuild`: recounts the quality figures and the handover state of a

@@ -170,6 +170,7 @@ impl Gateway for GatewayService {
         let partner = self.access.caller(&request, "quality").await?;
         // The handovers of everything journalled so far are in the report.
         self.quality.chain.caught_up(self.journal.last_sequence()).await;
+        self.quality.complete().await;
         let report = self.quality.report(&self.access, &self.registry, &partner, request.into_inner())?;
         Ok(Response::new(report))
     }

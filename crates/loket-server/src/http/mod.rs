@@ -82,6 +82,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         ::metrics::gauge!(m::STORE_SIZE, "store" => store).set(bytes as f64);
     }
     state.quality.chain.caught_up(state.journal.last_sequence()).await;
+    state.quality.complete().await;
     let (report, handovers) = match state.quality.figures(&Filter::default()) {
         Ok(r) => r,
         Err(e) => return unavailable("cannot read the quality figures", e),
@@ -121,6 +122,7 @@ async fn chain_page(State(state): State<AppState>) -> Response {
 
 async fn scorecard_page(State(state): State<AppState>) -> Response {
     state.quality.chain.caught_up(state.journal.last_sequence()).await;
+    state.quality.complete().await;
     match state.quality.figures(&Filter::default()) {
         Ok((report, _)) => Html(dashboard::render_scorecard(&report.partners)).into_response(),
         Err(e) => unavailable("cannot read the quality figures", e),
@@ -136,6 +138,7 @@ async fn case_page(State(state): State<AppState>, Path(pseudonym): Path<String>)
 }
 
 async fn quality_page(State(state): State<AppState>) -> Response {
+    state.quality.complete().await;
     match state.quality.store.report(&Filter::default()) {
         Ok(report) => Html(dashboard::render(&report, "all partners, all days")).into_response(),
         Err(e) => unavailable("cannot read the quality figures", e),

@@ -35,6 +35,11 @@ pub(crate) async fn run(
             _ = ticker.tick() => {}
             () = stop.cancelled() => return,
         }
+        // Figures being recounted after an unclean stop would give a day's digest of part
+        // of its events: the next tick makes it.
+        if store.is_rebuilding() {
+            continue;
+        }
         let events = match digests(&registry, &store, now_micros()) {
             Ok(events) => events,
             Err(e) => {

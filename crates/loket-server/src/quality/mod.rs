@@ -9,11 +9,15 @@ mod digest;
 mod report;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use loket_domain::PartnerId;
-use loket_journal::Appended;
+use loket_journal::{Appended, Journal};
 use loket_quality::aggregate::{day_of, BucketKey};
-use loket_quality::{Accepted, QualityStore};
+use loket_quality::{Accepted, QualityStore, RuleSet};
+use loket_schema::Registry;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub(crate) use chain::Chain;
 pub(crate) use digest::{is_digest, run as run_digests};
@@ -21,13 +25,69 @@ pub(crate) use digest::{is_digest, run as run_digests};
 use crate::publish::Admitted;
 use crate::Error;
 
+/// How long a report waits for a recount before it reports what is there.
+const RECOUNT_WAIT: Duration = Duration::from_secs(60);
+
 #[derive(Clone)]
 pub(crate) struct Quality {
     pub store: Arc<QualityStore>,
     pub chain: Chain,
+    /// Whether the figures count every journalled event: not while they are recounted in
+    /// the background after an unclean stop ([`Quality::recount`]).
+    complete: Arc<watch::Sender<bool>>,
 }
 
 impl Quality {
+    pub fn new(store: Arc<QualityStore>, chain: Chain) -> Self {
+        let complete = Arc::new(watch::channel(!store.is_rebuilding()).0);
+        Quality { store, chain, complete }
+    }
+
+    /// Waits (a bounded while) until the figures count every journalled event, so a
+    /// report after a restart is not one of half the history.
+    pub async fn complete(&self) {
+        let mut rx = self.complete.subscribe();
+        if tokio::time::timeout(RECOUNT_WAIT, rx.wait_for(|complete| *complete)).await.is_err() {
+            tracing::warn!("quality figures are still being recounted after an unclean stop; reporting what is there");
+        }
+    }
+
+    /// Recounts the figures of the journal's events up to `last`, which an unclean stop
+    /// left uncounted, on a blocking thread: the gateway serves meanwhile (a restart after
+    /// kill -9 must not wait for a pass over the whole journal), and counts what it
+    /// accepts beside the recount.
+    pub async fn recount(
+        self,
+        journal: Journal,
+        registry: Arc<Registry>,
+        rules: Arc<RuleSet>,
+        last: u64,
+        stop: CancellationToken,
+    ) {
+        let store = self.store.clone();
+        let stopped = stop.clone();
+        let counted = tokio::task::spawn_blocking(move || {
+            store.count_until(&journal, &registry, &rules, last, &|| stopped.is_cancelled())
+        })
+        .await;
+        match counted {
+            Ok(Ok(read)) if !self.store.is_rebuilding() => {
+                tracing::info!(
+                    events = read,
+                    "quality figures rebuilt from the journal (not closed cleanly last time)"
+                );
+                self.complete.send_replace(true);
+            }
+            Ok(Ok(read)) => {
+                tracing::info!(events = read, "quality recount stopped by the shutdown; the next start recounts")
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "quality figures could not be recounted; `loket quality rebuild` recounts them offline")
+            }
+            Err(e) => tracing::error!(error = %e, "the quality recount failed"),
+        }
+    }
+
     /// Counts an event the journal acknowledged; a duplicate was counted the first time,
     /// and counts now only as a duplicate (uniqueness).
     pub fn accepted(&self, admitted: &AdmittedFacts, appended: &Appended) {
