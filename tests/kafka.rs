@@ -808,7 +808,8 @@ async fn a_kafka_mode_subscriber_that_stops_reading_is_bounded_and_dropped() {
     for i in 0..EVENTS {
         let mut data = example_for("baggage", "5000000002");
         let description = format!("{i:05}").repeat(100);
-        data["items"] = serde_json::json!(vec![serde_json::json!({"category": "other", "description": description}); 200]);
+        data["items"] =
+            serde_json::json!(vec![serde_json::json!({"category": "other", "description": description}); 200]);
         publish(&mut dtv, event("dtv", "baggage", &format!("big-{i:02}"), &data)).await.unwrap();
     }
     wait_drained(&mut dtv).await;

@@ -289,7 +289,8 @@ async fn the_lag_series_of_deleted_and_expired_subscriptions_leave_metrics() {
     let metrics = gw.metrics_addr.unwrap();
     let mut kmar = gw.client("kmar").await;
     publish(&mut kmar, event("kmar", "baggage", "lag-1", &example_for("baggage", "0000000007"))).await.unwrap();
-    let lag = |name: &str| metric(metrics, "loket_subscriber_lag_events", &[("partner", "dtv"), ("subscription", name)]);
+    let lag =
+        |name: &str| metric(metrics, "loket_subscriber_lag_events", &[("partner", "dtv"), ("subscription", name)]);
     let mut dtv = gw.client("dtv").await;
     let mut open = Vec::new();
     for name in ["to-delete", "to-expire", "kept"] {

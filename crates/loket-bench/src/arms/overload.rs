@@ -202,5 +202,8 @@ fn quantile_bucket(page: &str, name: &str, filter: &str, q: f64) -> Option<Strin
 
 /// A gauge's value as the page shows it.
 fn gauge(page: &str, name: &str) -> Option<String> {
-    page.lines().find(|l| l.starts_with(name) && !l.starts_with('#')).and_then(|l| l.rsplit(' ').next()).map(str::to_owned)
+    page.lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .map(str::to_owned)
 }

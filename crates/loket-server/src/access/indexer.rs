@@ -30,13 +30,30 @@ impl Access {
         loop {
             durable.borrow_and_update();
             let next = *self.indexed.borrow() + 1;
-            let step = journal.read_from(next, INDEX_CHUNK).map_err(Error::from).and_then(|batch| {
-                if batch.is_empty() {
-                    return Ok(false);
+            // Reading and indexing a chunk is blocking sled work: on a blocking thread, so
+            // that publishes on the async workers are not queued behind it.
+            let (access, reader) = (self.clone(), journal.clone());
+            let indexed = tokio::task::spawn_blocking(move || {
+                let step = reader.read_from(next, INDEX_CHUNK).map_err(Error::from).and_then(|batch| {
+                    if batch.is_empty() {
+                        return Ok(false);
+                    }
+                    access.index_batch(&batch, &mut book)?;
+                    Ok(true)
+                });
+                (book, step)
+            })
+            .await;
+            let step = match indexed {
+                Ok((returned, step)) => {
+                    book = returned;
+                    step
                 }
-                self.index_batch(&batch, &mut book)?;
-                Ok(true)
-            });
+                Err(e) => {
+                    tracing::error!(error = %e, "access indexer ended abnormally");
+                    return;
+                }
+            };
             match step {
                 Ok(true) => continue,
                 Ok(false) => {}

@@ -58,15 +58,9 @@ pub(crate) fn handle() -> Result<&'static PrometheusHandle, String> {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full(PUBLISH_DURATION.to_owned()),
-                    LATENCY_BUCKETS,
-                )
+                .set_buckets_for_metric(Matcher::Full(PUBLISH_DURATION.to_owned()), LATENCY_BUCKETS)
                 .map_err(|e| e.to_string())?
-                .set_buckets_for_metric(
-                    Matcher::Full(PUBLISH_WAIT.to_owned()),
-                    LATENCY_BUCKETS,
-                )
+                .set_buckets_for_metric(Matcher::Full(PUBLISH_WAIT.to_owned()), LATENCY_BUCKETS)
                 .map_err(|e| e.to_string())?
                 .build_recorder();
             let handle = recorder.handle();

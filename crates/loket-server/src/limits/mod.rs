@@ -81,9 +81,8 @@ impl Limits {
     pub fn new(config: LimitsConfig, journal: Journal) -> Self {
         let gateway_rate = NonZeroU32::new(config.gateway_events_per_second)
             .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))));
-        let admission = (config.gateway_in_flight > 0).then(|| {
-            Admission::new(config.gateway_in_flight, Duration::from_millis(config.publish_latency_target_ms))
-        });
+        let admission = (config.gateway_in_flight > 0)
+            .then(|| Admission::new(config.gateway_in_flight, Duration::from_millis(config.publish_latency_target_ms)));
         Self { config: Arc::new(config), journal, partners: Arc::default(), gateway_rate, admission }
     }
 

@@ -85,12 +85,20 @@ impl Chain {
 
     /// One chunk; false when the journal has nothing new.
     async fn step(&self, journal: &Journal, registry: &Registry) -> Result<bool, Error> {
-        let followed = self.store.followed()?;
-        let chunk = journal.read_from(followed + 1, CHUNK)?;
-        if chunk.is_empty() {
-            return Ok(false);
-        }
-        let step = self.store.prepare(&self.handovers, &chunk)?;
+        // Reading, evaluating and writing a chunk takes milliseconds of CPU: on a blocking
+        // thread, so that publishes queued on the async workers are not held behind it.
+        let (store, handovers, reader) = (self.store.clone(), self.handovers.clone(), journal.clone());
+        let prepared = tokio::task::spawn_blocking(move || {
+            let followed = store.followed()?;
+            let chunk = reader.read_from(followed + 1, CHUNK)?;
+            if chunk.is_empty() {
+                return Ok::<_, Error>(None);
+            }
+            Ok(Some(store.prepare(&handovers, &chunk)?))
+        })
+        .await
+        .map_err(|e| Error::TaskFailed(e.to_string()))??;
+        let Some(step) = prepared else { return Ok(false) };
         let emitted = self.store.emitted()?;
         let mut pending = Vec::new();
         for (case, outcome) in step.outcomes.iter().filter(|(_, o)| o.trigger_sequence > emitted) {
@@ -102,7 +110,11 @@ impl Chain {
         let up_to = step.up_to;
         // False: retention or an erasure removed state since `prepare`; the next round
         // prepares the chunk again.
-        if self.store.commit(step)? {
+        let store = self.store.clone();
+        let committed = tokio::task::spawn_blocking(move || store.commit(step))
+            .await
+            .map_err(|e| Error::TaskFailed(e.to_string()))??;
+        if committed {
             self.covered.send_replace(up_to);
         }
         Ok(true)
