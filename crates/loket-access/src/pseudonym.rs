@@ -29,7 +29,7 @@ const V_NUMBER: &str = "vNumber";
 #[derive(Clone)]
 pub struct Pseudonymiser {
     /// The MAC keyed once: keying hashes the key, so each pseudonym starts from a clone.
-    keyed: Hmac<Sha256>,
+    keyed: Box<Hmac<Sha256>>,
 }
 
 impl std::fmt::Debug for Pseudonymiser {
@@ -49,7 +49,7 @@ pub struct Pseudonymised {
 
 impl Pseudonymiser {
     pub fn new(key: &[u8]) -> Self {
-        Self { keyed: Hmac::<Sha256>::new_from_slice(key).expect("hmac takes keys of any length") }
+        Self { keyed: Box::new(Hmac::<Sha256>::new_from_slice(key).expect("hmac takes keys of any length")) }
     }
 
     /// `count` keyed bytes for `value` in `domain` (a V-number and a text that happen to
@@ -58,7 +58,7 @@ impl Pseudonymiser {
         let mut out = Vec::with_capacity(count + 32);
         let mut block = 0u32;
         while out.len() < count {
-            let mut mac = self.keyed.clone();
+            let mut mac = (*self.keyed).clone();
             mac.update(domain.as_bytes());
             mac.update(&[0]);
             mac.update(value.as_bytes());
