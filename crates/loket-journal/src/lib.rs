@@ -43,6 +43,7 @@ use tokio::sync::{oneshot, watch};
 pub use cursors::CursorInfo;
 pub use event::{Appended, NewEvent, NewRejection, StoredEvent, StoredRejection, Violation};
 pub use retention::{ExpireOutcome, PurgeRecord, Retained, RetentionPolicy};
+pub use store::open_sled;
 
 use event::decode_u64;
 use store::{missing, FaultHook, NoFaults, Store, StoreConfig};

@@ -51,15 +51,34 @@ pub(crate) struct Recovered {
     pub tip: Tip,
 }
 
+/// Opens a sled database, waiting briefly for one closed just before: sled 0.34 releases
+/// its file lock from a background thread after the database is dropped, so a reopen right
+/// after a close (a restart in the same process, `audit verify` of a journal just closed)
+/// can find the lock still held, the longer the busier the machine.
+pub fn open_sled(config: &sled::Config) -> Result<sled::Db, sled::Error> {
+    let mut attempts = 0;
+    loop {
+        match config.open() {
+            // sled reports the held lock as an `Other` I/O error naming it.
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && attempts < 150 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Store {
     pub fn open(config: &StoreConfig) -> Result<Store, sled::Error> {
-        let db = sled::Config::new()
-            .path(&config.dir)
-            .cache_capacity(config.cache_capacity_bytes)
-            // The writer flushes every batch itself; the background flush is what bounds
-            // the loss window of cursor acks (the API promises ~1 s).
-            .flush_every_ms(Some(500))
-            .open()?;
+        let db = open_sled(
+            &sled::Config::new()
+                .path(&config.dir)
+                .cache_capacity(config.cache_capacity_bytes)
+                // The writer flushes every batch itself; the background flush is what bounds
+                // the loss window of cursor acks (the API promises ~1 s).
+                .flush_every_ms(Some(500)),
+        )?;
         Ok(Store {
             events: db.open_tree("events")?,
             ids: db.open_tree("ids")?,

@@ -324,21 +324,9 @@ fn read_all<T: DeserializeOwned>(tree: &sled::Tree) -> Result<BTreeMap<BucketKey
 }
 
 /// Opens the database, waiting briefly for a store closed just before (a restart in the
-/// same process): sled 0.34 releases its file lock from a background thread after the
-/// database is dropped, so an immediate reopen can find the lock still held.
+/// same process: see [`loket_journal::open_sled`]).
 fn open_db(dir: &Path) -> Result<sled::Db, Error> {
-    let config = sled::Config::new().path(dir).cache_capacity(16 * 1024 * 1024);
-    let mut attempts = 0;
-    loop {
-        match config.open() {
-            // sled reports the held lock as an `Other` error naming it.
-            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && attempts < 50 => {
-                attempts += 1;
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return Ok(other?),
-        }
-    }
+    Ok(loket_journal::open_sled(&sled::Config::new().path(dir).cache_capacity(16 * 1024 * 1024))?)
 }
 
 #[cfg(test)]

@@ -128,28 +128,18 @@ fn once_key(kind: u8, record: &DenialRecord) -> Vec<u8> {
 }
 
 impl AccessStore {
-    /// Opens, retrying for a short while: right after a previous gateway in this process
-    /// stopped, its last tasks may still hold the database lock a moment.
+    /// Opens, waiting for a previous gateway in this process to let go of the database
+    /// ([`loket_journal::open_sled`]).
     pub fn open(dir: &Path, cache_bytes: u64, sealer: Option<loket_journal::Journal>) -> Result<Self, Error> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-        let db = loop {
-            // The indexer writes entries under random case keys as fast as events arrive;
-            // HighThroughput trades disk space for fewer page rewrites (gateway-stream CPU
-            // per event 64-65 µs with LowSpace, 57 µs with this, on this noisy machine).
-            let config = sled::Config::new()
-                .path(dir)
-                .cache_capacity(cache_bytes)
-                .mode(sled::Mode::HighThroughput)
-                .flush_every_ms(Some(500));
-            match config.open() {
-                Ok(db) => break db,
-                Err(e) if std::time::Instant::now() < deadline => {
-                    tracing::debug!(error = %e, "access store open failed, retrying");
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => return Err(storage(e)),
-            }
-        };
+        // The indexer writes entries under random case keys as fast as events arrive;
+        // HighThroughput trades disk space for fewer page rewrites (gateway-stream CPU
+        // per event 64-65 µs with LowSpace, 57 µs with this, on this noisy machine).
+        let config = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(Some(500));
+        let db = loket_journal::open_sled(&config).map_err(storage)?;
         Ok(Self {
             sealer,
             gated: db.open_tree("gated").map_err(storage)?,

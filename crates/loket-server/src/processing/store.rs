@@ -61,7 +61,7 @@ fn storage(e: impl std::fmt::Display) -> Error {
 
 /// Opens the database; returns it with its pseudonym key.
 pub(crate) fn open(dir: &std::path::Path) -> Result<(sled::Db, Vec<u8>), Error> {
-    let db = sled::Config::new().path(dir).cache_capacity(4 << 20).open().map_err(storage)?;
+    let db = loket_journal::open_sled(&sled::Config::new().path(dir).cache_capacity(4 << 20)).map_err(storage)?;
     let meta = db.open_tree("meta").map_err(storage)?;
     let key = match meta.get(KEY).map_err(storage)? {
         Some(k) => k.to_vec(),
