@@ -12,7 +12,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use loket_journal::Journal;
-use loket_quality::Filter;
+use loket_quality::chain::HandoverReport;
+use loket_quality::{Filter, Report};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -82,12 +83,23 @@ async fn metrics(State(state): State<AppState>) -> Response {
         ::metrics::gauge!(m::STORE_SIZE, "store" => store).set(bytes as f64);
     }
     state.quality.chain.caught_up(state.journal.last_sequence()).await;
-    state.quality.complete().await;
-    let (report, handovers) = match state.quality.figures(&Filter::default()) {
-        Ok(r) => r,
-        Err(e) => return unavailable("cannot read the quality figures", e),
-    };
-    m::record_dimensions(&report, &handovers);
+    // While the figures are recounted after an unclean stop, their gauges are left out
+    // rather than holding the scrape for the recount.
+    if !state.quality.store.is_rebuilding() {
+        match state.quality.figures(&Filter::default()) {
+            Ok((report, handovers)) => record_quality(&report, &handovers),
+            Err(e) => return unavailable("cannot read the quality figures", e),
+        }
+    }
+    state.prometheus.run_upkeep();
+    let mut page = state.prometheus.render();
+    lag::render(&mut page);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], page).into_response()
+}
+
+/// The quality figures as gauges.
+fn record_quality(report: &Report, handovers: &HandoverReport) {
+    m::record_dimensions(report, handovers);
     for f in &report.fields {
         let labels = [("partner", f.partner.clone()), ("type", f.event_type.clone()), ("field", f.field.clone())];
         ::metrics::gauge!(m::FILL_RATE, &labels).set(f.fill_rate);
@@ -105,10 +117,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
             ::metrics::gauge!(m::RULE_FAILURES, &labels).set(*n as f64);
         }
     }
-    state.prometheus.run_upkeep();
-    let mut page = state.prometheus.render();
-    lag::render(&mut page);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], page).into_response()
 }
 
 async fn chain_page(State(state): State<AppState>) -> Response {
