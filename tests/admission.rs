@@ -1,13 +1,16 @@
 //! The gateway-wide limit of unary publishes in flight (`[limits] gateway_in_flight`,
 //! adapted to `publish_latency_target_ms`): with the limit reached, a publish is refused
 //! at once with RESOURCE_EXHAUSTED (reason OVERLOADED, RetryInfo), before any work; once
-//! places are free, every partner publishes again. Success is counted, never timed.
+//! places are free, every partner publishes again. The places are shared fairly: a
+//! partner holding its share is refused while another partner's publish is admitted.
+//! Success is counted, never timed.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
+use loket_server::client::{connect, ClientOptions};
 
 fn valid(source: &str, id: &str) -> loket_server::proto::CloudEvent {
     event(source, "baggage", id, &example_for("baggage", "0000000007"))
@@ -45,7 +48,8 @@ async fn with_the_gateway_limit_in_flight_reached_publishes_are_shed_and_others_
         assert!(quota.is_empty(), "the gateway's limit, not a partner's quota: {quota:?}");
     }
     let metrics = gw.metrics_addr.unwrap();
-    assert_eq!(metric(metrics, "loket_publish_admission_refused_total", &[]), Some(5.0));
+    // (Other tests of this binary share the metrics recorder; they refuse by share only.)
+    assert_eq!(metric(metrics, "loket_publish_admission_refused_total", &[("reason", "limit")]), Some(5.0));
     assert_eq!(metric(metrics, "loket_publish_admission_limit", &[]), Some(4.0));
 
     // kmar gives up its calls: their places are freed, and dji and dtv publish again.
@@ -75,4 +79,81 @@ fn publish_without_body_of(
 ) -> impl std::future::Future<Output = Result<loket_server::proto::PublishReply, tonic::Status>> + Send + 'static {
     let options = gw.options(partner);
     async move { publish_without_body(&options).await }
+}
+
+/// Four places shared by dji and dtv: dji holds one, dtv two (its share). dtv's next
+/// publish is refused, dji's is admitted and succeeds. `options` says how a partner
+/// connects (mutual TLS: shares by certificate; insecure: by the partner header).
+async fn a_partner_at_its_share_is_refused_while_another_publishes(
+    gw: &Gateway,
+    options: impl Fn(&str) -> ClientOptions,
+) {
+    // A call that holds a place, made again while refused (a probe below may hold a place
+    // for a moment as it arrives).
+    let hold = |partner: &str| {
+        let options = options(partner);
+        tokio::spawn(async move {
+            loop {
+                match publish_without_body(&options).await {
+                    Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    ended => return ended,
+                }
+            }
+        })
+    };
+    let held = [hold("dji"), hold("dtv"), hold("dtv")];
+    // Once dtv's two calls hold their places, with dji's holding one or refused a moment
+    // ago, dtv's next publish is refused; before that it is admitted and succeeds. First
+    // come, first served would admit it into a free place.
+    let mut dtv = connect(&options("dtv")).await.unwrap();
+    let mut refused = None;
+    for i in 0..600 {
+        match publish(&mut dtv, valid("dtv", &format!("dtv-probe-{i}"))).await {
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(status) => {
+                refused = Some(status);
+                break;
+            }
+        }
+    }
+    let status = refused.expect("dtv is refused once it holds its share");
+    let (reason, retry, quota) = exhausted(&status);
+    assert_eq!(reason, "OVERLOADED", "{status:?}");
+    assert!(retry.is_some_and(|d| !d.is_zero()), "RetryInfo: {status:?}");
+    assert!(quota.is_empty(), "the gateway's limit, not a partner's quota: {quota:?}");
+    let metrics = gw.metrics_addr.unwrap();
+    assert!(metric(metrics, "loket_publish_admission_refused_total", &[("reason", "share")]).is_some_and(|n| n >= 1.0));
+
+    let mut dji = connect(&options("dji")).await.unwrap();
+    publish(&mut dji, valid("dji", "dji-within-share")).await.expect("dji is below its share");
+    assert!(held.iter().all(|call| !call.is_finished()), "the held calls still hold (or want) their places");
+    for call in held {
+        call.abort();
+    }
+}
+
+const FOUR_PLACES: &str = "[limits]\nevents_per_second = 0\ngateway_in_flight = 4\npublish_latency_target_ms = 0\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_holding_its_fair_share_is_refused_while_another_partner_publishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_in(dir.path(), FOUR_PLACES).await;
+    a_partner_at_its_share_is_refused_while_another_publishes(&gw, |partner| gw.options(partner)).await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_an_insecure_gateway_the_fair_shares_go_by_the_partner_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_in(dir.path(), &format!("[grpc]\ninsecure = true\n{FOUR_PLACES}")).await;
+    let url = format!("http://127.0.0.1:{}", gw.addr.port());
+    let options = |partner: &str| ClientOptions {
+        server: url.clone(),
+        certs: dir.path().to_owned(),
+        partner: partner.to_owned(),
+    };
+    a_partner_at_its_share_is_refused_while_another_publishes(&gw, options).await;
+    gw.stop().await;
 }

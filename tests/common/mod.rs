@@ -328,12 +328,16 @@ pub fn exhausted(status: &tonic::Status) -> (String, Option<std::time::Duration>
 /// message. Resolves with what the gateway answers (e.g. at its request timeout);
 /// dropping the future cancels the call.
 pub async fn publish_without_body(options: &ClientOptions) -> Result<PublishReply, tonic::Status> {
-    let (endpoint, _) = loket_server::client::endpoint(options).unwrap();
+    use tonic::service::Interceptor;
+    let (endpoint, mut header) = loket_server::client::endpoint(options).unwrap();
     let channel = endpoint.connect().await.unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let path = tonic::codegen::http::uri::PathAndQuery::from_static("/loket.v1.Gateway/Publish");
     let codec = tonic_prost::ProstCodec::<PublishRequest, PublishReply>::default();
     let never = futures::stream::pending::<PublishRequest>();
-    grpc.client_streaming(tonic::Request::new(never), path, codec).await.map(tonic::Response::into_inner)
+    let mut request = tonic::Request::new(never);
+    // The x-loket-partner header of an insecure gateway, as the client library adds it.
+    *request.metadata_mut() = header.call(tonic::Request::new(())).unwrap().metadata().clone();
+    grpc.client_streaming(request, path, codec).await.map(tonic::Response::into_inner)
 }

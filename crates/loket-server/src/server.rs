@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::disk::DiskGuard;
 use crate::http::metrics;
 use crate::kafka::{denial_hook, KafkaMode};
-use crate::limits::connections::{self, ConnectionGate};
+use crate::limits::connections::{self, ConnectionGate, Peer};
 use crate::limits::Limits;
 use crate::proto::gateway_server::GatewayServer;
 use crate::publish::{Intake, Publisher};
@@ -243,12 +243,13 @@ pub async fn run_with(
     let handshake = Duration::from_secs(grpc.handshake_timeout_secs);
     let served = match tls {
         Some(tls) => {
-            let connections = tls::incoming(listener, tls, gate, handshake, stopping.clone());
+            let identity = access.identity_mode();
+            let connections = tls::incoming(listener, tls, identity, gate, handshake, stopping.clone());
             router.serve_with_incoming_shutdown(connections, on_shutdown).await
         }
         None => {
             let connections = connections::incoming(listener, gate, handshake, stopping.clone(), |stream| {
-                std::future::ready(Ok(stream))
+                std::future::ready(Ok((stream, Peer::default())))
             });
             router.serve_with_incoming_shutdown(connections, on_shutdown).await
         }

@@ -6,14 +6,20 @@
 //!   (PKIoverheid), matched against `[partners.<id>] oin`; the common name is then only a
 //!   service name and decides nothing;
 //! - on an explicitly insecure gateway, the `x-loket-partner` header.
+//!
+//! What a certificate presents is read once per connection, in its handshake task
+//! ([`presented_by`], kept in the connection's `limits::connections::Peer`); the policy
+//! lookup, and the denial log of an unknown identity, stay per request.
 
 use loket_access::is_oin;
 use loket_domain::PartnerId;
+use rustls::pki_types::CertificateDer;
 use tonic::Request;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::oid_registry::OID_X509_SERIALNUMBER;
 
 use super::{denials, Access};
+use crate::limits::connections::Peer;
 use crate::Error;
 
 /// The request header that names the caller on an insecure (plain TCP) gateway.
@@ -30,21 +36,20 @@ impl Access {
     /// The calling partner. An identity the policy does not know is refused, and recorded
     /// as a refusal of `action` under what the caller presented (its common name or OIN).
     pub async fn caller<T>(&self, request: &Request<T>, action: &str) -> Result<PartnerId, Error> {
+        let from_header;
         let presented = match self.identity {
-            IdentityMode::InsecureHeader => Presented::Name(header_identity(request)?),
+            IdentityMode::InsecureHeader => {
+                from_header = Presented::Name(header_identity(request)?);
+                &from_header
+            }
             IdentityMode::CommonName | IdentityMode::Oin => {
-                let certs = request.peer_certs().ok_or(Error::Unauthenticated("no client certificate"))?;
-                let leaf = certs.first().ok_or(Error::Unauthenticated("no client certificate"))?;
-                let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
-                    .map_err(|_| Error::Unauthenticated("the client certificate cannot be parsed"))?;
-                if self.identity == IdentityMode::Oin {
-                    oin_identity(&cert)
-                } else {
-                    Presented::Name(common_name(&cert)?)
-                }
+                let peer = request.extensions().get::<Peer>().and_then(|peer| peer.certified.as_deref());
+                peer.ok_or(Error::Unauthenticated("no client certificate"))?
+                    .as_ref()
+                    .map_err(|&e| Error::Unauthenticated(e))?
             }
         };
-        let found = match &presented {
+        let found = match presented {
             Presented::Name(name) => self.policy.partner_for_identity(name),
             Presented::Oin(oin) => self.policy.partner_for_oin(oin),
             Presented::NoOin { .. } => None,
@@ -52,7 +57,7 @@ impl Access {
         if let Some(Ok(partner)) = found.map(str::parse::<PartnerId>) {
             return Ok(partner);
         }
-        let (who, e) = match presented {
+        let (who, e) = match presented.clone() {
             Presented::Name(name) => (name.clone(), Error::UnknownIdentity { identity: name }),
             Presented::Oin(oin) => (oin.clone(), Error::UnknownOin { oin }),
             Presented::NoOin { common_name, problem } => (common_name.clone(), Error::NoOin { common_name, problem }),
@@ -62,14 +67,42 @@ impl Access {
     }
 }
 
+/// What a connection's client certificate presents, or why it presents nothing usable
+/// (refused as UNAUTHENTICATED on every call).
+pub(crate) type Certified = Result<Presented, &'static str>;
+
+/// What the leaf certificate `leaf` presents under `mode` (`CommonName` or `Oin`).
+pub(crate) fn presented_by(mode: IdentityMode, leaf: Option<&CertificateDer<'_>>) -> Certified {
+    let leaf = leaf.ok_or("no client certificate")?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|_| "the client certificate cannot be parsed")?;
+    if mode == IdentityMode::Oin {
+        Ok(oin_identity(&cert))
+    } else {
+        common_name(&cert).map(Presented::Name)
+    }
+}
+
 /// What a caller presented, before the policy maps it to a partner.
-enum Presented {
+#[derive(Debug, Clone)]
+pub(crate) enum Presented {
     /// A common name or header value.
     Name(String),
     /// A well-formed OIN.
     Oin(String),
     /// A certificate without a well-formed OIN.
     NoOin { common_name: String, problem: &'static str },
+}
+
+impl Presented {
+    /// The text the caller is known by before the policy lookup: the admission's fair
+    /// shares are keyed by it.
+    pub fn key(&self) -> &str {
+        match self {
+            Presented::Name(name) | Presented::Oin(name) => name,
+            Presented::NoOin { common_name, .. } => common_name,
+        }
+    }
 }
 
 fn header_identity<T>(request: &Request<T>) -> Result<String, Error> {
@@ -84,15 +117,14 @@ fn header_identity<T>(request: &Request<T>) -> Result<String, Error> {
 }
 
 /// The subject common name, when it can be a partner identity.
-fn common_name(cert: &X509Certificate<'_>) -> Result<String, Error> {
+fn common_name(cert: &X509Certificate<'_>) -> Result<String, &'static str> {
     let cn = cert
         .subject()
         .iter_common_name()
         .next()
         .and_then(|cn| cn.as_str().ok())
-        .ok_or(Error::Unauthenticated("the client certificate has no subject common name"))?;
-    let id: PartnerId =
-        cn.parse().map_err(|_| Error::Unauthenticated("the client certificate's common name is not a partner id"))?;
+        .ok_or("the client certificate has no subject common name")?;
+    let id: PartnerId = cn.parse().map_err(|_| "the client certificate's common name is not a partner id")?;
     Ok(id.to_string())
 }
 

@@ -19,8 +19,8 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use identity::IdentityMode;
 pub use identity::PARTNER_HEADER;
+pub(crate) use identity::{presented_by, Certified, IdentityMode};
 pub(crate) use store::{AccessStore, DenialRecord, ExportRecord, IndexedEvent};
 
 use crate::config::{Config, IdentitySource, TlsSource};
@@ -71,6 +71,12 @@ pub(crate) struct Access {
 }
 
 impl Access {
+    /// How callers are identified (the TLS handshake resolves what a certificate presents
+    /// under it).
+    pub fn identity_mode(&self) -> IdentityMode {
+        self.identity
+    }
+
     pub fn open(config: &Config, policy: Policy, journal: &Journal) -> Result<Self, Error> {
         let store = AccessStore::open(&config.access_dir(), 8 * 1024 * 1024, Some(journal.clone()))?;
         // The index and the withholdings recorded with it follow from these rules (and

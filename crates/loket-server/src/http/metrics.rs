@@ -41,6 +41,7 @@ pub const PUBLISH_SHED: &str = "loket_publish_shed_total";
 pub const PUBLISH_WAIT: &str = "loket_publish_wait_seconds";
 pub const ADMISSION_LIMIT: &str = "loket_publish_admission_limit";
 pub const ADMISSION_REFUSED: &str = "loket_publish_admission_refused_total";
+pub const ADMISSION_IN_FLIGHT: &str = "loket_publish_admitted_in_flight";
 pub const CONNECTIONS_OPEN: &str = "loket_connections_open";
 pub const CONNECTIONS_REFUSED: &str = "loket_connections_refused_total";
 pub const HANDSHAKE_TIMEOUTS: &str = "loket_tls_handshake_timeouts_total";
@@ -91,9 +92,10 @@ fn describe() {
     );
     describe_counter!(
         ADMISSION_REFUSED,
-        "Unary publishes refused as they arrived (before authentication), the gateway's limit in flight being reached."
+        "Unary publishes refused as they arrived (before authentication), by reason: limit (every place in flight taken) or share (the caller holds its fair share while others want theirs)."
     );
     describe_gauge!(ADMISSION_LIMIT, "Unary publishes the gateway admits in flight now (adapted to their latency).");
+    describe_gauge!(ADMISSION_IN_FLIGHT, "Unary publishes admitted and not yet answered.");
     describe_gauge!(CONNECTIONS_OPEN, "Open gRPC connections (handshaking or established).");
     describe_counter!(CONNECTIONS_REFUSED, "Connections closed at accept over a connection limit, by limit.");
     describe_counter!(HANDSHAKE_TIMEOUTS, "Connections closed because their TLS handshake took too long.");

@@ -20,18 +20,21 @@
 //!   `gateway_in_flight`;
 //! - a publish that waited longer than the target before its handler ran, while the limit
 //!   is cut and reached, is refused there: it would miss its latency whatever happens
-//!   next, and refusing it is cheaper than serving it (CoDel's drop of old work).
+//!   next, and refusing it is cheaper than serving it (CoDel's drop of old work);
+//! - the places are shared fairly between the partners that want them (`shares.rs`), so
+//!   a partner with more calls arriving does not take every place that frees.
 //!
 //! A refusal is `Error::Overloaded` (RESOURCE_EXHAUSTED, reason OVERLOADED, RetryInfo).
 //! Streams are not counted: each stream is already bounded by its own window
 //! (`[grpc] stream_in_flight`) and HTTP/2 flow control.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use loket_domain::PartnerId;
 
+use super::shares::Shares;
 use crate::http::metrics as m;
 use crate::Error;
 
@@ -55,11 +58,15 @@ pub(crate) struct Admission {
     max: f64,
     min: f64,
     target: Duration,
+    /// Changed only with `shares` locked; read without it.
     in_flight: AtomicU32,
     state: Mutex<State>,
+    shares: Mutex<Shares>,
     /// The limit's gauge is first set on the first call: the metrics recorder is
     /// installed after the admission is built.
     gauge_set: Once,
+    /// The gauge of publishes in flight, taken on the first call for the same reason.
+    in_flight_gauge: OnceLock<metrics::Gauge>,
 }
 
 /// One admitted publish's place in flight; its reply's latency is sampled by
@@ -67,6 +74,8 @@ pub(crate) struct Admission {
 pub(crate) struct Ticket {
     admission: Arc<Admission>,
     arrived: Instant,
+    /// The partner whose share the place counts in.
+    partner: Arc<str>,
 }
 
 impl Admission {
@@ -80,8 +89,18 @@ impl Admission {
             target,
             in_flight: AtomicU32::new(0),
             state: Mutex::new(State { limit: max, latency: 0.0, last_cut: Instant::now() }),
+            shares: Mutex::default(),
             gauge_set: Once::new(),
+            in_flight_gauge: OnceLock::new(),
         })
+    }
+
+    fn shares(&self) -> std::sync::MutexGuard<'_, Shares> {
+        self.shares.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn in_flight_gauge(&self) -> &metrics::Gauge {
+        self.in_flight_gauge.get_or_init(|| metrics::gauge!(m::ADMISSION_IN_FLIGHT))
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -94,16 +113,31 @@ impl Admission {
         self.state().limit as u32
     }
 
-    /// Admits one publish arriving now, or refuses it.
-    pub fn admit(self: &Arc<Self>, retry_after: Duration) -> Result<Ticket, Error> {
+    /// Admits one publish of `partner` (what its connection presented) arriving now, or
+    /// refuses it: every place taken, or its share taken while others want theirs.
+    pub fn admit(self: &Arc<Self>, partner: Arc<str>, retry_after: Duration) -> Result<Ticket, Error> {
         let limit = self.state().limit;
         self.gauge_set.call_once(|| metrics::gauge!(m::ADMISSION_LIMIT).set(limit.floor()));
-        let taken = self.in_flight.fetch_add(1, Ordering::AcqRel);
-        if f64::from(taken) >= limit.floor() {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return Err(Error::Overloaded { retry_after });
+        let arrived = Instant::now();
+        let taken = {
+            let mut shares = self.shares();
+            let in_flight = self.in_flight.load(Ordering::Acquire);
+            let taken = shares.take(partner, limit as u32, in_flight, arrived);
+            if taken.is_ok() {
+                self.in_flight.fetch_add(1, Ordering::AcqRel);
+            }
+            taken
+        };
+        match taken {
+            Ok(partner) => {
+                self.in_flight_gauge().increment(1.0);
+                Ok(Ticket { admission: self.clone(), arrived, partner })
+            }
+            Err(refusal) => {
+                metrics::counter!(m::ADMISSION_REFUSED, "reason" => refusal.label()).increment(1);
+                Err(Error::Overloaded { retry_after })
+            }
         }
-        Ok(Ticket { admission: self.clone(), arrived: Instant::now() })
     }
 
     /// Adapts the limit to one reply's latency.
@@ -160,7 +194,13 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.admission.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let admission = &self.admission;
+        {
+            let mut shares = admission.shares();
+            shares.release(&self.partner);
+            admission.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        admission.in_flight_gauge().decrement(1.0);
     }
 }
 
@@ -186,17 +226,32 @@ mod tests {
     #[test]
     fn past_the_limit_a_publish_is_refused_and_a_finished_one_frees_its_place() {
         let admission = Admission::new(4, Duration::ZERO);
-        let tickets: Vec<Ticket> = (0..4).map(|_| admission.admit(RETRY).unwrap()).collect();
-        assert!(matches!(admission.admit(RETRY), Err(Error::Overloaded { .. })));
+        let tickets: Vec<Ticket> = (0..4).map(|_| admission.admit(dtv(), RETRY).unwrap()).collect();
+        assert!(matches!(admission.admit(dtv(), RETRY), Err(Error::Overloaded { .. })));
         drop(tickets);
-        assert!(admission.admit(RETRY).is_ok());
+        assert!(admission.admit(dtv(), RETRY).is_ok());
+    }
+
+    fn dtv() -> Arc<str> {
+        Arc::from("dtv")
+    }
+
+    #[test]
+    fn a_partner_holding_its_share_is_refused_while_another_is_admitted() {
+        let admission = Admission::new(4, Duration::ZERO);
+        let dji = || Arc::from("dji");
+        let _theirs = admission.admit(dji(), RETRY).unwrap();
+        let _mine: Vec<Ticket> = (0..2).map(|_| admission.admit(dtv(), RETRY).unwrap()).collect();
+        // dtv holds its share (2 of 4): a third would leave less than a share free.
+        assert!(matches!(admission.admit(dtv(), RETRY), Err(Error::Overloaded { .. })));
+        assert!(admission.admit(dji(), RETRY).is_ok());
     }
 
     #[test]
     fn latency_over_target_cuts_the_limit_and_latency_under_it_grows_it_back() {
         let target = Duration::from_millis(1);
         let admission = Admission::new(100, target);
-        let held: Vec<Ticket> = (0..50).map(|_| admission.admit(RETRY).unwrap()).collect();
+        let held: Vec<Ticket> = (0..50).map(|_| admission.admit(dtv(), RETRY).unwrap()).collect();
         std::thread::sleep(target * 2);
         for _ in 0..40 {
             admission.sample(Duration::from_secs(1));

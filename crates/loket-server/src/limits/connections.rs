@@ -2,7 +2,8 @@
 //! address, and the time a connection may take to become usable (its TLS handshake). A
 //! connection past a limit is closed right after `accept`, before any handshake work, so
 //! a flood of idle sockets cannot exhaust descriptors or memory; the slot is released when
-//! tonic drops the connection.
+//! tonic drops the connection. What a connection's certificate presents is resolved here
+//! too, once, in its handshake task ([`Peer`]), for every request on it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,6 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 
+use crate::access::Certified;
 use crate::http::metrics as m;
 
 /// Connections made usable and waiting for the server to take them.
@@ -81,10 +83,31 @@ impl ConnectionGate {
     }
 }
 
+/// What tonic puts into the extensions of every request on a connection (its
+/// `ConnectInfo`), resolved once when the connection became usable.
+#[derive(Clone, Default)]
+pub(crate) struct Peer {
+    /// What the client certificate presents (`access/identity.rs`); `None` on plain TCP,
+    /// where the `x-loket-partner` header names the caller per request.
+    pub certified: Option<Arc<Certified>>,
+    /// The key the admission shares its places by (`limits/shares.rs`): the presented
+    /// name or OIN, empty for a certificate that presents neither.
+    pub partner_key: Option<Arc<str>>,
+}
+
+impl Peer {
+    /// The peer of a TLS connection whose certificate presented `certified`.
+    pub fn certified(certified: Certified) -> Self {
+        let key = certified.as_ref().map_or("", |presented| presented.key());
+        Self { partner_key: Some(Arc::from(key)), certified: Some(Arc::new(certified)) }
+    }
+}
+
 /// A connection that holds its slot for as long as it is open.
 pub(crate) struct Limited<S> {
     inner: S,
     _slot: Slot,
+    peer: Peer,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Limited<S> {
@@ -115,17 +138,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Limited<S> {
     }
 }
 
-impl<S: Connected> Connected for Limited<S> {
-    type ConnectInfo = S::ConnectInfo;
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+impl<S> Connected for Limited<S> {
+    type ConnectInfo = Peer;
+    fn connect_info(&self) -> Peer {
+        self.peer.clone()
     }
 }
 
 /// The connections of `listener` under `gate`, each made usable by `prepare` (the TLS
-/// handshake; for plain TCP the stream itself) in its own task within `timeout`, so a
-/// slow or hostile client holds up no other. A failed or late preparation is logged with
-/// the peer's address and the connection closed.
+/// handshake and what the certificate presents; for plain TCP the stream itself) in its
+/// own task within `timeout`, so a slow or hostile client holds up no other. A failed or
+/// late preparation is logged with the peer's address and the connection closed.
 pub(crate) fn incoming<S, F, P>(
     listener: TcpListener,
     gate: ConnectionGate,
@@ -135,7 +158,7 @@ pub(crate) fn incoming<S, F, P>(
 ) -> ReceiverStream<Result<Limited<S>, io::Error>>
 where
     S: Send + 'static,
-    F: Future<Output = io::Result<S>> + Send + 'static,
+    F: Future<Output = io::Result<(S, Peer)>> + Send + 'static,
     P: Fn(TcpStream) -> F + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(ACCEPTED_BUFFER);
@@ -165,8 +188,8 @@ where
             let tx = tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(timeout, prepared).await {
-                    Ok(Ok(inner)) => {
-                        let _ = tx.send(Ok(Limited { inner, _slot: slot })).await;
+                    Ok(Ok((inner, peer))) => {
+                        let _ = tx.send(Ok(Limited { inner, _slot: slot, peer })).await;
                     }
                     Ok(Err(e)) => tracing::warn!(peer = %peer, error = %e, "tls handshake refused"),
                     Err(_) => {

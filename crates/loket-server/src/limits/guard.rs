@@ -1,6 +1,8 @@
 //! The tower layer every call passes as hyper hands over its headers, before its body is
 //! read: unary publishes are admitted into the gateway-wide limit in flight or refused
-//! at once (`admission.rs`), and a call still unanswered after `[grpc]
+//! at once (`admission.rs`), their fair shares keyed by what the connection presented
+//! (its [`Peer`], resolved once per connection) or on an insecure gateway by the
+//! `x-loket-partner` header, and a call still unanswered after `[grpc]
 //! request_timeout_secs` ends with DEADLINE_EXCEEDED (`Error::RequestTimeout`, built
 //! where every status is), the code gRPC gives an expired deadline, where tonic's own
 //! timeout answers CANCELLED. A streaming call's response (its headers) is ready at
@@ -18,11 +20,26 @@ use tonic::codegen::http;
 use tower::{Layer, Service};
 
 use super::admission::{Admission, Admitted};
-use crate::http::metrics as m;
+use super::connections::Peer;
+use crate::access::PARTNER_HEADER;
 use crate::Error;
 
 /// The unary method the admission applies to.
 const PUBLISH_PATH: &str = "/loket.v1.Gateway/Publish";
+/// The longest `x-loket-partner` value a share is keyed by (a partner id is far shorter);
+/// a longer one shares the unidentified caller's entry.
+const MAX_HEADER_KEY: usize = 64;
+
+/// Who the fair shares count `request` under: what its connection presented, else (plain
+/// TCP) its `x-loket-partner` header, else nobody in particular (the empty key). The
+/// caller is authenticated later, at the handler; this only has to tell callers apart.
+fn partner_key<B>(request: &http::Request<B>) -> Arc<str> {
+    if let Some(key) = request.extensions().get::<Peer>().and_then(|peer| peer.partner_key.as_ref()) {
+        return key.clone();
+    }
+    let header = request.headers().get(PARTNER_HEADER).and_then(|value| value.to_str().ok());
+    Arc::from(header.filter(|name| name.len() <= MAX_HEADER_KEY).unwrap_or(""))
+}
 
 #[derive(Clone)]
 pub(crate) struct GuardLayer {
@@ -64,12 +81,11 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         if let (PUBLISH_PATH, Some(admission)) = (request.uri().path(), &self.layer.admission) {
-            match admission.admit(self.layer.retry_after) {
+            match admission.admit(partner_key(&request), self.layer.retry_after) {
                 Ok(ticket) => {
                     request.extensions_mut().insert(Admitted(Arc::new(Mutex::new(Some(ticket)))));
                 }
                 Err(refused) => {
-                    metrics::counter!(m::ADMISSION_REFUSED).increment(1);
                     return Box::pin(std::future::ready(Ok(tonic::Status::from(refused).into_http())));
                 }
             }

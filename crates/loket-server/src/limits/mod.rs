@@ -6,11 +6,13 @@
 //! RESOURCE_EXHAUSTED with google.rpc.QuotaFailure and RetryInfo. Connection limits live
 //! with the accept loop (`connections.rs`), the per-call admission and request timeout
 //! in `guard.rs`; the gateway-wide limit of unary publishes in
-//! flight, adapted to their latency, in `admission.rs`.
+//! flight, adapted to their latency, in `admission.rs`, shared fairly between partners by
+//! `shares.rs`.
 
 pub(crate) mod admission;
 pub(crate) mod connections;
 pub(crate) mod guard;
+pub(crate) mod shares;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;

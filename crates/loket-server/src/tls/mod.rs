@@ -7,8 +7,9 @@
 //! verifier is webpki's with the `[tls] crl` lists, so a revoked certificate fails the
 //! handshake. Handshakes run in their own tasks (a slow or hostile client holds up no
 //! other, within `[grpc] handshake_timeout_secs` and the connection limits of
-//! `limits/connections.rs`), and tonic gets the finished streams with the peer certificates it hands to
-//! `Request::peer_certs`.
+//! `limits/connections.rs`), where what the client certificate presents (its CN or OIN)
+//! is also read, once per connection: tonic hands it to every request on the connection
+//! (`limits::connections::Peer`), for `Access::caller` and the admission's fair shares.
 
 pub mod certs;
 pub mod client;
@@ -27,8 +28,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::{presented_by, IdentityMode};
 use crate::config::{Config, TlsSource};
-use crate::limits::connections::{self, ConnectionGate, Limited};
+use crate::limits::connections::{self, ConnectionGate, Limited, Peer};
 use crate::Error;
 
 /// The server's rustls configuration, `None` on an insecure gateway.
@@ -119,15 +121,24 @@ fn load(client_ca: &Path, server_cert: &Path, server_key: &Path, crls: &[PathBuf
 }
 
 /// The connections of `listener` under `gate` after a successful handshake within
-/// `timeout`. A refused handshake (an unknown CA, a revoked or expired certificate) is
-/// logged with the peer's address and the reason, and the connection closed.
+/// `timeout`, each with what its certificate presents under `identity`. A refused
+/// handshake (an unknown CA, a revoked or expired certificate) is logged with the peer's
+/// address and the reason, and the connection closed.
 pub(crate) fn incoming(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
+    identity: IdentityMode,
     gate: ConnectionGate,
     timeout: Duration,
     shutdown: CancellationToken,
 ) -> ReceiverStream<Result<Limited<TlsStream<TcpStream>>, std::io::Error>> {
     let acceptor = TlsAcceptor::from(tls);
-    connections::incoming(listener, gate, timeout, shutdown, move |stream| acceptor.clone().accept(stream))
+    connections::incoming(listener, gate, timeout, shutdown, move |stream| {
+        let accepted = acceptor.clone().accept(stream);
+        async move {
+            let stream = accepted.await?;
+            let presented = presented_by(identity, stream.get_ref().1.peer_certificates().and_then(<[_]>::first));
+            Ok((stream, Peer::certified(presented)))
+        }
+    })
 }
