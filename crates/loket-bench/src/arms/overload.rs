@@ -9,7 +9,12 @@
 //! other kind (which must be 0: no broken pipe, no timeout), and the gateway's RSS; and
 //! for the gateway, from its `/metrics`, how long accepted publishes took inside it and
 //! waited before their handler, so that a wait outside it (in the client's queue for
-//! HTTP/2 streams, in socket buffers) shows as the difference.
+//! HTTP/2 streams, in socket buffers) shows as the difference. The client's own lag is
+//! reported apart: each call's latency is also taken from the moment its task actually
+//! sent it (the load generator shares the cores with the gateway and may start calls
+//! late), with the p99 of that lag and the CPU the client and the gateway used; and a
+//! `Status` call every 50 ms on each partner's connection (no admission, no journal)
+//! shows what a round trip through the busy connection and both processes costs alone.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,7 +28,7 @@ use tonic_types::StatusExt;
 
 use crate::corpus::{sources, Item};
 use crate::load::{self, Clients};
-use crate::procs::ServerProcess;
+use crate::procs::{own_cpu, ServerProcess};
 use crate::stats::{histogram, record, ArmResult};
 
 /// What one partner's open loop saw.
@@ -36,16 +41,33 @@ struct Tally {
     overloaded: AtomicU64,
     errors: AtomicU64,
     first_error: Mutex<Option<String>>,
+    /// Accepted, from the scheduled time (what a client with this schedule waits).
     latency: Mutex<Option<Histogram<u64>>>,
+    /// Accepted, from the moment the call was sent.
+    from_send: Mutex<Option<Histogram<u64>>>,
+    /// Every call: how late the client sent it after its scheduled time.
+    lag: Mutex<Option<Histogram<u64>>>,
+}
+
+/// Records `latency` into the histogram behind `h`.
+fn add(h: &Mutex<Option<Histogram<u64>>>, latency: Duration) {
+    record(h.lock().expect("histogram lock").get_or_insert_with(histogram), latency);
+}
+
+/// The p99 of the histogram behind `h`, in ms.
+fn p99_ms(h: &Mutex<Option<Histogram<u64>>>) -> String {
+    let h = h.lock().expect("histogram lock");
+    h.as_ref().map_or("-".to_owned(), |h| format!("{:.0} ms", h.value_at_quantile(0.99) as f64 / 1000.0))
 }
 
 impl Tally {
-    fn note(&self, outcome: Result<(), tonic::Status>, scheduled: Instant) {
+    fn note(&self, outcome: Result<(), tonic::Status>, scheduled: Instant, sent: Instant) {
+        add(&self.lag, sent.duration_since(scheduled));
         match outcome {
             Ok(()) => {
                 self.accepted.fetch_add(1, Ordering::Relaxed);
-                let mut h = self.latency.lock().expect("histogram lock");
-                record(h.get_or_insert_with(histogram), scheduled.elapsed());
+                add(&self.latency, scheduled.elapsed());
+                add(&self.from_send, sent.elapsed());
             }
             Err(s) if matches!(s.code(), Code::InvalidArgument | Code::AlreadyExists | Code::PermissionDenied) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
@@ -79,12 +101,27 @@ async fn offer(clients: Arc<Clients>, items: Vec<Item>, rate: f64, duration: Dur
         let mut client = clients.client(&item.source);
         let tally = tally.clone();
         tasks.spawn(async move {
+            let sent = Instant::now();
             let outcome = client.publish(request).await.map(drop);
-            tally.note(outcome, scheduled);
+            tally.note(outcome, scheduled, sent);
         });
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// `Status` round trips on `partner`'s connection every 50 ms until `done`; their latency.
+async fn probe(clients: Arc<Clients>, partner: String, done: Arc<std::sync::atomic::AtomicBool>) -> Histogram<u64> {
+    let mut h = histogram();
+    let mut client = clients.client(&partner);
+    while !done.load(Ordering::Relaxed) {
+        let sent = Instant::now();
+        if client.status(loket_server::proto::StatusRequest {}).await.is_ok() {
+            record(&mut h, sent.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h
 }
 
 pub async fn overload_arm(
@@ -124,15 +161,38 @@ pub async fn overload_arm(
     offered.insert(abuser.clone(), 3.0 * s);
     let tallies: HashMap<String, Arc<Tally>> = partners.iter().map(|p| (p.clone(), Arc::default())).collect();
     let start = Instant::now();
+    let (client_cpu0, gateway_cpu0) = (own_cpu()?, server.cpu()?);
     let mut loops = Vec::new();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut probes = Vec::new();
     for partner in &partners {
         let own: Vec<Item> = items.iter().filter(|i| &i.source == partner).cloned().collect();
         loops.push(tokio::spawn(offer(clients.clone(), own, offered[partner], run, tallies[partner].clone())));
+        probes.push(tokio::spawn(probe(clients.clone(), partner.clone(), done.clone())));
     }
     for l in loops {
         l.await?;
     }
     let elapsed = start.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let mut round_trips = histogram();
+    for p in probes {
+        round_trips.add(p.await?)?;
+    }
+    eprintln!(
+        "overload: a Status round trip on the partners' connections meanwhile (no admission): p50 {:.0} ms, p99 {:.0} ms ({} probes)",
+        round_trips.value_at_quantile(0.5) as f64 / 1000.0,
+        round_trips.value_at_quantile(0.99) as f64 / 1000.0,
+        round_trips.len(),
+    );
+    let (client_cpu, gateway_cpu) = (own_cpu()? - client_cpu0, server.cpu()? - gateway_cpu0);
+    eprintln!(
+        "overload: CPU over the {:.1} s run: gateway {:.1} s, the bench client (load generator) {:.1} s, of {} cores",
+        elapsed.as_secs_f64(),
+        gateway_cpu.as_secs_f64(),
+        client_cpu.as_secs_f64(),
+        std::thread::available_parallelism().map_or(1, usize::from),
+    );
     let (_, peak) = server.memory()?;
     // Where the accepted publishes waited: in the gateway (from hyper handing over the
     // headers to the reply, and the part of it before the handler ran), or before.
@@ -148,6 +208,15 @@ pub async fn overload_arm(
         bucket("loket_publish_wait_seconds", "", 0.99),
         gauge(&page, "loket_publish_admission_limit").unwrap_or_else(|| "-".to_owned()),
     );
+    let refused = |reason: &str| {
+        let series = format!("loket_publish_admission_refused_total{{reason=\"{reason}\"}}");
+        gauge(&page, &series).unwrap_or_else(|| "0".to_owned())
+    };
+    eprintln!(
+        "overload: refused as they arrived: {} with every place taken, {} over their partner's fair share",
+        refused("limit"),
+        refused("share")
+    );
     server.stop()?;
 
     let mut out = Vec::new();
@@ -161,9 +230,11 @@ pub async fn overload_arm(
         errors += other;
         let role = if *partner == abuser { "abusive" } else { "partner" };
         let mut note = format!(
-            "{role}, offered {:.0}/s; shed {} (quota {quota_shed}, overloaded {load_shed}); other errors {other}",
+            "{role}, offered {:.0}/s; shed {} (quota {quota_shed}, overloaded {load_shed}); other errors {other}; accepted p99 from send {}, client send lag p99 {}",
             offered[partner],
-            quota_shed + load_shed
+            quota_shed + load_shed,
+            p99_ms(&t.from_send),
+            p99_ms(&t.lag),
         );
         if let Some(e) = t.first_error.lock().expect("error lock").take() {
             note.push_str(&format!(" (first: {e})"));
@@ -200,7 +271,7 @@ fn quantile_bucket(page: &str, name: &str, filter: &str, q: f64) -> Option<Strin
     buckets.into_iter().find(|(_, count)| *count >= q * total).map(|(le, _)| le)
 }
 
-/// A gauge's value as the page shows it.
+/// A series' value as the page shows it (a gauge, or a counter with its labels).
 fn gauge(page: &str, name: &str) -> Option<String> {
     page.lines()
         .find(|l| l.starts_with(name) && !l.starts_with('#'))
