@@ -174,9 +174,9 @@ pub async fn run_with(
         .max_concurrent_streams(grpc.max_concurrent_streams)
         .http2_keepalive_interval(keepalive)
         .http2_keepalive_timeout(Some(Duration::from_secs(grpc.keepalive_timeout_secs)))
-        // Unary publishes are admitted (or refused) as their headers arrive, before any
-        // work; unary calls end at the request timeout.
-        .layer(limits.guard_layer(Duration::from_secs(grpc.request_timeout_secs)));
+        // Unary publishes are charged to their partner's rate and admitted (or refused)
+        // as their headers arrive, before any work; unary calls end at the request timeout.
+        .layer(limits.guard_layer(Duration::from_secs(grpc.request_timeout_secs), access.policy.clone()));
     let local = listener.local_addr().map_err(|e| Error::io("cannot read the listener address", e))?;
 
     // Tasks that hold the journal and the quality store: awaited before both are closed,

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::access::Access;
 use crate::limits::admission::Admitted;
+use crate::limits::guard::RateCharged;
 use crate::proto::gateway_server::Gateway;
 use crate::proto::timestamp::from_micros;
 use crate::proto::{
@@ -50,12 +51,13 @@ impl Gateway for GatewayService {
     async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishReply>, Status> {
         // The place in the gateway-wide limit in flight its layer gave; held until the reply.
         let ticket = Admitted::take(&request);
+        let rate_charged = RateCharged::of(&request);
         let partner = self.access.caller(&request, "publish").await?;
         if let Some(ticket) = &ticket {
             ticket.check_wait(&partner, self.publisher.limits.retry_after())?;
         }
         let call = CallTrace::of(request.metadata());
-        let result = self.publisher.start(&partner, request.into_inner(), &call).await;
+        let result = self.publisher.start(&partner, request.into_inner(), &call, rate_charged).await;
         if let Some(ticket) = ticket {
             ticket.finish(&result);
         }

@@ -11,7 +11,7 @@
 //! ([`presented_by`], kept in the connection's `limits::connections::Peer`); the policy
 //! lookup, and the denial log of an unknown identity, stay per request.
 
-use loket_access::is_oin;
+use loket_access::{is_oin, Policy};
 use loket_domain::PartnerId;
 use rustls::pki_types::CertificateDer;
 use tonic::Request;
@@ -49,12 +49,7 @@ impl Access {
                     .map_err(|&e| Error::Unauthenticated(e))?
             }
         };
-        let found = match presented {
-            Presented::Name(name) => self.policy.partner_for_identity(name),
-            Presented::Oin(oin) => self.policy.partner_for_oin(oin),
-            Presented::NoOin { .. } => None,
-        };
-        if let Some(Ok(partner)) = found.map(str::parse::<PartnerId>) {
+        if let Some(partner) = presented.partner(&self.policy) {
             return Ok(partner);
         }
         let (who, e) = match presented.clone() {
@@ -95,6 +90,16 @@ pub(crate) enum Presented {
 }
 
 impl Presented {
+    /// The partner `policy` maps this identity to, if any.
+    pub fn partner(&self, policy: &Policy) -> Option<PartnerId> {
+        let found = match self {
+            Presented::Name(name) => policy.partner_for_identity(name),
+            Presented::Oin(oin) => policy.partner_for_oin(oin),
+            Presented::NoOin { .. } => None,
+        };
+        found?.parse().ok()
+    }
+
     /// The text the caller is known by before the policy lookup: the admission's fair
     /// shares are keyed by it.
     pub fn key(&self) -> &str {

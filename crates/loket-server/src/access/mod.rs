@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use identity::PARTNER_HEADER;
-pub(crate) use identity::{presented_by, Certified, IdentityMode};
+pub(crate) use identity::{presented_by, Certified, IdentityMode, Presented};
 pub(crate) use store::{AccessStore, DenialRecord, ExportRecord, IndexedEvent};
 
 use crate::config::{Config, IdentitySource, TlsSource};

@@ -1,8 +1,9 @@
 //! The tower layer every call passes as hyper hands over its headers, before its body is
-//! read: unary publishes are admitted into the gateway-wide limit in flight or refused
-//! at once (`admission.rs`), their fair shares keyed by what the connection presented
-//! (its [`Peer`], resolved once per connection) or on an insecure gateway by the
-//! `x-loket-partner` header, and a call still unanswered after `[grpc]
+//! read: unary publishes are charged to their partner's rate quota (when the policy
+//! knows the identity; else the handler charges it) and admitted into the gateway-wide
+//! limit in flight, or refused at once (`admission.rs`), their fair shares keyed by what
+//! the connection presented (its [`Peer`], resolved once per connection) or on an
+//! insecure gateway by the `x-loket-partner` header; and a call still unanswered after `[grpc]
 //! request_timeout_secs` ends with DEADLINE_EXCEEDED (`Error::RequestTimeout`, built
 //! where every status is), the code gRPC gives an expired deadline, where tonic's own
 //! timeout answers CANCELLED. A streaming call's response (its headers) is ready at
@@ -19,9 +20,13 @@ use std::time::Duration;
 use tonic::codegen::http;
 use tower::{Layer, Service};
 
+use loket_access::Policy;
+use loket_domain::PartnerId;
+
 use super::admission::{Admission, Admitted};
 use super::connections::Peer;
-use crate::access::PARTNER_HEADER;
+use super::Limits;
+use crate::access::{Presented, PARTNER_HEADER};
 use crate::Error;
 
 /// The unary method the admission applies to.
@@ -41,8 +46,35 @@ fn partner_key<B>(request: &http::Request<B>) -> Arc<str> {
     Arc::from(header.filter(|name| name.len() <= MAX_HEADER_KEY).unwrap_or(""))
 }
 
+/// The partner `request` comes from as `Access::caller` will find it (what the
+/// connection presented, or on plain TCP the header, mapped through `policy`); `None`
+/// when the policy does not know it (the handler refuses it).
+fn partner_of<B>(request: &http::Request<B>, policy: &Policy) -> Option<PartnerId> {
+    match request.extensions().get::<Peer>().and_then(|peer| peer.certified.as_deref()) {
+        Some(certified) => certified.as_ref().ok()?.partner(policy),
+        None => {
+            let header = request.headers().get(PARTNER_HEADER)?.to_str().ok()?;
+            Presented::Name(header.to_owned()).partner(policy)
+        }
+    }
+}
+
+/// Marks a unary publish the layer has charged to its partner's rate, so that the
+/// handler does not charge it again.
+#[derive(Clone, Copy)]
+pub(crate) struct RateCharged;
+
+impl RateCharged {
+    /// Whether the layer charged `request`.
+    pub fn of<T>(request: &tonic::Request<T>) -> bool {
+        request.extensions().get::<RateCharged>().is_some()
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct GuardLayer {
+    pub limits: Limits,
+    pub policy: Arc<Policy>,
     /// `None` when `[limits] gateway_in_flight` is 0.
     pub admission: Option<Arc<Admission>>,
     /// What a refused publish is told to wait.
@@ -80,7 +112,14 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        if let (PUBLISH_PATH, Some(admission)) = (request.uri().path(), &self.layer.admission) {
+        let publish = request.uri().path() == PUBLISH_PATH;
+        if let Some(partner) = publish.then(|| partner_of(&request, &self.layer.policy)).flatten() {
+            if let Err(refused) = self.layer.limits.charge_rate(&partner) {
+                return Box::pin(std::future::ready(Ok(tonic::Status::from(refused).into_http())));
+            }
+            request.extensions_mut().insert(RateCharged);
+        }
+        if let (true, Some(admission)) = (publish, &self.layer.admission) {
             match admission.admit(partner_key(&request), self.layer.retry_after) {
                 Ok(ticket) => {
                     request.extensions_mut().insert(Admitted(Arc::new(Mutex::new(Some(ticket)))));

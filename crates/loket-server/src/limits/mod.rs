@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use loket_access::Policy;
 use loket_domain::PartnerId;
 use loket_journal::Journal;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -101,18 +102,15 @@ impl Limits {
         Duration::from_millis(self.config.retry_after_ms)
     }
 
-    /// Admits one publish of `partner`, or refuses it before any work: the journal queue
-    /// past its high-water mark (OVERLOADED), the partner's rate, the gateway's rate
-    /// (OVERLOADED), the partner's events in flight.
-    /// The permit is the event's place in flight, held until its reply (or its
-    /// rejection's journal entry) is settled.
-    pub fn admit_publish(&self, partner: &PartnerId) -> Result<OwnedSemaphorePermit, Error> {
-        let mark = self.config.shed_queue_depth;
-        if mark > 0 && self.journal.queue_depth() >= mark {
-            metrics::counter!(m::PUBLISH_SHED, "partner" => partner.to_string()).increment(1);
-            return Err(Error::Overloaded { retry_after: self.retry_after() });
-        }
-        let state = self.state(partner);
+    /// Charges one event of `partner` to its rate quota (`events_per_second`), or refuses
+    /// it. Unary publishes are charged in the layer as their headers arrive (`guard.rs`),
+    /// before the gateway's admission: a call over its partner's rate then takes no place
+    /// in flight, and costs no body decoding or handler.
+    pub fn charge_rate(&self, partner: &PartnerId) -> Result<(), Error> {
+        self.check_rate(partner, &self.state(partner))
+    }
+
+    fn check_rate(&self, partner: &PartnerId, state: &PartnerState) -> Result<(), Error> {
         if let Some(rate) = &state.rate {
             if let Err(not_until) = rate.check() {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
@@ -120,6 +118,25 @@ impl Limits {
                 let wait = wait.max(Duration::from_millis(1));
                 return Err(refused(partner, EVENTS_PER_SECOND, state.quotas.events_per_second, wait));
             }
+        }
+        Ok(())
+    }
+
+    /// Admits one publish of `partner`, or refuses it before any work: the journal queue
+    /// past its high-water mark (OVERLOADED), the partner's rate (unless `rate_charged`
+    /// already, by [`Limits::charge_rate`]), the gateway's rate (OVERLOADED), the
+    /// partner's events in flight.
+    /// The permit is the event's place in flight, held until its reply (or its
+    /// rejection's journal entry) is settled.
+    pub fn admit_publish(&self, partner: &PartnerId, rate_charged: bool) -> Result<OwnedSemaphorePermit, Error> {
+        let mark = self.config.shed_queue_depth;
+        if mark > 0 && self.journal.queue_depth() >= mark {
+            metrics::counter!(m::PUBLISH_SHED, "partner" => partner.to_string()).increment(1);
+            return Err(Error::Overloaded { retry_after: self.retry_after() });
+        }
+        let state = self.state(partner);
+        if !rate_charged {
+            self.check_rate(partner, &state)?;
         }
         if let Some(rate) = &self.gateway_rate {
             if let Err(not_until) = rate.check() {
@@ -135,11 +152,18 @@ impl Limits {
             .map_err(|_| refused(partner, IN_FLIGHT, state.quotas.in_flight, self.retry_after()))
     }
 
-    /// The layer every call passes: admits unary publishes into the gateway-wide limit
-    /// in flight (`admission.rs`; every call passes when `gateway_in_flight` is 0) and
-    /// ends unary calls unanswered after `request_timeout`.
-    pub fn guard_layer(&self, request_timeout: Duration) -> GuardLayer {
-        GuardLayer { admission: self.admission.clone(), retry_after: self.retry_after(), request_timeout }
+    /// The layer every call passes: charges unary publishes to their partner's rate
+    /// (the partner `policy` maps the connection's identity to), admits them into the
+    /// gateway-wide limit in flight (`admission.rs`; every call passes when
+    /// `gateway_in_flight` is 0) and ends unary calls unanswered after `request_timeout`.
+    pub fn guard_layer(&self, request_timeout: Duration, policy: Arc<Policy>) -> GuardLayer {
+        GuardLayer {
+            limits: self.clone(),
+            admission: self.admission.clone(),
+            policy,
+            retry_after: self.retry_after(),
+            request_timeout,
+        }
     }
 
     /// A slot for one open subscriber stream of `partner`, held by the stream's task.

@@ -66,14 +66,16 @@ impl Publisher {
     /// First the quotas and the load shedding (`limits/`): a call over them is refused
     /// before any work. Admitted, the event holds a place in the partner's in-flight
     /// quota until its reply, and a refused one until its entry in the rejection log is
-    /// durable: a partner sending invalid events is slowed like any other.
+    /// durable: a partner sending invalid events is slowed like any other. `rate_charged`:
+    /// the partner's rate quota was charged already (a unary publish, in `limits/guard.rs`).
     pub fn start(
         &self,
         partner: &PartnerId,
         req: PublishRequest,
         call: &CallTrace,
+        rate_charged: bool,
     ) -> Pin<Box<dyn Future<Output = Result<PublishReply, Error>> + Send + 'static>> {
-        let permit = match self.limits.admit_publish(partner) {
+        let permit = match self.limits.admit_publish(partner, rate_charged) {
             Ok(permit) => permit,
             Err(refusal) => return Box::pin(std::future::ready(Err(refusal))),
         };

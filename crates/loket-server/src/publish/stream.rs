@@ -85,7 +85,7 @@ pub(crate) fn publish_stream(
 
 fn publish_one(publisher: &Publisher, partner: &PartnerId, req: PublishRequest, call: &CallTrace) -> PendingReply {
     let id = req.event.as_ref().map(|e| e.id.clone()).unwrap_or_default();
-    let reply = publisher.start(partner, req, call);
+    let reply = publisher.start(partner, req, call, false);
     Box::pin(async move {
         let outcome = match reply.await {
             Ok(reply) => publish_stream_reply::Outcome::Accepted(reply),
