@@ -96,6 +96,15 @@ pub(crate) struct Guard<S> {
     layer: GuardLayer,
 }
 
+/// The call answered at once with `refusal`'s status.
+fn answered<R, E>(refusal: Error) -> Pin<Box<dyn Future<Output = Result<http::Response<R>, E>> + Send>>
+where
+    R: Default + Send + 'static,
+    E: Send + 'static,
+{
+    Box::pin(std::future::ready(Ok(tonic::Status::from(refusal).into_http())))
+}
+
 impl<S, B, R> Service<http::Request<B>> for Guard<S>
 where
     S: Service<http::Request<B>, Response = http::Response<R>>,
@@ -115,7 +124,7 @@ where
         let publish = request.uri().path() == PUBLISH_PATH;
         if let Some(partner) = publish.then(|| partner_of(&request, &self.layer.policy)).flatten() {
             if let Err(refused) = self.layer.limits.charge_rate(&partner) {
-                return Box::pin(std::future::ready(Ok(tonic::Status::from(refused).into_http())));
+                return answered(refused);
             }
             request.extensions_mut().insert(RateCharged);
         }
@@ -124,9 +133,7 @@ where
                 Ok(ticket) => {
                     request.extensions_mut().insert(Admitted(Arc::new(Mutex::new(Some(ticket)))));
                 }
-                Err(refused) => {
-                    return Box::pin(std::future::ready(Ok(tonic::Status::from(refused).into_http())));
-                }
+                Err(refused) => return answered(refused),
             }
         }
         let limit = self.layer.request_timeout;
