@@ -130,7 +130,8 @@ pub struct TlsConfig {
 #[serde(deny_unknown_fields)]
 pub struct JournalSettings {
     /// Page-cache cap for the journal in MiB (sled's default of 1 GiB is too much for a
-    /// small gateway).
+    /// small gateway). sled holds somewhat more than this: it counts pages against the
+    /// cap per shard and after a delay.
     #[serde(default = "default_cache_mib")]
     pub cache_mib: u64,
     /// Most events written and flushed together in one group commit.
@@ -261,7 +262,8 @@ fn default_subscriber_buffer_bytes() -> usize {
     4 * 1024 * 1024
 }
 fn default_cache_mib() -> u64 {
-    64
+    // The followers read what was just written; older events are read once, by a replay.
+    32
 }
 fn default_max_batch() -> usize {
     4096
