@@ -134,6 +134,11 @@ pub struct JournalSettings {
     /// cap per shard and after a delay.
     #[serde(default = "default_cache_mib")]
     pub cache_mib: u64,
+    /// MiB of just-committed events kept in memory for the readers that follow the
+    /// writer (the access indexer, the handover follower, live subscribers), so that they
+    /// do not read back and decrypt what was just written; 0 turns it off.
+    #[serde(default = "default_recent_mib")]
+    pub recent_mib: usize,
     /// Most events written and flushed together in one group commit.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
@@ -265,6 +270,9 @@ fn default_cache_mib() -> u64 {
     // The followers read what was just written; older events are read once, by a replay.
     32
 }
+fn default_recent_mib() -> usize {
+    loket_journal::DEFAULT_RECENT_BYTES >> 20
+}
 fn default_max_batch() -> usize {
     4096
 }
@@ -303,6 +311,7 @@ impl Default for JournalSettings {
     fn default() -> Self {
         Self {
             cache_mib: default_cache_mib(),
+            recent_mib: default_recent_mib(),
             max_batch: default_max_batch(),
             dedup_window: default_dedup_window(),
             rejection_payload_bytes: default_rejection_payload_bytes(),
