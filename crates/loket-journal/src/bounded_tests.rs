@@ -15,6 +15,7 @@ fn config(dir: &Path, window: Duration) -> JournalConfig {
         max_batch: 64,
         rejection_payload_bytes: 100,
         dedup_window: Some(window),
+        recent_bytes: DEFAULT_RECENT_BYTES,
     }
 }
 
@@ -227,6 +228,36 @@ async fn erasing_a_case_destroys_its_key_and_keeps_the_chain() {
     }
     let journal = Journal::open(&config(dir.path(), Duration::from_secs(3600))).unwrap();
     assert_eq!(journal.get(sequence).unwrap().unwrap().purged_by, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_just_after_the_writer_match_sled_and_an_erased_case_is_gone_from_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&config(dir.path(), Duration::from_secs(3600))).unwrap();
+    let of = |id: &str, case: &str| NewEvent { data: format!("{{\"id\":\"{id}\"}}").into_bytes(), ..of_case(id, "t", case) };
+    for i in 0..20 {
+        journal.submit(of(&format!("e{i}"), if i % 2 == 0 { "1111111111" } else { "2222222222" })).await.unwrap();
+    }
+    // `read_from` answers these from the writer's batches, `get` from sled: the same events.
+    let recent = journal.read_from(5, 100).unwrap();
+    assert_eq!(recent.iter().map(|e| e.sequence).collect::<Vec<_>>(), (5..=20).collect::<Vec<_>>());
+    for e in &recent {
+        assert_eq!(Some(e), journal.get(e.sequence).unwrap().as_ref());
+    }
+    assert_eq!(journal.read_from(19, 1).unwrap().len(), 1);
+    assert!(journal.read_from(21, 10).unwrap().is_empty());
+
+    let record = journal.erase_case("1111111111", "auditor", "legal ground ended", 1).unwrap().unwrap();
+    for e in journal.read_from(1, 100).unwrap() {
+        let erased = e.subject == "1111111111";
+        assert_eq!(e.data.is_empty(), erased, "{}", e.sequence);
+        assert_eq!(e.purged_by, if erased { record.number } else { 0 });
+    }
+    // Written after the erasure: read from memory again, under the case's new key.
+    journal.submit(of("e20", "1111111111")).await.unwrap();
+    let after = journal.read_from(21, 10).unwrap();
+    assert_eq!((after.len(), after[0].data.as_slice()), (1, &b"{\"id\":\"e20\"}"[..]));
+    journal.close().unwrap();
 }
 
 fn of_case(id: &str, event_type: &str, case: &str) -> NewEvent {

@@ -63,6 +63,9 @@ impl Journal {
             rejections,
             key_slot,
         };
+        // Readers get nothing of the case from memory from here on: not the events
+        // listed, nor any written meanwhile under the key about to go.
+        let _recent_cleared = self.inner.shared.recent.hold_cleared();
         // The record first, so that an erased key always has its record.
         store.purges.insert(seq_key(record.number), record.encode_to_vec())?;
         store.db.flush()?;

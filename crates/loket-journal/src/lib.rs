@@ -21,6 +21,7 @@ mod event;
 pub mod export;
 mod keys;
 mod prune;
+mod recent;
 pub mod retention;
 mod store;
 mod writer;
@@ -103,10 +104,15 @@ pub struct JournalConfig {
     /// after it a new event; the id index is pruned to it ([`Journal::prune_ids`]).
     /// `None`: forever.
     pub dedup_window: Option<Duration>,
+    /// Bytes of just-committed events kept in memory for readers that follow the writer
+    /// (see `recent.rs`); 0: none.
+    pub recent_bytes: usize,
 }
 
 /// Default of [`JournalConfig::rejection_payload_bytes`].
 pub const DEFAULT_REJECTION_PAYLOAD_BYTES: usize = 4 << 10;
+/// Default of [`JournalConfig::recent_bytes`]: about a second of a busy gateway's events.
+pub const DEFAULT_RECENT_BYTES: usize = 8 << 20;
 /// Default of [`JournalConfig::dedup_window`]: seven days.
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -118,6 +124,7 @@ impl Default for JournalConfig {
             max_batch: 4096,
             rejection_payload_bytes: DEFAULT_REJECTION_PAYLOAD_BYTES,
             dedup_window: Some(DEFAULT_DEDUP_WINDOW),
+            recent_bytes: DEFAULT_RECENT_BYTES,
         }
     }
 }
@@ -152,6 +159,8 @@ pub(crate) struct Shared {
     /// Submits and rejections sent to the writer and not yet taken by it: read by the
     /// gateway's load shedding on every publish, so one atomic rather than a channel query.
     queued: AtomicUsize,
+    /// The events just committed, for readers that follow the writer.
+    recent: recent::Recent,
 }
 
 impl Shared {
@@ -226,6 +235,7 @@ impl Journal {
             events: AtomicU64::new(0),
             reopens: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
+            recent: recent::Recent::new(config.recent_bytes),
         });
         let (tx, rx) = mpsc::channel();
         let writer = Writer::new(shared.clone(), rx, store_config, faults, config, &recovered);
@@ -330,6 +340,9 @@ impl Journal {
             let from = from.max(first);
             if from > last || max == 0 {
                 return Ok(Vec::new());
+            }
+            if let Some(events) = self.inner.shared.recent.read(from, last, max) {
+                return Ok(events);
             }
             let count = (last - from + 1).min(max as u64) as usize;
             match self.inner.shared.store()?.read_range(from, count) {

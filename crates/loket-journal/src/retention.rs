@@ -319,6 +319,8 @@ impl Journal {
             rejections: Vec::new(),
             key_slot: 0,
         };
+        // Readers get nothing from memory while stored events change (see `recent.rs`).
+        let _recent_cleared = self.inner.shared.recent.hold_cleared();
         // Payloads in place first: they only lose what has expired anyway, and the record
         // naming them is written right after, before anything is removed.
         for chunk in strip {

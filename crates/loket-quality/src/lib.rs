@@ -14,6 +14,7 @@
 //!   accepted, and rebuilt from the journal on demand.
 
 pub mod aggregate;
+mod cel_json;
 pub mod chain;
 mod declared;
 pub mod dimensions;

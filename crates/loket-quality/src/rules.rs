@@ -21,6 +21,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::cel_json::{cel_map, cel_value, Vars};
 use crate::reads::{data_members, DATA};
 use crate::Error;
 
@@ -150,19 +151,15 @@ impl RuleSet {
         let Some(TypeRules { rules, reads }) = self.by_type.get(event_type) else {
             return Vec::new();
         };
-        let mut context = cel::Context::with_env(self.env.clone());
-        let added = match (reads, data) {
+        let data = match (reads, data) {
             (Some(members), Value::Object(object)) => {
-                let read: serde_json::Map<String, Value> =
-                    members.iter().filter_map(|m| Some((m.clone(), object.get(m)?.clone()))).collect();
-                context.add_variable(DATA, read)
+                cel_map(members.iter().filter_map(|m| Some((m.as_str(), cel_value(object.get(m)?)))))
             }
-            _ => context.add_variable(DATA, data),
+            _ => cel_value(data),
         };
-        if let Err(e) = added {
-            // A JSON object always converts; if it ever does not, every rule fails visibly.
-            return rules.iter().map(|r| r.failure(format!("data cannot be evaluated: {e}"))).collect();
-        }
+        let vars = Vars(vec![(DATA, data.as_ref())]);
+        let mut context = cel::Context::with_env(self.env.clone());
+        context.set_variable_resolver(&vars);
         rules
             .iter()
             .filter_map(|rule| match rule.program.execute(&context) {

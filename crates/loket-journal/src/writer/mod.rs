@@ -218,6 +218,7 @@ impl Writer {
         let now = now_micros();
         let received_at = self.last_received_at.max(now);
         let base = self.committed + 1;
+        let generation = self.shared.recent.generation();
         match self.write_batch(base, received_at) {
             Ok(()) => {}
             Err(e) => {
@@ -243,7 +244,20 @@ impl Writer {
         self.tip = self.staged_tip;
         self.rejections_committed = self.staged_rejections;
         self.last_received_at = received_at;
+        // The answers first: the batch's events then go to the readers without a copy.
+        let written = &self.written;
+        let results: Vec<Result<Appended, Error>> = self
+            .outcomes
+            .drain(..)
+            .map(|outcome| match outcome {
+                Outcome::New(i) => Ok(written[i].appended(false)),
+                Outcome::DuplicateInBatch(i) => Ok(written[i].appended(true)),
+                Outcome::Duplicate(appended) => Ok(appended),
+                Outcome::Conflict { publisher, id, sequence } => Err(Error::Conflict { publisher, id, sequence }),
+            })
+            .collect();
         if new > 0 {
+            self.shared.recent.extend(generation, self.written.drain(..));
             self.committed += new;
             self.shared.last.store(self.committed, Ordering::Release);
             self.shared.watch.send_replace(self.committed);
@@ -256,13 +270,7 @@ impl Writer {
         }
         self.shared.batches.fetch_add(1, Ordering::Relaxed);
         self.shared.events.fetch_add(new, Ordering::Relaxed);
-        for (outcome, reply) in self.outcomes.drain(..).zip(self.replies.drain(..)) {
-            let result = match outcome {
-                Outcome::New(i) => Ok(self.written[i].appended(false)),
-                Outcome::DuplicateInBatch(i) => Ok(self.written[i].appended(true)),
-                Outcome::Duplicate(appended) => Ok(appended),
-                Outcome::Conflict { publisher, id, sequence } => Err(Error::Conflict { publisher, id, sequence }),
-            };
+        for (result, reply) in results.into_iter().zip(self.replies.drain(..)) {
             // The submitter may have dropped its future; the event is stored regardless.
             let _ = reply.send(result);
         }

@@ -4,14 +4,11 @@
 
 use std::sync::{Arc, OnceLock};
 
-use cel::common::value::{CowVal, Val};
-use cel::context::VariableResolver;
-
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
 
 use super::case::{CaseState, LatestEvent, Observed};
 use super::config::{Handover, HandoverSet, Item};
+use crate::cel_json::{cel_list, cel_map, cel_str, cel_string, cel_value, CelValue, Vars};
 use crate::reads::DATA;
 
 /// How an item stood at a handover.
@@ -84,32 +81,27 @@ fn env() -> Arc<cel::Env> {
 }
 
 /// An event as expressions see it: `time` is its own time, else when it was received.
-fn event_value(event_type: &str, source: &str, received_at: i64, at: i64, data: &Map<String, Value>) -> Value {
-    let text = |micros| loket_domain::time::rfc3339(micros).unwrap_or_default();
-    json!({"type": event_type, "source": source, "receivedAt": text(received_at), "time": text(at), "data": data})
+fn event_value<'a>(
+    event_type: &'a str,
+    source: &'a str,
+    received_at: i64,
+    at: i64,
+    data: CelValue<'a>,
+) -> CelValue<'a> {
+    let text = |micros| cel_string(loket_domain::time::rfc3339(micros).unwrap_or_default());
+    let members: [(&'a str, CelValue<'a>); 5] = [
+        ("type", cel_str(event_type)),
+        ("source", cel_str(source)),
+        ("receivedAt", text(received_at)),
+        ("time", text(at)),
+        ("data", data),
+    ];
+    cel_map(members.into_iter())
 }
 
-fn latest_value(l: &LatestEvent) -> Value {
-    event_value(&l.event_type, &l.source, l.received_at_micros, l.at_micros, &l.data)
-}
-
-/// A JSON value as CEL holds it. Converting a value costs more than evaluating an
-/// expression on it, so each value is converted once per trigger and lent to every
-/// expression that reads it (see [`Vars`]).
-type CelValue = Box<dyn Val>;
-
-fn cel_value(value: &Value) -> Result<CelValue, String> {
-    let value = cel::to_value(value).map_err(|e| format!("cannot pass a value: {e}"))?;
-    value.try_into().map_err(|e| format!("cannot pass a value: {e}"))
-}
-
-/// The variables of one evaluation, lent to CEL rather than copied into its context.
-struct Vars<'a>(Vec<(&'static str, &'a (dyn Val + 'a))>);
-
-impl VariableResolver for Vars<'_> {
-    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
-        self.0.iter().find(|(name, _)| *name == variable).map(|(_, value)| CowVal::Borrowed(*value))
-    }
+fn latest_value(l: &LatestEvent) -> CelValue<'_> {
+    let data = cel_map(l.data.iter().map(|(k, v)| (k.as_str(), cel_value(v))));
+    event_value(&l.event_type, &l.source, l.received_at_micros, l.at_micros, data)
 }
 
 /// Whether `program` gives `true`; anything else is `Err` with the reason, or `Ok(false)`.
@@ -123,43 +115,36 @@ fn holds(program: &cel::Program, vars: &Vars<'_>) -> Result<bool, String> {
     }
 }
 
-/// The values items are evaluated on, each converted once: the trigger, the case (every
-/// latest event) and, on first use, each latest event an item names.
-struct ItemValues<'s> {
-    trigger: Result<CelValue, String>,
-    case: Result<CelValue, String>,
-    latest: Vec<Option<Result<CelValue, String>>>,
-    state: &'s CaseState,
+/// The values items are evaluated on, each converted once per trigger (converting costs
+/// more than evaluating) and borrowing from the case state and the trigger: the trigger,
+/// the case (every latest event) and, on first use, each latest event an item names.
+struct ItemValues<'a> {
+    trigger: CelValue<'a>,
+    case: CelValue<'a>,
+    latest: Vec<Option<CelValue<'a>>>,
+    state: &'a CaseState,
 }
 
-impl<'s> ItemValues<'s> {
-    fn new(state: &'s CaseState, trigger: &Observed<'_>, data: &Map<String, Value>) -> Self {
+impl<'a> ItemValues<'a> {
+    fn new(state: &'a CaseState, trigger: &Observed<'a>, data: CelValue<'a>) -> Self {
         let trigger =
             event_value(trigger.event_type, trigger.source, trigger.received_at_micros, trigger.at_micros(), data);
-        let case = Value::Array(state.latest.iter().map(latest_value).collect());
-        ItemValues {
-            trigger: cel_value(&trigger),
-            case: cel_value(&case),
-            latest: vec![None; state.latest.len()],
-            state,
-        }
+        let case = cel_list(state.latest.iter().map(latest_value));
+        ItemValues { trigger, case, latest: (0..state.latest.len()).map(|_| None).collect(), state }
     }
 
     /// Converts `found` on first use; returns where it is kept (`None`: the trigger).
     fn convert(&mut self, found: Option<&LatestEvent>) -> Option<usize> {
         let index = found.and_then(|found| self.state.latest.iter().position(|l| std::ptr::eq(l, found)))?;
-        self.latest[index].get_or_insert_with(|| cel_value(&latest_value(&self.state.latest[index])));
+        let state = self.state;
+        self.latest[index].get_or_insert_with(|| latest_value(&state.latest[index]));
         Some(index)
     }
 
     /// The variables of an item whose `event` was converted at `index`.
-    fn vars(&self, index: Option<usize>) -> Result<Vars<'_>, String> {
+    fn vars(&self, index: Option<usize>) -> Vars<'_> {
         let event = index.and_then(|i| self.latest[i].as_ref()).unwrap_or(&self.trigger);
-        [("trigger", &self.trigger), ("event", event), ("case", &self.case)]
-            .into_iter()
-            .map(|(name, value)| value.as_ref().map(|v| (name, v.as_ref())).map_err(Clone::clone))
-            .collect::<Result<Vec<_>, String>>()
-            .map(Vars)
+        Vars(vec![("trigger", self.trigger.as_ref()), ("event", event.as_ref()), ("case", self.case.as_ref())])
     }
 }
 
@@ -171,25 +156,23 @@ impl HandoverSet {
         if candidates.is_empty() {
             return Vec::new();
         }
-        let data: Map<String, Value> = match trigger.data {
-            Value::Object(o) => self.members.iter().filter_map(|m| Some((m.clone(), o.get(m)?.clone()))).collect(),
-            _ => Map::new(),
+        // Only the members some expression reads, as the case state keeps them.
+        let data = || {
+            let members = self.members.iter().filter_map(|m| Some((m.as_str(), trigger.data.as_object()?.get(m)?)));
+            cel_map(members.map(|(k, v)| (k, cel_value(v))))
         };
-        let payload = cel_value(&Value::Object(data.clone()));
+        let payload = data();
         // Most triggers are no handover (their `when` fails): the trigger and the case are
         // made into values only for one that is.
         let mut values = None;
         let mut out = Vec::new();
         for handover in candidates {
             // A trigger condition that cannot be evaluated is not a handover: nothing to count.
-            let when = payload
-                .as_ref()
-                .map_err(Clone::clone)
-                .and_then(|p| holds(&handover.when, &Vars(vec![(DATA, p.as_ref())])));
+            let when = holds(&handover.when, &Vars(vec![(DATA, payload.as_ref())]));
             if when != Ok(true) {
                 continue;
             }
-            let values = values.get_or_insert_with(|| ItemValues::new(state, trigger, &data));
+            let values = values.get_or_insert_with(|| ItemValues::new(state, trigger, data()));
             let items = handover.items.iter().filter_map(|item| item_outcome(item, state, trigger, values)).collect();
             out.push(HandoverOutcome {
                 kind: handover.kind.clone(),
@@ -226,7 +209,7 @@ fn item_outcome(
     let index = values.convert(found);
     let vars = values.vars(index);
     // An `applies` that cannot be evaluated keeps the item due: not knowing is no excuse.
-    if vars.as_ref().map_err(Clone::clone).and_then(|vars| holds(&item.applies, vars)) == Ok(false) {
+    if holds(&item.applies, &vars) == Ok(false) {
         return None;
     }
     if item.source.is_some() && found.is_none() {
@@ -239,7 +222,7 @@ fn item_outcome(
             return Some(outcome);
         }
     }
-    match vars.and_then(|vars| holds(&item.expr, &vars)) {
+    match holds(&item.expr, &vars) {
         Ok(true) => {}
         Ok(false) => outcome.status = ItemStatus::Unmet,
         Err(e) => {

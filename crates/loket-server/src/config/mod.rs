@@ -344,6 +344,7 @@ impl Config {
             max_batch: self.journal.max_batch,
             rejection_payload_bytes: self.journal.rejection_payload_bytes,
             dedup_window: Some(self.journal.dedup_window.0),
+            recent_bytes: self.journal.recent_mib << 20,
         }
     }
 

@@ -130,9 +130,15 @@ pub struct TlsConfig {
 #[serde(deny_unknown_fields)]
 pub struct JournalSettings {
     /// Page-cache cap for the journal in MiB (sled's default of 1 GiB is too much for a
-    /// small gateway).
+    /// small gateway). sled holds somewhat more than this: it counts pages against the
+    /// cap per shard and after a delay.
     #[serde(default = "default_cache_mib")]
     pub cache_mib: u64,
+    /// MiB of just-committed events kept in memory for the readers that follow the
+    /// writer (the access indexer, the handover follower, live subscribers), so that they
+    /// do not read back and decrypt what was just written; 0 turns it off.
+    #[serde(default = "default_recent_mib")]
+    pub recent_mib: usize,
     /// Most events written and flushed together in one group commit.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
@@ -261,7 +267,11 @@ fn default_subscriber_buffer_bytes() -> usize {
     4 * 1024 * 1024
 }
 fn default_cache_mib() -> u64 {
-    64
+    // The followers read what was just written; older events are read once, by a replay.
+    32
+}
+fn default_recent_mib() -> usize {
+    loket_journal::DEFAULT_RECENT_BYTES >> 20
 }
 fn default_max_batch() -> usize {
     4096
@@ -301,6 +311,7 @@ impl Default for JournalSettings {
     fn default() -> Self {
         Self {
             cache_mib: default_cache_mib(),
+            recent_mib: default_recent_mib(),
             max_batch: default_max_batch(),
             dedup_window: default_dedup_window(),
             rejection_payload_bytes: default_rejection_payload_bytes(),
