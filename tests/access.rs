@@ -464,6 +464,12 @@ async fn withheld_events_survive_a_restart() {
     let mut dji = gw.client("dji").await;
     let again = deliveries(&mut dji, all_from_start("dji-med"), "m2").await;
     assert_eq!(ids(&again), ["c-r", "mft-r", "m2"]);
+    // The form's registrar is known again after the restart (loaded from the access
+    // index, where only consents are opened): another registrar may not reuse its id.
+    let s = publish(&mut dji, event("dji", "medical-transfer-consent", "c-r-dji", &consent(case, "f-r", &["dji"])))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&s), "CONSENT_NOT_OWNED");
     gw.stop().await;
 }
 

@@ -18,7 +18,8 @@ impl Access {
     /// recording, once per event and recipient, that medical data is withheld.
     pub async fn run_indexer(self, journal: Journal, shutdown: CancellationToken) {
         let mut book = ConsentBook::default();
-        for entry in self.store.all() {
+        // The book holds consents only: other payloads are not opened.
+        for entry in self.store.all_of_type(CONSENT_TYPE) {
             match entry {
                 Ok(e) => {
                     self.policy.record_consent(&mut book, &e.facts());

@@ -122,11 +122,9 @@ impl Access {
             }
         };
         // The index is kept by case: order its consents by sequence before claiming.
-        let mut indexed: Vec<IndexedEvent> = self
-            .store
-            .all()
-            .filter(|e| e.as_ref().map_or(true, |e| e.event_type == CONSENT_TYPE))
-            .collect::<Result<_, _>>()?;
+        // Only the consents' payloads are opened: at start-up, with a long history, opening
+        // every indexed payload was most of the time before the gateway listened.
+        let mut indexed: Vec<IndexedEvent> = self.store.all_of_type(CONSENT_TYPE).collect::<Result<_, _>>()?;
         indexed.sort_by_key(|e| e.sequence);
         for e in &indexed {
             claim(&e.source, &e.data);

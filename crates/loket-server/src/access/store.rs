@@ -202,8 +202,17 @@ impl AccessStore {
 
     /// The entry, `None` when its case was erased.
     fn open_entry(&self, value: &[u8]) -> Result<Option<IndexedEvent>, Error> {
+        self.open_entry_of(value, None)
+    }
+
+    /// The entry, if it is of `event_type` (any when `None`): the payload of another
+    /// type is never decrypted nor parsed.
+    fn open_entry_of(&self, value: &[u8], event_type: Option<&str>) -> Result<Option<IndexedEvent>, Error> {
         let split = value.iter().position(|b| *b == b'\n').ok_or_else(|| corrupt("index entry", "no payload"))?;
         let mut entry: IndexedEvent = serde_json::from_slice(&value[..split]).map_err(|e| corrupt("index entry", e))?;
+        if event_type.is_some_and(|t| t != entry.event_type) {
+            return Ok(None);
+        }
         let Some(data) = self.sealer()?.unseal(&value[split + 1..])? else { return Ok(None) };
         entry.data = serde_json::from_slice(&data).map_err(|e| corrupt("index entry", e))?;
         Ok(Some(entry))
@@ -216,6 +225,17 @@ impl AccessStore {
             .map(|item| {
                 let (_, v) = item.map_err(storage)?;
                 self.open_entry(&v)
+            })
+            .filter_map(Result::transpose)
+    }
+
+    /// Every indexed event of `event_type`, case by case (erased ones left out).
+    pub fn all_of_type<'a>(&'a self, event_type: &'a str) -> impl Iterator<Item = Result<IndexedEvent, Error>> + 'a {
+        self.gated
+            .iter()
+            .map(move |item| {
+                let (_, v) = item.map_err(storage)?;
+                self.open_entry_of(&v, Some(event_type))
             })
             .filter_map(Result::transpose)
     }
