@@ -192,7 +192,11 @@ pub async fn streams_logged(
                 let t0 = sent_at.lock().expect("stamps lock").pop_front().unwrap_or_else(Instant::now);
                 record(&mut h, t0.elapsed());
                 done += 1;
-                if matches!(reply.outcome, Some(Outcome::Rejected(_))) {
+                if let Some(Outcome::Rejected(status)) = &reply.outcome {
+                    if rejected == 0 {
+                        // What a run that must not refuse anything refused, on stderr.
+                        eprintln!("{source}: first refused event {}: code {}, {}", reply.id, status.code, status.message);
+                    }
                     rejected += 1;
                 }
             }
