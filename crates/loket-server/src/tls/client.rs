@@ -67,3 +67,17 @@ pub async fn connect(options: &ClientOptions) -> Result<Client, Error> {
     let channel = endpoint.connect().await?;
     Ok(GatewayClient::with_interceptor(channel, header))
 }
+
+/// Whether HTTP/2 refused the call's stream (REFUSED_STREAM, e.g. at the connection's
+/// concurrent-stream limit): the gateway did not process it, so it may be sent again at
+/// once. gRPC clients do that transparently (gRFC A6); tonic does not.
+pub fn refused_stream(status: &tonic::Status) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = cause {
+        if e.downcast_ref::<h2::Error>().and_then(h2::Error::reason) == Some(h2::Reason::REFUSED_STREAM) {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
