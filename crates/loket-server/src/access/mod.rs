@@ -113,21 +113,27 @@ impl Access {
     /// ones, then the journal past the index (after a crash, a little; after a change of
     /// the medical rules, which empties the index, all of it).
     pub fn load_consent_claims(&self, journal: &Journal) -> Result<(), Error> {
-        let claim = |source: &str, data: &serde_json::Value| {
-            if self.policy.is_consent_registrar(source) {
-                if let Some(id) = data.get("consentId").and_then(serde_json::Value::as_str) {
-                    // The first registrar in journal order owns it; later claims lose.
-                    let _ = self.claims.claim(id, source);
-                }
+        let claim = |source: &str, id: Option<&str>| {
+            if let Some(id) = id.filter(|_| self.policy.is_consent_registrar(source)) {
+                // The first registrar in journal order owns it; later claims lose.
+                let _ = self.claims.claim(id, source);
             }
         };
+        let consent_id = |data: &Value| data.get("consentId").and_then(Value::as_str).map(str::to_owned);
         // The index is kept by case: order its consents by sequence before claiming.
-        // Only the consents' payloads are opened: at start-up, with a long history, opening
-        // every indexed payload was most of the time before the gateway listened.
-        let mut indexed: Vec<IndexedEvent> = self.store.all_of_type(CONSENT_TYPE).collect::<Result<_, _>>()?;
-        indexed.sort_by_key(|e| e.sequence);
-        for e in &indexed {
-            claim(&e.source, &e.data);
+        // Only the consents' payloads are opened (at start-up, with a long history, opening
+        // every indexed payload was most of the time before the gateway listened), and only
+        // what a claim needs is kept of each (all of them, parsed, were the largest
+        // allocation the gateway made).
+        let mut indexed: Vec<(u64, String, Option<String>)> = Vec::new();
+        for entry in self.store.all_of_type(CONSENT_TYPE) {
+            let entry = entry?;
+            let id = consent_id(&entry.data);
+            indexed.push((entry.sequence, entry.source, id));
+        }
+        indexed.sort_unstable_by_key(|(sequence, ..)| *sequence);
+        for (_, source, id) in &indexed {
+            claim(source, id.as_deref());
         }
         let mut next = *self.indexed.borrow() + 1;
         loop {
@@ -135,7 +141,7 @@ impl Access {
             let Some(last) = batch.last() else { return Ok(()) };
             next = last.sequence + 1;
             for event in batch.iter().filter(|e| e.event_type == CONSENT_TYPE) {
-                claim(&event.source, &parse(event)?);
+                claim(&event.source, consent_id(&parse(event)?).as_deref());
             }
         }
     }
