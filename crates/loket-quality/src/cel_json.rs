@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use cel::common::types::{CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt};
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// A CEL value that may borrow from the JSON it was made of.
 pub(crate) type CelValue<'a> = Box<dyn Val + 'a>;
@@ -31,8 +31,13 @@ pub(crate) fn cel_value(value: &Value) -> CelValue<'_> {
         },
         Value::String(s) => cel_str(s),
         Value::Array(items) => cel_list(items.iter().map(cel_value)),
-        Value::Object(members) => cel_map(members.iter().map(|(k, v)| (k.as_str(), cel_value(v)))),
+        Value::Object(members) => cel_members(members, members.keys()),
     }
+}
+
+/// A CEL map of the members of `object` named by `names` (those it has).
+pub(crate) fn cel_members<'a>(object: &'a Map<String, Value>, names: impl IntoIterator<Item = &'a String>) -> CelValue<'a> {
+    cel_map(names.into_iter().filter_map(|name| Some((name.as_str(), cel_value(object.get(name)?)))))
 }
 
 /// A CEL map of `entries`.

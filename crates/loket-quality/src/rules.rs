@@ -21,7 +21,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::cel_json::{cel_map, cel_value, Vars};
+use crate::cel_json::{cel_members, cel_value, Vars};
 use crate::reads::{data_members, DATA};
 use crate::Error;
 
@@ -152,9 +152,7 @@ impl RuleSet {
             return Vec::new();
         };
         let data = match (reads, data) {
-            (Some(members), Value::Object(object)) => {
-                cel_map(members.iter().filter_map(|m| Some((m.as_str(), cel_value(object.get(m)?)))))
-            }
+            (Some(members), Value::Object(object)) => cel_members(object, members),
             _ => cel_value(data),
         };
         let vars = Vars(vec![(DATA, data.as_ref())]);

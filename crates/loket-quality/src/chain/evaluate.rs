@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::case::{CaseState, LatestEvent, Observed};
 use super::config::{Handover, HandoverSet, Item};
-use crate::cel_json::{cel_list, cel_map, cel_str, cel_string, cel_value, CelValue, Vars};
+use crate::cel_json::{cel_list, cel_map, cel_members, cel_str, cel_string, CelValue, Vars};
 use crate::reads::DATA;
 
 /// How an item stood at a handover.
@@ -100,8 +100,7 @@ fn event_value<'a>(
 }
 
 fn latest_value(l: &LatestEvent) -> CelValue<'_> {
-    let data = cel_map(l.data.iter().map(|(k, v)| (k.as_str(), cel_value(v))));
-    event_value(&l.event_type, &l.source, l.received_at_micros, l.at_micros, data)
+    event_value(&l.event_type, &l.source, l.received_at_micros, l.at_micros, cel_members(&l.data, l.data.keys()))
 }
 
 /// Whether `program` gives `true`; anything else is `Err` with the reason, or `Ok(false)`.
@@ -157,10 +156,9 @@ impl HandoverSet {
             return Vec::new();
         }
         // Only the members some expression reads, as the case state keeps them.
-        let data = || {
-            let members = self.members.iter().filter_map(|m| Some((m.as_str(), trigger.data.as_object()?.get(m)?)));
-            cel_map(members.map(|(k, v)| (k, cel_value(v))))
-        };
+        let empty = serde_json::Map::new();
+        let object = trigger.data.as_object().unwrap_or(&empty);
+        let data = || cel_members(object, &self.members);
         let payload = data();
         // Most triggers are no handover (their `when` fails): the trigger and the case are
         // made into values only for one that is.
