@@ -473,6 +473,41 @@ async fn withheld_events_survive_a_restart() {
     gw.stop().await;
 }
 
+/// The registrars of indexed consent forms come back after a restart from the claims the
+/// index keeps beside it; an erased case's form is no longer claimed after one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_claims_come_back_from_the_index_and_leave_with_an_erased_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kept, erased) = ("3000000011", "3000000012");
+    let gw = Gateway::start_in(dir.path(), "").await;
+    let mut gza = gw.client("gza").await;
+    publish(&mut gza, event("gza", "medical-transfer-consent", "c-kept", &consent(kept, "f-kept", &["dji"]))).await.unwrap();
+    publish(&mut gza, event("gza", "medical-transfer-consent", "c-gone", &consent(erased, "f-gone", &["dji"])))
+        .await
+        .unwrap();
+    marker(&gw, "m1").await;
+    // A medical subscription reads past both forms only once the index covers them, so
+    // the restart finds their claims in the index, not in the journal after it.
+    let mut dji = gw.client("dji").await;
+    assert_eq!(ids(&deliveries(&mut dji, all_from_start(""), "m1").await), ["c-kept", "c-gone", "m1"]);
+    let mut auditor = gw.client("quality").await;
+    let request = loket_server::proto::EraseCaseRequest { case: erased.into(), reason: "legal ground ended".into() };
+    auditor.erase_case(request).await.unwrap();
+    gw.stop().await;
+
+    let gw = Gateway::start_in(dir.path(), "").await;
+    let mut dji = gw.client("dji").await;
+    let s = publish(&mut dji, event("dji", "medical-transfer-consent", "c-kept-2", &consent(kept, "f-kept", &["dji"])))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&s), "CONSENT_NOT_OWNED");
+    let other = "3000000013";
+    publish(&mut dji, event("dji", "medical-transfer-consent", "c-gone-2", &consent(other, "f-gone", &["dji"])))
+        .await
+        .unwrap();
+    gw.stop().await;
+}
+
 /// A small deterministic generator, so a failing seed can be rerun.
 struct Rng(u64);
 

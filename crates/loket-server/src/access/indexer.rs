@@ -17,16 +17,16 @@ impl Access {
     /// Follows the journal, indexing consents and possibly-medical events by case and
     /// recording, once per event and recipient, that medical data is withheld.
     pub async fn run_indexer(self, journal: Journal, shutdown: CancellationToken) {
-        let mut book = ConsentBook::default();
-        // The book holds consents only: other payloads are not opened.
-        for entry in self.store.all_of_type(CONSENT_TYPE) {
-            match entry {
-                Ok(e) => {
-                    self.policy.record_consent(&mut book, &e.facts());
-                }
-                Err(e) => tracing::error!(error = %e, "access index unreadable; consent state may be incomplete"),
+        // Every indexed consent is opened for the book: blocking sled work and decryption,
+        // on a blocking thread so that publishes are served meanwhile.
+        let access = self.clone();
+        let mut book = match tokio::task::spawn_blocking(move || access.indexed_consent_book()).await {
+            Ok(book) => book,
+            Err(e) => {
+                tracing::error!(error = %e, "access indexer ended abnormally");
+                return;
             }
-        }
+        };
         let mut durable = journal.watch();
         loop {
             durable.borrow_and_update();
@@ -73,8 +73,23 @@ impl Access {
         }
     }
 
+    /// The consent book of the indexed consents (other payloads are not opened).
+    fn indexed_consent_book(&self) -> ConsentBook {
+        let mut book = ConsentBook::default();
+        for entry in self.store.all_of_type(CONSENT_TYPE) {
+            match entry {
+                Ok(e) => {
+                    self.policy.record_consent(&mut book, &e.facts());
+                }
+                Err(e) => tracing::error!(error = %e, "access index unreadable; consent state may be incomplete"),
+            }
+        }
+        book
+    }
+
     fn index_batch(&self, batch: &[StoredEvent], book: &mut ConsentBook) -> Result<(), Error> {
         let mut entries = Vec::new();
+        let mut claims = Vec::new();
         let mut withholdings = Vec::new();
         for event in batch {
             let consent = event.event_type == CONSENT_TYPE;
@@ -102,11 +117,12 @@ impl Access {
             }
             if consent {
                 self.policy.record_consent(book, &entry.facts());
+                claims.extend(self.claim_of(event, &entry.data));
             }
             entries.push(entry);
         }
         let last = batch.last().map_or(0, |e| e.sequence);
-        self.store.index(&entries, &withholdings, last)?;
+        self.store.index(&entries, &claims, &withholdings, last)?;
         self.indexed.send_replace(last);
         Ok(())
     }

@@ -16,12 +16,13 @@ use loket_access::{Policy, SubscriberScan, CONSENT_TYPE};
 use loket_domain::Profile;
 use loket_journal::{Journal, StoredEvent};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use identity::PARTNER_HEADER;
 pub(crate) use identity::{presented_by, Certified, IdentityMode, Presented};
-pub(crate) use store::{AccessStore, DenialRecord, ExportRecord, IndexedEvent};
+pub(crate) use store::{AccessStore, DenialRecord, ExportRecord, IndexedClaim, IndexedEvent};
 
 use crate::config::{Config, IdentitySource, TlsSource};
 use crate::processing::ProcessingLog;
@@ -34,19 +35,49 @@ const CLAIM_CHUNK: usize = 1024;
 /// form belongs to the registrar that published it first. Claimed when a form passes
 /// intake, before it is journalled, so that two registrars racing for one id cannot both
 /// get it. (Consent books hold the same line in journal order, so what they decide never
-/// depends on this map; it lets intake refuse a foreign reuse with a clear error.)
-#[derive(Clone, Default)]
-pub(crate) struct ConsentClaims(Arc<Mutex<HashMap<String, String>>>);
+/// depends on this map; it lets intake refuse a foreign reuse with a clear error.) Ids are
+/// held as keyed digests, as the access store keeps them.
+#[derive(Clone)]
+pub(crate) struct ConsentClaims {
+    key: Arc<[u8; 32]>,
+    owners: Arc<Mutex<HashMap<[u8; 32], String>>>,
+}
+
+impl Default for ConsentClaims {
+    /// Claims under a fresh random key (a gateway without a store to keep one in).
+    fn default() -> Self {
+        let mut key = [0u8; 32];
+        key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        Self::new(key)
+    }
+}
 
 impl ConsentClaims {
+    pub fn new(key: [u8; 32]) -> Self {
+        Self { key: Arc::new(key), owners: Default::default() }
+    }
+
+    /// The keyed digest a form's id is known by.
+    pub fn digest(&self, consent_id: &str) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        hash.update(self.key.as_slice());
+        hash.update(consent_id.as_bytes());
+        hash.finalize().into()
+    }
+
     /// Claims `consent_id` for `registrar`; the owner when another registrar has it.
     pub fn claim(&self, consent_id: &str, registrar: &str) -> Result<(), String> {
-        let mut owners = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match owners.get(consent_id) {
+        self.claim_digest(self.digest(consent_id), registrar)
+    }
+
+    fn claim_digest(&self, digest: [u8; 32], registrar: &str) -> Result<(), String> {
+        let mut owners = self.owners.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match owners.get(&digest) {
             Some(owner) if owner != registrar => Err(owner.clone()),
             Some(_) => Ok(()),
             None => {
-                owners.insert(consent_id.to_owned(), registrar.to_owned());
+                owners.insert(digest, registrar.to_owned());
                 Ok(())
             }
         }
@@ -81,12 +112,13 @@ impl Access {
         let store = AccessStore::open(&config.access_dir(), 8 * 1024 * 1024, Some(journal.clone()))?;
         // The index and the withholdings recorded with it follow from these rules (and
         // from index entries that name their publisher: "v2", sealed with their case
-        // keys: "v3").
+        // keys: "v3"; with the consent claims beside them: "v4").
         let rules = format!(
-            "v3|{:?}|{:?}|{:?}",
+            "v4|{:?}|{:?}|{:?}",
             config.access.medical_types, config.access.medical_fields, config.access.consent_registrars
         );
         let indexed = store.indexed(&rules)?;
+        let claims = ConsentClaims::new(store.claims_key()?);
         let (tx, _) = watch::channel(indexed);
         let identity = match (config.tls_source(), config.tls.identity) {
             (TlsSource::Insecure, _) => IdentityMode::InsecureHeader,
@@ -99,7 +131,7 @@ impl Access {
             identity,
             indexed: Arc::new(tx),
             rules: Arc::new(rules),
-            claims: ConsentClaims::default(),
+            claims,
             profile: Arc::new(config.profile()?),
             processing: if config.processing.enabled {
                 ProcessingLog::open(&config.processing_dir(), config.processing.activities.clone())?
@@ -109,31 +141,20 @@ impl Access {
         })
     }
 
-    /// Fills the consent claims from every consent form the journal holds: the indexed
-    /// ones, then the journal past the index (after a crash, a little; after a change of
-    /// the medical rules, which empties the index, all of it).
+    /// Fills the consent claims from every consent form the journal holds: the claims the
+    /// index keeps, then the journal past the index (after a crash, a little; after a
+    /// change of the medical rules, which empties the index, all of it). No sealed payload
+    /// is opened for the indexed ones: with a long history, opening the indexed consents
+    /// was most of the time before the gateway listened.
     pub fn load_consent_claims(&self, journal: &Journal) -> Result<(), Error> {
-        let claim = |source: &str, id: Option<&str>| {
-            if let Some(id) = id.filter(|_| self.policy.is_consent_registrar(source)) {
-                // The first registrar in journal order owns it; later claims lose.
-                let _ = self.claims.claim(id, source);
-            }
-        };
-        let consent_id = |data: &Value| data.get("consentId").and_then(Value::as_str).map(str::to_owned);
-        // The index is kept by case: order its consents by sequence before claiming.
-        // Only the consents' payloads are opened (at start-up, with a long history, opening
-        // every indexed payload was most of the time before the gateway listened), and only
-        // what a claim needs is kept of each (all of them, parsed, were the largest
-        // allocation the gateway made).
-        let mut indexed: Vec<(u64, String, Option<String>)> = Vec::new();
-        for entry in self.store.all_of_type(CONSENT_TYPE) {
-            let entry = entry?;
-            let id = consent_id(&entry.data);
-            indexed.push((entry.sequence, entry.source, id));
-        }
+        // The index is kept by case: order its claims by sequence, since the first
+        // registrar in journal order owns a form and later claims lose.
+        let mut indexed = self.store.claims().collect::<Result<Vec<_>, Error>>()?;
         indexed.sort_unstable_by_key(|(sequence, ..)| *sequence);
-        for (_, source, id) in &indexed {
-            claim(source, id.as_deref());
+        for (_, registrar, digest) in indexed {
+            if self.policy.is_consent_registrar(&registrar) {
+                let _ = self.claims.claim_digest(digest, &registrar);
+            }
         }
         let mut next = *self.indexed.borrow() + 1;
         loop {
@@ -141,9 +162,23 @@ impl Access {
             let Some(last) = batch.last() else { return Ok(()) };
             next = last.sequence + 1;
             for event in batch.iter().filter(|e| e.event_type == CONSENT_TYPE) {
-                claim(&event.source, consent_id(&parse(event)?).as_deref());
+                if let Some(id) = self.claim_of(event, &parse(event)?) {
+                    let _ = self.claims.claim_digest(id.digest, &id.registrar);
+                }
             }
         }
+    }
+
+    /// The claim a journalled consent form makes: `None` when it is not from a registrar
+    /// or names no form id (intake refuses both; an older journal may hold them).
+    fn claim_of(&self, event: &StoredEvent, data: &Value) -> Option<IndexedClaim> {
+        let id = data.get("consentId").and_then(Value::as_str)?;
+        self.policy.is_consent_registrar(&event.source).then(|| IndexedClaim {
+            case: event.subject.clone(),
+            sequence: event.sequence,
+            registrar: event.source.clone(),
+            digest: self.claims.digest(id),
+        })
     }
 
     /// Waits until the index covers the journal up to `sequence`; false on shutdown.

@@ -4,6 +4,10 @@
 //!   status query, knows the consent state and what is withheld without reading the whole
 //!   journal. Derived data: rebuilt from the journal when lost or when the medical rules
 //!   change; `meta/indexed` says how far it got.
+//! - `consent-claims`: beside the index, who registered each indexed consent form (case ++
+//!   sequence → registrar, keyed digest of the form's id), so that a start loads the
+//!   claims without opening a sealed payload. The digest, not the id: sled keeps old bytes,
+//!   and no payload byte of an erased case may stay readable.
 //! - `denials`: the audit log of refusals, redactions and withholdings.
 //! - `exports`: the record of every export of the message log (who, when, which filters,
 //!   how many entries), written before the first entry leaves.
@@ -17,6 +21,7 @@ use crate::Error;
 
 const INDEXED: &[u8] = b"indexed";
 const MEDICAL_RULES: &[u8] = b"medical-rules";
+const CLAIMS_KEY: &[u8] = b"claims-key";
 
 /// Refusals are appended (time-ordered keys); redactions and withholdings are keyed by
 /// (sequence, partner) so a redelivery does not record the same fact twice.
@@ -58,6 +63,16 @@ impl IndexedEvent {
     }
 }
 
+/// A consent form's registrar, as the index keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IndexedClaim {
+    pub case: String,
+    pub sequence: u64,
+    pub registrar: String,
+    /// [`super::ConsentClaims::digest`] of the form's id.
+    pub digest: [u8; 32],
+}
+
 /// One recorded denial.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct DenialRecord {
@@ -97,6 +112,7 @@ pub(crate) struct AccessStore {
     sealer: Option<loket_journal::Journal>,
     db: sled::Db,
     gated: sled::Tree,
+    claims: sled::Tree,
     denials: sled::Tree,
     exports: sled::Tree,
     meta: sled::Tree,
@@ -116,6 +132,12 @@ fn gated_key(case: &str, sequence: u64) -> Vec<u8> {
     key.push(0);
     key.extend_from_slice(&sequence.to_be_bytes());
     key
+}
+
+/// The sequence at the end of a [`gated_key`].
+fn sequence_of(key: &[u8]) -> Result<u64, Error> {
+    let tail = key.len().checked_sub(8).map(|at| &key[at..]).ok_or_else(|| corrupt("index key", "short"))?;
+    Ok(u64::from_be_bytes(tail.try_into().map_err(|e| corrupt("index key", e))?))
 }
 
 /// The key of a fact recorded once per (event, partner).
@@ -143,6 +165,7 @@ impl AccessStore {
         Ok(Self {
             sealer,
             gated: db.open_tree("gated").map_err(storage)?,
+            claims: db.open_tree("consent-claims").map_err(storage)?,
             denials: db.open_tree("denials").map_err(storage)?,
             exports: db.open_tree("exports").map_err(storage)?,
             meta: db.open_tree("meta").map_err(storage)?,
@@ -155,6 +178,7 @@ impl AccessStore {
     pub fn indexed(&self, rules: &str) -> Result<u64, Error> {
         if self.meta.get(MEDICAL_RULES).map_err(storage)?.as_deref() != Some(rules.as_bytes()) {
             self.gated.clear().map_err(storage)?;
+            self.claims.clear().map_err(storage)?;
             self.meta.insert(INDEXED, &0u64.to_be_bytes()).map_err(storage)?;
             self.meta.insert(MEDICAL_RULES, rules.as_bytes()).map_err(storage)?;
             return Ok(0);
@@ -165,14 +189,41 @@ impl AccessStore {
         })
     }
 
-    /// Adds index entries and the withholdings found while indexing them, then moves the
-    /// mark (sled recovers a prefix of its writes, so the mark never runs ahead of them).
-    /// A withholding record is a function of the journal, so indexing the same events
-    /// again after a crash writes the same records under the same keys.
-    pub fn index(&self, events: &[IndexedEvent], withholdings: &[DenialRecord], up_to: u64) -> Result<(), Error> {
+    /// The key of the consent claims' digests: random per gateway, kept in the store.
+    pub fn claims_key(&self) -> Result<[u8; 32], Error> {
+        if let Some(key) = self.meta.get(CLAIMS_KEY).map_err(storage)? {
+            return key.as_ref().try_into().map_err(|e| corrupt("claims key", e));
+        }
+        let key: [u8; 32] = [uuid::Uuid::new_v4().into_bytes(), uuid::Uuid::new_v4().into_bytes()]
+            .concat()
+            .try_into()
+            .map_err(|_| corrupt("claims key", "length"))?;
+        self.meta.insert(CLAIMS_KEY, &key).map_err(storage)?;
+        self.meta.flush().map_err(storage)?;
+        Ok(key)
+    }
+
+    /// Adds index entries, the claims of the consents among them and the withholdings
+    /// found while indexing them, then moves the mark (sled recovers a prefix of its
+    /// writes, so the mark never runs ahead of them). A withholding record is a function
+    /// of the journal, so indexing the same events again after a crash writes the same
+    /// records under the same keys.
+    pub fn index(
+        &self,
+        events: &[IndexedEvent],
+        claims: &[IndexedClaim],
+        withholdings: &[DenialRecord],
+        up_to: u64,
+    ) -> Result<(), Error> {
         let mut gated = sled::Batch::default();
         for e in events {
             gated.insert(gated_key(&e.subject, e.sequence), self.seal_entry(e)?);
+        }
+        let mut claimed = sled::Batch::default();
+        for c in claims {
+            let mut value = c.digest.to_vec();
+            value.extend_from_slice(c.registrar.as_bytes());
+            claimed.insert(gated_key(&c.case, c.sequence), value);
         }
         let mut denials = sled::Batch::default();
         for record in withholdings {
@@ -180,6 +231,7 @@ impl AccessStore {
             denials.insert(once_key(WITHHOLDING, record), value);
         }
         self.gated.apply_batch(gated).map_err(storage)?;
+        self.claims.apply_batch(claimed).map_err(storage)?;
         self.denials.apply_batch(denials).map_err(storage)?;
         self.meta.insert(INDEXED, &up_to.to_be_bytes()).map_err(storage)?;
         Ok(())
@@ -240,6 +292,18 @@ impl AccessStore {
             .filter_map(Result::transpose)
     }
 
+    /// Every indexed consent claim as (sequence, registrar, digest), case by case.
+    pub fn claims(&self) -> impl Iterator<Item = Result<(u64, String, [u8; 32]), Error>> + '_ {
+        self.claims.iter().map(|item| {
+            let (key, value) = item.map_err(storage)?;
+            let sequence = sequence_of(&key)?;
+            let (digest, registrar) = value.split_at_checked(32).ok_or_else(|| corrupt("consent claim", "short"))?;
+            let digest = digest.try_into().map_err(|e| corrupt("consent claim", e))?;
+            let registrar = std::str::from_utf8(registrar).map_err(|e| corrupt("consent claim", e))?;
+            Ok((sequence, registrar.to_owned(), digest))
+        })
+    }
+
     /// The indexed events of one case, in sequence order.
     pub fn case(&self, case: &str) -> Result<Vec<IndexedEvent>, Error> {
         let mut prefix = case.as_bytes().to_vec();
@@ -260,11 +324,16 @@ impl AccessStore {
         prefix.push(0);
         let mut batch = sled::Batch::default();
         let mut removed = 0;
-        for item in self.gated.scan_prefix(prefix) {
+        for item in self.gated.scan_prefix(&prefix) {
             batch.remove(item.map_err(storage)?.0);
             removed += 1;
         }
+        let mut claims = sled::Batch::default();
+        for item in self.claims.scan_prefix(&prefix) {
+            claims.remove(item.map_err(storage)?.0);
+        }
         self.gated.apply_batch(batch).map_err(storage)?;
+        self.claims.apply_batch(claims).map_err(storage)?;
         self.db.flush().map_err(storage)?;
         Ok(removed)
     }
@@ -278,18 +347,22 @@ impl AccessStore {
         purged: &std::collections::HashSet<u64>,
         denials_before: Option<i64>,
     ) -> Result<(u64, u64), Error> {
-        let mut gated = sled::Batch::default();
-        let mut gated_removed = 0;
-        for item in self.gated.iter() {
-            let (key, _) = item.map_err(storage)?;
-            let Some(tail) = key.len().checked_sub(8).map(|at| &key[at..]) else { continue };
-            let sequence = u64::from_be_bytes(tail.try_into().map_err(|e| corrupt("index key", e))?);
-            if sequence < first_retained || purged.contains(&sequence) {
-                gated.remove(key);
-                gated_removed += 1;
+        let expired = |tree: &sled::Tree| -> Result<(sled::Batch, u64), Error> {
+            let (mut batch, mut removed) = (sled::Batch::default(), 0);
+            for item in tree.iter() {
+                let (key, _) = item.map_err(storage)?;
+                let sequence = sequence_of(&key)?;
+                if sequence < first_retained || purged.contains(&sequence) {
+                    batch.remove(key);
+                    removed += 1;
+                }
             }
-        }
+            Ok((batch, removed))
+        };
+        let (gated, gated_removed) = expired(&self.gated)?;
+        let (claims, _) = expired(&self.claims)?;
         self.gated.apply_batch(gated).map_err(storage)?;
+        self.claims.apply_batch(claims).map_err(storage)?;
         let mut denials_removed = 0;
         if let Some(before) = denials_before {
             let mut denials = sled::Batch::default();
