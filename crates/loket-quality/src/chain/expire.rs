@@ -67,6 +67,7 @@ impl ChainStore {
             }
         }
         self.cases.remove(case)?;
+        self.states().forget(case);
         self.pseudonyms.remove(self.pseudonym(case).as_bytes())?;
         self.cases.flush()?;
         Ok(had)
@@ -103,6 +104,8 @@ impl ChainStore {
             touched.insert(case.as_str());
         }
         for case in touched {
+            // Whatever happens to its stored state below, the held one is no longer it.
+            self.states().forget(case);
             let Some(mut state) = self.state(case)? else { continue };
             if self.timeline.scan_prefix(case_key(case)).next().is_none() {
                 self.cases.remove(case)?;
@@ -156,18 +159,16 @@ mod tests {
         ))
     }
 
+    fn every_type() -> HandoverSet {
+        let types = ["transport-status", "baggage", "physical-features", "medical-file-transfer", "medical-transfer-consent"];
+        HandoverSet::embedded(&types).unwrap()
+    }
+
     #[test]
     fn expired_events_leave_the_case_state_and_a_stale_step_is_prepared_again() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let set = HandoverSet::embedded(&[
-            "transport-status",
-            "baggage",
-            "physical-features",
-            "medical-file-transfer",
-            "medical-transfer-consent",
-        ])
-        .unwrap();
+        let set = every_type();
         let store = ChainStore::open(&db, &set).unwrap();
         let bag = json!({"instructionVersion": "2018-05"});
         let first = [
@@ -204,5 +205,40 @@ mod tests {
         assert_eq!(store.days.len(), 0);
         assert!(store.erase_case("A").unwrap());
         assert_eq!((sequences(&store, "A"), store.sequences.len()), (None, 0));
+    }
+    #[test]
+    fn a_removed_case_or_slot_never_comes_back_from_the_states_held_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let set = every_type();
+        let store = ChainStore::open(&db, &set).unwrap();
+        let bag = json!({"instructionVersion": "2018-05"});
+        let photo = json!({"photoReference": "p"});
+        let first = [
+            event(1, "A", "dji", "baggage", bag.clone()),
+            event(2, "B", "dji", "baggage", bag.clone()),
+            event(3, "A", "dtv", "physical-features", photo.clone()),
+        ];
+        assert!(store.commit(store.prepare(&set, &first).unwrap()).unwrap());
+        assert!(store.states().holds("A") && store.states().holds("B"), "held after the commit");
+
+        // Retention: A loses its baggage slot, B everything.
+        store.expire(2, &HashSet::from([2])).unwrap();
+        let later = [event(4, "A", "dvo", "transport-status", departure()), event(5, "B", "dtv", "physical-features", photo)];
+        assert!(store.commit(store.prepare(&set, &later).unwrap()).unwrap());
+        let a = store.state("A").unwrap().unwrap();
+        assert!(a.latest("baggage", "dji").is_none(), "the expired slot is not written back: {a:?}");
+        assert_eq!(a.latest.len(), 2);
+        let b = store.state("B").unwrap().unwrap();
+        assert_eq!(b.latest.iter().map(|l| l.sequence).collect::<Vec<_>>(), [5], "B starts over: {b:?}");
+        assert_eq!(sequences(&store, "B"), Some((vec![5], vec![])));
+
+        // Erasure: A starts over too.
+        assert!(store.erase_case("A").unwrap());
+        assert!(!store.states().holds("A"));
+        assert!(store.commit(store.prepare(&set, &[event(6, "A", "dji", "baggage", bag)]).unwrap()).unwrap());
+        let a = store.state("A").unwrap().unwrap();
+        assert_eq!(a.latest.iter().map(|l| l.sequence).collect::<Vec<_>>(), [6], "{a:?}");
+        assert_eq!(sequences(&store, "A"), Some((vec![6], vec![])));
     }
 }

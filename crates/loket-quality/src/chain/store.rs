@@ -30,6 +30,7 @@ use sha2::{Digest, Sha256};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+use super::cache::StateCache;
 use super::case::{members_of, CaseHistory, CaseState, Observed, TimelineEntry};
 use super::config::HandoverSet;
 use super::evaluate::HandoverOutcome;
@@ -45,6 +46,9 @@ const KEY: &[u8] = b"key";
 const LAYOUT: &str = "layout 3: bounded case state, append-only timeline and outcomes, sequence index\n";
 /// Journal events applied per transaction.
 pub const CHUNK: usize = 512;
+/// The bound of the case states held in memory between chunks ([`StateCache`]): some
+/// tens of thousands of cases, so a chunk of interleaved cases reads hardly any from sled.
+pub const STATE_CACHE_BYTES: usize = 16 << 20;
 
 /// One handover as the dashboard lists it: no V-number, no payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +88,8 @@ pub struct ChainStore {
     /// too: a step prepared before a removal would write back the state it removed, so
     /// such a step is not committed but prepared again ([`ChainStore::commit`]).
     pub(super) epoch: Mutex<u64>,
+    /// The states as committed, for the cases used last; a removal forgets what it changes.
+    pub(super) cache: Mutex<StateCache>,
 }
 
 pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
@@ -137,6 +143,7 @@ impl ChainStore {
             meta,
             key,
             epoch: Mutex::new(0),
+            cache: Mutex::new(StateCache::new(STATE_CACHE_BYTES)),
         };
         if store.meta.get(FINGERPRINT)?.as_deref() != Some(fingerprint(set).as_bytes()) {
             store.reset(set)?;
@@ -146,6 +153,7 @@ impl ChainStore {
 
     /// Forgets the derived state (not `emitted` nor the key): the follower starts over.
     fn reset(&self, set: &HandoverSet) -> Result<(), Error> {
+        self.states().clear();
         for tree in [
             &self.cases,
             &self.timeline,
@@ -181,6 +189,11 @@ impl ChainStore {
         hex::encode(&hash.finalize()[..8])
     }
 
+    /// The case states held in memory.
+    pub(super) fn states(&self) -> std::sync::MutexGuard<'_, StateCache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The stored state of `case`; `None` for a case not seen yet.
     pub(super) fn state(&self, case: &str) -> Result<Option<CaseState>, Error> {
         match self.cases.get(case)? {
@@ -210,7 +223,12 @@ impl ChainStore {
                 }
             };
             if !step.states.contains_key(&event.subject) {
-                let stored = self.state(&event.subject)?;
+                // Taken out of the cache: the commit puts the new state back.
+                let held = self.states().take(&event.subject);
+                let stored = match held {
+                    Some(state) => Some(state),
+                    None => self.state(&event.subject)?,
+                };
                 let new = stored.is_none();
                 step.states.insert(event.subject.clone(), (stored.unwrap_or_default(), new));
             }
@@ -238,10 +256,10 @@ impl ChainStore {
     /// false, writing nothing, when a removal ran since the step was prepared: prepare the
     /// chunk again (its readiness events, journalled again, are duplicates).
     pub fn commit(&self, step: Step) -> Result<bool, Error> {
-        let mut cases = Vec::new();
+        let mut cases = Vec::with_capacity(step.states.len());
         let mut pseudonyms = Vec::new();
         for (case, (state, new)) in &step.states {
-            cases.push((case.clone(), encode(state)?));
+            cases.push(encode(state)?);
             if *new {
                 pseudonyms.push((self.pseudonym(case), case.clone()));
             }
@@ -296,7 +314,7 @@ impl ChainStore {
             &self.sequences,
         );
         let result = trees.transaction(|(c, t, o, d, h, p, m, s)| {
-            for (k, v) in &cases {
+            for (k, v) in step.states.keys().zip(&cases) {
                 c.insert(k.as_bytes(), v.as_slice())?;
             }
             for (k, v, sequence, case) in &timeline {
@@ -320,7 +338,14 @@ impl ChainStore {
             Ok::<(), ConflictableTransactionError<()>>(())
         });
         match result {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                // Still under `epoch`: a removal after this forgets what it changes.
+                let mut held = self.states();
+                for ((case, (state, _)), stored) in step.states.into_iter().zip(cases) {
+                    held.put(case, state, stored.len());
+                }
+                Ok(true)
+            }
             Err(TransactionError::Storage(e)) => Err(e.into()),
             Err(TransactionError::Abort(())) => Err(corrupt("chain transaction", "aborted")),
         }
