@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+use super::codec::encode;
 use super::store::{case_key, corrupt, day_key, ChainStore};
 use crate::Error;
 
@@ -116,7 +117,7 @@ impl ChainStore {
             let before = state.latest.len();
             state.latest.retain(|l| !is_gone(l.sequence));
             if state.latest.len() != before {
-                self.cases.insert(case, serde_json::to_vec(&state).map_err(|e| corrupt(case, e))?)?;
+                self.cases.insert(case, encode(&state)?)?;
             }
         }
         Ok(removed)

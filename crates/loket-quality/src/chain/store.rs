@@ -32,6 +32,7 @@ use sled::Transactional;
 
 use super::cache::StateCache;
 use super::case::{members_of, CaseHistory, CaseState, Observed, TimelineEntry};
+use super::codec::{decode, encode};
 use super::config::HandoverSet;
 use super::evaluate::HandoverOutcome;
 use super::figures::{HandoverDay, HandoverReport};
@@ -43,7 +44,7 @@ const EMITTED: &[u8] = b"emitted";
 const FINGERPRINT: &[u8] = b"fingerprint";
 const KEY: &[u8] = b"key";
 /// Part of the fingerprint: a store written in an older layout is rebuilt from the journal.
-const LAYOUT: &str = "layout 3: bounded case state, append-only timeline and outcomes, sequence index\n";
+const LAYOUT: &str = "layout 4: case state and timeline in postcard, append-only timeline and outcomes, sequence index\n";
 /// Journal events applied per transaction.
 pub const CHUNK: usize = 512;
 /// The bound of the case states held in memory between chunks ([`StateCache`]): some
@@ -197,7 +198,7 @@ impl ChainStore {
     /// The stored state of `case`; `None` for a case not seen yet.
     pub(super) fn state(&self, case: &str) -> Result<Option<CaseState>, Error> {
         match self.cases.get(case)? {
-            Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(|e| corrupt(case, e))?)),
+            Some(v) => Ok(Some(decode(case, &v)?)),
             None => Ok(None),
         }
     }
@@ -278,7 +279,7 @@ impl ChainStore {
                 None => HandoverDay::default(),
             };
             counts.merge(delta);
-            days.push((key, encode(&counts)?));
+            days.push((key, json(&counts)?));
         }
         let mut lines = Vec::new();
         let mut outcomes = Vec::new();
@@ -286,7 +287,7 @@ impl ChainStore {
             let mut key = case_key(case);
             key.extend_from_slice(&o.trigger_sequence.to_be_bytes());
             key.extend_from_slice(o.kind.as_bytes());
-            outcomes.push((key, encode(o)?));
+            outcomes.push((key, json(o)?));
             let line = HandoverLine {
                 pseudonym: self.pseudonym(case),
                 kind: o.kind.clone(),
@@ -296,7 +297,7 @@ impl ChainStore {
             };
             let mut key = o.trigger_sequence.to_be_bytes().to_vec();
             key.extend_from_slice(o.kind.as_bytes());
-            lines.push((key, encode(&line)?));
+            lines.push((key, json(&line)?));
         }
         let emitted = self.emitted()?.max(step.up_to);
         let epoch = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
@@ -394,7 +395,7 @@ impl ChainStore {
         let mut history = CaseHistory::default();
         for item in self.timeline.scan_prefix(&prefix) {
             let (_, v) = item?;
-            history.timeline.push(serde_json::from_slice(&v).map_err(|e| corrupt("timeline entry", e))?);
+            history.timeline.push(decode("timeline entry", &v)?);
         }
         for item in self.outcomes.scan_prefix(&prefix) {
             let (_, v) = item?;
@@ -420,6 +421,7 @@ impl ChainStore {
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
+/// The values written per handover or per day.
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
     serde_json::to_vec(value).map_err(|e| corrupt("a chain record", e))
 }
