@@ -1,17 +1,22 @@
 //! The case state and the readiness figures on disk: trees of the quality database, kept
 //! by one follower of the journal (the gateway's task, or an offline rebuild).
 //!
-//! Trees: `chain-cases` (case → [`CaseState`]: bounded, read and rewritten per chunk),
-//! `chain-timeline` (case | sequence → [`TimelineEntry`]) and `chain-outcomes` (case |
+//! Trees: `chain-cases` (case → [`CaseState`]: bounded, rewritten per chunk, held in
+//! memory between chunks by [`StateCache`]), `chain-timeline` (case | first sequence of
+//! the chunk → that case's [`TimelineEntry`]s of the chunk) and `chain-outcomes` (case |
 //! trigger sequence | kind → [`HandoverOutcome`]), both append-only so a long case costs no
 //! more per event than a short one; `chain-days` (day | kind → [`HandoverDay`]),
 //! `chain-handovers` (trigger sequence → [`HandoverLine`], for the dashboard's list),
-//! `chain-pseudonyms` (pseudonym → case), `chain-sequences` (journal sequence → case: which
-//! case each followed event belongs to, so retention finds what an expired event left
-//! here without scanning every case; see [`super::expire`]) and `chain-meta` (`followed`: the journal sequence
-//! the state covers; `emitted`: the highest trigger whose readiness event was journalled;
-//! `fingerprint`: the expectations and the layout it was built under; `key`: the pseudonym
-//! key).
+//! `chain-pseudonyms` (pseudonym → case), `chain-sequences` (first sequence of the chunk
+//! → [(sequence, case)] of its events: which case each followed event belongs to, so
+//! retention finds what an expired event left here without scanning every case; see
+//! [`super::expire`]) and `chain-meta` (`followed`: the journal sequence the state covers;
+//! `emitted`: the highest trigger whose readiness event was journalled; `fingerprint`: the
+//! expectations and the layout it was built under; `key`: the pseudonym key).
+//!
+//! One value per case and one index value per chunk, not one per event, in postcard
+//! ([`super::codec`]): sled keeps few larger values far more compactly and cheaply than
+//! many small ones. Outcomes, lines and day figures (per handover, per day) are JSON.
 //!
 //! Crash safety: a chunk of the journal is applied in one sled transaction together with
 //! `followed`, so the state always equals "the journal up to `followed`": a crash loses at
@@ -44,7 +49,7 @@ const EMITTED: &[u8] = b"emitted";
 const FINGERPRINT: &[u8] = b"fingerprint";
 const KEY: &[u8] = b"key";
 /// Part of the fingerprint: a store written in an older layout is rebuilt from the journal.
-const LAYOUT: &str = "layout 4: case state and timeline in postcard, append-only timeline and outcomes, sequence index\n";
+const LAYOUT: &str = "layout 5: postcard, timeline and sequence index per chunk, append-only outcomes\n";
 /// Journal events applied per transaction.
 pub const CHUNK: usize = 512;
 /// The bound of the case states held in memory between chunks ([`StateCache`]): some
@@ -66,6 +71,8 @@ pub struct Step {
     /// The states the chunk changed; `true` for a case the store had not seen.
     states: BTreeMap<String, (CaseState, bool)>,
     timeline: Vec<(String, TimelineEntry)>,
+    /// The first journal sequence of the chunk: the key of its timeline and index values.
+    first: u64,
     days: BTreeMap<(i32, String), HandoverDay>,
     /// Every handover the chunk triggered, with its case, in journal order.
     pub outcomes: Vec<(String, HandoverOutcome)>,
@@ -110,6 +117,13 @@ pub(super) fn case_key(case: &str) -> Vec<u8> {
     out.extend_from_slice(&(bytes.len().min(u16::MAX as usize) as u16).to_be_bytes());
     out.extend_from_slice(&bytes[..bytes.len().min(u16::MAX as usize)]);
     out
+}
+
+/// The key of `case`'s timeline value of the chunk that starts at `first`.
+pub(super) fn chunk_key(case: &str, first: u64) -> Vec<u8> {
+    let mut key = case_key(case);
+    key.extend_from_slice(&first.to_be_bytes());
+    key
 }
 
 fn fingerprint(set: &HandoverSet) -> String {
@@ -211,6 +225,7 @@ impl ChainStore {
             timeline: Vec::with_capacity(events.len()),
             days: BTreeMap::new(),
             outcomes: Vec::new(),
+            first: events.first().map_or(0, |e| e.sequence),
             up_to: events.last().map_or(0, |e| e.sequence),
             epoch: *self.epoch.lock().unwrap_or_else(|e| e.into_inner()),
         };
@@ -265,12 +280,18 @@ impl ChainStore {
                 pseudonyms.push((self.pseudonym(case), case.clone()));
             }
         }
-        let mut timeline = Vec::with_capacity(step.timeline.len());
+        // One timeline value per case and one index value for the chunk.
+        let mut per_case: BTreeMap<&str, Vec<&TimelineEntry>> = BTreeMap::new();
+        let mut index = Vec::with_capacity(step.timeline.len());
         for (case, entry) in &step.timeline {
-            let mut key = case_key(case);
-            key.extend_from_slice(&entry.sequence.to_be_bytes());
-            timeline.push((key, encode(entry)?, entry.sequence.to_be_bytes(), case.as_bytes()));
+            per_case.entry(case).or_default().push(entry);
+            index.push((entry.sequence, case.as_str()));
         }
+        let mut timeline = Vec::with_capacity(per_case.len());
+        for (case, entries) in &per_case {
+            timeline.push((chunk_key(case, step.first), encode(entries)?));
+        }
+        let index = if index.is_empty() { None } else { Some(encode(&index)?) };
         let mut days = Vec::new();
         for ((day, kind), delta) in &step.days {
             let key = day_key(*day, kind);
@@ -318,9 +339,11 @@ impl ChainStore {
             for (k, v) in step.states.keys().zip(&cases) {
                 c.insert(k.as_bytes(), v.as_slice())?;
             }
-            for (k, v, sequence, case) in &timeline {
+            for (k, v) in &timeline {
                 t.insert(k.as_slice(), v.as_slice())?;
-                s.insert(sequence.as_slice(), *case)?;
+            }
+            if let Some(index) = &index {
+                s.insert(&step.first.to_be_bytes(), index.as_slice())?;
             }
             for (k, v) in &outcomes {
                 o.insert(k.as_slice(), v.as_slice())?;
@@ -395,7 +418,7 @@ impl ChainStore {
         let mut history = CaseHistory::default();
         for item in self.timeline.scan_prefix(&prefix) {
             let (_, v) = item?;
-            history.timeline.push(decode("timeline entry", &v)?);
+            history.timeline.extend(decode::<Vec<TimelineEntry>>("timeline value", &v)?);
         }
         for item in self.outcomes.scan_prefix(&prefix) {
             let (_, v) = item?;
