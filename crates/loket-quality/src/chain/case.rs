@@ -43,7 +43,8 @@ pub struct LatestEvent {
     pub received_at_micros: i64,
     /// [`Observed::at_micros`].
     pub at_micros: i64,
-    /// Only the members some expectation reads.
+    /// Only the members some expectation reads; stored as JSON text (postcard has no JSON value).
+    #[serde(with = "super::codec::json_text")]
     pub data: Map<String, Value>,
 }
 

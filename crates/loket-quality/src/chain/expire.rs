@@ -1,16 +1,20 @@
 //! What the handover state keeps of a case goes when the case's events go: under
 //! retention (an event removed from the journal or its payload purged) and by erasure.
 //! The timeline entry of an event, the handovers it triggered (outcomes and the
-//! dashboard's lines), its slot in the case state and its `chain-sequences` entry are
-//! removed; a case left without events loses its state and its pseudonym. The figures per
-//! day hold no case and go by age alone ([`ChainStore::expire_days`]).
+//! dashboard's lines), its slot in the case state and its entry in the `chain-sequences`
+//! value of its chunk are removed; a chunk value left with some entries is rewritten
+//! without the others; a case left without events loses its state and its pseudonym. The
+//! figures per day hold no case and go by age alone ([`ChainStore::expire_days`]).
 //!
 //! Every removal runs under the store's `epoch` lock and bumps it, so the follower never
-//! commits a chunk prepared on a state removed meanwhile (it prepares it again).
+//! commits a chunk prepared on a state removed meanwhile (it prepares it again), and
+//! forgets the states it changes from those held in memory.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use super::store::{case_key, corrupt, day_key, ChainStore};
+use super::case::TimelineEntry;
+use super::codec::{decode, encode};
+use super::store::{case_key, chunk_key, day_key, ChainStore};
 use crate::Error;
 
 /// What one removal dropped.
@@ -30,18 +34,18 @@ impl ChainStore {
     pub fn expire(&self, first_retained: u64, purged: &HashSet<u64>) -> Result<Removed, Error> {
         let mut epoch = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
         *epoch += 1;
-        let mut gone = Vec::new();
-        for item in self.sequences.range(..first_retained.to_be_bytes()) {
-            let (k, v) = item?;
-            gone.push((sequence_of(&k)?, String::from_utf8_lossy(&v).into_owned()));
+        // The chunks that start before `first_retained` (the last of them may keep some
+        // events), and the chunk of each purged event: the last one starting at or before it.
+        let mut chunks = BTreeSet::new();
+        for key in self.sequences.range(..first_retained.to_be_bytes()).keys() {
+            chunks.insert(sequence_of(&key?)?);
         }
-        // Purged in place: already-handled ones have no index entry left.
         for sequence in purged.iter().filter(|s| **s >= first_retained) {
-            if let Some(v) = self.sequences.get(sequence.to_be_bytes())? {
-                gone.push((*sequence, String::from_utf8_lossy(&v).into_owned()));
+            if let Some(key) = self.sequences.range(..=sequence.to_be_bytes()).keys().next_back() {
+                chunks.insert(sequence_of(&key?)?);
             }
         }
-        let removed = self.remove_events(&gone, |s| s < first_retained || purged.contains(&s))?;
+        let removed = self.remove_events(&chunks, |s, _| s < first_retained || purged.contains(&s))?;
         self.sequences.flush()?;
         Ok(removed)
     }
@@ -54,12 +58,12 @@ impl ChainStore {
         *epoch += 1;
         let had = self.cases.contains_key(case)?;
         let prefix = case_key(case);
-        let mut gone = Vec::new();
+        // Its timeline values are keyed by the chunks that hold its events.
+        let mut chunks = BTreeSet::new();
         for key in self.timeline.scan_prefix(&prefix).keys() {
-            let key = key?;
-            gone.push((sequence_of(&key[prefix.len()..])?, case.to_owned()));
+            chunks.insert(sequence_of(&key?[prefix.len()..])?);
         }
-        self.remove_events(&gone, |_| true)?;
+        self.remove_events(&chunks, |_, c| c == case)?;
         // Whatever is left under the case's prefix (none when the index is complete).
         for tree in [&self.timeline, &self.outcomes] {
             for key in tree.scan_prefix(&prefix).keys() {
@@ -67,6 +71,7 @@ impl ChainStore {
             }
         }
         self.cases.remove(case)?;
+        self.states().forget(case);
         self.pseudonyms.remove(self.pseudonym(case).as_bytes())?;
         self.cases.flush()?;
         Ok(had)
@@ -82,46 +87,77 @@ impl ChainStore {
         Ok(removed)
     }
 
-    /// Removes each `(sequence, case)` event's entries, then the state slots for which
-    /// `is_gone(sequence)`, and the cases left without events. The caller holds `epoch`.
-    fn remove_events(&self, gone: &[(u64, String)], is_gone: impl Fn(u64) -> bool) -> Result<Removed, Error> {
+    /// Removes the events of `chunks` for which `is_gone(sequence, case)`: their entries
+    /// in the chunk's index and timeline values, their handovers, then their state slots,
+    /// and the cases left without events. The caller holds `epoch`.
+    fn remove_events(&self, chunks: &BTreeSet<u64>, is_gone: impl Fn(u64, &str) -> bool) -> Result<Removed, Error> {
         let mut removed = Removed::default();
         let mut touched = BTreeSet::new();
-        for (sequence, case) in gone {
-            let mut key = case_key(case);
-            key.extend_from_slice(&sequence.to_be_bytes());
-            removed.events += u64::from(self.timeline.remove(&key)?.is_some());
-            // Outcomes are keyed case | trigger sequence | kind, lines trigger sequence | kind.
-            for k in self.outcomes.scan_prefix(&key).keys() {
-                self.outcomes.remove(k?)?;
-                removed.handovers += 1;
+        for first in chunks {
+            let Some(value) = self.sequences.get(first.to_be_bytes())? else { continue };
+            let index: Vec<(u64, String)> = decode("chain sequence index", &value)?;
+            let (gone, kept): (Vec<_>, Vec<_>) = index.into_iter().partition(|(s, c)| is_gone(*s, c));
+            if gone.is_empty() {
+                continue;
             }
-            for k in self.handovers.scan_prefix(sequence.to_be_bytes()).keys() {
-                self.handovers.remove(k?)?;
+            rewrite(&self.sequences, &first.to_be_bytes(), &kept)?;
+            let mut by_case: BTreeMap<&str, HashSet<u64>> = BTreeMap::new();
+            for (sequence, case) in &gone {
+                by_case.entry(case).or_default().insert(*sequence);
+                // Outcomes are keyed case | trigger sequence | kind, lines trigger sequence | kind.
+                let mut key = case_key(case);
+                key.extend_from_slice(&sequence.to_be_bytes());
+                for k in self.outcomes.scan_prefix(&key).keys() {
+                    self.outcomes.remove(k?)?;
+                    removed.handovers += 1;
+                }
+                for k in self.handovers.scan_prefix(sequence.to_be_bytes()).keys() {
+                    self.handovers.remove(k?)?;
+                }
             }
-            self.sequences.remove(sequence.to_be_bytes())?;
-            touched.insert(case.as_str());
+            for (case, sequences) in by_case {
+                let key = chunk_key(case, *first);
+                let Some(value) = self.timeline.get(&key)? else { continue };
+                let mut entries: Vec<TimelineEntry> = decode("timeline value", &value)?;
+                let before = entries.len();
+                entries.retain(|e| !sequences.contains(&e.sequence));
+                removed.events += (before - entries.len()) as u64;
+                rewrite(&self.timeline, &key, &entries)?;
+                touched.insert(case.to_owned());
+            }
         }
-        for case in touched {
+        for case in &touched {
+            // Whatever happens to its stored state below, the held one is no longer it.
+            self.states().forget(case);
             let Some(mut state) = self.state(case)? else { continue };
             if self.timeline.scan_prefix(case_key(case)).next().is_none() {
-                self.cases.remove(case)?;
+                self.cases.remove(case.as_bytes())?;
                 self.pseudonyms.remove(self.pseudonym(case).as_bytes())?;
                 removed.cases += 1;
                 continue;
             }
             let before = state.latest.len();
-            state.latest.retain(|l| !is_gone(l.sequence));
+            state.latest.retain(|l| !is_gone(l.sequence, case));
             if state.latest.len() != before {
-                self.cases.insert(case, serde_json::to_vec(&state).map_err(|e| corrupt(case, e))?)?;
+                self.cases.insert(case.as_bytes(), encode(&state)?)?;
             }
         }
         Ok(removed)
     }
 }
 
+/// Writes what is left of a chunk value, or removes it when nothing is.
+fn rewrite<T: serde::Serialize>(tree: &sled::Tree, key: &[u8], left: &[T]) -> Result<(), Error> {
+    if left.is_empty() {
+        tree.remove(key)?;
+    } else {
+        tree.insert(key, encode(left)?)?;
+    }
+    Ok(())
+}
+
 fn sequence_of(bytes: &[u8]) -> Result<u64, Error> {
-    Ok(u64::from_be_bytes(bytes.try_into().map_err(|_| corrupt("chain sequence key", "not 8 bytes"))?))
+    Ok(u64::from_be_bytes(bytes.try_into().map_err(|_| super::store::corrupt("chain sequence key", "not 8 bytes"))?))
 }
 
 #[cfg(test)]
@@ -156,18 +192,16 @@ mod tests {
         ))
     }
 
+    fn every_type() -> HandoverSet {
+        let types = ["transport-status", "baggage", "physical-features", "medical-file-transfer", "medical-transfer-consent"];
+        HandoverSet::embedded(&types).unwrap()
+    }
+
     #[test]
     fn expired_events_leave_the_case_state_and_a_stale_step_is_prepared_again() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let set = HandoverSet::embedded(&[
-            "transport-status",
-            "baggage",
-            "physical-features",
-            "medical-file-transfer",
-            "medical-transfer-consent",
-        ])
-        .unwrap();
+        let set = every_type();
         let store = ChainStore::open(&db, &set).unwrap();
         let bag = json!({"instructionVersion": "2018-05"});
         let first = [
@@ -177,12 +211,15 @@ mod tests {
         ];
         assert!(store.commit(store.prepare(&set, &first).unwrap()).unwrap());
         assert_eq!(sequences(&store, "A"), Some((vec![1, 3], vec![3])));
+        assert_eq!((store.timeline.len(), store.sequences.len()), (2, 1), "one value per case and one per chunk");
         let later = [event(4, "A", "dtv", "physical-features", json!({"photoReference": "p"}))];
         let stale = store.prepare(&set, &later).unwrap();
 
         // 1 from the front, 2 purged in place: B has nothing left, A keeps 3 and its handover.
         let removed = store.expire(2, &HashSet::from([2])).unwrap();
         assert_eq!(removed, Removed { events: 2, handovers: 0, cases: 1 });
+        let index: Vec<(u64, String)> = decode("index", &store.sequences.get(1u64.to_be_bytes()).unwrap().unwrap()).unwrap();
+        assert_eq!(index, [(3, "A".to_owned())], "the chunk's index value is rewritten without the expired events");
         assert_eq!(sequences(&store, "B"), None);
         assert!(store.state("B").unwrap().is_none());
         assert!(store.state("A").unwrap().unwrap().latest("baggage", "dji").is_none(), "its slot went with event 1");
@@ -204,5 +241,40 @@ mod tests {
         assert_eq!(store.days.len(), 0);
         assert!(store.erase_case("A").unwrap());
         assert_eq!((sequences(&store, "A"), store.sequences.len()), (None, 0));
+    }
+    #[test]
+    fn a_removed_case_or_slot_never_comes_back_from_the_states_held_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let set = every_type();
+        let store = ChainStore::open(&db, &set).unwrap();
+        let bag = json!({"instructionVersion": "2018-05"});
+        let photo = json!({"photoReference": "p"});
+        let first = [
+            event(1, "A", "dji", "baggage", bag.clone()),
+            event(2, "B", "dji", "baggage", bag.clone()),
+            event(3, "A", "dtv", "physical-features", photo.clone()),
+        ];
+        assert!(store.commit(store.prepare(&set, &first).unwrap()).unwrap());
+        assert!(store.states().holds("A") && store.states().holds("B"), "held after the commit");
+
+        // Retention: A loses its baggage slot, B everything.
+        store.expire(2, &HashSet::from([2])).unwrap();
+        let later = [event(4, "A", "dvo", "transport-status", departure()), event(5, "B", "dtv", "physical-features", photo)];
+        assert!(store.commit(store.prepare(&set, &later).unwrap()).unwrap());
+        let a = store.state("A").unwrap().unwrap();
+        assert!(a.latest("baggage", "dji").is_none(), "the expired slot is not written back: {a:?}");
+        assert_eq!(a.latest.len(), 2);
+        let b = store.state("B").unwrap().unwrap();
+        assert_eq!(b.latest.iter().map(|l| l.sequence).collect::<Vec<_>>(), [5], "B starts over: {b:?}");
+        assert_eq!(sequences(&store, "B"), Some((vec![5], vec![])));
+
+        // Erasure: A starts over too.
+        assert!(store.erase_case("A").unwrap());
+        assert!(!store.states().holds("A"));
+        assert!(store.commit(store.prepare(&set, &[event(6, "A", "dji", "baggage", bag)]).unwrap()).unwrap());
+        let a = store.state("A").unwrap().unwrap();
+        assert_eq!(a.latest.iter().map(|l| l.sequence).collect::<Vec<_>>(), [6], "{a:?}");
+        assert_eq!(sequences(&store, "A"), Some((vec![6], vec![])));
     }
 }

@@ -10,9 +10,13 @@
 //!   attributed to the partner that should have supplied it.
 //! * [`figures`]: the counts per day × handover kind × partner × item, and the report.
 //! * [`store`]: all of it on disk, one transaction per chunk of the journal.
+//! * `cache`: the case states held in memory between chunks, in front of the store.
+//! * `codec`: the values written per chunk, in a compact binary form.
 //! * [`expire`]: what goes with a case's events under retention and erasure.
 
+mod cache;
 pub mod case;
+mod codec;
 pub mod config;
 pub mod evaluate;
 pub mod expire;

@@ -1,17 +1,22 @@
 //! The case state and the readiness figures on disk: trees of the quality database, kept
 //! by one follower of the journal (the gateway's task, or an offline rebuild).
 //!
-//! Trees: `chain-cases` (case → [`CaseState`]: bounded, read and rewritten per chunk),
-//! `chain-timeline` (case | sequence → [`TimelineEntry`]) and `chain-outcomes` (case |
+//! Trees: `chain-cases` (case → [`CaseState`]: bounded, rewritten per chunk, held in
+//! memory between chunks by [`StateCache`]), `chain-timeline` (case | first sequence of
+//! the chunk → that case's [`TimelineEntry`]s of the chunk) and `chain-outcomes` (case |
 //! trigger sequence | kind → [`HandoverOutcome`]), both append-only so a long case costs no
 //! more per event than a short one; `chain-days` (day | kind → [`HandoverDay`]),
 //! `chain-handovers` (trigger sequence → [`HandoverLine`], for the dashboard's list),
-//! `chain-pseudonyms` (pseudonym → case), `chain-sequences` (journal sequence → case: which
-//! case each followed event belongs to, so retention finds what an expired event left
-//! here without scanning every case; see [`super::expire`]) and `chain-meta` (`followed`: the journal sequence
-//! the state covers; `emitted`: the highest trigger whose readiness event was journalled;
-//! `fingerprint`: the expectations and the layout it was built under; `key`: the pseudonym
-//! key).
+//! `chain-pseudonyms` (pseudonym → case), `chain-sequences` (first sequence of the chunk
+//! → [(sequence, case)] of its events: which case each followed event belongs to, so
+//! retention finds what an expired event left here without scanning every case; see
+//! [`super::expire`]) and `chain-meta` (`followed`: the journal sequence the state covers;
+//! `emitted`: the highest trigger whose readiness event was journalled; `fingerprint`: the
+//! expectations and the layout it was built under; `key`: the pseudonym key).
+//!
+//! One value per case and one index value per chunk, not one per event, in postcard
+//! ([`super::codec`]): sled keeps few larger values far more compactly and cheaply than
+//! many small ones. Outcomes, lines and day figures (per handover, per day) are JSON.
 //!
 //! Crash safety: a chunk of the journal is applied in one sled transaction together with
 //! `followed`, so the state always equals "the journal up to `followed`": a crash loses at
@@ -30,7 +35,9 @@ use sha2::{Digest, Sha256};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+use super::cache::StateCache;
 use super::case::{members_of, CaseHistory, CaseState, Observed, TimelineEntry};
+use super::codec::{decode, encode};
 use super::config::HandoverSet;
 use super::evaluate::HandoverOutcome;
 use super::figures::{HandoverDay, HandoverReport};
@@ -42,9 +49,12 @@ const EMITTED: &[u8] = b"emitted";
 const FINGERPRINT: &[u8] = b"fingerprint";
 const KEY: &[u8] = b"key";
 /// Part of the fingerprint: a store written in an older layout is rebuilt from the journal.
-const LAYOUT: &str = "layout 3: bounded case state, append-only timeline and outcomes, sequence index\n";
+const LAYOUT: &str = "layout 5: postcard, timeline and sequence index per chunk, append-only outcomes\n";
 /// Journal events applied per transaction.
 pub const CHUNK: usize = 512;
+/// The bound of the case states held in memory between chunks ([`StateCache`]): some
+/// tens of thousands of cases, so a chunk of interleaved cases reads hardly any from sled.
+pub const STATE_CACHE_BYTES: usize = 16 << 20;
 
 /// One handover as the dashboard lists it: no V-number, no payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +71,8 @@ pub struct Step {
     /// The states the chunk changed; `true` for a case the store had not seen.
     states: BTreeMap<String, (CaseState, bool)>,
     timeline: Vec<(String, TimelineEntry)>,
+    /// The first journal sequence of the chunk: the key of its timeline and index values.
+    first: u64,
     days: BTreeMap<(i32, String), HandoverDay>,
     /// Every handover the chunk triggered, with its case, in journal order.
     pub outcomes: Vec<(String, HandoverOutcome)>,
@@ -84,6 +96,8 @@ pub struct ChainStore {
     /// too: a step prepared before a removal would write back the state it removed, so
     /// such a step is not committed but prepared again ([`ChainStore::commit`]).
     pub(super) epoch: Mutex<u64>,
+    /// The states as committed, for the cases used last; a removal forgets what it changes.
+    pub(super) cache: Mutex<StateCache>,
 }
 
 pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
@@ -103,6 +117,13 @@ pub(super) fn case_key(case: &str) -> Vec<u8> {
     out.extend_from_slice(&(bytes.len().min(u16::MAX as usize) as u16).to_be_bytes());
     out.extend_from_slice(&bytes[..bytes.len().min(u16::MAX as usize)]);
     out
+}
+
+/// The key of `case`'s timeline value of the chunk that starts at `first`.
+pub(super) fn chunk_key(case: &str, first: u64) -> Vec<u8> {
+    let mut key = case_key(case);
+    key.extend_from_slice(&first.to_be_bytes());
+    key
 }
 
 fn fingerprint(set: &HandoverSet) -> String {
@@ -137,6 +158,7 @@ impl ChainStore {
             meta,
             key,
             epoch: Mutex::new(0),
+            cache: Mutex::new(StateCache::new(STATE_CACHE_BYTES)),
         };
         if store.meta.get(FINGERPRINT)?.as_deref() != Some(fingerprint(set).as_bytes()) {
             store.reset(set)?;
@@ -146,6 +168,7 @@ impl ChainStore {
 
     /// Forgets the derived state (not `emitted` nor the key): the follower starts over.
     fn reset(&self, set: &HandoverSet) -> Result<(), Error> {
+        self.states().clear();
         for tree in [
             &self.cases,
             &self.timeline,
@@ -181,10 +204,15 @@ impl ChainStore {
         hex::encode(&hash.finalize()[..8])
     }
 
+    /// The case states held in memory.
+    pub(super) fn states(&self) -> std::sync::MutexGuard<'_, StateCache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The stored state of `case`; `None` for a case not seen yet.
     pub(super) fn state(&self, case: &str) -> Result<Option<CaseState>, Error> {
         match self.cases.get(case)? {
-            Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(|e| corrupt(case, e))?)),
+            Some(v) => Ok(Some(decode(case, &v)?)),
             None => Ok(None),
         }
     }
@@ -197,6 +225,7 @@ impl ChainStore {
             timeline: Vec::with_capacity(events.len()),
             days: BTreeMap::new(),
             outcomes: Vec::new(),
+            first: events.first().map_or(0, |e| e.sequence),
             up_to: events.last().map_or(0, |e| e.sequence),
             epoch: *self.epoch.lock().unwrap_or_else(|e| e.into_inner()),
         };
@@ -210,7 +239,12 @@ impl ChainStore {
                 }
             };
             if !step.states.contains_key(&event.subject) {
-                let stored = self.state(&event.subject)?;
+                // Taken out of the cache: the commit puts the new state back.
+                let held = self.states().take(&event.subject);
+                let stored = match held {
+                    Some(state) => Some(state),
+                    None => self.state(&event.subject)?,
+                };
                 let new = stored.is_none();
                 step.states.insert(event.subject.clone(), (stored.unwrap_or_default(), new));
             }
@@ -238,20 +272,26 @@ impl ChainStore {
     /// false, writing nothing, when a removal ran since the step was prepared: prepare the
     /// chunk again (its readiness events, journalled again, are duplicates).
     pub fn commit(&self, step: Step) -> Result<bool, Error> {
-        let mut cases = Vec::new();
+        let mut cases = Vec::with_capacity(step.states.len());
         let mut pseudonyms = Vec::new();
         for (case, (state, new)) in &step.states {
-            cases.push((case.clone(), encode(state)?));
+            cases.push(encode(state)?);
             if *new {
                 pseudonyms.push((self.pseudonym(case), case.clone()));
             }
         }
-        let mut timeline = Vec::with_capacity(step.timeline.len());
+        // One timeline value per case and one index value for the chunk.
+        let mut per_case: BTreeMap<&str, Vec<&TimelineEntry>> = BTreeMap::new();
+        let mut index = Vec::with_capacity(step.timeline.len());
         for (case, entry) in &step.timeline {
-            let mut key = case_key(case);
-            key.extend_from_slice(&entry.sequence.to_be_bytes());
-            timeline.push((key, encode(entry)?, entry.sequence.to_be_bytes(), case.as_bytes()));
+            per_case.entry(case).or_default().push(entry);
+            index.push((entry.sequence, case.as_str()));
         }
+        let mut timeline = Vec::with_capacity(per_case.len());
+        for (case, entries) in &per_case {
+            timeline.push((chunk_key(case, step.first), encode(entries)?));
+        }
+        let index = if index.is_empty() { None } else { Some(encode(&index)?) };
         let mut days = Vec::new();
         for ((day, kind), delta) in &step.days {
             let key = day_key(*day, kind);
@@ -260,7 +300,7 @@ impl ChainStore {
                 None => HandoverDay::default(),
             };
             counts.merge(delta);
-            days.push((key, encode(&counts)?));
+            days.push((key, json(&counts)?));
         }
         let mut lines = Vec::new();
         let mut outcomes = Vec::new();
@@ -268,7 +308,7 @@ impl ChainStore {
             let mut key = case_key(case);
             key.extend_from_slice(&o.trigger_sequence.to_be_bytes());
             key.extend_from_slice(o.kind.as_bytes());
-            outcomes.push((key, encode(o)?));
+            outcomes.push((key, json(o)?));
             let line = HandoverLine {
                 pseudonym: self.pseudonym(case),
                 kind: o.kind.clone(),
@@ -278,7 +318,7 @@ impl ChainStore {
             };
             let mut key = o.trigger_sequence.to_be_bytes().to_vec();
             key.extend_from_slice(o.kind.as_bytes());
-            lines.push((key, encode(&line)?));
+            lines.push((key, json(&line)?));
         }
         let emitted = self.emitted()?.max(step.up_to);
         let epoch = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
@@ -296,12 +336,14 @@ impl ChainStore {
             &self.sequences,
         );
         let result = trees.transaction(|(c, t, o, d, h, p, m, s)| {
-            for (k, v) in &cases {
+            for (k, v) in step.states.keys().zip(&cases) {
                 c.insert(k.as_bytes(), v.as_slice())?;
             }
-            for (k, v, sequence, case) in &timeline {
+            for (k, v) in &timeline {
                 t.insert(k.as_slice(), v.as_slice())?;
-                s.insert(sequence.as_slice(), *case)?;
+            }
+            if let Some(index) = &index {
+                s.insert(&step.first.to_be_bytes(), index.as_slice())?;
             }
             for (k, v) in &outcomes {
                 o.insert(k.as_slice(), v.as_slice())?;
@@ -320,7 +362,14 @@ impl ChainStore {
             Ok::<(), ConflictableTransactionError<()>>(())
         });
         match result {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                // Still under `epoch`: a removal after this forgets what it changes.
+                let mut held = self.states();
+                for ((case, (state, _)), stored) in step.states.into_iter().zip(cases) {
+                    held.put(case, state, stored.len());
+                }
+                Ok(true)
+            }
             Err(TransactionError::Storage(e)) => Err(e.into()),
             Err(TransactionError::Abort(())) => Err(corrupt("chain transaction", "aborted")),
         }
@@ -369,7 +418,7 @@ impl ChainStore {
         let mut history = CaseHistory::default();
         for item in self.timeline.scan_prefix(&prefix) {
             let (_, v) = item?;
-            history.timeline.push(serde_json::from_slice(&v).map_err(|e| corrupt("timeline entry", e))?);
+            history.timeline.extend(decode::<Vec<TimelineEntry>>("timeline value", &v)?);
         }
         for item in self.outcomes.scan_prefix(&prefix) {
             let (_, v) = item?;
@@ -395,6 +444,7 @@ impl ChainStore {
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
+/// The values written per handover or per day.
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
     serde_json::to_vec(value).map_err(|e| corrupt("a chain record", e))
 }
