@@ -105,6 +105,13 @@ impl ServerProcess {
         Ok((status.vmrss.unwrap_or(0) * 1024, status.vmhwm.unwrap_or(0) * 1024))
     }
 
+    /// Starts the peak resident set afresh from the current one (`clear_refs` 5), so that
+    /// the next [`ServerProcess::memory`] peak is that of what ran since.
+    pub fn reset_peak(&self) -> anyhow::Result<()> {
+        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5")
+            .context("cannot reset the peak resident set")
+    }
+
     /// SIGKILL and wait: the gateway gets no chance to close anything.
     pub fn kill(mut self) -> anyhow::Result<()> {
         self.child.kill()?;

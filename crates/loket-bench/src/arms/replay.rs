@@ -62,6 +62,9 @@ pub async fn replay_and_memory(
 
     let options = ClientOptions { server: server.url(), certs: certs_dir.to_owned(), partner: READER.to_owned() };
     let mut reader = connect(&options).await?.max_decoding_message_size(64 * 1024 * 1024);
+    // The replay's peak is its own, not the fill's (target: resident memory during replay).
+    let (_, fill_peak) = server.memory()?;
+    server.reset_peak()?;
     let cpu0 = server.cpu()?;
     let start = Instant::now();
     let expected = (0..events)
@@ -87,8 +90,9 @@ pub async fn replay_and_memory(
     server.kill()?;
     let mut results = vec![
         ArmResult::new("replay", received, 0, elapsed).cpu(cpu).rss(Some(peak)).note(format!(
-            "{READER} from earliest: {expected} of {events} stored events are its types; filled at {:.0}/s",
-            fill.done as f64 / fill.elapsed.as_secs_f64()
+            "{READER} from earliest: {expected} of {events} stored events are its types; filled at {:.0}/s; peak RSS during the replay (the fill's: {} MiB)",
+            fill.done as f64 / fill.elapsed.as_secs_f64(),
+            fill_peak / 1048576
         )),
         ArmResult::new("memory", events, 0, Duration::ZERO).rss(Some(rss)).note(format!(
             "gateway RSS after storing and replaying; journal {:.0} MiB on disk",

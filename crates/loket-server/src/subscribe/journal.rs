@@ -104,6 +104,8 @@ impl JournalSubscription {
         let journal = self.viewer.journal.clone();
         let mut durable = journal.watch();
         let mut delivered = 0u64;
+        let profile = self.viewer.access.profile.clone();
+        let mut recorder = self.viewer.access.processing.recorder();
         // The first read is small, until the events' size is known.
         let mut chunk = FIRST_CHUNK;
         loop {
@@ -125,25 +127,45 @@ impl JournalSubscription {
                 }
                 continue;
             }
-            // By value, so each event's memory goes as soon as it is handed on.
+            // The read's deliveries are built first and their processing records queued
+            // together, before any of them can reach the subscriber (an auditor who lists
+            // a case's processing after receiving a delivery finds it).
+            let mut deliveries = Vec::with_capacity(batch.len());
+            let mut seen = None;
+            let mut full = false;
+            // By value, so each event's memory goes as soon as it is viewed.
             for event in batch {
                 self.next = event.sequence + 1;
                 let group =
                     self.viewer.view(&mut scan, self.digests, &mut Reading::new(&event)).map_err(|e| Some(e.into()))?;
                 if let Some(last) = group.last() {
-                    self.report_lag(last.event.sequence.max(last.position));
+                    seen = Some(last.event.sequence.max(last.position));
                 }
                 for viewed in group {
-                    let mut delivery = viewed.delivered_to(&self.partner, &self.viewer.access);
+                    let mut delivery = viewed.delivered_to(&self.partner, &profile, &mut recorder);
                     delivery.first_retained = tell_first_retained.take().unwrap_or_default();
-                    if let Sent::Stop = self.send(outbox, Ok(delivery)).await {
-                        return Err(None);
-                    }
+                    deliveries.push(delivery);
                     delivered += 1;
-                    if self.limit != 0 && delivered >= self.limit {
-                        return Ok(());
+                    full = self.limit != 0 && delivered >= self.limit;
+                    if full {
+                        break;
                     }
                 }
+                if full {
+                    break;
+                }
+            }
+            recorder.send();
+            if let Some(seen) = seen {
+                self.report_lag(seen);
+            }
+            for delivery in deliveries {
+                if let Sent::Stop = self.send(outbox, Ok(delivery)).await {
+                    return Err(None);
+                }
+            }
+            if full {
+                return Ok(());
             }
             if self.shutdown.is_cancelled() {
                 return Err(Some(Error::ShuttingDown.into()));

@@ -13,9 +13,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use loket_access::{EventFacts, Need, Step, SubscriberScan, Verdict};
-use loket_domain::profile::TRACEPARENT;
 use loket_domain::time::now_micros;
-use loket_domain::Profile;
+use loket_domain::{Profile, TraceParent};
 use loket_journal::{Journal, StoredEvent};
 use loket_schema::Registry;
 use serde_json::Value;
@@ -24,11 +23,11 @@ pub(crate) use kafka::{from_kafka, PartnerViews};
 pub(crate) use tombstones::ErasureNotice;
 
 use crate::access::{parse, Access, DenialRecord};
-use crate::processing::{span_of, Processing};
+use crate::processing::{Processing, Recorder};
 use crate::proto::timestamp::from_micros;
 use crate::proto::{CloudEvent, Delivery};
 use crate::quality::is_digest;
-use crate::trace::next_hop;
+use crate::trace::continue_trace;
 use crate::Error;
 
 /// A stored event as one subscriber may see it.
@@ -46,35 +45,33 @@ pub(crate) struct Viewed {
 }
 
 impl Viewed {
-    /// The gRPC delivery to `partner`, recorded in the processing log.
-    pub fn delivered_to(self, partner: &str, access: &Access) -> Delivery {
+    /// The gRPC delivery to `partner`, its processing record pushed to `recorder`. The
+    /// stored traceparent is read once, for the delivery's hop and the record's parent span.
+    pub fn delivered_to(self, partner: &str, profile: &Profile, recorder: &mut Recorder) -> Delivery {
         let started_micros = now_micros();
         let e = &self.event;
-        let (event_type, id, sequence, subject) = (e.event_type.clone(), e.id.clone(), e.sequence, e.subject.clone());
-        let parent_span = span_of(&e.traceparent);
-        let delivery = self.delivery(&access.profile);
-        let hop = delivery.event.as_ref().and_then(|e| e.extensions.get(TRACEPARENT));
-        access.processing.record(Processing {
+        let span = tracing::info_span!("delivery", sequence = e.sequence, id = %e.id);
+        let parent = TraceParent::parse(&e.traceparent);
+        let hop = continue_trace(&span, parent).to_string();
+        recorder.push(Processing {
             operation: "delivery",
             channel: "grpc",
             partner,
-            event_type: &event_type,
-            event_id: &id,
-            sequence,
-            subject: &subject,
-            traceparent: hop.map_or("", String::as_str),
-            parent_span,
+            event_type: &e.event_type,
+            event_id: &e.id,
+            sequence: e.sequence,
+            subject: &e.subject,
+            traceparent: &hop,
+            parent_span: parent.map(|p| p.span_id_hex()).unwrap_or_default(),
             started_micros,
         });
-        delivery
+        self.delivery_in(profile, hop)
     }
 
-    /// The gRPC delivery, in the profile's names, as a new hop of the event's trace.
-    pub fn delivery(self, profile: &Profile) -> Delivery {
+    /// The gRPC delivery, in the profile's names, with the hop `traceparent`.
+    fn delivery_in(self, profile: &Profile, traceparent: String) -> Delivery {
         let Viewed { mut event, redacted, released, position, tombstone } = self;
         let data = std::mem::take(&mut event.data);
-        let span = tracing::info_span!("delivery", sequence = event.sequence, id = %event.id);
-        let traceparent = next_hop(&event.traceparent, &span);
         Delivery {
             position,
             redacted,
