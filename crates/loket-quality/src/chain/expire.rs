@@ -197,12 +197,18 @@ mod tests {
         HandoverSet::embedded(&types).unwrap()
     }
 
-    #[test]
-    fn expired_events_leave_the_case_state_and_a_stale_step_is_prepared_again() {
+    /// A chain store in a new database, with the handovers of every type.
+    fn fresh_store() -> (tempfile::TempDir, HandoverSet, ChainStore) {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let set = every_type();
         let store = ChainStore::open(&db, &set).unwrap();
+        (dir, set, store)
+    }
+
+    #[test]
+    fn expired_events_leave_the_case_state_and_a_stale_step_is_prepared_again() {
+        let (_dir, set, store) = fresh_store();
         let bag = json!({"instructionVersion": "2018-05"});
         let first = [
             event(1, "A", "dji", "baggage", bag.clone()),
@@ -242,12 +248,10 @@ mod tests {
         assert!(store.erase_case("A").unwrap());
         assert_eq!((sequences(&store, "A"), store.sequences.len()), (None, 0));
     }
+
     #[test]
     fn a_removed_case_or_slot_never_comes_back_from_the_states_held_in_memory() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let set = every_type();
-        let store = ChainStore::open(&db, &set).unwrap();
+        let (_dir, set, store) = fresh_store();
         let bag = json!({"instructionVersion": "2018-05"});
         let photo = json!({"photoReference": "p"});
         let first = [

@@ -4,6 +4,7 @@
 //! denial log as partners read it (`denials_log.rs`) and `EventStatus` (`status.rs`).
 
 pub(crate) mod denials;
+mod exports;
 mod identity;
 mod indexer;
 mod status;
@@ -22,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use identity::PARTNER_HEADER;
 pub(crate) use identity::{presented_by, Certified, IdentityMode, Presented};
-pub(crate) use store::{AccessStore, DenialRecord, ExportRecord, IndexedClaim, IndexedEvent};
+pub(crate) use exports::ExportRecord;
+pub(crate) use store::{AccessStore, DenialRecord, IndexedClaim, IndexedEvent};
 
 use crate::config::{Config, IdentitySource, TlsSource};
 use crate::processing::ProcessingLog;
