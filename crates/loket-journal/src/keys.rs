@@ -18,7 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Mutex, RwLock};
 
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
+use chacha20poly1305::aead::{Aead, KeyInit, OsRng};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
 
@@ -142,7 +142,10 @@ impl KeyStore {
         let Some(Slot::Live(key)) = slots.slots.get(slot as usize - 1) else {
             return Err(Error::Corrupt { sequence: 0, reason: format!("key slot {slot} is not live") });
         };
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        // ThreadRng is a CSPRNG seeded (and reseeded) from the OS; a 192-bit random nonce
+        // from it never repeats in practice, and costs no system call per event.
+        let mut nonce = XNonce::default();
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut nonce);
         let sealed = XChaCha20Poly1305::new(key)
             .encrypt(&nonce, plain)
             .map_err(|_| Error::Corrupt { sequence: 0, reason: "payload encryption failed".into() })?;

@@ -29,6 +29,13 @@ use crate::Error;
 /// asked; after that it answers with what is there (and logs why).
 const CATCH_UP: Duration = Duration::from_secs(10);
 
+/// Once caught up, how long the follower lets new events gather before the next chunk.
+/// Each chunk costs one sled transaction over eight trees, and sled 0.34 writes out and
+/// syncs its log buffer twice per transaction: following every group commit at a few
+/// events each cost more than evaluating them (BENCHMARKS.md, issue 16). The figures and
+/// readiness events lag the journal by this much more; reports wait for it (`caught_up`).
+const GATHER: Duration = Duration::from_millis(50);
+
 /// The handover side of the quality figures; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Chain {
@@ -78,6 +85,10 @@ impl Chain {
             }
             tokio::select! {
                 changed = durable.changed() => if changed.is_err() { return },
+                () = stop.cancelled() => return,
+            }
+            tokio::select! {
+                () = tokio::time::sleep(GATHER) => {}
                 () = stop.cancelled() => return,
             }
         }
