@@ -39,6 +39,8 @@ struct Inner {
     activities: BTreeMap<String, String>,
     tx: Mutex<Option<Sender<Message>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// The writer thread, to wake it for a flush or the close (records do not wake it).
+    waker: std::thread::Thread,
 }
 
 /// What one processing was, before it is pseudonymised and queued.
@@ -70,12 +72,14 @@ impl ProcessingLog {
     pub fn open(dir: &std::path::Path, activities: BTreeMap<String, String>) -> Result<Self, Error> {
         let (db, key) = store::open(dir)?;
         let (tx, writer) = store::writer(db.clone());
+        let waker = writer.thread().clone();
         let inner = Inner {
             db,
             pseudonyms: Pseudonymiser::new(&key),
             activities,
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
+            waker,
         };
         Ok(ProcessingLog { inner: Some(Arc::new(inner)) })
     }
@@ -114,6 +118,7 @@ impl ProcessingLog {
     pub fn close(&self) -> Result<(), Error> {
         let Some(inner) = &self.inner else { return Ok(()) };
         inner.tx.lock().expect("processing sender lock").take();
+        inner.waker.unpark();
         if let Some(writer) = inner.writer.lock().expect("processing writer lock").take() {
             writer.join().map_err(|_| Error::Processing("the writer thread panicked".into()))?;
         }
@@ -155,6 +160,7 @@ impl Inner {
     fn flush(&self) -> Result<(), Error> {
         let (reply, done) = std::sync::mpsc::sync_channel(1);
         let sent = self.tx.lock().expect("processing sender lock").as_ref().map(|tx| tx.send(Message::Flush(reply)));
+        self.waker.unpark();
         match sent {
             Some(Ok(())) => done.recv().map_err(|e| Error::Processing(e.to_string()))?.map_err(Error::Processing),
             _ => Err(Error::ShuttingDown),

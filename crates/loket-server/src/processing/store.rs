@@ -18,7 +18,7 @@
 //! 200,000 deliveries whatever its cache size. Compressed (the records repeat their field
 //! names and most values) a batch is about a tenth of that.
 
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -26,9 +26,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
-/// A batch is written at least this often, and at once when this many records wait.
+/// A batch is written this often (at once when a flush asks): what arrives within it, a
+/// few thousand records at the gateway's full rate.
 const BATCH_INTERVAL: Duration = Duration::from_millis(100);
-const BATCH_RECORDS: usize = 4096;
 
 const KEY: &[u8] = b"key";
 const BATCHES: &str = "batches";
@@ -95,25 +95,29 @@ pub(crate) fn writer(db: sled::Db) -> (Sender<Message>, JoinHandle<()>) {
     (tx, handle)
 }
 
+/// Sleeps until a batch is due and then takes what the channel holds: a record does not
+/// wake this thread, which cost a futex wake and a context switch per published event
+/// (BENCHMARKS.md, issue 16). A flush and the close wake it ([`std::thread::Thread::unpark`]).
 fn write_batches(db: &sled::Db, rx: &Receiver<Message>) {
     let mut pending: Vec<Stored> = Vec::new();
     let mut encoder = Encoder::default();
     let mut waiting: Vec<SyncSender<Result<(), String>>> = Vec::new();
     let mut since = Instant::now();
     loop {
-        let open = match rx.recv_timeout(BATCH_INTERVAL.saturating_sub(since.elapsed())) {
-            Ok(Message::Records(mut records)) => {
-                pending.append(&mut records);
-                true
+        std::thread::park_timeout(BATCH_INTERVAL.saturating_sub(since.elapsed()));
+        let mut open = true;
+        loop {
+            match rx.try_recv() {
+                Ok(Message::Records(mut records)) => pending.append(&mut records),
+                Ok(Message::Flush(reply)) => waiting.push(reply),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
             }
-            Ok(Message::Flush(reply)) => {
-                waiting.push(reply);
-                true
-            }
-            Err(RecvTimeoutError::Timeout) => true,
-            Err(RecvTimeoutError::Disconnected) => false,
-        };
-        let due = !open || !waiting.is_empty() || pending.len() >= BATCH_RECORDS || since.elapsed() >= BATCH_INTERVAL;
+        }
+        let due = !open || !waiting.is_empty() || since.elapsed() >= BATCH_INTERVAL;
         if due {
             let result = write(db, &pending, &mut encoder).map_err(|e| e.to_string());
             pending.clear();
