@@ -13,6 +13,21 @@ use loket_server::certs;
 
 use crate::TRANSPORT_SUBCOMMAND;
 
+/// The gateway counts as idle when it used less than this share of one core over
+/// [`SETTLE_WINDOW`].
+const IDLE_SHARE: f64 = 0.05;
+const SETTLE_WINDOW: Duration = Duration::from_millis(500);
+/// How long [`ServerProcess::settle`] waits at most.
+pub const SETTLE_LIMIT: Duration = Duration::from_secs(300);
+
+/// "the gateway was idle N s after WHAT" for a note.
+pub fn settled_note(settled: Option<Duration>, what: &str) -> String {
+    match settled {
+        Some(after) => format!("the gateway was idle {:.1} s after {what}", after.as_secs_f64()),
+        None => format!("the gateway was still busy {} s after {what}", SETTLE_LIMIT.as_secs()),
+    }
+}
+
 pub struct ServerProcess {
     child: Child,
     pub addr: SocketAddr,
@@ -92,6 +107,24 @@ impl ServerProcess {
 
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.addr.port())
+    }
+
+    /// Waits until the gateway is idle: the followers (access index, handover figures,
+    /// processing log) work through what was published after the replies went out, and
+    /// their work belongs to the run that published it, not to the next. How long that
+    /// took, or `None` when it was still busy after [`SETTLE_LIMIT`].
+    pub async fn settle(&self) -> anyhow::Result<Option<Duration>> {
+        let start = Instant::now();
+        while start.elapsed() < SETTLE_LIMIT {
+            let before = self.cpu()?;
+            tokio::time::sleep(SETTLE_WINDOW).await;
+            let used = self.cpu()?.saturating_sub(before);
+            if used.as_secs_f64() < IDLE_SHARE * SETTLE_WINDOW.as_secs_f64() {
+                // The quiet window itself is not part of the work.
+                return Ok(Some(start.elapsed().saturating_sub(SETTLE_WINDOW)));
+            }
+        }
+        Ok(None)
     }
 
     /// User plus system CPU time so far.
