@@ -393,6 +393,31 @@ async fn metrics_are_prometheus_text_with_the_named_series() {
     let mean = find("loket_quality_mean_completeness", &[("partner", "kmar"), ("type", "transport-status")]).unwrap();
     assert!(matches!(mean.value, prometheus_parse::Value::Gauge(v) if v == 1.0), "{mean:?}");
     assert!(find("loket_quality_rule_failures", &[("rule", "pieces-equal-items")]).is_some(), "{body}");
+
+    // Each follower of the journal reports how far it got; once idle, both are at its end.
+    let gauge = |scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]| {
+        scrape.samples.iter().find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))).map(
+            |s| match s.value {
+                prometheus_parse::Value::Gauge(v) => v,
+                _ => panic!("{name} is not a gauge"),
+            },
+        )
+    };
+    let mut positions = None;
+    for _ in 0..100 {
+        let (_, body) = http_get(gw.metrics_addr.unwrap(), "/metrics");
+        let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap();
+        let last = gauge(&scrape, "loket_journal_last_sequence", &[]).expect("the journal's last sequence");
+        let index = gauge(&scrape, "loket_follower_sequence", &[("follower", "access-index")]);
+        let handover = gauge(&scrape, "loket_follower_sequence", &[("follower", "handover")]);
+        positions = Some((last, index, handover));
+        if last > 0.0 && index == Some(last) && handover == Some(last) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (last, index, handover) = positions.unwrap();
+    assert!(last > 0.0 && index == Some(last) && handover == Some(last), "{last} {index:?} {handover:?}");
     gw.stop().await;
 }
 

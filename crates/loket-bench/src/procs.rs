@@ -111,10 +111,21 @@ impl ServerProcess {
 
     /// Waits until the gateway is idle: the followers (access index, handover figures,
     /// processing log) work through what was published after the replies went out, and
-    /// their work belongs to the run that published it, not to the next. How long that
-    /// took, or `None` when it was still busy after [`SETTLE_LIMIT`].
+    /// their work belongs to the run that published it, not to the next. First until every
+    /// follower has reached the journal's last sequence (`loket_follower_sequence` on
+    /// `/metrics`; CPU alone misleads while the kernel writes back a long fill and the
+    /// gateway waits on the disk), then until it uses almost no CPU. How long that took,
+    /// or `None` when it was still busy after [`SETTLE_LIMIT`].
     pub async fn settle(&self) -> anyhow::Result<Option<Duration>> {
         let start = Instant::now();
+        if self.metrics.is_some() {
+            while !self.followers_caught_up()? {
+                if start.elapsed() >= SETTLE_LIMIT {
+                    return Ok(None);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
         while start.elapsed() < SETTLE_LIMIT {
             let before = self.cpu()?;
             tokio::time::sleep(SETTLE_WINDOW).await;
@@ -125,6 +136,19 @@ impl ServerProcess {
             }
         }
         Ok(None)
+    }
+
+    /// Whether every follower the gateway reports has reached its journal's last sequence.
+    fn followers_caught_up(&self) -> anyhow::Result<bool> {
+        let page = self.scrape()?;
+        let value = |line: &str| line.rsplit(' ').next().and_then(|v| v.trim().parse::<f64>().ok());
+        let last = page.lines().find(|l| l.starts_with("loket_journal_last_sequence ")).and_then(value);
+        let followers: Vec<f64> =
+            page.lines().filter(|l| l.starts_with("loket_follower_sequence{")).filter_map(value).collect();
+        Ok(match last {
+            Some(last) => !followers.is_empty() && followers.iter().all(|&f| f >= last),
+            None => false,
+        })
     }
 
     /// User plus system CPU time so far.

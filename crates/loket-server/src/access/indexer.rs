@@ -28,6 +28,8 @@ impl Access {
             }
         };
         let mut durable = journal.watch();
+        metrics::gauge!(crate::http::metrics::FOLLOWER_SEQUENCE, "follower" => "access-index")
+            .set(*self.indexed.borrow() as f64);
         loop {
             durable.borrow_and_update();
             let next = *self.indexed.borrow() + 1;
@@ -124,6 +126,7 @@ impl Access {
         let last = batch.last().map_or(0, |e| e.sequence);
         self.store.index(&entries, &claims, &withholdings, last)?;
         self.indexed.send_replace(last);
+        metrics::gauge!(crate::http::metrics::FOLLOWER_SEQUENCE, "follower" => "access-index").set(last as f64);
         Ok(())
     }
 }

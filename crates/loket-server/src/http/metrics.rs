@@ -13,6 +13,7 @@ pub const PUBLISH_TOTAL: &str = "loket_publish_total";
 pub const PUBLISH_DURATION: &str = "loket_publish_duration_seconds";
 pub const JOURNAL_SIZE: &str = "loket_journal_size_bytes";
 pub const JOURNAL_LAST_SEQUENCE: &str = "loket_journal_last_sequence";
+pub const FOLLOWER_SEQUENCE: &str = "loket_follower_sequence";
 pub const DISK_FREE: &str = "loket_disk_free_bytes";
 pub const DISK_LOW: &str = "loket_disk_low";
 pub const STORE_SIZE: &str = "loket_store_size_bytes";
@@ -104,6 +105,10 @@ fn describe() {
     describe_counter!(SUBSCRIPTIONS_EXPIRED, "Named subscriptions deleted after going unused.");
     describe_gauge!(JOURNAL_SIZE, Unit::Bytes, "Bytes the journal takes on disk.");
     describe_gauge!(JOURNAL_LAST_SEQUENCE, "The journal's last durable sequence.");
+    describe_gauge!(
+        FOLLOWER_SEQUENCE,
+        "The last journal sequence each follower of the journal has processed (access-index: consent gating of deliveries; handover: the readiness figures); its distance to loket_journal_last_sequence is the follower's lag."
+    );
     describe_gauge!(DISK_FREE, Unit::Bytes, "Free bytes on the data directory's filesystem at the last check.");
     describe_gauge!(DISK_LOW, "1 while publishes are refused for lack of disk space ([journal] min_free_bytes).");
     describe_counter!(IDS_PRUNED, "Id index entries removed because their event left the dedup window.");

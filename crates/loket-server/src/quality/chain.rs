@@ -67,6 +67,7 @@ impl Chain {
     /// Follows the journal until `stop`.
     pub async fn run(self, journal: Journal, registry: Arc<Registry>, stop: CancellationToken) {
         let mut durable = journal.watch();
+        metrics::gauge!(crate::http::metrics::FOLLOWER_SEQUENCE, "follower" => "handover").set(*self.covered.borrow() as f64);
         loop {
             durable.borrow_and_update();
             match self.step(&journal, &registry).await {
@@ -127,6 +128,7 @@ impl Chain {
             .map_err(|e| Error::TaskFailed(e.to_string()))??;
         if committed {
             self.covered.send_replace(up_to);
+            metrics::gauge!(crate::http::metrics::FOLLOWER_SEQUENCE, "follower" => "handover").set(up_to as f64);
         }
         Ok(true)
     }
