@@ -91,7 +91,10 @@ pub async fn publish_arms(
                     .note(match &run.first_failure {
                         None => format!("open loop, offered {rate}/s; {settled}"),
                         Some(first) => {
-                            format!("open loop, offered {rate}/s; {} got no answer (first: {first}); {settled}", run.failed)
+                            format!(
+                                "open loop, offered {rate}/s; {} got no answer (first: {first}); {settled}",
+                                run.failed
+                            )
                         }
                     }),
             );

@@ -113,4 +113,3 @@ pub async fn replay_and_memory(
     }
     Ok(results)
 }
-

@@ -67,7 +67,8 @@ impl Chain {
     /// Follows the journal until `stop`.
     pub async fn run(self, journal: Journal, registry: Arc<Registry>, stop: CancellationToken) {
         let mut durable = journal.watch();
-        metrics::gauge!(crate::http::metrics::FOLLOWER_SEQUENCE, "follower" => "handover").set(*self.covered.borrow() as f64);
+        metrics::gauge!(crate::http::metrics::FOLLOWER_SEQUENCE, "follower" => "handover")
+            .set(*self.covered.borrow() as f64);
         loop {
             durable.borrow_and_update();
             match self.step(&journal, &registry).await {
