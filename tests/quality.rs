@@ -357,6 +357,19 @@ async fn known_data_set(gw: &Gateway) {
     publish(&mut dji, event("dji", "baggage", "b", &example("baggage"))).await.unwrap();
 }
 
+fn parse_metrics(body: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap()
+}
+
+/// The sample of `name` with (at least) these labels.
+fn sample<'a>(
+    scrape: &'a prometheus_parse::Scrape,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<&'a prometheus_parse::Sample> {
+    scrape.samples.iter().find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_prometheus_text_with_the_named_series() {
     let gw = Gateway::start().await;
@@ -374,10 +387,8 @@ async fn metrics_are_prometheus_text_with_the_named_series() {
 
     let (code, body) = http_get(gw.metrics_addr.unwrap(), "/metrics");
     assert_eq!(code, 200);
-    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap();
-    let find = |name: &str, labels: &[(&str, &str)]| {
-        scrape.samples.iter().find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-    };
+    let scrape = parse_metrics(&body);
+    let find = |name: &str, labels: &[(&str, &str)]| sample(&scrape, name, labels);
     for outcome in ["accepted", "rejected"] {
         assert!(find("loket_publish_total", &[("partner", "dvo"), ("outcome", outcome)]).is_some(), "{body}");
     }
@@ -396,17 +407,14 @@ async fn metrics_are_prometheus_text_with_the_named_series() {
 
     // Each follower of the journal reports how far it got; once idle, both are at its end.
     let gauge = |scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]| {
-        scrape.samples.iter().find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))).map(
-            |s| match s.value {
-                prometheus_parse::Value::Gauge(v) => v,
-                _ => panic!("{name} is not a gauge"),
-            },
-        )
+        sample(scrape, name, labels).map(|s| match s.value {
+            prometheus_parse::Value::Gauge(v) => v,
+            _ => panic!("{name} is not a gauge"),
+        })
     };
     let mut positions = None;
     for _ in 0..100 {
-        let (_, body) = http_get(gw.metrics_addr.unwrap(), "/metrics");
-        let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap();
+        let scrape = parse_metrics(&http_get(gw.metrics_addr.unwrap(), "/metrics").1);
         let last = gauge(&scrape, "loket_journal_last_sequence", &[]).expect("the journal's last sequence");
         let index = gauge(&scrape, "loket_follower_sequence", &[("follower", "access-index")]);
         let handover = gauge(&scrape, "loket_follower_sequence", &[("follower", "handover")]);
