@@ -370,7 +370,7 @@ async fn an_expired_case_leaves_no_handover_state() {
         };
     assert_eq!(holding(gone.as_bytes()), Vec::<String>::new());
     assert_eq!(holding(gone_p.0.as_bytes()), Vec::<String>::new());
-    assert_eq!(holding(kept.as_bytes()), ["chain-cases", "chain-pseudonyms", "chain-sequences", "chain-timeline"]);
+    assert_eq!(holding(kept.as_bytes()), ["chain-pseudonyms", "chain-sequences", "chain-state", "chain-timeline"]);
 }
 
 /// The ids of the medical files `client` (their publisher) is delivered from the start,

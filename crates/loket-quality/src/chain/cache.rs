@@ -1,5 +1,5 @@
-//! The case states the handover follower keeps in memory between chunks, in front of
-//! `chain-cases`: a chunk then reads from sled (and decodes) only the cases it does not
+//! The case states the handover follower keeps in memory between steps, in front of
+//! `chain-state`: a step then reads from sled (and decodes) only the cases it does not
 //! hold. The follower is the only writer of the states, so what is held equals what is
 //! stored, as long as every removal ([`super::expire`]) forgets the cases it changes.
 //!

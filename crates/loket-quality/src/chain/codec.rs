@@ -1,4 +1,4 @@
-//! The follower's values per chunk (case states, timeline and sequence index values) in a
+//! The follower's values per step (case states, timeline and sequence index values) in a
 //! compact binary form, postcard: no field names, variable-length integers. sled keeps
 //! many small values poorly (every value has its own page fragment), so fewer and smaller
 //! values are most of what keeps the quality database small. The values written per

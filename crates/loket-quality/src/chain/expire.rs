@@ -2,19 +2,19 @@
 //! retention (an event removed from the journal or its payload purged) and by erasure.
 //! The timeline entry of an event, the handovers it triggered (outcomes and the
 //! dashboard's lines), its slot in the case state and its entry in the `chain-sequences`
-//! value of its chunk are removed; a chunk value left with some entries is rewritten
+//! value of its step are removed; a step value left with some entries is rewritten
 //! without the others; a case left without events loses its state and its pseudonym. The
 //! figures per day hold no case and go by age alone ([`ChainStore::expire_days`]).
 //!
 //! Every removal runs under the store's `epoch` lock and bumps it, so the follower never
-//! commits a chunk prepared on a state removed meanwhile (it prepares it again), and
+//! commits a step prepared on a state removed meanwhile (it prepares it again), and
 //! forgets the states it changes from those held in memory.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use super::case::TimelineEntry;
 use super::codec::{decode, encode};
-use super::store::{case_key, chunk_key, day_key, ChainStore};
+use super::store::{case_key, chunk_key, day_key, state_key, ChainStore};
 use crate::Error;
 
 /// What one removal dropped.
@@ -34,8 +34,8 @@ impl ChainStore {
     pub fn expire(&self, first_retained: u64, purged: &HashSet<u64>) -> Result<Removed, Error> {
         let mut epoch = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
         *epoch += 1;
-        // The chunks that start before `first_retained` (the last of them may keep some
-        // events), and the chunk of each purged event: the last one starting at or before it.
+        // The steps that start before `first_retained` (the last of them may keep some
+        // events), and the step of each purged event: the last one starting at or before it.
         let mut chunks = BTreeSet::new();
         for key in self.sequences.range(..first_retained.to_be_bytes()).keys() {
             chunks.insert(sequence_of(&key?)?);
@@ -56,9 +56,9 @@ impl ChainStore {
     pub fn erase_case(&self, case: &str) -> Result<bool, Error> {
         let mut epoch = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
         *epoch += 1;
-        let had = self.cases.contains_key(case)?;
+        let had = self.state.contains_key(state_key(case))?;
         let prefix = case_key(case);
-        // Its timeline values are keyed by the chunks that hold its events.
+        // Its timeline values are keyed by the steps that hold its events.
         let mut chunks = BTreeSet::new();
         for key in self.timeline.scan_prefix(&prefix).keys() {
             chunks.insert(sequence_of(&key?[prefix.len()..])?);
@@ -70,25 +70,25 @@ impl ChainStore {
                 tree.remove(key?)?;
             }
         }
-        self.cases.remove(case)?;
+        self.state.remove(state_key(case))?;
         self.states().forget(case);
         self.pseudonyms.remove(self.pseudonym(case).as_bytes())?;
-        self.cases.flush()?;
+        self.state.flush()?;
         Ok(had)
     }
 
     /// Drops the figures of days before `day` (they name no case; only their age counts).
     pub fn expire_days(&self, day: i32) -> Result<u64, Error> {
         let mut removed = 0;
-        for key in self.days.range(..day_key(day, "")).keys() {
-            self.days.remove(key?)?;
+        for key in self.state.range(day_key(i32::MIN, "")..day_key(day, "")).keys() {
+            self.state.remove(key?)?;
             removed += 1;
         }
         Ok(removed)
     }
 
-    /// Removes the events of `chunks` for which `is_gone(sequence, case)`: their entries
-    /// in the chunk's index and timeline values, their handovers, then their state slots,
+    /// Removes the events of the steps `chunks` for which `is_gone(sequence, case)`: their entries
+    /// in the step's index and timeline values, their handovers, then their state slots,
     /// and the cases left without events. The caller holds `epoch`.
     fn remove_events(&self, chunks: &BTreeSet<u64>, is_gone: impl Fn(u64, &str) -> bool) -> Result<Removed, Error> {
         let mut removed = Removed::default();
@@ -131,7 +131,7 @@ impl ChainStore {
             self.states().forget(case);
             let Some(mut state) = self.state(case)? else { continue };
             if self.timeline.scan_prefix(case_key(case)).next().is_none() {
-                self.cases.remove(case.as_bytes())?;
+                self.state.remove(state_key(case))?;
                 self.pseudonyms.remove(self.pseudonym(case).as_bytes())?;
                 removed.cases += 1;
                 continue;
@@ -139,14 +139,14 @@ impl ChainStore {
             let before = state.latest.len();
             state.latest.retain(|l| !is_gone(l.sequence, case));
             if state.latest.len() != before {
-                self.cases.insert(case.as_bytes(), encode(&state)?)?;
+                self.state.insert(state_key(case), encode(&state)?)?;
             }
         }
         Ok(removed)
     }
 }
 
-/// Writes what is left of a chunk value, or removes it when nothing is.
+/// Writes what is left of a step value, or removes it when nothing is.
 fn rewrite<T: serde::Serialize>(tree: &sled::Tree, key: &[u8], left: &[T]) -> Result<(), Error> {
     if left.is_empty() {
         tree.remove(key)?;
@@ -166,6 +166,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
+    use crate::aggregate::Filter;
     use crate::chain::HandoverSet;
 
     fn event(sequence: u64, case: &str, source: &str, event_type: &str, data: Value) -> StoredEvent {
@@ -207,6 +208,37 @@ mod tests {
     }
 
     #[test]
+    fn a_step_taken_in_parts_writes_a_case_once_and_keeps_emitted_from_the_old_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        // Layout 5: `emitted` in chain-meta, states in a tree of their own.
+        db.open_tree("chain-meta").unwrap().insert("emitted", &7u64.to_be_bytes()).unwrap();
+        db.open_tree("chain-cases").unwrap().insert("A", "old").unwrap();
+        let set = every_type();
+        let store = ChainStore::open(&db, &set).unwrap();
+        assert_eq!((store.emitted().unwrap(), store.followed().unwrap()), (7, 0));
+        assert!(!db.tree_names().iter().any(|n| n.as_ref() == b"chain-cases"), "the old tree is dropped");
+
+        let bag = json!({"instructionVersion": "2018-05"});
+        let mut step = store.prepare(&set, &[event(1, "A", "dji", "baggage", bag.clone())]).unwrap();
+        store.extend(&set, &mut step, &[event(2, "B", "dji", "baggage", bag)]).unwrap();
+        store.extend(&set, &mut step, &[event(3, "A", "dvo", "transport-status", departure())]).unwrap();
+        assert_eq!((step.up_to, step.outcomes.len()), (3, 1));
+        assert!(store.commit(step).unwrap());
+        assert_eq!((store.followed().unwrap(), store.emitted().unwrap()), (3, 7));
+        assert_eq!((store.timeline.len(), store.sequences.len()), (2, 1), "one value per case and one per step");
+        assert_eq!(sequences(&store, "A"), Some((vec![1, 3], vec![3])));
+        let a = store.state("A").unwrap().unwrap();
+        assert_eq!(a.latest.iter().map(|l| l.sequence).collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(store.report(&Filter::default()).unwrap().days.len(), 1);
+
+        // A step taken again after retention shortened it left a value that overlaps the next.
+        let overlapping = [TimelineEntry { sequence: 3, received_at_micros: 3, event_type: "x".into(), source: "dvo".into() }];
+        store.timeline.insert(chunk_key("A", 3), encode(&overlapping[..]).unwrap()).unwrap();
+        assert_eq!(sequences(&store, "A"), Some((vec![1, 3], vec![3])), "each event once");
+    }
+
+    #[test]
     fn expired_events_leave_the_case_state_and_a_stale_step_is_prepared_again() {
         let (_dir, set, store) = fresh_store();
         let bag = json!({"instructionVersion": "2018-05"});
@@ -217,7 +249,7 @@ mod tests {
         ];
         assert!(store.commit(store.prepare(&set, &first).unwrap()).unwrap());
         assert_eq!(sequences(&store, "A"), Some((vec![1, 3], vec![3])));
-        assert_eq!((store.timeline.len(), store.sequences.len()), (2, 1), "one value per case and one per chunk");
+        assert_eq!((store.timeline.len(), store.sequences.len()), (2, 1), "one value per case and one per step");
         let later = [event(4, "A", "dtv", "physical-features", json!({"photoReference": "p"}))];
         let stale = store.prepare(&set, &later).unwrap();
 
@@ -225,7 +257,7 @@ mod tests {
         let removed = store.expire(2, &HashSet::from([2])).unwrap();
         assert_eq!(removed, Removed { events: 2, handovers: 0, cases: 1 });
         let index: Vec<(u64, String)> = decode("index", &store.sequences.get(1u64.to_be_bytes()).unwrap().unwrap()).unwrap();
-        assert_eq!(index, [(3, "A".to_owned())], "the chunk's index value is rewritten without the expired events");
+        assert_eq!(index, [(3, "A".to_owned())], "the step's index value is rewritten without the expired events");
         assert_eq!(sequences(&store, "B"), None);
         assert!(store.state("B").unwrap().is_none());
         assert!(store.state("A").unwrap().unwrap().latest("baggage", "dji").is_none(), "its slot went with event 1");
@@ -244,7 +276,7 @@ mod tests {
         // The day's figures stay until the day is past the quality period (day 0 here).
         assert_eq!(store.expire_days(0).unwrap(), 0);
         assert_eq!(store.expire_days(1).unwrap(), 1);
-        assert_eq!(store.days.len(), 0);
+        assert!(store.report(&Filter::default()).unwrap().days.is_empty());
         assert!(store.erase_case("A").unwrap());
         assert_eq!((sequences(&store, "A"), store.sequences.len()), (None, 0));
     }

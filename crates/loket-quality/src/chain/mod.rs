@@ -9,9 +9,9 @@
 //! * [`evaluate`]: readiness at a trigger: every due item met, missing, stale or unmet,
 //!   attributed to the partner that should have supplied it.
 //! * [`figures`]: the counts per day × handover kind × partner × item, and the report.
-//! * [`store`]: all of it on disk, one transaction per chunk of the journal.
-//! * `cache`: the case states held in memory between chunks, in front of the store.
-//! * `codec`: the values written per chunk, in a compact binary form.
+//! * [`store`]: all of it on disk, one sled batch per step through the journal.
+//! * `cache`: the case states held in memory between steps, in front of the store.
+//! * `codec`: the values written per step, in a compact binary form.
 //! * [`expire`]: what goes with a case's events under retention and erasure.
 
 mod cache;

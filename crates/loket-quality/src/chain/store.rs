@@ -1,29 +1,35 @@
 //! The case state and the readiness figures on disk: trees of the quality database, kept
 //! by one follower of the journal (the gateway's task, or an offline rebuild).
 //!
-//! Trees: `chain-cases` (case → [`CaseState`]: bounded, rewritten per chunk, held in
-//! memory between chunks by [`StateCache`]), `chain-timeline` (case | first sequence of
-//! the chunk → that case's [`TimelineEntry`]s of the chunk) and `chain-outcomes` (case |
-//! trigger sequence | kind → [`HandoverOutcome`]), both append-only so a long case costs no
-//! more per event than a short one; `chain-days` (day | kind → [`HandoverDay`]),
-//! `chain-handovers` (trigger sequence → [`HandoverLine`], for the dashboard's list),
-//! `chain-pseudonyms` (pseudonym → case), `chain-sequences` (first sequence of the chunk
-//! → [(sequence, case)] of its events: which case each followed event belongs to, so
-//! retention finds what an expired event left here without scanning every case; see
-//! [`super::expire`]) and `chain-meta` (`followed`: the journal sequence the state covers;
-//! `emitted`: the highest trigger whose readiness event was journalled; `fingerprint`: the
-//! expectations and the layout it was built under; `key`: the pseudonym key).
+//! Trees: `chain-state` (what accumulates: `c` | case → [`CaseState`], bounded, rewritten
+//! per step and held in memory between steps by [`StateCache`]; `d` | day | kind →
+//! [`HandoverDay`]; `m` | name → `followed`, the journal sequence the state covers, and
+//! `emitted`, the highest trigger whose readiness event was journalled), and the trees
+//! keyed by what a step adds, so a long case costs no more per event than a short one:
+//! `chain-timeline` (case | first sequence of the step → that case's [`TimelineEntry`]s
+//! of the step), `chain-outcomes` (case | trigger sequence | kind → [`HandoverOutcome`]),
+//! `chain-handovers` (trigger sequence | kind → [`HandoverLine`], for the dashboard's
+//! list), `chain-pseudonyms` (pseudonym → case) and `chain-sequences` (first sequence of
+//! the step → [(sequence, case)] of its events: which case each followed event belongs
+//! to, so retention finds what an expired event left here without scanning every case;
+//! see [`super::expire`]). `chain-meta` keeps `fingerprint` (the expectations and the
+//! layout the state was built under) and `key` (the pseudonym key).
 //!
-//! One value per case and one index value per chunk, not one per event, in postcard
+//! One value per case and one index value per step, not one per event, in postcard
 //! ([`super::codec`]): sled keeps few larger values far more compactly and cheaply than
 //! many small ones. Outcomes, lines and day figures (per handover, per day) are JSON.
 //!
-//! Crash safety: a chunk of the journal is applied in one sled transaction together with
-//! `followed`, so the state always equals "the journal up to `followed`": a crash loses at
-//! most whole chunks, which the follower reads again. A state built under other
-//! expectations or another layout is dropped and rebuilt; `emitted` and `key` survive
-//! that, so pseudonyms stay stable and no readiness event is emitted twice with other
-//! content.
+//! A step covers up to [`STEP`] journal events while the follower is behind, so a case
+//! met several times in it is written once (BENCHMARKS.md, issue 16).
+//!
+//! Crash safety: a step first writes what is keyed by the step (the timeline and index
+//! values, outcomes, lines, pseudonyms), then one sled batch on `chain-state` with the
+//! states, the day figures and `followed`. sled recovers a prefix of its log and a batch
+//! whole or not at all, so the state always equals "the journal up to `followed`": a
+//! crash loses at most whole steps, which the follower takes again and which write the
+//! same keys again. A state built under other expectations or another layout is dropped
+//! and rebuilt; `emitted` and `key` survive that, so pseudonyms stay stable and no
+//! readiness event is emitted twice with other content.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -32,8 +38,6 @@ use loket_journal::{Journal, StoredEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 
 use super::cache::StateCache;
 use super::case::{members_of, CaseHistory, CaseState, Observed, TimelineEntry};
@@ -44,16 +48,27 @@ use super::figures::{HandoverDay, HandoverReport};
 use crate::aggregate::{day_of, Filter};
 use crate::Error;
 
-const FOLLOWED: &[u8] = b"followed";
-const EMITTED: &[u8] = b"emitted";
+/// Keys in `chain-state`.
+const FOLLOWED: &[u8] = b"mfollowed";
+const EMITTED: &[u8] = b"memitted";
+const STATE_PREFIX: u8 = b'c';
+const DAY_PREFIX: u8 = b'd';
+/// Keys in `chain-meta`.
 const FINGERPRINT: &[u8] = b"fingerprint";
 const KEY: &[u8] = b"key";
+/// Layout 5 kept `emitted` here, and the states and days in trees of their own.
+const LEGACY_EMITTED: &[u8] = b"emitted";
+const LEGACY_TREES: [&str; 2] = ["chain-cases", "chain-days"];
 /// Part of the fingerprint: a store written in an older layout is rebuilt from the journal.
-const LAYOUT: &str = "layout 5: postcard, timeline and sequence index per chunk, append-only outcomes\n";
-/// Journal events applied per transaction.
+const LAYOUT: &str = "layout 6: postcard, timeline and sequence index per step, append-only outcomes, one batch\n";
+/// Journal events read at a time.
 pub const CHUNK: usize = 512;
-/// The bound of the case states held in memory between chunks ([`StateCache`]): some
-/// tens of thousands of cases, so a chunk of interleaved cases reads hardly any from sled.
+/// Journal events applied per step, at most: a backlog is taken in steps this large, so
+/// a case met several times in one is written once. A step holds no payloads, only the
+/// states it touches and a timeline entry per event.
+pub const STEP: usize = 8192;
+/// The bound of the case states held in memory between steps ([`StateCache`]): some
+/// tens of thousands of cases, so a step of interleaved cases reads hardly any from sled.
 pub const STATE_CACHE_BYTES: usize = 16 << 20;
 
 /// One handover as the dashboard lists it: no V-number, no payload.
@@ -66,27 +81,29 @@ pub struct HandoverLine {
     pub gaps: Vec<String>,
 }
 
-/// What one chunk of the journal changes, computed before anything is written.
+/// What consecutive journal events change, computed before anything is written.
 pub struct Step {
-    /// The states the chunk changed; `true` for a case the store had not seen.
+    /// The states the step changed; `true` for a case the store had not seen.
     states: BTreeMap<String, (CaseState, bool)>,
     timeline: Vec<(String, TimelineEntry)>,
-    /// The first journal sequence of the chunk: the key of its timeline and index values.
+    /// The first journal sequence of the step: the key of its timeline and index values.
     first: u64,
     days: BTreeMap<(i32, String), HandoverDay>,
-    /// Every handover the chunk triggered, with its case, in journal order.
+    /// Every handover the step triggered, with its case, in journal order.
     pub outcomes: Vec<(String, HandoverOutcome)>,
-    /// The last journal sequence of the chunk.
+    /// The last journal sequence of the step.
     pub up_to: u64,
+    /// The journal events taken in.
+    events: usize,
     /// The store's [`ChainStore::epoch`] when the step was prepared.
     epoch: u64,
 }
 
 pub struct ChainStore {
-    pub(super) cases: sled::Tree,
+    /// States, day figures and the position: what one batch writes per step.
+    pub(super) state: sled::Tree,
     pub(super) timeline: sled::Tree,
     pub(super) outcomes: sled::Tree,
-    pub(super) days: sled::Tree,
     pub(super) handovers: sled::Tree,
     pub(super) pseudonyms: sled::Tree,
     pub(super) sequences: sled::Tree,
@@ -104,9 +121,20 @@ pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Corrupt { key: what.to_owned(), reason: e.to_string() }
 }
 
+/// The key in `chain-state` of the figures of `day` and `kind`; ordered by day.
 pub(super) fn day_key(day: i32, kind: &str) -> Vec<u8> {
-    let mut out = ((day as u32) ^ 0x8000_0000).to_be_bytes().to_vec();
+    let mut out = Vec::with_capacity(5 + kind.len());
+    out.push(DAY_PREFIX);
+    out.extend_from_slice(&((day as u32) ^ 0x8000_0000).to_be_bytes());
     out.extend_from_slice(kind.as_bytes());
+    out
+}
+
+/// The key in `chain-state` of `case`'s state.
+pub(super) fn state_key(case: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + case.len());
+    out.push(STATE_PREFIX);
+    out.extend_from_slice(case.as_bytes());
     out
 }
 
@@ -119,7 +147,7 @@ pub(super) fn case_key(case: &str) -> Vec<u8> {
     out
 }
 
-/// The key of `case`'s timeline value of the chunk that starts at `first`.
+/// The key of `case`'s timeline value of the step that starts at `first`.
 pub(super) fn chunk_key(case: &str, first: u64) -> Vec<u8> {
     let mut key = case_key(case);
     key.extend_from_slice(&first.to_be_bytes());
@@ -138,6 +166,17 @@ impl ChainStore {
     /// Opens the trees in the quality database; drops a state built under other expectations.
     pub fn open(db: &sled::Db, set: &HandoverSet) -> Result<ChainStore, Error> {
         let meta = db.open_tree("chain-meta")?;
+        let state = db.open_tree("chain-state")?;
+        // From layout 5: `emitted` moves beside `followed`; the old trees go (the changed
+        // fingerprint rebuilds what they held).
+        if let Some(legacy) = meta.get(LEGACY_EMITTED)? {
+            let emitted = u64_of(Some(legacy)).max(u64_of(state.get(EMITTED)?));
+            state.insert(EMITTED, &emitted.to_be_bytes())?;
+            meta.remove(LEGACY_EMITTED)?;
+        }
+        for legacy in LEGACY_TREES {
+            db.drop_tree(legacy)?;
+        }
         let key = match meta.get(KEY)? {
             Some(k) => k.to_vec(),
             None => {
@@ -148,10 +187,9 @@ impl ChainStore {
             }
         };
         let store = ChainStore {
-            cases: db.open_tree("chain-cases")?,
+            state,
             timeline: db.open_tree("chain-timeline")?,
             outcomes: db.open_tree("chain-outcomes")?,
-            days: db.open_tree("chain-days")?,
             handovers: db.open_tree("chain-handovers")?,
             pseudonyms: db.open_tree("chain-pseudonyms")?,
             sequences: db.open_tree("chain-sequences")?,
@@ -169,18 +207,12 @@ impl ChainStore {
     /// Forgets the derived state (not `emitted` nor the key): the follower starts over.
     fn reset(&self, set: &HandoverSet) -> Result<(), Error> {
         self.states().clear();
-        for tree in [
-            &self.cases,
-            &self.timeline,
-            &self.outcomes,
-            &self.days,
-            &self.handovers,
-            &self.pseudonyms,
-            &self.sequences,
-        ] {
+        let emitted = self.emitted()?;
+        for tree in [&self.state, &self.timeline, &self.outcomes, &self.handovers, &self.pseudonyms, &self.sequences] {
             tree.clear()?;
         }
-        self.meta.insert(FOLLOWED, &0u64.to_be_bytes())?;
+        self.state.insert(EMITTED, &emitted.to_be_bytes())?;
+        self.state.insert(FOLLOWED, &0u64.to_be_bytes())?;
         self.meta.insert(FINGERPRINT, fingerprint(set).as_bytes())?;
         self.meta.flush()?;
         Ok(())
@@ -188,12 +220,12 @@ impl ChainStore {
 
     /// The journal sequence the state covers.
     pub fn followed(&self) -> Result<u64, Error> {
-        Ok(u64_of(self.meta.get(FOLLOWED)?))
+        Ok(u64_of(self.state.get(FOLLOWED)?))
     }
 
     /// The highest trigger whose readiness event was journalled.
     pub fn emitted(&self) -> Result<u64, Error> {
-        Ok(u64_of(self.meta.get(EMITTED)?))
+        Ok(u64_of(self.state.get(EMITTED)?))
     }
 
     /// The case's pseudonym: keyed SHA-256, so figures and pages never show the V-number.
@@ -211,10 +243,34 @@ impl ChainStore {
 
     /// The stored state of `case`; `None` for a case not seen yet.
     pub(super) fn state(&self, case: &str) -> Result<Option<CaseState>, Error> {
-        match self.cases.get(case)? {
+        match self.state.get(state_key(case))? {
             Some(v) => Ok(Some(decode(case, &v)?)),
             None => Ok(None),
         }
+    }
+
+    /// The next step: the journal after `followed`, up to [`STEP`] events of it; `None`
+    /// when there is nothing new. Reads a chunk at a time, so no more than a chunk of
+    /// payloads is held.
+    pub fn prepare_next(&self, journal: &Journal, set: &HandoverSet) -> Result<Option<Step>, Error> {
+        let mut step: Option<Step> = None;
+        let mut next = self.followed()? + 1;
+        loop {
+            let chunk = journal.read_from(next, CHUNK)?;
+            let Some(last) = chunk.last() else { break };
+            next = last.sequence + 1;
+            let step = match &mut step {
+                Some(step) => {
+                    self.extend(set, step, &chunk)?;
+                    step
+                }
+                None => step.insert(self.prepare(set, &chunk)?),
+            };
+            if chunk.len() < CHUNK || step.events >= STEP {
+                break;
+            }
+        }
+        Ok(step)
     }
 
     /// Evaluates the handovers of `events` (consecutive journal events after `followed`)
@@ -226,9 +282,20 @@ impl ChainStore {
             days: BTreeMap::new(),
             outcomes: Vec::new(),
             first: events.first().map_or(0, |e| e.sequence),
-            up_to: events.last().map_or(0, |e| e.sequence),
+            up_to: 0,
+            events: 0,
             epoch: *self.epoch.lock().unwrap_or_else(|e| e.into_inner()),
         };
+        self.extend(set, &mut step, events)?;
+        Ok(step)
+    }
+
+    /// Takes `events`, the journal events right after `step`'s, into it.
+    pub fn extend(&self, set: &HandoverSet, step: &mut Step, events: &[StoredEvent]) -> Result<(), Error> {
+        if let Some(last) = events.last() {
+            step.up_to = last.sequence;
+        }
+        step.events += events.len();
         // The gateway's own events (digests, readiness) are about the chain, not a case.
         for event in events.iter().filter(|e| e.source != loket_domain::GATEWAY_SOURCE) {
             let data = match members_of(&event.data, &set.members) {
@@ -264,23 +331,27 @@ impl ChainStore {
             state.observe(&observed, &set.members);
             step.timeline.push((event.subject.clone(), TimelineEntry::of(&observed)));
         }
-        Ok(step)
+        Ok(())
     }
 
-    /// Writes `step` and moves `followed` (and `emitted`) in one transaction. Only the
-    /// follower adds, so the days read here are not changed by anyone in between. Returns
-    /// false, writing nothing, when a removal ran since the step was prepared: prepare the
-    /// chunk again (its readiness events, journalled again, are duplicates).
+    /// Writes `step` and moves `followed` (and `emitted`): first what is keyed by the step,
+    /// then one batch with what accumulates (module comment). Only the follower adds, so
+    /// the days read here are not changed by anyone in between. Returns false, writing
+    /// nothing, when a removal ran since the step was prepared: prepare it again (its
+    /// readiness events, journalled again, are duplicates).
     pub fn commit(&self, step: Step) -> Result<bool, Error> {
-        let mut cases = Vec::with_capacity(step.states.len());
+        let mut batch = sled::Batch::default();
+        let mut held = Vec::with_capacity(step.states.len());
         let mut pseudonyms = Vec::new();
-        for (case, (state, new)) in &step.states {
-            cases.push(encode(state)?);
-            if *new {
-                pseudonyms.push((self.pseudonym(case), case.clone()));
+        for (case, (state, new)) in step.states {
+            let stored = encode(&state)?;
+            if new {
+                pseudonyms.push((self.pseudonym(&case), case.clone()));
             }
+            held.push((stored.len(), case.clone(), state));
+            batch.insert(state_key(&case), stored);
         }
-        // One timeline value per case and one index value for the chunk.
+        // One timeline value per case and one index value for the step.
         let mut per_case: BTreeMap<&str, Vec<&TimelineEntry>> = BTreeMap::new();
         let mut index = Vec::with_capacity(step.timeline.len());
         for (case, entry) in &step.timeline {
@@ -292,15 +363,14 @@ impl ChainStore {
             timeline.push((chunk_key(case, step.first), encode(entries)?));
         }
         let index = if index.is_empty() { None } else { Some(encode(&index)?) };
-        let mut days = Vec::new();
         for ((day, kind), delta) in &step.days {
             let key = day_key(*day, kind);
-            let mut counts: HandoverDay = match self.days.get(&key)? {
+            let mut counts: HandoverDay = match self.state.get(&key)? {
                 Some(v) => serde_json::from_slice(&v).map_err(|e| corrupt(kind, e))?,
                 None => HandoverDay::default(),
             };
             counts.merge(delta);
-            days.push((key, json(&counts)?));
+            batch.insert(key, json(&counts)?);
         }
         let mut lines = Vec::new();
         let mut outcomes = Vec::new();
@@ -321,73 +391,44 @@ impl ChainStore {
             lines.push((key, json(&line)?));
         }
         let emitted = self.emitted()?.max(step.up_to);
+        batch.insert(FOLLOWED, &step.up_to.to_be_bytes());
+        batch.insert(EMITTED, &emitted.to_be_bytes());
         let epoch = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
         if *epoch != step.epoch {
             return Ok(false);
         }
-        let trees = (
-            &self.cases,
-            &self.timeline,
-            &self.outcomes,
-            &self.days,
-            &self.handovers,
-            &self.pseudonyms,
-            &self.meta,
-            &self.sequences,
-        );
-        let result = trees.transaction(|(c, t, o, d, h, p, m, s)| {
-            for (k, v) in step.states.keys().zip(&cases) {
-                c.insert(k.as_bytes(), v.as_slice())?;
-            }
-            for (k, v) in &timeline {
-                t.insert(k.as_slice(), v.as_slice())?;
-            }
-            if let Some(index) = &index {
-                s.insert(&step.first.to_be_bytes(), index.as_slice())?;
-            }
-            for (k, v) in &outcomes {
-                o.insert(k.as_slice(), v.as_slice())?;
-            }
-            for (k, v) in &days {
-                d.insert(k.as_slice(), v.as_slice())?;
-            }
-            for (k, v) in &lines {
-                h.insert(k.as_slice(), v.as_slice())?;
-            }
-            for (k, v) in &pseudonyms {
-                p.insert(k.as_bytes(), v.as_bytes())?;
-            }
-            m.insert(FOLLOWED, &step.up_to.to_be_bytes())?;
-            m.insert(EMITTED, &emitted.to_be_bytes())?;
-            Ok::<(), ConflictableTransactionError<()>>(())
-        });
-        match result {
-            Ok(()) => {
-                // Still under `epoch`: a removal after this forgets what it changes.
-                let mut held = self.states();
-                for ((case, (state, _)), stored) in step.states.into_iter().zip(cases) {
-                    held.put(case, state, stored.len());
-                }
-                Ok(true)
-            }
-            Err(TransactionError::Storage(e)) => Err(e.into()),
-            Err(TransactionError::Abort(())) => Err(corrupt("chain transaction", "aborted")),
+        // Keyed by the step, a case or a trigger: taking the step again writes the same.
+        for (k, v) in timeline {
+            self.timeline.insert(k, v)?;
         }
+        if let Some(index) = index {
+            self.sequences.insert(step.first.to_be_bytes(), index)?;
+        }
+        for (k, v) in outcomes {
+            self.outcomes.insert(k, v)?;
+        }
+        for (k, v) in lines {
+            self.handovers.insert(k, v)?;
+        }
+        for (k, v) in pseudonyms {
+            self.pseudonyms.insert(k.as_bytes(), v.as_bytes())?;
+        }
+        self.state.apply_batch(batch)?;
+        // Still under `epoch`: a removal after this forgets what it changes.
+        let mut states = self.states();
+        for (bytes, case, state) in held {
+            states.put(case, state, bytes);
+        }
+        Ok(true)
     }
 
     /// Rebuilds the state and figures from the whole journal without emitting events (the
     /// journal already has those it emitted). Returns the number of events read.
     pub fn rebuild(&self, journal: &Journal, set: &HandoverSet) -> Result<u64, Error> {
         self.reset(set)?;
-        let last = journal.last_sequence();
         let mut read = 0;
-        while self.followed()? < last {
-            let chunk = journal.read_from(self.followed()? + 1, CHUNK)?;
-            if chunk.is_empty() {
-                break;
-            }
-            read += chunk.len() as u64;
-            let step = self.prepare(set, &chunk)?;
+        while let Some(step) = self.prepare_next(journal, set)? {
+            read += step.events as u64;
             // Nothing else writes during a rebuild; a removal in between means: again.
             self.commit(step)?;
         }
@@ -397,12 +438,12 @@ impl ChainStore {
 
     pub fn report(&self, filter: &Filter) -> Result<HandoverReport, Error> {
         let mut days = Vec::new();
-        for item in self.days.iter() {
+        for item in self.state.scan_prefix([DAY_PREFIX]) {
             let (k, v) = item?;
             let day = (u32::from_be_bytes(
-                k.get(..4).and_then(|b| b.try_into().ok()).ok_or_else(|| corrupt("day key", "short"))?,
+                k.get(1..5).and_then(|b| b.try_into().ok()).ok_or_else(|| corrupt("day key", "short"))?,
             ) ^ 0x8000_0000) as i32;
-            let kind = String::from_utf8_lossy(&k[4..]).into_owned();
+            let kind = String::from_utf8_lossy(&k[5..]).into_owned();
             let counts: HandoverDay = serde_json::from_slice(&v).map_err(|e| corrupt(&kind, e))?;
             days.push((day, kind, counts));
         }
@@ -418,7 +459,12 @@ impl ChainStore {
         let mut history = CaseHistory::default();
         for item in self.timeline.scan_prefix(&prefix) {
             let (_, v) = item?;
-            history.timeline.extend(decode::<Vec<TimelineEntry>>("timeline value", &v)?);
+            // A step taken again after a crash ends earlier than the first time if retention
+            // removed events meanwhile: a value it did not rewrite then holds entries that
+            // the next step's value holds too.
+            let after = history.timeline.last().map_or(0, |e| e.sequence);
+            let entries = decode::<Vec<TimelineEntry>>("timeline value", &v)?;
+            history.timeline.extend(entries.into_iter().filter(|e| e.sequence > after));
         }
         for item in self.outcomes.scan_prefix(&prefix) {
             let (_, v) = item?;

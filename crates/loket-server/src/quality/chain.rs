@@ -3,9 +3,10 @@
 //! `handover-readiness` event per handover (source "loket", subject the case), delivered
 //! by the policy like any type.
 //!
-//! Each chunk of the journal is evaluated first, its readiness events are journalled
-//! (ids derived from the trigger, contents from the journal alone), and only then is the
-//! chunk's state committed with its position. A crash in between evaluates the chunk again
+//! Each step (up to `loket_quality::chain::store::STEP` journal events) is evaluated
+//! first, its readiness events are journalled (ids derived from the trigger, contents from
+//! the journal alone), and only then is the step's state committed with its position. A
+//! crash in between evaluates the step again
 //! and journals the same events, which the journal answers as duplicates: none is lost,
 //! none appears twice. Triggers the state had already passed before a rebuild are not
 //! emitted again (`emitted`), so new expectations never contradict an event sent earlier.
@@ -16,7 +17,6 @@ use std::time::Duration;
 use loket_domain::time::rfc3339;
 use loket_domain::{GATEWAY_SOURCE, HANDOVER_TYPE, JSON_CONTENT_TYPE};
 use loket_journal::{Journal, NewEvent};
-use loket_quality::chain::store::CHUNK;
 use loket_quality::chain::{ChainStore, HandoverOutcome, HandoverSet};
 use loket_schema::Registry;
 use serde_json::json;
@@ -29,11 +29,11 @@ use crate::Error;
 /// asked; after that it answers with what is there (and logs why).
 const CATCH_UP: Duration = Duration::from_secs(10);
 
-/// Once caught up, how long the follower lets new events gather before the next chunk.
-/// Each chunk costs one sled transaction over eight trees, and sled 0.34 writes out and
-/// syncs its log buffer twice per transaction: following every group commit at a few
-/// events each cost more than evaluating them (BENCHMARKS.md, issue 16). The figures and
-/// readiness events lag the journal by this much more; reports wait for it (`caught_up`).
+/// Once caught up, how long the follower lets new events gather before the next step.
+/// Each step costs one sled batch, and sled 0.34 writes out and syncs its log buffer
+/// twice per batch: following every group commit at a few events each cost more than
+/// evaluating them (BENCHMARKS.md, issue 16). The figures and readiness events lag the
+/// journal by this much more; reports wait for it (`caught_up`).
 const GATHER: Duration = Duration::from_millis(50);
 
 /// The handover side of the quality figures; cheap to clone.
@@ -72,7 +72,7 @@ impl Chain {
         loop {
             durable.borrow_and_update();
             match self.step(&journal, &registry).await {
-                // Behind: on to the next chunk, unless the gateway stops (what is not
+                // Behind: on to the next step, unless the gateway stops (what is not
                 // followed yet is followed after the restart).
                 Ok(true) if stop.is_cancelled() => return,
                 Ok(true) => continue,
@@ -96,21 +96,14 @@ impl Chain {
         }
     }
 
-    /// One chunk; false when the journal has nothing new.
+    /// One step; false when the journal has nothing new.
     async fn step(&self, journal: &Journal, registry: &Registry) -> Result<bool, Error> {
-        // Reading, evaluating and writing a chunk takes milliseconds of CPU: on a blocking
+        // Reading, evaluating and writing a step takes milliseconds of CPU: on a blocking
         // thread, so that publishes queued on the async workers are not held behind it.
         let (store, handovers, reader) = (self.store.clone(), self.handovers.clone(), journal.clone());
-        let prepared = tokio::task::spawn_blocking(move || {
-            let followed = store.followed()?;
-            let chunk = reader.read_from(followed + 1, CHUNK)?;
-            if chunk.is_empty() {
-                return Ok::<_, Error>(None);
-            }
-            Ok(Some(store.prepare(&handovers, &chunk)?))
-        })
-        .await
-        .map_err(|e| Error::TaskFailed(e.to_string()))??;
+        let prepared = tokio::task::spawn_blocking(move || store.prepare_next(&reader, &handovers))
+            .await
+            .map_err(|e| Error::TaskFailed(e.to_string()))??;
         let Some(step) = prepared else { return Ok(false) };
         let emitted = self.store.emitted()?;
         let mut pending = Vec::new();
@@ -122,7 +115,7 @@ impl Chain {
         }
         let up_to = step.up_to;
         // False: retention or an erasure removed state since `prepare`; the next round
-        // prepares the chunk again.
+        // prepares the step again.
         let store = self.store.clone();
         let committed = tokio::task::spawn_blocking(move || store.commit(step))
             .await
