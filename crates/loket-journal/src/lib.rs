@@ -334,15 +334,29 @@ impl Journal {
     /// Durable events with sequence >= from, in order, at most max of them (never one above last_sequence()).
     /// A `from` before the retained range reads from its start ([`Journal::first_retained`]).
     pub fn read_from(&self, from: u64, max: usize) -> Result<Vec<StoredEvent>, Error> {
+        Ok(self.read_where(from, max, |_| true)?.0)
+    }
+
+    /// Like [`Journal::read_from`], but only the events `keep` selects are returned, and
+    /// only their payloads decrypted; with the sequence of the last event read (`None`:
+    /// nothing after `from`), where the next read starts after. `keep` sees an event
+    /// before its payload is opened: a follower that needs a few types does not pay for
+    /// the others.
+    pub fn read_where(
+        &self,
+        from: u64,
+        max: usize,
+        keep: impl Fn(&StoredEvent) -> bool,
+    ) -> Result<(Vec<StoredEvent>, Option<u64>), Error> {
         loop {
             let first = self.first_retained();
             let last = self.last_sequence();
             let from = from.max(first);
             if from > last || max == 0 {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), None));
             }
-            if let Some(events) = self.inner.shared.recent.read(from, last, max) {
-                return Ok(events);
+            if let Some((events, read)) = self.inner.shared.recent.read_where(from, last, max, &keep) {
+                return Ok((events, Some(read)));
             }
             let count = (last - from + 1).min(max as u64) as usize;
             match self.inner.shared.store()?.read_range(from, count) {
@@ -350,7 +364,11 @@ impl Journal {
                 // from the new start.
                 Err(Error::Corrupt { .. }) if self.first_retained() > first => continue,
                 Err(e) => return Err(e),
-                Ok(events) => return events.into_iter().map(|e| self.inner.shared.open_event(e)).collect(),
+                Ok(events) => {
+                    let read = events.last().map(|e| e.sequence);
+                    let kept = events.into_iter().filter(|e| keep(e)).map(|e| self.inner.shared.open_event(e));
+                    return Ok((kept.collect::<Result<_, _>>()?, read));
+                }
             }
         }
     }

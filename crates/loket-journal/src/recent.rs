@@ -95,8 +95,15 @@ impl Recent {
         }
     }
 
-    /// Up to `max` events from `from` to `last`, if `from` is among those kept.
-    pub fn read(&self, from: u64, last: u64, max: usize) -> Option<Vec<StoredEvent>> {
+    /// Of up to `max` events from `from` to `last`, those `keep` selects, and the sequence
+    /// of the last one looked at; `None` unless `from` is among those kept.
+    pub fn read_where(
+        &self,
+        from: u64,
+        last: u64,
+        max: usize,
+        keep: impl Fn(&StoredEvent) -> bool,
+    ) -> Option<(Vec<StoredEvent>, u64)> {
         let state = self.state();
         let first = state.events.front()?.sequence;
         if from < first || from > last {
@@ -104,9 +111,16 @@ impl Recent {
         }
         let skip = usize::try_from(from - first).ok()?;
         let count = usize::try_from(last - from + 1).unwrap_or(usize::MAX).min(max);
-        let events: Vec<StoredEvent> = state.events.iter().skip(skip).take(count).cloned().collect();
-        // An empty answer would read as "nothing after `from`": let sled answer instead.
-        (!events.is_empty()).then_some(events)
+        let mut looked_at = None;
+        let mut events = Vec::new();
+        for event in state.events.iter().skip(skip).take(count) {
+            looked_at = Some(event.sequence);
+            if keep(event) {
+                events.push(event.clone());
+            }
+        }
+        // No answer would read as "nothing after `from`": let sled answer instead.
+        Some((events, looked_at?))
     }
 
     /// Empties what is kept and keeps it empty until the guard is dropped: taken around a
@@ -132,6 +146,22 @@ mod tests {
 
     fn sequences(events: Option<Vec<StoredEvent>>) -> Option<Vec<u64>> {
         events.map(|e| e.iter().map(|e| e.sequence).collect())
+    }
+
+    impl Recent {
+        fn read(&self, from: u64, last: u64, max: usize) -> Option<Vec<StoredEvent>> {
+            self.read_where(from, last, max, |_| true).map(|(events, _)| events)
+        }
+    }
+
+    #[test]
+    fn a_filtered_read_says_how_far_it_looked() {
+        let recent = Recent::new(1 << 20);
+        recent.extend(recent.generation(), (1..=10).map(event));
+        let (kept, looked_at) = recent.read_where(3, 10, 5, |e| e.sequence % 2 == 0).unwrap();
+        assert_eq!((kept.iter().map(|e| e.sequence).collect::<Vec<_>>(), looked_at), (vec![4, 6], 7));
+        let (kept, looked_at) = recent.read_where(9, 10, 5, |_| false).unwrap();
+        assert_eq!((kept.len(), looked_at), (0, 10), "nothing kept, yet read up to last");
     }
 
     #[test]

@@ -37,11 +37,12 @@ impl Access {
             // that publishes on the async workers are not queued behind it.
             let (access, reader) = (self.clone(), journal.clone());
             let indexed = tokio::task::spawn_blocking(move || {
-                let step = reader.read_from(next, INDEX_CHUNK).map_err(Error::from).and_then(|batch| {
-                    if batch.is_empty() {
-                        return Ok(false);
-                    }
-                    access.index_batch(&batch, &mut book)?;
+                // Only consents and possibly-medical events are indexed: the others are
+                // skipped unopened (most events are neither).
+                let indexes = |e: &StoredEvent| e.event_type == CONSENT_TYPE || access.policy.may_be_medical(&e.event_type);
+                let step = reader.read_where(next, INDEX_CHUNK, indexes).map_err(Error::from).and_then(|(batch, read)| {
+                    let Some(read) = read else { return Ok(false) };
+                    access.index_batch(&batch, read, &mut book)?;
                     Ok(true)
                 });
                 (book, step)
@@ -89,7 +90,8 @@ impl Access {
         book
     }
 
-    fn index_batch(&self, batch: &[StoredEvent], book: &mut ConsentBook) -> Result<(), Error> {
+    /// Indexes `batch`, the events to index of the journal up to `read`.
+    fn index_batch(&self, batch: &[StoredEvent], read: u64, book: &mut ConsentBook) -> Result<(), Error> {
         let mut entries = Vec::new();
         let mut claims = Vec::new();
         let mut withholdings = Vec::new();
@@ -123,10 +125,9 @@ impl Access {
             }
             entries.push(entry);
         }
-        let last = batch.last().map_or(0, |e| e.sequence);
-        self.store.index(&entries, &claims, &withholdings, last)?;
-        self.indexed.send_replace(last);
-        metrics::gauge!(crate::http::metrics::FOLLOWER_SEQUENCE, "follower" => "access-index").set(last as f64);
+        self.store.index(&entries, &claims, &withholdings, read)?;
+        self.indexed.send_replace(read);
+        metrics::gauge!(crate::http::metrics::FOLLOWER_SEQUENCE, "follower" => "access-index").set(read as f64);
         Ok(())
     }
 }

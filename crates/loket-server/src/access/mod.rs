@@ -160,10 +160,11 @@ impl Access {
         }
         let mut next = *self.indexed.borrow() + 1;
         loop {
-            let batch = journal.read_from(next, CLAIM_CHUNK)?;
-            let Some(last) = batch.last() else { return Ok(()) };
-            next = last.sequence + 1;
-            for event in batch.iter().filter(|e| e.event_type == CONSENT_TYPE) {
+            // Only consents are opened: the start waits for this.
+            let (batch, read) = journal.read_where(next, CLAIM_CHUNK, |e| e.event_type == CONSENT_TYPE)?;
+            let Some(read) = read else { return Ok(()) };
+            next = read + 1;
+            for event in &batch {
                 if let Some(id) = self.claim_of(event, &parse(event)?) {
                     let _ = self.claims.claim_digest(id.digest, &id.registrar);
                 }
