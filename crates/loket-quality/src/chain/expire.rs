@@ -194,7 +194,8 @@ mod tests {
     }
 
     fn every_type() -> HandoverSet {
-        let types = ["transport-status", "baggage", "physical-features", "medical-file-transfer", "medical-transfer-consent"];
+        let types =
+            ["transport-status", "baggage", "physical-features", "medical-file-transfer", "medical-transfer-consent"];
         HandoverSet::embedded(&types).unwrap()
     }
 
@@ -212,12 +213,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         // Layout 5: `emitted` in chain-meta, states in a tree of their own.
-        db.open_tree("chain-meta").unwrap().insert("emitted", &7u64.to_be_bytes()).unwrap();
+        let meta = db.open_tree("chain-meta").unwrap();
+        meta.insert("emitted", &7u64.to_be_bytes()).unwrap();
+        meta.insert("followed", &9u64.to_be_bytes()).unwrap();
         db.open_tree("chain-cases").unwrap().insert("A", "old").unwrap();
         let set = every_type();
         let store = ChainStore::open(&db, &set).unwrap();
         assert_eq!((store.emitted().unwrap(), store.followed().unwrap()), (7, 0));
         assert!(!db.tree_names().iter().any(|n| n.as_ref() == b"chain-cases"), "the old tree is dropped");
+        assert!(meta.get("followed").unwrap().is_none() && meta.get("emitted").unwrap().is_none());
 
         let bag = json!({"instructionVersion": "2018-05"});
         let mut step = store.prepare(&set, &[event(1, "A", "dji", "baggage", bag.clone())]).unwrap();
@@ -233,7 +237,8 @@ mod tests {
         assert_eq!(store.report(&Filter::default()).unwrap().days.len(), 1);
 
         // A step taken again after retention shortened it left a value that overlaps the next.
-        let overlapping = [TimelineEntry { sequence: 3, received_at_micros: 3, event_type: "x".into(), source: "dvo".into() }];
+        let overlapping =
+            [TimelineEntry { sequence: 3, received_at_micros: 3, event_type: "x".into(), source: "dvo".into() }];
         store.timeline.insert(chunk_key("A", 3), encode(&overlapping[..]).unwrap()).unwrap();
         assert_eq!(sequences(&store, "A"), Some((vec![1, 3], vec![3])), "each event once");
     }
@@ -256,7 +261,8 @@ mod tests {
         // 1 from the front, 2 purged in place: B has nothing left, A keeps 3 and its handover.
         let removed = store.expire(2, &HashSet::from([2])).unwrap();
         assert_eq!(removed, Removed { events: 2, handovers: 0, cases: 1 });
-        let index: Vec<(u64, String)> = decode("index", &store.sequences.get(1u64.to_be_bytes()).unwrap().unwrap()).unwrap();
+        let index: Vec<(u64, String)> =
+            decode("index", &store.sequences.get(1u64.to_be_bytes()).unwrap().unwrap()).unwrap();
         assert_eq!(index, [(3, "A".to_owned())], "the step's index value is rewritten without the expired events");
         assert_eq!(sequences(&store, "B"), None);
         assert!(store.state("B").unwrap().is_none());
@@ -296,7 +302,8 @@ mod tests {
 
         // Retention: A loses its baggage slot, B everything.
         store.expire(2, &HashSet::from([2])).unwrap();
-        let later = [event(4, "A", "dvo", "transport-status", departure()), event(5, "B", "dtv", "physical-features", photo)];
+        let later =
+            [event(4, "A", "dvo", "transport-status", departure()), event(5, "B", "dtv", "physical-features", photo)];
         assert!(store.commit(store.prepare(&set, &later).unwrap()).unwrap());
         let a = store.state("A").unwrap().unwrap();
         assert!(a.latest("baggage", "dji").is_none(), "the expired slot is not written back: {a:?}");

@@ -56,8 +56,10 @@ const DAY_PREFIX: u8 = b'd';
 /// Keys in `chain-meta`.
 const FINGERPRINT: &[u8] = b"fingerprint";
 const KEY: &[u8] = b"key";
-/// Layout 5 kept `emitted` here, and the states and days in trees of their own.
+/// Layout 5 kept `emitted` and `followed` here, and the states and days in trees of
+/// their own.
 const LEGACY_EMITTED: &[u8] = b"emitted";
+const LEGACY_FOLLOWED: &[u8] = b"followed";
 const LEGACY_TREES: [&str; 2] = ["chain-cases", "chain-days"];
 /// Part of the fingerprint: a store written in an older layout is rebuilt from the journal.
 const LAYOUT: &str = "layout 6: postcard, timeline and sequence index per step, append-only outcomes, one batch\n";
@@ -173,6 +175,7 @@ impl ChainStore {
             let emitted = u64_of(Some(legacy)).max(u64_of(state.get(EMITTED)?));
             state.insert(EMITTED, &emitted.to_be_bytes())?;
             meta.remove(LEGACY_EMITTED)?;
+            meta.remove(LEGACY_FOLLOWED)?;
         }
         for legacy in LEGACY_TREES {
             db.drop_tree(legacy)?;

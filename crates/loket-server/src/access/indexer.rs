@@ -39,12 +39,14 @@ impl Access {
             let indexed = tokio::task::spawn_blocking(move || {
                 // Only consents and possibly-medical events are indexed: the others are
                 // skipped unopened (most events are neither).
-                let indexes = |e: &StoredEvent| e.event_type == CONSENT_TYPE || access.policy.may_be_medical(&e.event_type);
-                let step = reader.read_where(next, INDEX_CHUNK, indexes).map_err(Error::from).and_then(|(batch, read)| {
-                    let Some(read) = read else { return Ok(false) };
-                    access.index_batch(&batch, read, &mut book)?;
-                    Ok(true)
-                });
+                let indexes =
+                    |e: &StoredEvent| e.event_type == CONSENT_TYPE || access.policy.may_be_medical(&e.event_type);
+                let step =
+                    reader.read_where(next, INDEX_CHUNK, indexes).map_err(Error::from).and_then(|(batch, read)| {
+                        let Some(read) = read else { return Ok(false) };
+                        access.index_batch(&batch, read, &mut book)?;
+                        Ok(true)
+                    });
                 (book, step)
             })
             .await;
