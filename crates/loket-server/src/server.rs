@@ -60,15 +60,24 @@ pub async fn run_with(
     let policy = config.policy(&registry)?;
     let handovers = load_handovers(&config, &registry, &policy)?;
     let tls = tls::server_tls(&config)?;
-    let journal = open_journal(&config)?;
+    // sled reads at open what each database logged since its last open, which after a
+    // kill -9 takes most of a restart: the three large databases open side by side.
+    let (journal, quality_store, access_db) = std::thread::scope(|s| {
+        let quality = s.spawn(|| QualityStore::open(&config.quality_dir()).map_err(Error::from));
+        let access = s.spawn(|| Access::open_db(&config));
+        let journal = open_journal(&config);
+        let joined = |what: &str| Error::TaskFailed(format!("opening the {what} database panicked"));
+        (journal, quality.join().map_err(|_| joined("quality")), access.join().map_err(|_| joined("access")))
+    });
+    let journal = journal?;
     let disk = DiskGuard::new(config.data_dir.clone(), config.journal.min_free_bytes)?;
-    let (store, recount) = open_quality(&config, &journal)?;
+    let (store, recount) = check_quality(quality_store??, &journal)?;
     let store = Arc::new(store);
     let chain = Chain::new(ChainStore::open(store.db(), &handovers)?, Arc::new(handovers))?;
     let quality = Quality::new(store.clone(), chain.clone());
     let registry = Arc::new(registry);
 
-    let access = Access::open(&config, policy, &journal)?;
+    let access = Access::open_with(&config, policy, &journal, access_db??)?;
     access.load_consent_claims(&journal)?;
     let viewer = Viewer { access: access.clone(), journal: journal.clone(), registry: registry.clone() };
 
@@ -337,12 +346,11 @@ fn open_journal(config: &Config) -> Result<Journal, Error> {
     Ok(Journal::open(&config.journal_config())?)
 }
 
-/// Opens the quality store; when it does not match the journal (no clean mark: a crash, or
-/// the first start with this feature; or another last sequence) its figures are to be
-/// recounted up to the journal's last sequence, returned: in the background
-/// ([`Quality::recount`]).
-fn open_quality(config: &Config, journal: &Journal) -> Result<(QualityStore, Option<u64>), Error> {
-    let store = QualityStore::open(&config.quality_dir())?;
+/// Checks the opened quality store against the journal: when it does not match (no clean
+/// mark: a crash, or the first start with this feature; or another last sequence) its
+/// figures are to be recounted up to the journal's last sequence, returned: in the
+/// background ([`Quality::recount`]).
+fn check_quality(store: QualityStore, journal: &Journal) -> Result<(QualityStore, Option<u64>), Error> {
     let mark = store.take_clean_mark()?;
     let last = journal.last_sequence();
     if mark == Some(last) {

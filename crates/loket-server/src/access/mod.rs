@@ -21,9 +21,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use exports::ExportRecord;
 pub use identity::PARTNER_HEADER;
 pub(crate) use identity::{presented_by, Certified, IdentityMode, Presented};
-pub(crate) use exports::ExportRecord;
 pub(crate) use store::{AccessStore, DenialRecord, IndexedClaim, IndexedEvent};
 
 use crate::config::{Config, IdentitySource, TlsSource};
@@ -32,6 +32,8 @@ use crate::Error;
 
 /// Journal events read per step when the consent claims are brought up to date at start.
 const CLAIM_CHUNK: usize = 1024;
+/// The access database's sled cache.
+const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Who registered each consent form (`consentId` → registrar), as intake checks it: a
 /// form belongs to the registrar that published it first. Claimed when a form passes
@@ -104,14 +106,21 @@ pub(crate) struct Access {
 }
 
 impl Access {
+    /// The access database of `config`, for [`Access::open_with`]: the slow part of an
+    /// open, which the gateway does beside the journal's.
+    pub fn open_db(config: &Config) -> Result<sled::Db, Error> {
+        AccessStore::open_db(&config.access_dir(), CACHE_BYTES)
+    }
+
     /// How callers are identified (the TLS handshake resolves what a certificate presents
     /// under it).
     pub fn identity_mode(&self) -> IdentityMode {
         self.identity
     }
 
-    pub fn open(config: &Config, policy: Policy, journal: &Journal) -> Result<Self, Error> {
-        let store = AccessStore::open(&config.access_dir(), 8 * 1024 * 1024, Some(journal.clone()))?;
+    /// The access rules, their index and logs, in `db` (from [`Access::open_db`]).
+    pub fn open_with(config: &Config, policy: Policy, journal: &Journal, db: sled::Db) -> Result<Self, Error> {
+        let store = AccessStore::with_db(db, Some(journal.clone()))?;
         // The index and the withholdings recorded with it follow from these rules (and
         // from index entries that name their publisher: "v2", sealed with their case
         // keys: "v3"; with the consent claims beside them: "v4").

@@ -37,7 +37,7 @@ fn fixture() -> Fixture {
         ..JournalConfig::default()
     })
     .unwrap();
-    let access = Access::open(&config, policy, &journal).unwrap();
+    let access = Access::open_with(&config, policy, &journal, Access::open_db(&config).unwrap()).unwrap();
     let registry = Arc::new(registry);
     let intake = Intake {
         registry: registry.clone(),
