@@ -39,8 +39,8 @@ fn disable_transparent_huge_pages() {}
 
 /// mimalloc keeps freed pages for a second (v3's `purge_delay` default) before it returns
 /// them to the OS; under a steady load that is ~50 MiB of the gateway's resident set held
-/// for reuse (BENCHMARKS.md: 447 -> 384 MiB after storing and replaying 200,000 events,
-/// with no measurable CPU cost). Purging at once is the default here, unless the operator
+/// for reuse (BENCHMARKS.md: 441 / 460 -> 393 / 391 MiB after storing and replaying 200,000
+/// events, two pairs of runs, with no measurable CPU cost). Purging at once is the default here, unless the operator
 /// chose otherwise with `MIMALLOC_PURGE_DELAY` (which mimalloc reads at start-up).
 fn purge_freed_memory_at_once() {
     // `mi_option_purge_delay` in mimalloc v3's `mi_option_e` (include/mimalloc.h); the

@@ -37,10 +37,8 @@ impl Access {
             // that publishes on the async workers are not queued behind it.
             let (access, reader) = (self.clone(), journal.clone());
             let indexed = tokio::task::spawn_blocking(move || {
-                // Only consents and possibly-medical events are indexed: the others are
-                // skipped unopened (most events are neither).
-                let indexes =
-                    |e: &StoredEvent| e.event_type == CONSENT_TYPE || access.policy.may_be_medical(&e.event_type);
+                // The events not indexed are skipped unopened (most events are neither).
+                let indexes = |e: &StoredEvent| access.indexes(&e.event_type);
                 let step =
                     reader.read_where(next, INDEX_CHUNK, indexes).map_err(Error::from).and_then(|(batch, read)| {
                         let Some(read) = read else { return Ok(false) };
@@ -92,7 +90,12 @@ impl Access {
         book
     }
 
-    /// Indexes `batch`, the events to index of the journal up to `read`.
+    /// Whether events of `event_type` are indexed: consents and possibly-medical events.
+    fn indexes(&self, event_type: &str) -> bool {
+        event_type == CONSENT_TYPE || self.policy.may_be_medical(event_type)
+    }
+
+    /// Indexes `batch`, the events of the journal up to `read` that [`Access::indexes`].
     fn index_batch(&self, batch: &[StoredEvent], read: u64, book: &mut ConsentBook) -> Result<(), Error> {
         let mut entries = Vec::new();
         let mut claims = Vec::new();
@@ -101,7 +104,7 @@ impl Access {
             let consent = event.event_type == CONSENT_TYPE;
             let medical = self.policy.may_be_medical(&event.event_type);
             // An expired or erased event has no payload left to index.
-            if (!consent && !medical) || event.purged_by != 0 {
+            if !self.indexes(&event.event_type) || event.purged_by != 0 {
                 continue;
             }
             let entry = IndexedEvent::of(event, parse(event)?);
